@@ -1,0 +1,205 @@
+//! `parlance.yaml` → [`Settings`]: defaults applied, durations parsed, files checked,
+//! entry and fallback flows resolved.
+
+use super::node::{Names, is_identifier, parse_duration};
+use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
+use crate::flow::settings::DEFAULT_MESSAGES_PER_SECOND;
+use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
+use crate::source::{SourceFile, YamlPath};
+use crate::spec::config::RawConfig;
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_API_VERSION: &str = "v23.0";
+pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_STORE: &str = "sqlite://data/parlance.db";
+
+pub(crate) fn resolve(
+    dir: &Path,
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    diags: &mut Vec<Diagnostic>,
+) -> Settings {
+    let mut duration = |value: &Option<String>, path: YamlPath, default: Duration| match value {
+        None => default,
+        Some(text) => parse_duration(text).unwrap_or_else(|message| {
+            if let Some(file) = file {
+                diags.push(
+                    file.diag_at(&path, Code::BadDuration, message)
+                        .with_hint("write durations like 30s, 5m, 2h or 7d"),
+                );
+            }
+            default
+        }),
+    };
+    let session = raw.session.clone().unwrap_or_default();
+    let privacy = raw.privacy.clone().unwrap_or_default();
+    let session_timeout = duration(
+        &session.timeout,
+        YamlPath::root().key("session").key("timeout"),
+        DEFAULT_SESSION_TIMEOUT,
+    );
+    let keep_transcripts = duration(
+        &privacy.keep_transcripts,
+        YamlPath::root().key("privacy").key("keep_transcripts"),
+        Duration::ZERO,
+    );
+
+    let wa = raw.whatsapp.clone().unwrap_or_default();
+    let whatsapp = WhatsAppSettings {
+        app_id: wa.app_id,
+        access_token: wa.access_token,
+        phone_number_id: wa.phone_number_id,
+        verify_token: wa.verify_token,
+        app_secret: wa.app_secret.filter(|s| !s.is_empty()),
+        message_delay: Duration::from_millis(wa.message_delay_ms.unwrap_or(0)),
+        api_version: wa.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into()),
+        base_url: wa.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+        mark_as_read: wa.mark_as_read.unwrap_or(false),
+        typing_indicator: wa.typing_indicator.unwrap_or(false),
+        max_messages_per_second: wa
+            .max_messages_per_second
+            .unwrap_or(DEFAULT_MESSAGES_PER_SECOND),
+    };
+
+    let transformers = raw.transformers.clone().unwrap_or_default();
+    if let Some(file) = file {
+        for (key, value) in [
+            ("input", &transformers.input),
+            ("output", &transformers.output),
+            ("finished", &transformers.finished),
+        ] {
+            if let Some(rel) = value
+                && !dir.join(rel).is_file()
+            {
+                diags.push(
+                    file.diag_at(
+                        &YamlPath::root().key("transformers").key(key),
+                        Code::NotFound,
+                        format!("no file \"{rel}\" in the bot folder"),
+                    )
+                    .with_hint("paths are relative to the bot folder"),
+                );
+            }
+        }
+        for (i, name) in raw.expose_env.iter().enumerate() {
+            if !is_identifier(name) {
+                diags.push(file.diag_at(
+                    &YamlPath::root().key("expose_env").index(i),
+                    Code::InvalidValue,
+                    format!("\"{name}\" is not an environment variable name"),
+                ));
+            }
+        }
+    }
+
+    let name = raw
+        .bot
+        .as_ref()
+        .and_then(|b| b.name.clone())
+        .unwrap_or_else(|| {
+            std::fs::canonicalize(dir)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "bot".into())
+        });
+    Settings {
+        name,
+        whatsapp,
+        session_timeout,
+        store: session.store.unwrap_or_else(|| DEFAULT_STORE.into()),
+        overflow: raw
+            .render
+            .as_ref()
+            .and_then(|r| r.overflow)
+            .unwrap_or_default(),
+        expose_env: raw.expose_env.clone(),
+        transformers: Transformers {
+            input: transformers.input,
+            output: transformers.output,
+            finished: transformers.finished,
+        },
+        api_key: raw
+            .api
+            .as_ref()
+            .and_then(|a| a.key.clone())
+            .filter(|k| !k.is_empty()),
+        mask_logs: privacy.mask_logs.unwrap_or(true),
+        keep_transcripts,
+    }
+}
+
+/// The flow conversations start in, and the one that handles what nothing understands.
+pub(crate) fn entry_and_fallback(
+    dir: &Path,
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    names: &Names,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(FlowIdx, FlowIdx)> {
+    let bot = raw.bot.clone().unwrap_or_default();
+    let lookup = |id: &str, key: &str, diags: &mut Vec<Diagnostic>| -> Option<FlowIdx> {
+        if let Some(idx) = names.flow(id) {
+            return Some(idx);
+        }
+        if names.is_unreadable(id) {
+            return None;
+        }
+        let hint = did_you_mean(id, names.flow_ids())
+            .map(|c| format!("did you mean \"{c}\"?"))
+            .unwrap_or_else(|| {
+                format!("flows: {}", names.flow_ids().collect::<Vec<_>>().join(", "))
+            });
+        let diag = match file {
+            Some(f) => f.diag_at(
+                &YamlPath::root().key("bot").key(key),
+                Code::UnknownFlow,
+                format!("no flow named \"{id}\""),
+            ),
+            None => Diagnostic::new(
+                diag::display_path(dir, Path::new("flows")),
+                Pos::START,
+                Code::UnknownFlow,
+                format!("no flow named \"{id}\""),
+            ),
+        };
+        diags.push(diag.with_hint(hint));
+        None
+    };
+    let entry = match &bot.entry {
+        Some(id) => lookup(id, "entry", diags),
+        None => {
+            let ids: Vec<&str> = names.flow_ids().collect();
+            match (names.flow("main"), ids.as_slice()) {
+                (Some(main), _) => Some(main),
+                (None, [_only]) => Some(FlowIdx(0)),
+                (None, _) if names.is_unreadable("main") => None,
+                (None, _) => {
+                    let where_ = file.map_or_else(
+                        || diag::display_path(dir, Path::new("parlance.yaml")),
+                        |f| f.display.clone(),
+                    );
+                    diags.push(
+                        Diagnostic::new(
+                            where_,
+                            Pos::START,
+                            Code::UnknownFlow,
+                            "no entry flow: there is no flow \"main\"",
+                        )
+                        .with_hint(format!(
+                            "set bot.entry in parlance.yaml to one of: {}",
+                            ids.join(", ")
+                        )),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let fallback = match &bot.fallback {
+        Some(id) => lookup(id, "fallback", diags),
+        None => entry,
+    };
+    Some((entry?, fallback?))
+}

@@ -1,0 +1,202 @@
+//! Whole-bot checks on the compiled graph: nodes nothing leads to, loops that never
+//! wait for the user, and triggers claimed by two flows. All are warnings: the bot runs.
+
+use super::FlowSource;
+use crate::diag::{Code, Diagnostic};
+use crate::flow::{Flow, FlowIdx, Next, NodeKind, NodeRef, Target, Trigger};
+use crate::source::YamlPath;
+use std::collections::{HashMap, HashSet};
+
+pub(crate) fn check(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
+    // In a file with errors, broken targets make nodes look unreachable: report those
+    // warnings once the errors are fixed.
+    let broken: HashSet<&std::path::Path> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.file.as_path())
+        .collect();
+    let mut found = Vec::new();
+    unreachable_nodes(sources, flows, &mut found);
+    found.retain(|d| !broken.contains(d.file.as_path()));
+    diags.extend(found);
+    endless_loops(sources, flows, diags);
+    duplicate_triggers(sources, flows, diags);
+}
+
+/// Every node a node can lead to.
+fn successors(flows: &[Flow], r: NodeRef) -> Vec<NodeRef> {
+    let node = &flows[r.flow.0 as usize].nodes[r.node as usize];
+    let mut targets: Vec<Target> = Vec::new();
+    match &node.next {
+        Next::Goto(t) => targets.push(*t),
+        Next::Branch {
+            branches,
+            otherwise,
+        } => {
+            targets.extend(branches.iter().map(|(_, t)| *t));
+            targets.push(*otherwise);
+        }
+    }
+    targets.extend(node.on_error);
+    let retry = match &node.kind {
+        NodeKind::Buttons(b) => Some(&b.retry),
+        NodeKind::List(l) => Some(&l.retry),
+        NodeKind::Ask(a) => Some(&a.retry),
+        _ => None,
+    };
+    targets.extend(retry.and_then(|r| r.on_fail));
+    if let NodeKind::Handover(h) = &node.kind {
+        targets.extend(h.on_timeout);
+        targets.extend(h.on_unavailable);
+    }
+    if let NodeKind::Call(c) = &node.kind {
+        targets.push(Target::Node(*c));
+    }
+    targets
+        .into_iter()
+        .filter_map(|t| match t {
+            Target::Node(n) => Some(n),
+            Target::End => None,
+        })
+        .collect()
+}
+
+fn all_refs(flows: &[Flow]) -> impl Iterator<Item = NodeRef> + '_ {
+    flows.iter().enumerate().flat_map(|(f, flow)| {
+        (0..flow.nodes.len() as u32).map(move |n| NodeRef {
+            flow: FlowIdx(f as u32),
+            node: n,
+        })
+    })
+}
+
+fn unreachable_nodes(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
+    // A flow is entered at its first node (triggers, entry, fallback, `{ flow: x }`);
+    // every node an explicit target names is entered too.
+    let mut reached: HashSet<NodeRef> = HashSet::new();
+    let mut stack: Vec<NodeRef> = flows
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.nodes.is_empty())
+        .map(|(i, _)| NodeRef {
+            flow: FlowIdx(i as u32),
+            node: 0,
+        })
+        .collect();
+    while let Some(r) = stack.pop() {
+        if reached.insert(r) {
+            stack.extend(successors(flows, r));
+        }
+    }
+    for r in all_refs(flows) {
+        if !reached.contains(&r) {
+            let src = &sources[r.flow.0 as usize];
+            let node = &flows[r.flow.0 as usize].nodes[r.node as usize];
+            let path = YamlPath::root().key("nodes").key(&node.id);
+            diags.push(
+                src.file
+                    .diag_at_key(&path, Code::UnreachableNode, format!("no path leads to node \"{}\"", node.id))
+                    .with_hint("the node above always goes elsewhere and no target names this node; remove it or point a `next` at it"),
+            );
+        }
+    }
+}
+
+/// Cycles of nodes that neither wait for the user nor branch: a turn entering one would
+/// run until the engine's step bound stops it.
+fn endless_loops(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
+    let unconditional_next = |r: NodeRef| -> Option<NodeRef> {
+        let node = &flows[r.flow.0 as usize].nodes[r.node as usize];
+        if node.kind.waits() || matches!(node.kind, NodeKind::End(_) | NodeKind::Call(_)) {
+            return None;
+        }
+        match node.next {
+            Next::Goto(Target::Node(n)) => Some(n),
+            _ => None,
+        }
+    };
+    let mut done: HashSet<NodeRef> = HashSet::new();
+    for start in all_refs(flows) {
+        let mut path: Vec<NodeRef> = Vec::new();
+        let mut on_path: HashMap<NodeRef, usize> = HashMap::new();
+        let mut current = Some(start);
+        while let Some(r) = current {
+            if done.contains(&r) {
+                break;
+            }
+            if let Some(&at) = on_path.get(&r) {
+                let cycle = &path[at..];
+                let first = cycle.iter().min().copied().unwrap_or(r);
+                let names: Vec<String> = cycle
+                    .iter()
+                    .chain(std::iter::once(&r))
+                    .map(|n| {
+                        let flow = &flows[n.flow.0 as usize];
+                        let node = &flow.nodes[n.node as usize].id;
+                        if n.flow == first.flow {
+                            node.clone()
+                        } else {
+                            format!("{}.{node}", flow.id)
+                        }
+                    })
+                    .collect();
+                let src = &sources[first.flow.0 as usize];
+                let node = &flows[first.flow.0 as usize].nodes[first.node as usize];
+                diags.push(
+                    src.file
+                        .diag_at_key(&YamlPath::root().key("nodes").key(&node.id), Code::EndlessLoop, format!("{} loop forever without waiting for the user", names.join(" → ")))
+                        .with_hint("add a node that waits (ask, buttons, list) or a branch that leaves the loop"),
+                );
+                break;
+            }
+            on_path.insert(r, path.len());
+            path.push(r);
+            current = unconditional_next(r);
+        }
+        done.extend(path);
+    }
+}
+
+fn duplicate_triggers(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
+    let mut claimed: HashMap<String, (usize, String)> = HashMap::new();
+    for (f, flow) in flows.iter().enumerate() {
+        let src = &sources[f];
+        for (t, (index, _)) in flow.triggers.iter().zip(&src.triggers) {
+            let base = YamlPath::root().key("triggers").index(*index);
+            let keys: Vec<(String, String, YamlPath)> = match t {
+                Trigger::Keywords(words) => words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        (
+                            format!("keyword:{w}"),
+                            format!("keyword \"{w}\""),
+                            base.key("keywords").index(i),
+                        )
+                    })
+                    .collect(),
+                Trigger::Reply(id) => vec![(
+                    format!("reply:{id}"),
+                    format!("reply id \"{id}\""),
+                    base.key("reply"),
+                )],
+                Trigger::Regex(_) => Vec::new(),
+            };
+            for (key, what, path) in keys {
+                match claimed.get(&key) {
+                    Some((other, _)) if *other != f => {
+                        diags.push(
+                            src.file
+                                .diag_at(&path, Code::DuplicateTrigger, format!("{what} also starts flow \"{}\"", flows[*other].id))
+                                .with_hint("the flow listed first (by file name) wins; remove one of the triggers"),
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        claimed.insert(key, (f, what));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Stages 2–3: validate a bot folder (schema, then meaning) and compile it into an
+//! immutable [`Bot`].
+//!
+//! One pass collects every diagnostic: a file with a syntax error is skipped but the
+//! others are still checked, a node that breaks the schema is skipped but its siblings
+//! are checked and targets to it still resolve. The bot is built only when there is no
+//! error. Startup, `validate`, `test` and hot reload all call [`load_bot`].
+
+mod config;
+mod graph;
+mod node;
+pub mod schema;
+
+use crate::diag::{self, Code, Diagnostic, Pos};
+use crate::flow::{Bot, Flow, FlowIdx, Templates};
+use crate::source::env::{EnvLookup, process_env};
+use crate::source::{self, SourceFile, YamlPath};
+use crate::spec::FileKind;
+use crate::spec::config::RawConfig;
+use crate::spec::flow::{RawNode, RawTrigger};
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The result of loading a bot folder: the bot when it has no errors, and everything
+/// found (warnings come with a bot too).
+#[derive(Debug)]
+pub struct Loaded {
+    pub bot: Option<Bot>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Loads the bot in `dir`, reading `${NAME}` from the process environment.
+pub fn load_bot(dir: &Path) -> Loaded {
+    load_bot_with_env(dir, &process_env)
+}
+
+/// Loads the bot in `dir` with the given environment.
+pub fn load_bot_with_env(dir: &Path, env: EnvLookup<'_>) -> Loaded {
+    let mut diags = Vec::new();
+    let bot = load(dir, env, &mut diags);
+    diag::sort(&mut diags);
+    let bot = if diags.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        bot
+    };
+    Loaded {
+        bot,
+        diagnostics: diags,
+    }
+}
+
+/// A flow file after reading and schema validation, before compiling.
+pub(crate) struct FlowSource {
+    pub file: SourceFile,
+    pub id: String,
+    pub description: Option<String>,
+    pub interruptible: bool,
+    /// Triggers that deserialized, with their index in the file.
+    pub triggers: Vec<(usize, RawTrigger)>,
+    /// Every node id in order; `None` where the node itself is unusable (already reported).
+    pub nodes: IndexMap<String, Option<RawNode>>,
+}
+
+fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<Bot> {
+    if !dir.is_dir() {
+        let message = if dir.exists() {
+            format!("{} is not a folder", dir.display())
+        } else {
+            format!("no such folder: {}", dir.display())
+        };
+        diags.push(
+            Diagnostic::new(dir, Pos::START, Code::NotFound, message)
+                .with_hint("give the path of a bot folder (one with flows/ and parlance.yaml)"),
+        );
+        return None;
+    }
+
+    let config_file = ["parlance.yaml", "parlance.yml"]
+        .iter()
+        .map(Path::new)
+        .find(|rel| dir.join(rel).is_file())
+        .map(|rel| source::read_file(dir, rel, env, false, diags));
+    let raw_config: RawConfig = match &config_file {
+        Some(file) => read_whole(file, FileKind::Config, diags).unwrap_or_default(),
+        None => RawConfig::default(),
+    };
+
+    let flow_paths = source::yaml_files(dir, "flows");
+    if flow_paths.is_empty() {
+        diags.push(
+            Diagnostic::new(
+                diag::display_path(dir, Path::new("flows")),
+                Pos::START,
+                Code::NoFlows,
+                "no flow files found",
+            )
+            .with_hint("create flows/main.yaml with `nodes:`; flow files end in .yaml or .yml"),
+        );
+        return None;
+    }
+
+    let mut unreadable: HashSet<String> = HashSet::new();
+    let mut sources: Vec<FlowSource> = Vec::new();
+    for rel in &flow_paths {
+        let file = source::read_file(dir, rel, env, true, diags);
+        name_duplicate_nodes(&file, diags);
+        let stem = rel
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match read_flow(file, &stem, diags) {
+            Some(src) => sources.push(src),
+            // Targets to a flow we could not read are not reported again.
+            None => {
+                unreadable.insert(stem);
+            }
+        }
+    }
+    remove_duplicate_flows(&mut sources, diags);
+
+    let settings = config::resolve(dir, config_file.as_ref(), &raw_config, diags);
+    let mut templates = Templates::new();
+    let names = node::Names::new(&sources, unreadable);
+    let mut flows: Vec<Flow> = Vec::with_capacity(sources.len());
+    for (i, src) in sources.iter().enumerate() {
+        let mut ctx = node::Ctx {
+            dir,
+            file: &src.file,
+            flow: FlowIdx(i as u32),
+            names: &names,
+            templates: &mut templates,
+            expose_env: &settings.expose_env,
+            used_names: HashSet::new(),
+            diags,
+        };
+        flows.push(ctx.compile_flow(src));
+    }
+    graph::check(&sources, &flows, diags);
+
+    let (entry, fallback) =
+        config::entry_and_fallback(dir, config_file.as_ref(), &raw_config, &names, diags)?;
+    Some(Bot::new(settings, entry, fallback, flows, templates))
+}
+
+/// Validates a whole file against its schema and deserializes it.
+fn read_whole<T: DeserializeOwned>(
+    file: &SourceFile,
+    kind: FileKind,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let tree = file.tree.as_ref()?;
+    let json = tree.to_json();
+    let check = schema::check(file, kind, &json);
+    let ok = check.diagnostics.is_empty();
+    diags.extend(check.diagnostics);
+    if !ok {
+        return None;
+    }
+    deserialize(file, &YamlPath::root(), json, diags)
+}
+
+/// Deserializes a part that passed the schema. Failing here means the schema and the
+/// types disagree, a bug, which we still report rather than hide.
+pub(crate) fn deserialize<T: DeserializeOwned>(
+    file: &SourceFile,
+    path: &YamlPath,
+    json: Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_json::from_value(json) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(file.diag_at(path, Code::Schema, e.to_string()));
+            None
+        }
+    }
+}
+
+fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Option<FlowSource> {
+    let json = file.tree.as_ref()?.to_json();
+    let check = schema::check(&file, FileKind::Flow, &json);
+    diags.extend(check.diagnostics.iter().cloned());
+    let obj = json.as_object()?;
+    let id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .map_or_else(|| stem.to_string(), str::to_string);
+    let description = obj
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let interruptible = obj
+        .get("interruptible")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut triggers = Vec::new();
+    if let Some(list) = obj.get("triggers").and_then(Value::as_array) {
+        for (i, t) in list.iter().enumerate() {
+            let pointer = format!("/triggers/{i}");
+            if check.is_bad(&pointer) {
+                continue;
+            }
+            let path = YamlPath::root().key("triggers").index(i);
+            if let Some(t) = deserialize(&file, &path, t.clone(), diags) {
+                triggers.push((i, t));
+            }
+        }
+    }
+    let mut nodes = IndexMap::new();
+    if let Some(map) = obj.get("nodes").and_then(Value::as_object) {
+        for (id, value) in map {
+            let pointer = format!("/nodes/{}", id.replace('~', "~0").replace('/', "~1"));
+            let raw = match serde_json::from_value::<RawNode>(value.clone()) {
+                Ok(raw) => Some(raw),
+                Err(e) => {
+                    if !check.is_bad(&pointer) {
+                        diags.push(file.diag_at(
+                            &YamlPath::root().key("nodes").key(id),
+                            Code::Schema,
+                            e.to_string(),
+                        ));
+                    }
+                    None
+                }
+            };
+            nodes.insert(id.clone(), raw);
+        }
+    }
+    Some(FlowSource {
+        file,
+        id,
+        description,
+        interruptible,
+        triggers,
+        nodes,
+    })
+}
+
+fn remove_duplicate_flows(sources: &mut Vec<FlowSource>, diags: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(String, PathBuf)> = Vec::new();
+    sources.retain(|src| {
+        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == src.id) {
+            let path = YamlPath::root().key("id");
+            let has_id = src.file.node(&path).is_some();
+            let diag = if has_id {
+                src.file.diag_at(&path, Code::DuplicateFlow, "")
+            } else {
+                Diagnostic::new(&src.file.display, Pos::START, Code::DuplicateFlow, "")
+            };
+            diags.push(Diagnostic {
+                message: format!(
+                    "flow \"{}\" is already defined in {}",
+                    src.id,
+                    first.display()
+                ),
+                hint: Some(if has_id {
+                    "give each flow a unique `id:`".into()
+                } else {
+                    "the id defaults to the file name; set a unique `id:` or rename the file".into()
+                }),
+                ..diag
+            });
+            false
+        } else {
+            seen.push((src.id.clone(), src.file.display.clone()));
+            true
+        }
+    });
+}
+
+/// A repeated key under `nodes:` is a duplicate node id: say so in those words.
+fn name_duplicate_nodes(file: &SourceFile, diags: &mut [Diagnostic]) {
+    for d in diags.iter_mut() {
+        let is_node_key = d
+            .path
+            .strip_prefix("nodes.")
+            .is_some_and(|id| !id.contains('.') && !id.contains('['));
+        if d.file == file.display && d.code == Code::DuplicateKey && is_node_key {
+            d.code = Code::DuplicateNode;
+            d.severity = Code::DuplicateNode.severity();
+            d.message = d.message.replacen("key", "node", 1);
+            d.hint = Some("node ids must be unique in a flow; rename one of them".into());
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Stage 2a: validate a file against its generated JSON Schema and say what is wrong in
+//! a bot designer's words.
+//!
+//! Raw validator output is made for machines ("is not valid under any of the schemas
+//! listed in the 'anyOf' keyword"). For every alternative (`anyOf`/`oneOf`) we pick the
+//! branch the designer most likely meant, the one their value got furthest into, and
+//! report its errors; for unknown keys we suggest the closest allowed key.
+
+use crate::diag::{Code, Diagnostic, did_you_mean};
+use crate::source::{SourceFile, YamlPath};
+use crate::spec::FileKind;
+use crate::spec::flow::NODE_KINDS;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{JsonType, ValidationError};
+use serde_json::Value;
+
+/// The outcome of a schema check: diagnostics, and the JSON pointers that had errors (so
+/// later stages skip those parts instead of reporting the same mistake twice).
+#[derive(Debug, Default)]
+pub struct SchemaCheck {
+    pub diagnostics: Vec<Diagnostic>,
+    pub bad_pointers: Vec<String>,
+}
+
+impl SchemaCheck {
+    /// Whether the value at `pointer`, or anything inside it, broke the schema.
+    pub fn is_bad(&self, pointer: &str) -> bool {
+        self.bad_pointers
+            .iter()
+            .any(|p| p == pointer || p.starts_with(&format!("{pointer}/")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Problem {
+    pointer: String,
+    /// Report at the key (`pointer` + this key) rather than at the value.
+    key: Option<String>,
+    code: Code,
+    message: String,
+    hint: Option<String>,
+}
+
+/// Validates `json` (the file's content) against the schema of `kind`.
+pub fn check(file: &SourceFile, kind: FileKind, json: &Value) -> SchemaCheck {
+    let schema = kind.schema();
+    let mut problems = Vec::new();
+    for error in kind.validator().iter_errors(json) {
+        explain(&error, json, &schema, kind, &mut problems);
+    }
+    suppress_redundant(&mut problems);
+    let mut check = SchemaCheck::default();
+    let Some(tree) = &file.tree else { return check };
+    for p in problems {
+        let path = YamlPath::from_pointer(&p.pointer, tree);
+        let diag = match &p.key {
+            Some(key) => file.diag_at_key(&path.key(key), p.code, p.message),
+            None => file.diag_at(&path, p.code, p.message),
+        };
+        check.diagnostics.push(diag.maybe_hint(p.hint));
+        check.bad_pointers.push(p.pointer);
+    }
+    check
+}
+
+fn explain(
+    error: &ValidationError<'_>,
+    root: &Value,
+    schema: &Value,
+    kind: FileKind,
+    out: &mut Vec<Problem>,
+) {
+    let pointer = error.instance_path().as_str().to_string();
+    let instance = error.instance();
+    let problem = |code: Code, message: String, hint: Option<String>| Problem {
+        pointer: pointer.clone(),
+        key: None,
+        code,
+        message,
+        hint,
+    };
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let allowed = allowed_keys(schema, error.schema_path().as_str());
+            for key in unexpected {
+                let hint = match did_you_mean(key, allowed.iter().map(String::as_str)) {
+                    Some(close) => Some(format!("did you mean \"{close}\"?")),
+                    None if is_node(kind, &pointer) => Some(format!(
+                        "a node takes one kind key ({}) and next, save, on_error, on_window_closed",
+                        NODE_KINDS.join(", ")
+                    )),
+                    None if !allowed.is_empty() => {
+                        Some(format!("allowed keys here: {}", allowed.join(", ")))
+                    }
+                    None => None,
+                };
+                out.push(Problem {
+                    pointer: pointer.clone(),
+                    key: Some(key.clone()),
+                    code: Code::UnknownField,
+                    message: format!("unknown key \"{key}\""),
+                    hint,
+                });
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_string);
+            out.push(problem(
+                Code::MissingField,
+                format!("missing required key \"{name}\""),
+                None,
+            ));
+        }
+        ValidationErrorKind::Type { kind: expected } => {
+            let expected = type_names(expected);
+            out.push(problem(
+                Code::WrongType,
+                format!(
+                    "expected {}, found {}",
+                    join_or(&expected),
+                    describe(instance)
+                ),
+                type_hint(instance, &expected),
+            ));
+        }
+        ValidationErrorKind::Enum { options } => {
+            let options: Vec<String> = options
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let found = instance
+                .as_str()
+                .map_or_else(|| instance.to_string(), str::to_string);
+            let hint = did_you_mean(&found, options.iter().map(String::as_str))
+                .map(|c| format!("did you mean \"{c}\"?"));
+            out.push(problem(
+                Code::InvalidValue,
+                format!("\"{found}\" is not one of: {}", options.join(", ")),
+                hint,
+            ));
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let found = instance.as_str().unwrap_or_default();
+            let (message, hint) = if pattern.contains("[A-Za-z_][A-Za-z0-9_]*$") {
+                (
+                    format!("\"{found}\" is not a valid variable name"),
+                    Some(
+                        "use letters, digits and _, not starting with a digit, e.g. first_name"
+                            .to_string(),
+                    ),
+                )
+            } else if pattern.starts_with("^v") {
+                (
+                    format!("\"{found}\" is not a Graph API version"),
+                    Some("write it like v23.0".to_string()),
+                )
+            } else {
+                (
+                    format!("\"{found}\" does not have the expected form ({pattern})"),
+                    None,
+                )
+            };
+            out.push(problem(Code::InvalidValue, message, hint));
+        }
+        ValidationErrorKind::MaxItems { limit } | ValidationErrorKind::MinItems { limit } => {
+            let count = instance.as_array().map_or(0, Vec::len);
+            let max = matches!(error.kind(), ValidationErrorKind::MaxItems { .. });
+            let what = last_key(&pointer);
+            let (code, message) = match (what, max) {
+                ("buttons", true) => (
+                    Code::WhatsappLimit,
+                    format!("{count} buttons; WhatsApp allows at most {limit} reply buttons"),
+                ),
+                ("sections", true) => (
+                    Code::WhatsappLimit,
+                    format!("{count} sections; WhatsApp allows at most {limit} in a list"),
+                ),
+                ("rows", true) => (
+                    Code::WhatsappLimit,
+                    format!("{count} rows; WhatsApp allows at most {limit} rows in a list"),
+                ),
+                ("contacts", true) => (
+                    Code::WhatsappLimit,
+                    format!("{count} contacts; WhatsApp allows at most {limit} in one message"),
+                ),
+                (_, true) => (
+                    Code::InvalidValue,
+                    format!("{count} items; at most {limit} allowed"),
+                ),
+                (_, false) => (
+                    Code::InvalidValue,
+                    format!("{count} items; at least {limit} needed"),
+                ),
+            };
+            out.push(problem(code, message, None));
+        }
+        ValidationErrorKind::MinProperties { limit } => {
+            out.push(problem(
+                Code::InvalidValue,
+                format!(
+                    "needs at least {limit} entr{}",
+                    if *limit == 1 { "y" } else { "ies" }
+                ),
+                None,
+            ));
+        }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            out.push(problem(
+                Code::InvalidValue,
+                format!("{instance} is below the minimum of {limit}"),
+                None,
+            ));
+        }
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            out.push(problem(
+                Code::InvalidValue,
+                format!("{instance} is above the maximum of {limit}"),
+                None,
+            ));
+        }
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. }
+            if is_node(kind, &pointer) =>
+        {
+            let present: Vec<&str> = NODE_KINDS
+                .iter()
+                .copied()
+                .filter(|k| instance.get(k).is_some())
+                .collect();
+            let (message, hint) = if present.is_empty() {
+                (
+                    "the node has no kind".to_string(),
+                    format!("add one of: {}", NODE_KINDS.join(", ")),
+                )
+            } else {
+                (
+                    format!(
+                        "the node has {} kinds ({}); a node has exactly one",
+                        present.len(),
+                        present.join(", ")
+                    ),
+                    "split it into one node per kind; the node below runs next".to_string(),
+                )
+            };
+            out.push(problem(Code::NodeKind, message, Some(hint)));
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            explain_alternatives(&pointer, instance, context, root, schema, kind, out);
+        }
+        _ => out.push(problem(Code::Schema, error.to_string(), None)),
+    }
+}
+
+/// Picks the alternative the designer most likely meant. A branch that fails only
+/// because the value has another type altogether ("expected text") is a poor guess; of
+/// the others, the one with the fewest problems wins, then the one that got deepest.
+fn explain_alternatives(
+    pointer: &str,
+    instance: &Value,
+    context: &[Vec<ValidationError<'static>>],
+    root: &Value,
+    schema: &Value,
+    kind: FileKind,
+    out: &mut Vec<Problem>,
+) {
+    let mut candidates: Vec<Vec<Problem>> = Vec::new();
+    let mut expected_types: Vec<String> = Vec::new();
+    for branch in context {
+        let mut problems = Vec::new();
+        for e in branch {
+            explain(e, root, schema, kind, &mut problems);
+        }
+        let only_type_mismatch = !branch.is_empty()
+            && branch.iter().all(|e| {
+                matches!(e.kind(), ValidationErrorKind::Type { .. })
+                    && e.instance_path().as_str() == pointer
+            });
+        if only_type_mismatch {
+            for e in branch {
+                if let ValidationErrorKind::Type { kind } = e.kind() {
+                    for t in type_names(kind) {
+                        if !expected_types.contains(&t) {
+                            expected_types.push(t);
+                        }
+                    }
+                }
+            }
+        } else if !problems.is_empty() {
+            candidates.push(problems);
+        }
+    }
+    let best = candidates.into_iter().min_by_key(|problems| {
+        let depth = problems
+            .iter()
+            .map(|p| p.pointer.matches('/').count())
+            .max()
+            .unwrap_or(0);
+        (problems.len(), usize::MAX - depth)
+    });
+    match best {
+        Some(problems) => out.extend(problems),
+        None => out.push(Problem {
+            pointer: pointer.to_string(),
+            key: None,
+            code: Code::WrongType,
+            message: format!(
+                "expected {}, found {}",
+                join_or(&expected_types),
+                describe(instance)
+            ),
+            hint: type_hint(instance, &expected_types),
+        }),
+    }
+}
+
+/// A node with an unknown key also fails "exactly one kind"; the unknown key (usually a
+/// misspelt kind) is the real news, so drop the node_kind report for that node.
+fn suppress_redundant(problems: &mut Vec<Problem>) {
+    let unknown: Vec<String> = problems
+        .iter()
+        .filter(|p| p.code == Code::UnknownField)
+        .map(|p| p.pointer.clone())
+        .collect();
+    problems.retain(|p| !(p.code == Code::NodeKind && unknown.contains(&p.pointer)));
+    let mut seen = Vec::new();
+    problems.retain(|p| {
+        if seen.contains(p) {
+            false
+        } else {
+            seen.push(p.clone());
+            true
+        }
+    });
+}
+
+fn is_node(kind: FileKind, pointer: &str) -> bool {
+    kind == FileKind::Flow && pointer.starts_with("/nodes/") && pointer.matches('/').count() == 2
+}
+
+fn last_key(pointer: &str) -> &str {
+    pointer.rsplit('/').next().unwrap_or_default()
+}
+
+/// The keys allowed by the schema object that holds the failing `additionalProperties`.
+fn allowed_keys(schema: &Value, schema_path: &str) -> Vec<String> {
+    let parent = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
+    schema
+        .pointer(parent)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|props| props.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn type_names(kind: &TypeKind) -> Vec<String> {
+    let types: Vec<JsonType> = match kind {
+        TypeKind::Single(t) => vec![*t],
+        TypeKind::Multiple(set) => set.iter().collect(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for t in types {
+        let name = match t {
+            JsonType::String => "text",
+            JsonType::Object => "a mapping",
+            JsonType::Array => "a list",
+            JsonType::Integer => "a whole number",
+            JsonType::Number => "a number",
+            JsonType::Boolean => "true or false",
+            JsonType::Null => "nothing",
+        };
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+fn join_or(items: &[String]) -> String {
+    match items {
+        [] => "another value".to_string(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "true/false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn type_hint(found: &Value, expected: &[String]) -> Option<String> {
+    let wants_text = expected.iter().any(|e| e == "text");
+    match found {
+        Value::Null if expected.iter().any(|e| e == "a mapping") => {
+            Some("the key has no value; indent the lines that belong to it".into())
+        }
+        Value::Bool(_) | Value::Number(_) if wants_text => {
+            Some("put the value in quotes to make it text".into())
+        }
+        Value::Object(_) if wants_text => {
+            Some("text containing \": \" or starting with { must be quoted".into())
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,451 @@
+//! The compiled bot: immutable, resolved, ready to run.
+//!
+//! Architecture Invariant: no serde, no files, no network. Every target is a resolved
+//! [`NodeRef`] (a dangling target cannot be represented), every template and expression
+//! is compiled into [`Bot::templates`], every regex is compiled. Sessions store flow and
+//! node *ids* (strings), never these indices, so they survive a reload.
+
+mod normalize;
+pub mod settings;
+pub mod templates;
+
+pub use normalize::normalize;
+pub use settings::{Settings, Transformers, WhatsAppSettings};
+pub use templates::{Expr, Templates, Text};
+
+use crate::diag::Pos;
+pub use crate::spec::config::Overflow;
+pub use crate::spec::flow::{ExpectKind, HttpMethod, TemplateButtonKind, WhatsAppFlowMode};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Index of a flow in [`Bot::flows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowIdx(pub u32);
+
+/// A node of a flow: indices into [`Bot::flows`] and [`Flow::nodes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeRef {
+    pub flow: FlowIdx,
+    pub node: u32,
+}
+
+/// Where the conversation goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Node(NodeRef),
+    /// End the conversation (or return from a `call`).
+    End,
+}
+
+/// What follows a node.
+#[derive(Debug, Clone)]
+pub enum Next {
+    Goto(Target),
+    /// The first branch whose condition is true wins; `otherwise` when none is.
+    Branch {
+        branches: Vec<(Expr, Target)>,
+        otherwise: Target,
+    },
+}
+
+/// A whole bot, compiled.
+#[derive(Debug)]
+pub struct Bot {
+    pub settings: Settings,
+    pub entry: FlowIdx,
+    pub fallback: FlowIdx,
+    pub flows: Vec<Flow>,
+    pub templates: Templates,
+    flow_ids: HashMap<String, FlowIdx>,
+}
+
+impl Bot {
+    pub fn new(
+        settings: Settings,
+        entry: FlowIdx,
+        fallback: FlowIdx,
+        flows: Vec<Flow>,
+        templates: Templates,
+    ) -> Self {
+        let flow_ids = flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), FlowIdx(i as u32)))
+            .collect();
+        Bot {
+            settings,
+            entry,
+            fallback,
+            flows,
+            templates,
+            flow_ids,
+        }
+    }
+
+    pub fn flow(&self, idx: FlowIdx) -> &Flow {
+        &self.flows[idx.0 as usize]
+    }
+
+    pub fn node(&self, r: NodeRef) -> &Node {
+        &self.flow(r.flow).nodes[r.node as usize]
+    }
+
+    pub fn flow_by_id(&self, id: &str) -> Option<FlowIdx> {
+        self.flow_ids.get(id).copied()
+    }
+
+    /// Finds a node by the ids a session stored.
+    pub fn node_by_id(&self, flow: &str, node: &str) -> Option<NodeRef> {
+        let f = self.flow_by_id(flow)?;
+        let n = self.flow(f).node_index(node)?;
+        Some(NodeRef { flow: f, node: n })
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.flows.iter().map(|f| f.nodes.len()).sum()
+    }
+}
+
+/// One flow.
+#[derive(Debug)]
+pub struct Flow {
+    pub id: String,
+    /// The file it was written in, relative to the bot folder.
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub triggers: Vec<Trigger>,
+    pub interruptible: bool,
+    /// In the order written; the first is where the flow starts.
+    pub nodes: Vec<Node>,
+    node_ids: HashMap<String, u32>,
+}
+
+impl Flow {
+    pub fn new(
+        id: String,
+        file: PathBuf,
+        description: Option<String>,
+        triggers: Vec<Trigger>,
+        interruptible: bool,
+        nodes: Vec<Node>,
+    ) -> Self {
+        let node_ids = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i as u32))
+            .collect();
+        Flow {
+            id,
+            file,
+            description,
+            triggers,
+            interruptible,
+            nodes,
+            node_ids,
+        }
+    }
+
+    pub fn node_index(&self, id: &str) -> Option<u32> {
+        self.node_ids.get(id).copied()
+    }
+}
+
+/// What starts a flow.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Normalized words (lowercase, no accents, single spaces).
+    Keywords(Vec<String>),
+    Regex(regex::Regex),
+    Reply(String),
+}
+
+/// One node.
+#[derive(Debug)]
+pub struct Node {
+    pub id: String,
+    /// Where the node is written, for runtime errors.
+    pub pos: Pos,
+    pub kind: NodeKind,
+    pub next: Next,
+    pub save: Option<String>,
+    pub on_error: Option<Target>,
+    pub on_window_closed: Option<TemplateMessage>,
+}
+
+/// What a node does. A closed set: the engine matches on it exhaustively.
+#[derive(Debug)]
+pub enum NodeKind {
+    Say(Vec<TextMessage>),
+    Media(MediaKind, Media),
+    Buttons(Buttons),
+    List(List),
+    Ask(Ask),
+    Template(TemplateMessage),
+    Location(Location),
+    RequestLocation(Text),
+    /// Contact cards in Cloud API form, strings templated.
+    Contacts(Vec<JsonTemplate>),
+    CtaUrl(CtaUrl),
+    WhatsAppFlow(WhatsAppFlow),
+    React(Text),
+    /// A Cloud API message object, strings templated.
+    Payload(JsonTemplate),
+    Set(Vec<(String, SetValue)>),
+    Http(Http),
+    Script(Script),
+    Handover(Handover),
+    Wait(Duration),
+    /// Run the flow from this node, then continue at `next`.
+    Call(NodeRef),
+    /// End, optionally saying goodbye first.
+    End(Vec<TextMessage>),
+}
+
+impl NodeKind {
+    /// The kind key as written in YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeKind::Say(_) => "say",
+            NodeKind::Media(kind, _) => kind.name(),
+            NodeKind::Buttons(_) => "buttons",
+            NodeKind::List(_) => "list",
+            NodeKind::Ask(_) => "ask",
+            NodeKind::Template(_) => "template",
+            NodeKind::Location(_) => "location",
+            NodeKind::RequestLocation(_) => "request_location",
+            NodeKind::Contacts(_) => "contacts",
+            NodeKind::CtaUrl(_) => "cta_url",
+            NodeKind::WhatsAppFlow(_) => "whatsapp_flow",
+            NodeKind::React(_) => "react",
+            NodeKind::Payload(_) => "payload",
+            NodeKind::Set(_) => "set",
+            NodeKind::Http(_) => "http",
+            NodeKind::Script(_) => "script",
+            NodeKind::Handover(_) => "handover",
+            NodeKind::Wait(_) => "wait",
+            NodeKind::Call(_) => "call",
+            NodeKind::End(_) => "end",
+        }
+    }
+
+    /// Whether the node stops the turn to wait for the user.
+    pub fn waits(&self) -> bool {
+        match self {
+            NodeKind::Buttons(_)
+            | NodeKind::List(_)
+            | NodeKind::Ask(_)
+            | NodeKind::RequestLocation(_)
+            | NodeKind::WhatsAppFlow(_)
+            | NodeKind::Handover(_) => true,
+            NodeKind::Template(t) => t.waits_for_reply,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TextMessage {
+    pub text: Text,
+    pub preview_url: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+            MediaKind::Document => "document",
+            MediaKind::Sticker => "sticker",
+        }
+    }
+}
+
+/// A media file: by public link or by uploaded id.
+#[derive(Debug)]
+pub struct Media {
+    pub source: MediaSource,
+    pub caption: Option<Text>,
+    pub filename: Option<Text>,
+}
+
+#[derive(Debug)]
+pub enum MediaSource {
+    Link(Text),
+    Id(Text),
+}
+
+#[derive(Debug)]
+pub enum Header {
+    Text(Text),
+    Media(MediaKind, Media),
+}
+
+/// What a waiting node does with an answer it cannot use.
+#[derive(Debug)]
+pub struct Retry {
+    pub retries: u32,
+    pub reprompt: Option<Text>,
+    /// `None`: the bot's fallback flow.
+    pub on_fail: Option<Target>,
+}
+
+#[derive(Debug)]
+pub struct Buttons {
+    pub header: Option<Header>,
+    pub body: Text,
+    pub footer: Option<Text>,
+    pub buttons: Vec<Choice>,
+    pub retry: Retry,
+}
+
+/// A button or list row.
+#[derive(Debug)]
+pub struct Choice {
+    pub id: String,
+    pub title: Text,
+    pub description: Option<Text>,
+}
+
+#[derive(Debug)]
+pub struct List {
+    pub header: Option<Text>,
+    pub body: Text,
+    pub footer: Option<Text>,
+    pub button: Text,
+    pub sections: Vec<Section>,
+    pub retry: Retry,
+}
+
+#[derive(Debug)]
+pub struct Section {
+    pub title: Option<Text>,
+    pub rows: Vec<Choice>,
+}
+
+#[derive(Debug)]
+pub struct Ask {
+    pub text: Text,
+    pub expect: Expect,
+    pub validate: Option<Expr>,
+    pub retry: Retry,
+}
+
+#[derive(Debug)]
+pub enum Expect {
+    Kind(ExpectKind),
+    Regex(regex::Regex),
+}
+
+#[derive(Debug)]
+pub struct TemplateMessage {
+    pub name: String,
+    pub language: String,
+    /// Cloud API components, strings templated.
+    pub components: Vec<JsonTemplate>,
+    /// Set when the node has `save`: the template has quick-reply buttons and the bot
+    /// waits for one of them.
+    pub waits_for_reply: bool,
+}
+
+#[derive(Debug)]
+pub enum Number {
+    Fixed(f64),
+    Template(Text),
+}
+
+#[derive(Debug)]
+pub struct Location {
+    pub latitude: Number,
+    pub longitude: Number,
+    pub name: Option<Text>,
+    pub address: Option<Text>,
+}
+
+#[derive(Debug)]
+pub struct CtaUrl {
+    pub header: Option<Header>,
+    pub body: Text,
+    pub footer: Option<Text>,
+    pub button: Text,
+    pub url: Text,
+}
+
+#[derive(Debug)]
+pub enum WhatsAppFlowRef {
+    Id(String),
+    Name(String),
+}
+
+#[derive(Debug)]
+pub struct WhatsAppFlow {
+    pub header: Option<Text>,
+    pub body: Text,
+    pub footer: Option<Text>,
+    pub flow: WhatsAppFlowRef,
+    pub cta: Text,
+    pub mode: WhatsAppFlowMode,
+    pub flow_token: Option<Text>,
+    pub screen: Option<String>,
+    pub data: Option<JsonTemplate>,
+}
+
+#[derive(Debug)]
+pub enum SetValue {
+    Literal(serde_json::Value),
+    Expr(Expr),
+}
+
+#[derive(Debug)]
+pub struct Http {
+    pub method: HttpMethod,
+    pub url: Text,
+    pub headers: Vec<(String, Text)>,
+    pub body: HttpBody,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum HttpBody {
+    None,
+    Json(JsonTemplate),
+    Form(Vec<(String, Text)>),
+}
+
+#[derive(Debug)]
+pub struct Script {
+    /// Where the code came from: `inline` or the file's path, for errors.
+    pub origin: String,
+    pub code: String,
+}
+
+#[derive(Debug)]
+pub struct Handover {
+    pub say: Option<Text>,
+    pub queue: Option<String>,
+    pub timeout: Option<Duration>,
+    pub on_timeout: Option<Target>,
+    pub on_unavailable: Option<Target>,
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug)]
+pub enum JsonTemplate {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Text(Text),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}

@@ -1,0 +1,73 @@
+//! The bot's settings from `parlance.yaml`, resolved: defaults applied, durations parsed.
+
+use super::Overflow;
+use std::fmt;
+use std::time::Duration;
+
+/// Meta's default throughput for a registered phone number.
+pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 80;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub whatsapp: WhatsAppSettings,
+    pub session_timeout: Duration,
+    pub store: String,
+    pub overflow: Overflow,
+    pub expose_env: Vec<String>,
+    pub transformers: Transformers,
+    pub api_key: Option<String>,
+    pub mask_logs: bool,
+    pub keep_transcripts: Duration,
+}
+
+/// Transformer script paths, relative to the bot folder.
+#[derive(Debug, Clone, Default)]
+pub struct Transformers {
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub finished: Option<String>,
+}
+
+/// One WhatsApp Business number. `Debug` never prints the secrets.
+#[derive(Clone, Default)]
+pub struct WhatsAppSettings {
+    pub app_id: Option<String>,
+    pub access_token: Option<String>,
+    pub phone_number_id: Option<String>,
+    pub verify_token: Option<String>,
+    pub app_secret: Option<String>,
+    pub message_delay: Duration,
+    pub api_version: String,
+    pub base_url: String,
+    pub mark_as_read: bool,
+    pub typing_indicator: bool,
+    pub max_messages_per_second: u32,
+}
+
+impl WhatsAppSettings {
+    /// Without a token and a phone number id nothing can be sent: the bot runs locally.
+    pub fn is_local(&self) -> bool {
+        self.access_token.as_deref().is_none_or(str::is_empty)
+            || self.phone_number_id.as_deref().is_none_or(str::is_empty)
+    }
+}
+
+impl fmt::Debug for WhatsAppSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("WhatsAppSettings")
+            .field("app_id", &self.app_id)
+            .field("access_token", &secret(&self.access_token))
+            .field("phone_number_id", &self.phone_number_id)
+            .field("verify_token", &secret(&self.verify_token))
+            .field("app_secret", &secret(&self.app_secret))
+            .field("message_delay", &self.message_delay)
+            .field("api_version", &self.api_version)
+            .field("base_url", &self.base_url)
+            .field("mark_as_read", &self.mark_as_read)
+            .field("typing_indicator", &self.typing_indicator)
+            .field("max_messages_per_second", &self.max_messages_per_second)
+            .finish()
+    }
+}

@@ -1,0 +1,122 @@
+//! Compiled templates and expressions, kept in one minijinja environment per bot.
+//!
+//! Every string a designer writes in a node is a template, compiled once when the bot
+//! loads; a string without `{{`, `{%` or `{#` stays plain text and costs nothing to render.
+//! Expressions (`if:`, `set:`, `validate:`) are compiled too. minijinja's `Expression`
+//! borrows its environment, which a long-lived `Bot` cannot hold, so each expression is
+//! stored as a one-line template `{% set __value = (EXPR) %}` and evaluated by reading
+//! `__value` back: same parser, same semantics, compiled once.
+
+use minijinja::{Environment, UndefinedBehavior};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The names every template and expression may read.
+pub const CONTEXT_ROOTS: &[&str] = &[
+    "vars", "profile", "message", "contact", "session", "now", "env",
+];
+
+/// The variable a stored expression leaves its value in.
+pub const EXPR_RESULT: &str = "__value";
+
+/// Text to send: plain, or a compiled template (by its name in [`Templates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Static(String),
+    Template(Arc<str>),
+}
+
+/// A compiled expression (by its name in [`Templates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expr(pub Arc<str>);
+
+/// A template or expression that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+}
+
+/// All templates and expressions of one bot.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        // A typo like `vars.nmae` must fail loudly, not render as nothing.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // A runaway loop in a template stops instead of hanging a turn.
+        env.set_fuel(Some(100_000));
+        Templates { env }
+    }
+
+    pub fn env(&self) -> &Environment<'static> {
+        &self.env
+    }
+
+    /// Whether a string holds template syntax at all.
+    pub fn is_template(source: &str) -> bool {
+        source.contains("{{") || source.contains("{%") || source.contains("{#")
+    }
+
+    /// Compiles `source` under `name` (unique in the bot: file and position) and returns
+    /// the text with the names it reads from outside (for the unknown-variable check).
+    pub fn add_text(
+        &mut self,
+        name: String,
+        source: &str,
+    ) -> Result<(Text, HashSet<String>), TemplateError> {
+        if !Self::is_template(source) {
+            return Ok((Text::Static(source.to_string()), HashSet::new()));
+        }
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(describe)?;
+        let names = self.undeclared(&name);
+        Ok((Text::Template(name.into()), names))
+    }
+
+    /// Compiles the expression `source` under `name`.
+    pub fn add_expr(
+        &mut self,
+        name: String,
+        source: &str,
+    ) -> Result<(Expr, HashSet<String>), TemplateError> {
+        let names = {
+            let expr = self.env.compile_expression(source).map_err(describe)?;
+            expr.undeclared_variables(true)
+        };
+        self.env
+            .add_template_owned(
+                name.clone(),
+                format!("{{% set {EXPR_RESULT} = ({source}) %}}"),
+            )
+            .map_err(describe)?;
+        Ok((Expr(name.into()), names))
+    }
+
+    fn undeclared(&self, name: &str) -> HashSet<String> {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(true))
+            .unwrap_or_default()
+    }
+}
+
+fn describe(e: minijinja::Error) -> TemplateError {
+    let mut message = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
+    if let Some(line) = e.line().filter(|l| *l > 1) {
+        message.push_str(&format!(" (line {line} of the text)"));
+    }
+    TemplateError { message }
+}

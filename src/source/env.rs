@@ -1,0 +1,114 @@
+//! `${NAME}` interpolation from the environment, applied to every scalar of every file
+//! before its type is decided, so secrets stay out of git and `${DELAY:-500}` is a number.
+//!
+//! - `${NAME}`: the variable's value; unset is an error naming it.
+//! - `${NAME:-default}`: the default when the variable is unset or empty.
+//! - `$${`: a literal `${` (for text that must contain it).
+
+/// Where variable values come from: the process environment, or a map in tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Replaces every reference in `text`. The error is a message and a hint.
+pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, (String, Option<String>)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(end) = tail.find('}') else {
+                return Err((
+                    "unterminated ${...} reference".into(),
+                    Some("close it with `}`, or write $${ for a literal ${".into()),
+                ));
+            };
+            let inner = &tail[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if !is_var_name(name) {
+                return Err((
+                    format!("\"{name}\" is not a valid environment variable name"),
+                    Some("names are letters, digits and _, e.g. ${WA_ACCESS_TOKEN}; write $${ for a literal ${".into()),
+                ));
+            }
+            match (
+                env(name).filter(|v| !v.is_empty() || default.is_none()),
+                default,
+            ) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err((
+                        format!("environment variable {name} is not set"),
+                        Some(format!(
+                            "set {name}, or give a default with ${{{name}:-default}}"
+                        )),
+                    ));
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TOKEN" => Some("secret".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn replaces_references_and_defaults() {
+        assert_eq!(
+            interpolate("Bearer ${TOKEN}", &env).unwrap(),
+            "Bearer secret"
+        );
+        assert_eq!(interpolate("${NOPE:-500}", &env).unwrap(), "500");
+        assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "x");
+        assert_eq!(interpolate("${EMPTY}", &env).unwrap(), "");
+        assert_eq!(interpolate("${NOPE:-}", &env).unwrap(), "");
+        assert_eq!(
+            interpolate("costs $5, $${literal}", &env).unwrap(),
+            "costs $5, ${literal}"
+        );
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let (message, hint) = interpolate("${WA_TOKEN}", &env).unwrap_err();
+        assert_eq!(message, "environment variable WA_TOKEN is not set");
+        assert_eq!(
+            hint.unwrap(),
+            "set WA_TOKEN, or give a default with ${WA_TOKEN:-default}"
+        );
+        assert!(interpolate("${unclosed", &env).is_err());
+        assert!(interpolate("${1BAD}", &env).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! `parlance.yaml`, as written: the bot's settings. Every field is optional; a bot
+//! folder without the file runs locally with defaults.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Settings of one bot: its WhatsApp number, sessions, scripts, API and privacy.
+/// `${NAME}` anywhere reads the environment variable NAME (`${NAME:-default}` when unset).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Parlance bot settings")]
+pub struct RawConfig {
+    /// The bot's name and where conversations start.
+    pub bot: Option<RawBotSettings>,
+    /// The WhatsApp Business number this bot answers. Without `access_token` and
+    /// `phone_number_id` the bot runs locally and sends nothing to Meta.
+    pub whatsapp: Option<RawWhatsApp>,
+    /// How conversations are kept.
+    pub session: Option<RawSession>,
+    /// Rendering options.
+    pub render: Option<RawRender>,
+    /// Endpoint transformer scripts (Rhai), paths relative to the bot folder.
+    pub transformers: Option<RawTransformers>,
+    /// The HTTP API (inject, notify, handover, erasure).
+    pub api: Option<RawApi>,
+    /// What is kept and what is shown in logs.
+    pub privacy: Option<RawPrivacy>,
+    /// Environment variables that templates may read as `env.NAME`. No others are visible.
+    #[serde(default)]
+    pub expose_env: Vec<String>,
+}
+
+/// The bot's name and its entry and fallback flows.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBotSettings {
+    /// A short name, shown in logs and the simulator.
+    pub name: Option<String>,
+    /// The flow a new conversation starts in (default: `main`, or the only flow).
+    pub entry: Option<String>,
+    /// The flow that handles what no flow understands (default: the entry flow).
+    pub fallback: Option<String>,
+}
+
+/// The credentials and behaviour of a WhatsApp Business phone number.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhatsApp {
+    /// The Meta app's id.
+    pub app_id: Option<String>,
+    /// A system user access token with `whatsapp_business_messaging`; keep it in the
+    /// environment: `access_token: ${WA_ACCESS_TOKEN}`.
+    pub access_token: Option<String>,
+    /// The id of the phone number that sends (from the WhatsApp Manager, not the number itself).
+    pub phone_number_id: Option<String>,
+    /// The string you enter as "Verify token" when you set the callback URL in Meta's app dashboard.
+    pub verify_token: Option<String>,
+    /// The app secret; when set, every webhook POST must carry a valid X-Hub-Signature-256.
+    pub app_secret: Option<String>,
+    /// Pause between consecutive replies to one user, in milliseconds (default 0).
+    pub message_delay_ms: Option<u64>,
+    /// The Graph API version, e.g. `v23.0`.
+    #[schemars(regex(pattern = r"^v\d+\.\d+$"))]
+    pub api_version: Option<String>,
+    /// The Graph API base URL (default `https://graph.facebook.com`); tests point it at a fake.
+    pub base_url: Option<String>,
+    /// Mark each handled message as read (blue ticks).
+    pub mark_as_read: Option<bool>,
+    /// Show "typing…" while the bot prepares a reply.
+    pub typing_indicator: Option<bool>,
+    /// Most messages per second sent from this number (default 80, Meta's default).
+    #[schemars(range(min = 1))]
+    pub max_messages_per_second: Option<u32>,
+}
+
+/// Where sessions live and when they expire.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// After this much silence a conversation starts afresh, e.g. `30m` (default 30m).
+    pub timeout: Option<String>,
+    /// Where sessions are kept: `sqlite://data/parlance.db` (default), `redis://host:6379`,
+    /// or `memory://` (lost on restart).
+    pub store: Option<String>,
+}
+
+/// Rendering options.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRender {
+    /// What to do when a rendered text is longer than WhatsApp allows: `error` (default:
+    /// the send fails and says which node and field) or `truncate` (shorten it and log a warning).
+    pub overflow: Option<Overflow>,
+}
+
+/// What to do with over-long rendered text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    #[default]
+    Error,
+    Truncate,
+}
+
+/// Endpoint transformer scripts.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransformers {
+    /// Rewrites or drops each inbound event before the flow sees it.
+    pub input: Option<String>,
+    /// Rewrites each outgoing payload.
+    pub output: Option<String>,
+    /// Runs after each turn.
+    pub finished: Option<String>,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// The Bearer key clients must send; keep it in the environment: `key: ${PARLANCE_API_KEY}`.
+    pub key: Option<String>,
+}
+
+/// Privacy settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// Mask phone numbers and message text in logs (default true).
+    pub mask_logs: Option<bool>,
+    /// How long transcripts are kept, e.g. `7d`; `0s` keeps none (default).
+    pub keep_transcripts: Option<String>,
+}

@@ -1,0 +1,160 @@
+//! A conversation test file (`tests/**/*.yaml` in a bot folder), as written. The runner
+//! behind `parlance test` plays the user steps against the engine and checks the bot steps.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A scripted conversation and what the bot must answer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Parlance conversation test")]
+pub struct RawTestFile {
+    /// What this conversation checks; shown when it fails.
+    pub name: String,
+    /// More words about the test, for the people who maintain it.
+    pub description: Option<String>,
+    /// Who the simulated user is (default: wa_id 15550001111, name "Test User").
+    pub contact: Option<RawTestContact>,
+    /// Profile variables the user already has (kept across sessions).
+    #[serde(default)]
+    pub profile: IndexMap<String, serde_json::Value>,
+    /// The conversation, one step per item: `user:` says something, `bot:` is what the bot
+    /// must answer, `vars:` checks variables, `advance:` moves the simulated clock.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<RawStep>,
+}
+
+/// The simulated user.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestContact {
+    /// The user's WhatsApp id (their phone number without `+`).
+    pub wa_id: Option<String>,
+    /// The user's WhatsApp profile name.
+    pub name: Option<String>,
+}
+
+/// One step of a conversation test: exactly one of `user`, `bot`, `vars`, `advance`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawStep {
+    /// The user sends a message: text, or `{ reply: ID }`, `{ location: ... }`, `{ image: ... }`...
+    User(RawUserInput),
+    /// The next message the bot sends must look like this: `bot: "exact text"`,
+    /// `bot: "/regex/"`, or `bot: { KIND: EXPECTATION }`.
+    Bot(RawBotExpect),
+    /// These session variables must have these values.
+    Vars(IndexMap<String, serde_json::Value>),
+    /// Move the simulated clock forward, e.g. `advance: 31m` to let the session expire.
+    Advance(String),
+}
+
+/// What the simulated user sends.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawUserInput {
+    /// A text message.
+    Text(String),
+    /// Any other kind of message.
+    Event(RawUserEvent),
+}
+
+/// A user message other than plain text: exactly one key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawUserEvent {
+    /// A text message (same as `user: "..."`).
+    Text(String),
+    /// Tap the button or list row with this id.
+    Reply(String),
+    /// Tap a template's quick-reply button with this payload.
+    Button(String),
+    /// Share a location.
+    Location(RawTestLocation),
+    /// Send an image.
+    Image(RawTestMedia),
+    /// Send a document.
+    Document(RawTestMedia),
+    /// Send an audio file or voice note.
+    Audio(RawTestMedia),
+    /// Send a video.
+    Video(RawTestMedia),
+    /// Send a sticker.
+    Sticker(RawTestMedia),
+    /// React to the bot's last message with this emoji.
+    Reaction(String),
+    /// Share contact cards, each at least `{ name: ... }`.
+    Contacts(Vec<serde_json::Value>),
+    /// Submit a WhatsApp Flows form with this response.
+    FlowReply(serde_json::Map<String, serde_json::Value>),
+}
+
+/// A shared location.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestLocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A media file the user sends.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestMedia {
+    /// A media id (default: a generated one).
+    pub id: Option<String>,
+    /// The MIME type, e.g. `image/jpeg`.
+    pub mime_type: Option<String>,
+    /// A caption.
+    pub caption: Option<String>,
+    /// A file name (documents).
+    pub filename: Option<String>,
+}
+
+/// What the next bot message must be.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawBotExpect {
+    /// The message's text (or body, or caption) equals this, or matches it when written as `/regex/`.
+    Text(String),
+    /// The message's kind and details.
+    Kind(IndexMap<String, RawMessageExpect>),
+}
+
+/// Expectations on one message. Text values are exact, or regular expressions when
+/// written as `/.../`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawMessageExpect {
+    /// The message's main text (text, body or caption) equals or matches this.
+    Text(String),
+    /// Details to check; everything left out is not checked.
+    Fields(RawMessageFields),
+}
+
+/// Details of a message to check.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessageFields {
+    /// The main text (text, body or caption) equals this (or matches `/regex/`).
+    pub body: Option<String>,
+    /// The main text contains this.
+    pub body_contains: Option<String>,
+    /// The header text equals this (or matches `/regex/`).
+    pub header: Option<String>,
+    /// The footer text equals this (or matches `/regex/`).
+    pub footer: Option<String>,
+    /// The button titles, in order (buttons), or the button label (list, cta_url).
+    pub buttons: Option<Vec<String>>,
+    /// The row titles of a list, in order.
+    pub rows: Option<Vec<String>>,
+    /// The media link or the template name.
+    pub link: Option<String>,
+    /// The template name.
+    pub name: Option<String>,
+    /// A part of the Cloud API payload that must be present, e.g. `{ text: { preview_url: true } }`.
+    pub payload: Option<serde_json::Value>,
+}
