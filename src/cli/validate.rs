@@ -1,13 +1,18 @@
 //! `parlance validate [DIR]`: every problem of a bot folder, for people and for CI.
 
 use super::{EXIT_ERRORS, EXIT_OK, Format};
-use crate::compile::load_bot;
+use crate::compile::{load_bot, load_tests};
+use crate::source::env::process_env;
 use crate::diag;
 use std::io::Write;
 use std::path::Path;
 
 pub fn run(dir: &Path, format: Format, deny_warnings: bool) -> u8 {
-    let loaded = load_bot(dir);
+    let mut loaded = load_bot(dir);
+    if dir.is_dir() {
+        loaded.diagnostics.extend(load_tests(dir, &process_env).diagnostics);
+        diag::sort(&mut loaded.diagnostics);
+    }
     let mut out = std::io::stdout().lock();
     let written = match format {
         Format::Text => loaded

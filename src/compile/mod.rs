@@ -18,6 +18,7 @@ use crate::source::{self, SourceFile, YamlPath};
 use crate::spec::FileKind;
 use crate::spec::config::RawConfig;
 use crate::spec::flow::{RawNode, RawTrigger};
+use crate::spec::test::RawTestFile;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -95,17 +96,15 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         None => RawConfig::default(),
     };
 
-    let flow_paths = source::yaml_files(dir, "flows");
+    let flow_paths = source::yaml_files(dir, "flows", diags);
     if flow_paths.is_empty() {
-        diags.push(
-            Diagnostic::new(
-                diag::display_path(dir, Path::new("flows")),
-                Pos::START,
-                Code::NoFlows,
-                "no flow files found",
-            )
-            .with_hint("create flows/main.yaml with `nodes:`; flow files end in .yaml or .yml"),
-        );
+        // An unreadable flows/ entry was reported already; "no flows" would mislead.
+        if !diags.iter().any(|d| d.code == Code::Io) {
+            diags.push(
+                Diagnostic::new(diag::display_path(dir, Path::new("flows")), Pos::START, Code::NoFlows, "no flow files found")
+                    .with_hint("create flows/main.yaml with `nodes:`; flow files end in .yaml or .yml"),
+            );
+        }
         return None;
     }
 
@@ -292,4 +291,27 @@ fn name_duplicate_nodes(file: &SourceFile, diags: &mut [Diagnostic]) {
             d.hint = Some("node ids must be unique in a flow; rename one of them".into());
         }
     }
+}
+
+/// The conversation tests of a bot folder (`tests/**/*.yaml`), read and schema-checked.
+#[derive(Debug)]
+pub struct LoadedTests {
+    /// Every test file that passed its schema, in file order.
+    pub files: Vec<(SourceFile, RawTestFile)>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads and checks the bot's conversation tests. `validate` reports their problems
+/// with the flows'; `parlance test` runs the ones that passed.
+pub fn load_tests(dir: &Path, env: EnvLookup<'_>) -> LoadedTests {
+    let mut diagnostics = Vec::new();
+    let mut files = Vec::new();
+    for rel in source::yaml_files(dir, "tests", &mut diagnostics) {
+        let file = source::read_file(dir, &rel, env, true, &mut diagnostics);
+        if let Some(test) = read_whole::<RawTestFile>(&file, FileKind::Test, &mut diagnostics) {
+            files.push((file, test));
+        }
+    }
+    diag::sort(&mut diagnostics);
+    LoadedTests { files, diagnostics }
 }

@@ -158,21 +158,41 @@ fn io_error(path: &Path, e: &std::io::Error) -> ReadError {
 }
 
 /// Every `*.yaml`/`*.yml` file below `root/sub`, relative to `root`, sorted, hidden
-/// files and folders (editor swap files, `.git`) left out.
-pub fn yaml_files(root: &Path, sub: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root.join(sub))
+/// files and folders (editor swap files, `.git`) left out. A file that cannot be
+/// reached (a dangling link, no permission) is reported, never silently skipped.
+pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let base = root.join(sub);
+    if !base.is_dir() {
+        return Vec::new();
+    }
+    let mut files = Vec::new();
+    let walk = walkdir::WalkDir::new(&base)
         .follow_links(true)
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| {
-            e.path()
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml")
-        })
-        .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
-        .collect();
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(&base);
+                let rel = path.strip_prefix(root).unwrap_or(path);
+                let reason = e.io_error().map_or_else(|| e.to_string(), ToString::to_string);
+                diags.push(Diagnostic::new(
+                    diag::display_path(root, rel),
+                    Pos::START,
+                    Code::Io,
+                    format!("cannot read {}: {reason}", rel.display()),
+                ));
+                continue;
+            }
+        };
+        let is_yaml = entry.path().extension().is_some_and(|x| x == "yaml" || x == "yml");
+        if entry.file_type().is_file() && is_yaml {
+            if let Ok(rel) = entry.path().strip_prefix(root) {
+                files.push(rel.to_path_buf());
+            }
+        }
+    }
     files.sort();
     files
 }

@@ -27,7 +27,7 @@ pub struct RawFlow {
     pub interruptible: Option<bool>,
     /// The nodes, in order. A node without `next` continues with the node below it; the
     /// first node is where the flow starts.
-    #[schemars(length(min = 1))]
+    #[schemars(extend("minProperties" = 1))]
     pub nodes: IndexMap<String, RawNode>,
 }
 
@@ -95,7 +95,7 @@ pub struct RawNode {
     /// Set variables: `set: { total: "vars.qty * 9.5", tries: 0 }`. Text values are
     /// expressions (quote text literals inside them: `"'gold'"`); numbers and booleans are
     /// taken as they are.
-    #[schemars(length(min = 1))]
+    #[schemars(extend("minProperties" = 1))]
     pub set: Option<IndexMap<String, RawSetValue>>,
     /// Call an HTTP API; `save` stores the JSON answer, `on_error` is where to go when
     /// the call fails.

@@ -45,7 +45,9 @@ impl FileKind {
             FileKind::Flow => generator.into_root_schema_for::<flow::RawFlow>(),
             FileKind::Test => generator.into_root_schema_for::<test::RawTestFile>(),
         };
-        schema.to_value()
+        let mut value = schema.to_value();
+        unwrap_descriptions(&mut value);
+        value
     }
 
     /// The compiled validator, built once per process.
@@ -58,6 +60,29 @@ impl FileKind {
             // in Parlance that every test would show, not something input can cause.
             jsonschema::validator_for(&self.schema()).expect("generated schemas compile")
         })
+    }
+}
+
+/// Doc comments are wrapped at 100 columns; editors show descriptions as flowing text,
+/// so single line breaks become spaces (paragraph breaks stay).
+fn unwrap_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
     }
 }
 
