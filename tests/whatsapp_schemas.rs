@@ -284,26 +284,26 @@ fn missing_descriptions(node: &Value, location: &str, out: &mut Vec<String>) {
                     continue;
                 }
                 let child_location = format!("{location}/{key}");
-                if key == "properties" {
-                    if let Value::Object(props) = child {
-                        for (name, prop) in props {
-                            let has_description = prop
-                                .get("description")
-                                .and_then(Value::as_str)
-                                .is_some_and(|d| !d.trim().is_empty());
-                            if !has_description {
-                                out.push(format!("{child_location}/{name}"));
-                            }
+                if key == "properties"
+                    && let Value::Object(props) = child
+                {
+                    for (name, prop) in props {
+                        let has_description = prop
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .is_some_and(|d| !d.trim().is_empty());
+                        if !has_description {
+                            out.push(format!("{child_location}/{name}"));
                         }
                     }
                 }
-                if key == "$defs" {
-                    if let Value::Object(defs) = child {
-                        for (name, def) in defs {
-                            for field in ["title", "description"] {
-                                if def.get(field).and_then(Value::as_str).is_none() {
-                                    out.push(format!("{child_location}/{name} ({field})"));
-                                }
+                if key == "$defs"
+                    && let Value::Object(defs) = child
+                {
+                    for (name, def) in defs {
+                        for field in ["title", "description"] {
+                            if def.get(field).and_then(Value::as_str).is_none() {
+                                out.push(format!("{child_location}/{name} ({field})"));
                             }
                         }
                     }
@@ -497,7 +497,12 @@ fn rejects_list_with_media_header() {
     let v = message_validator();
     let mut msg = list_message(json!({"id": "r1", "title": "Row"}));
     msg["interactive"]["header"] = json!({"type": "image", "image": {"id": "123"}});
-    assert_rejected_at(&v, &msg, &["/interactive/header/type"]);
+    // The header is both of the wrong type and missing the text a list header needs.
+    assert_rejected_at(
+        &v,
+        &msg,
+        &["/interactive/header", "/interactive/header/type"],
+    );
 }
 
 #[test]
