@@ -17,9 +17,9 @@ pub(crate) fn check(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diag
         .collect();
     let mut found = Vec::new();
     unreachable_nodes(sources, flows, &mut found);
+    endless_loops(sources, flows, &mut found);
     found.retain(|d| !broken.contains(d.file.as_path()));
     diags.extend(found);
-    endless_loops(sources, flows, diags);
     duplicate_triggers(sources, flows, diags);
 }
 

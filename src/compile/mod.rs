@@ -101,8 +101,13 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         // An unreadable flows/ entry was reported already; "no flows" would mislead.
         if !diags.iter().any(|d| d.code == Code::Io) {
             diags.push(
-                Diagnostic::new(diag::display_path(dir, Path::new("flows")), Pos::START, Code::NoFlows, "no flow files found")
-                    .with_hint("create flows/main.yaml with `nodes:`; flow files end in .yaml or .yml"),
+                Diagnostic::new(
+                    diag::display_path(dir, Path::new("flows")),
+                    Pos::START,
+                    Code::NoFlows,
+                    "no flow files found",
+                )
+                .with_hint("create flows/main.yaml with `nodes:`; flow files end in .yaml or .yml"),
             );
         }
         return None;

@@ -4,7 +4,7 @@
 
 use super::FlowSource;
 use crate::diag::{Code, Diagnostic, did_you_mean};
-use crate::flow::templates::CONTEXT_ROOTS;
+use crate::flow::templates::{CONTEXT_FIELDS, CONTEXT_ROOTS};
 use crate::flow::*;
 use crate::source::{SourceFile, YamlPath};
 use crate::spec::flow::*;
@@ -194,12 +194,10 @@ impl Ctx<'_> {
                     "invalid regular expression: {}",
                     last.trim().trim_start_matches("error: ")
                 );
-                self.report(
-                    path,
-                    Code::BadRegex,
-                    message,
-                    Some("quote regexes with single quotes in YAML: '^order (\\d+)$'".into()),
-                );
+                let hint = source
+                    .contains("(?<")
+                    .then(|| "name groups as (?P<name>...)".to_string());
+                self.report(path, Code::BadRegex, message, hint);
                 None
             }
         }
@@ -612,6 +610,23 @@ impl Ctx<'_> {
                 }
                 continue;
             }
+            if let Some((_, fields)) = CONTEXT_FIELDS.iter().find(|(r, _)| *r == root)
+                && let Some(field) = parts.next()
+                && !fields.contains(&field)
+                && reported.insert(format!("{root}.{field}"))
+            {
+                let hint = match did_you_mean(field, fields.iter().copied()) {
+                    Some(c) => format!("did you mean \"{root}.{c}\"?"),
+                    None => format!("{root} has: {}", fields.join(", ")),
+                };
+                self.report(
+                    path,
+                    Code::UnknownVariable,
+                    format!("{root} has no field \"{field}\""),
+                    Some(hint),
+                );
+                continue;
+            }
             let known = CONTEXT_ROOTS.contains(&root)
                 || extra_roots.contains(&root)
                 || globals.iter().any(|g| g == root);
@@ -664,9 +679,8 @@ impl Ctx<'_> {
     }
 
     fn url(&mut self, source: &str, path: &YamlPath, what: &str) -> Text {
-        if !Templates::is_template(source)
-            && !(source.starts_with("https://") || source.starts_with("http://"))
-        {
+        let is_url = source.starts_with("https://") || source.starts_with("http://");
+        if !is_url && !Templates::is_template(source) {
             self.report(
                 path,
                 Code::InvalidValue,

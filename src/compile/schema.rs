@@ -145,6 +145,16 @@ fn explain(
                 hint,
             ));
         }
+        ValidationErrorKind::Constant { expected_value } => {
+            let expected = expected_value
+                .as_str()
+                .map_or_else(|| expected_value.to_string(), str::to_string);
+            out.push(problem(
+                Code::InvalidValue,
+                format!("expected \"{expected}\""),
+                None,
+            ));
+        }
         ValidationErrorKind::Pattern { pattern } => {
             let found = instance.as_str().unwrap_or_default();
             let (message, hint) = if pattern.contains("[A-Za-z_][A-Za-z0-9_]*$") {
@@ -273,7 +283,20 @@ fn explain_alternatives(
 ) {
     let mut candidates: Vec<Vec<Problem>> = Vec::new();
     let mut expected_types: Vec<String> = Vec::new();
+    // Documented enums are generated as `oneOf` of constants: collect them into one list.
+    let mut constants: Vec<String> = Vec::new();
     for branch in context {
+        if let [e] = branch.as_slice()
+            && let ValidationErrorKind::Constant { expected_value } = e.kind()
+            && e.instance_path().as_str() == pointer
+        {
+            constants.push(
+                expected_value
+                    .as_str()
+                    .map_or_else(|| expected_value.to_string(), str::to_string),
+            );
+            continue;
+        }
         let mut problems = Vec::new();
         for e in branch {
             explain(e, root, schema, kind, &mut problems);
@@ -305,6 +328,21 @@ fn explain_alternatives(
             .unwrap_or(0);
         (problems.len(), usize::MAX - depth)
     });
+    if !constants.is_empty() && best.is_none() {
+        let found = instance
+            .as_str()
+            .map_or_else(|| instance.to_string(), str::to_string);
+        let hint = did_you_mean(&found, constants.iter().map(String::as_str))
+            .map(|c| format!("did you mean \"{c}\"?"));
+        out.push(Problem {
+            pointer: pointer.to_string(),
+            key: None,
+            code: Code::InvalidValue,
+            message: format!("\"{found}\" is not one of: {}", constants.join(", ")),
+            hint,
+        });
+        return;
+    }
     match best {
         Some(problems) => out.extend(problems),
         None => out.push(Problem {

@@ -16,6 +16,33 @@ pub const CONTEXT_ROOTS: &[&str] = &[
     "vars", "profile", "message", "contact", "session", "now", "env",
 ];
 
+/// The fields of the context values whose shape Parlance fixes (`vars` and `profile`
+/// hold whatever the flows save; `now` and `env` are checked elsewhere).
+pub const CONTEXT_FIELDS: &[(&str, &[&str])] = &[
+    ("contact", &["wa_id", "name"]),
+    (
+        "session",
+        &["id", "started_at", "window_open", "turn", "flow", "node"],
+    ),
+    (
+        "message",
+        &[
+            "id",
+            "type",
+            "text",
+            "reply",
+            "button",
+            "location",
+            "media",
+            "contacts",
+            "reaction",
+            "flow_reply",
+            "context",
+            "timestamp",
+        ],
+    ),
+];
+
 /// The variable a stored expression leaves its value in.
 pub const EXPR_RESULT: &str = "__value";
 

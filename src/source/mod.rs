@@ -176,7 +176,9 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
             Err(e) => {
                 let path = e.path().unwrap_or(&base);
                 let rel = path.strip_prefix(root).unwrap_or(path);
-                let reason = e.io_error().map_or_else(|| e.to_string(), ToString::to_string);
+                let reason = e
+                    .io_error()
+                    .map_or_else(|| e.to_string(), ToString::to_string);
                 diags.push(Diagnostic::new(
                     diag::display_path(root, rel),
                     Pos::START,
@@ -186,11 +188,15 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
                 continue;
             }
         };
-        let is_yaml = entry.path().extension().is_some_and(|x| x == "yaml" || x == "yml");
-        if entry.file_type().is_file() && is_yaml {
-            if let Ok(rel) = entry.path().strip_prefix(root) {
-                files.push(rel.to_path_buf());
-            }
+        let is_yaml = entry
+            .path()
+            .extension()
+            .is_some_and(|x| x == "yaml" || x == "yml");
+        if entry.file_type().is_file()
+            && is_yaml
+            && let Ok(rel) = entry.path().strip_prefix(root)
+        {
+            files.push(rel.to_path_buf());
         }
     }
     files.sort();

@@ -235,7 +235,9 @@ pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
 }
 
 fn syntax_hint(info: &str) -> Option<String> {
-    if info.contains("tab") {
+    if info.contains("quoted scalar") {
+        Some("a quoted text is not closed, or its next line is indented less than the key".into())
+    } else if info.contains("tab") {
         Some("indent with spaces; YAML does not allow tabs".into())
     } else if info.contains("mapping values are not allowed") {
         Some("a value containing \": \" must be quoted, e.g. say: \"Note: ...\"".into())
@@ -476,7 +478,9 @@ impl Builder<'_> {
                 ..
             } => (
                 Node {
-                    pos,
+                    // yaml-rust2 starts a block mapping at its first `:`; a designer
+                    // expects the mapping to start where its first key is written.
+                    pos: entries.first().map_or(pos, |e| e.key_pos.min(pos)),
                     value: Value::Map(entries),
                 },
                 anchor,

@@ -469,7 +469,9 @@ pub struct RawContact {
 pub struct RawContactName {
     /// The name as shown.
     pub formatted_name: String,
+    /// First name.
     pub first_name: Option<String>,
+    /// Last name.
     pub last_name: Option<String>,
 }
 
@@ -490,6 +492,7 @@ pub struct RawContactPhone {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContactEmail {
+    /// The address.
     pub email: String,
     /// `HOME` or `WORK`.
     #[serde(rename = "type")]
@@ -500,8 +503,11 @@ pub struct RawContactEmail {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContactOrg {
+    /// Company name.
     pub company: Option<String>,
+    /// Department.
     pub department: Option<String>,
+    /// Job title.
     pub title: Option<String>,
 }
 
@@ -509,6 +515,7 @@ pub struct RawContactOrg {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContactUrl {
+    /// The address, e.g. `https://example.com`.
     pub url: String,
     /// `HOME` or `WORK`.
     #[serde(rename = "type")]

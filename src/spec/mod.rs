@@ -65,15 +65,30 @@ impl FileKind {
 
 /// Doc comments are wrapped at 100 columns; editors show descriptions as flowing text,
 /// so single line breaks become spaces (paragraph breaks stay).
+/// Also, an enum variant written as a one-key mapping (`keywords: [...]`) carries its doc
+/// on the branch; editors show the property's, so copy it there.
 fn unwrap_descriptions(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            let branch_doc = map.get("description").cloned();
+            if let (Some(doc), Some(Value::Object(props))) = (branch_doc, map.get_mut("properties"))
+                && props.len() == 1
+                && let Some(Value::Object(prop)) = props.values_mut().next()
+                && !prop.contains_key("description")
+            {
+                prop.insert("description".into(), doc);
+            }
             for (key, v) in map.iter_mut() {
                 match v {
                     Value::String(text) if key == "description" => {
                         *text = text
                             .split("\n\n")
-                            .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .map(|para| {
+                                para.split('\n')
+                                    .map(str::trim)
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
                             .collect::<Vec<_>>()
                             .join("\n\n");
                     }

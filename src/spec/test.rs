@@ -132,7 +132,7 @@ pub enum RawMessageExpect {
     /// The message's main text (text, body or caption) equals or matches this.
     Text(String),
     /// Details to check; everything left out is not checked.
-    Fields(RawMessageFields),
+    Fields(Box<RawMessageFields>),
 }
 
 /// Details of a message to check.
