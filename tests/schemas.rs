@@ -61,8 +61,8 @@ fn every_property_is_described() {
 #[test]
 fn the_node_schema_names_every_kind() {
     let schema = FileKind::Flow.schema();
-    let node = &schema["definitions"]["RawNode"];
-    let kinds: Vec<&str> = node["oneOf"]
+    let node = &schema["definitions"]["Node"];
+    let kinds: Vec<&str> = node["then"]["oneOf"]
         .as_array()
         .expect("exactly-one-kind constraint")
         .iter()

@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Parlance bot settings")]
+#[schemars(rename = "Settings")]
 pub struct RawConfig {
     /// The bot's name and where conversations start.
     pub bot: Option<RawBotSettings>,
@@ -33,6 +34,7 @@ pub struct RawConfig {
 /// The bot's name and its entry and fallback flows.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BotSettings")]
 pub struct RawBotSettings {
     /// A short name, shown in logs and the simulator.
     pub name: Option<String>,
@@ -45,6 +47,7 @@ pub struct RawBotSettings {
 /// The credentials and behaviour of a WhatsApp Business phone number.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "WhatsApp")]
 pub struct RawWhatsApp {
     /// The Meta app's id.
     pub app_id: Option<String>,
@@ -76,6 +79,7 @@ pub struct RawWhatsApp {
 /// Where sessions live and when they expire.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Session")]
 pub struct RawSession {
     /// After this much silence a conversation starts afresh, e.g. `30m` (default 30m).
     pub timeout: Option<String>,
@@ -87,6 +91,7 @@ pub struct RawSession {
 /// Rendering options.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Render")]
 pub struct RawRender {
     /// What to do when a rendered text is longer than WhatsApp allows: `error` (default:
     /// the send fails and says which node and field) or `truncate` (shorten it and log a warning).
@@ -105,6 +110,7 @@ pub enum Overflow {
 /// Endpoint transformer scripts.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Transformers")]
 pub struct RawTransformers {
     /// Rewrites or drops each inbound event before the flow sees it.
     pub input: Option<String>,
@@ -117,6 +123,7 @@ pub struct RawTransformers {
 /// The HTTP API.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Api")]
 pub struct RawApi {
     /// The Bearer key clients must send; keep it in the environment: `key: ${PARLANCE_API_KEY}`.
     pub key: Option<String>,
@@ -125,6 +132,7 @@ pub struct RawApi {
 /// Privacy settings.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Privacy")]
 pub struct RawPrivacy {
     /// Mask phone numbers and message text in logs (default true).
     pub mask_logs: Option<bool>,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Parlance flow")]
+#[schemars(rename = "Flow")]
 pub struct RawFlow {
     /// The flow's id, unique in the bot. Other flows reach it with `next: { flow: ID }`.
     /// Defaults to the file name without its extension.
@@ -34,6 +35,7 @@ pub struct RawFlow {
 /// Something the user sends that starts this flow.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Trigger")]
 pub enum RawTrigger {
     /// The whole message equals one of these words (ignoring case, accents and extra spaces).
     Keywords(#[schemars(length(min = 1))] Vec<String>),
@@ -49,6 +51,7 @@ pub enum RawTrigger {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(transform = super::exactly_one_kind)]
+#[schemars(rename = "Node")]
 pub struct RawNode {
     /// Send text: `say: "Hello {{ contact.name }}"`, `{ text, preview_url }`, or a list of
     /// texts sent as separate messages. At most 4096 characters each.
@@ -138,6 +141,7 @@ pub struct RawNode {
 /// Text to send: a string, a `{ text, preview_url }` mapping, or a list of them.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Text")]
 pub enum RawSay {
     Text(String),
     Rich(RawText),
@@ -147,6 +151,7 @@ pub enum RawSay {
 /// One text message of a list.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "TextItem")]
 pub enum RawTextItem {
     Text(String),
     Rich(RawText),
@@ -155,6 +160,7 @@ pub enum RawTextItem {
 /// A text message with options.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TextWithOptions")]
 pub struct RawText {
     /// The message text (a template), at most 4096 characters. WhatsApp formatting works:
     /// *bold*, _italic_, ~strike~, ```code```.
@@ -167,6 +173,7 @@ pub struct RawText {
 /// string is taken as the link.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Media")]
 pub enum RawMedia {
     Link(String),
     Full(RawMediaObject),
@@ -175,6 +182,7 @@ pub enum RawMedia {
 /// A media file with options.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "MediaWithOptions")]
 pub struct RawMediaObject {
     /// A public https URL of the file (give `link` or `id`, not both).
     pub link: Option<String>,
@@ -189,6 +197,7 @@ pub struct RawMediaObject {
 /// The header of an interactive message: text (at most 60 characters), or a media file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Header")]
 pub enum RawHeader {
     Text(String),
     Rich(RawRichHeader),
@@ -197,6 +206,7 @@ pub enum RawHeader {
 /// A header written as a mapping: exactly one of `text`, `image`, `video`, `document`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "HeaderWithMedia")]
 pub enum RawRichHeader {
     /// Header text, at most 60 characters.
     Text(String),
@@ -211,6 +221,7 @@ pub enum RawRichHeader {
 /// Up to three reply buttons under a text.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Buttons")]
 pub struct RawButtons {
     /// Optional header: text (at most 60 characters) or `{ image | video | document: ... }`.
     pub header: Option<RawHeader>,
@@ -232,6 +243,7 @@ pub struct RawButtons {
 /// A reply button.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Button")]
 pub struct RawButton {
     /// What `save` stores when the button is tapped; at most 256 characters.
     pub id: String,
@@ -242,6 +254,7 @@ pub struct RawButton {
 /// A list message: a button that opens a menu of up to 10 rows in sections.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "List")]
 pub struct RawList {
     /// Optional header text, at most 60 characters (lists take no media header).
     pub header: Option<String>,
@@ -266,6 +279,7 @@ pub struct RawList {
 /// A section of a list.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Section")]
 pub struct RawSection {
     /// The section title, at most 24 characters; required when the list has several sections.
     pub title: Option<String>,
@@ -277,6 +291,7 @@ pub struct RawSection {
 /// A row of a list.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Row")]
 pub struct RawRow {
     /// What `save` stores when the row is chosen; at most 200 characters, unique in the list.
     pub id: String,
@@ -289,6 +304,7 @@ pub struct RawRow {
 /// A question and what counts as an answer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Question")]
 pub struct RawAsk {
     /// The question, at most 4096 characters.
     pub text: String,
@@ -309,6 +325,7 @@ pub struct RawAsk {
 /// The kind of answer an `ask` accepts.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Expect")]
 pub enum RawExpect {
     Kind(ExpectKind),
     Regex(RawExpectRegex),
@@ -317,6 +334,7 @@ pub enum RawExpect {
 /// Accept text matching a regular expression.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ExpectRegex")]
 pub struct RawExpectRegex {
     /// The regular expression the whole answer must match; named groups are saved as variables.
     pub regex: String,
@@ -359,6 +377,7 @@ pub enum ExpectKind {
 /// A pre-approved message template.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Template")]
 pub struct RawTemplate {
     /// The template's name as approved by Meta: lowercase letters, digits and `_`.
     pub name: String,
@@ -373,6 +392,7 @@ pub struct RawTemplate {
 /// A template component and its parameters.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TemplateComponent")]
 pub struct RawTemplateComponent {
     /// Which part of the template the parameters fill.
     #[serde(rename = "type")]
@@ -409,6 +429,7 @@ pub enum TemplateButtonKind {
 /// A location pin.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Location")]
 pub struct RawLocation {
     /// Latitude in degrees, a number or a template like `"{{ vars.lat }}"`.
     pub latitude: RawNumber,
@@ -423,6 +444,7 @@ pub struct RawLocation {
 /// A number, or a template that renders to one.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "NumberOrTemplate")]
 pub enum RawNumber {
     Number(f64),
     Template(String),
@@ -431,6 +453,7 @@ pub enum RawNumber {
 /// A message that only has a text body (used by `request_location`): a string or `{ body }`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "RequestLocation")]
 pub enum RawBodyOnly {
     Text(String),
     Full(RawBody),
@@ -439,6 +462,7 @@ pub enum RawBodyOnly {
 /// A text body.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Body")]
 pub struct RawBody {
     /// The message text, at most 1024 characters.
     pub body: String,
@@ -447,6 +471,7 @@ pub struct RawBody {
 /// A contact card.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Contact")]
 pub struct RawContact {
     /// The contact's name; `formatted_name` is required.
     pub name: RawContactName,
@@ -466,6 +491,7 @@ pub struct RawContact {
 /// A contact's name.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContactName")]
 pub struct RawContactName {
     /// The name as shown.
     pub formatted_name: String,
@@ -478,6 +504,7 @@ pub struct RawContactName {
 /// A contact's phone number.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContactPhone")]
 pub struct RawContactPhone {
     /// The number, with country code, e.g. `+49 30 1234567`.
     pub phone: String,
@@ -491,6 +518,7 @@ pub struct RawContactPhone {
 /// A contact's email address.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContactEmail")]
 pub struct RawContactEmail {
     /// The address.
     pub email: String,
@@ -502,6 +530,7 @@ pub struct RawContactEmail {
 /// A contact's company.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContactOrg")]
 pub struct RawContactOrg {
     /// Company name.
     pub company: Option<String>,
@@ -514,6 +543,7 @@ pub struct RawContactOrg {
 /// A contact's web address.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContactUrl")]
 pub struct RawContactUrl {
     /// The address, e.g. `https://example.com`.
     pub url: String,
@@ -525,6 +555,7 @@ pub struct RawContactUrl {
 /// A message with a button that opens a URL.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CtaUrl")]
 pub struct RawCtaUrl {
     /// Optional header: text (at most 60 characters) or `{ image | video | document: ... }`.
     pub header: Option<RawHeader>,
@@ -541,6 +572,7 @@ pub struct RawCtaUrl {
 /// An interactive WhatsApp Flows message.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "WhatsAppFlow")]
 pub struct RawWhatsAppFlow {
     /// Optional header text, at most 60 characters.
     pub header: Option<String>,
@@ -575,6 +607,7 @@ pub enum WhatsAppFlowMode {
 /// A value assigned by `set`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "SetValue")]
 pub enum RawSetValue {
     Bool(bool),
     Number(serde_json::Number),
@@ -585,6 +618,7 @@ pub enum RawSetValue {
 /// An HTTP call.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Http")]
 pub struct RawHttp {
     /// The HTTP method (default GET).
     pub method: Option<HttpMethod>,
@@ -615,6 +649,7 @@ pub enum HttpMethod {
 /// A script: inline code, or `{ file: path }` relative to the bot folder.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Script")]
 pub enum RawScript {
     Inline(String),
     File(RawScriptFile),
@@ -623,6 +658,7 @@ pub enum RawScript {
 /// A script kept in its own file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ScriptFile")]
 pub struct RawScriptFile {
     /// The script's path, relative to the bot folder, e.g. `scripts/price.rhai`.
     pub file: String,
@@ -631,6 +667,7 @@ pub struct RawScriptFile {
 /// How a conversation is handed to a human.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Handover")]
 pub struct RawHandover {
     /// What to tell the user while they wait for an agent.
     pub say: Option<String>,
@@ -647,6 +684,7 @@ pub struct RawHandover {
 /// The flow a `call` runs: its id, or `{ flow: ID, node: ID }` to start at a given node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "FlowRef")]
 pub enum RawFlowRef {
     Id(String),
     Full(RawFlowTarget),
@@ -655,6 +693,7 @@ pub enum RawFlowRef {
 /// Where to go next: one target, or a list of conditional branches.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Next")]
 pub enum RawNext {
     Target(RawTarget),
     Branches(#[schemars(length(min = 1))] Vec<RawBranch>),
@@ -663,6 +702,7 @@ pub enum RawNext {
 /// A target: a node id of this flow, `end`, or `{ flow: ID }` / `{ flow: ID, node: ID }`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Target")]
 pub enum RawTarget {
     Node(String),
     Flow(RawFlowTarget),
@@ -671,6 +711,7 @@ pub enum RawTarget {
 /// A node in another (or this) flow.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "FlowTarget")]
 pub struct RawFlowTarget {
     /// The flow's id.
     pub flow: String,
@@ -681,6 +722,7 @@ pub struct RawFlowTarget {
 /// One branch of a `next` list.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Branch")]
 pub enum RawBranch {
     When(RawWhen),
     Else(RawElse),
@@ -689,6 +731,7 @@ pub enum RawBranch {
 /// `{ if: EXPRESSION, then: TARGET }`: taken when the expression is true.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IfThen")]
 pub struct RawWhen {
     /// A minijinja expression, e.g. `vars.topic == "sales"`.
     #[serde(rename = "if")]
@@ -700,6 +743,7 @@ pub struct RawWhen {
 /// `{ else: TARGET }`: taken when no `if` above was true. Must be last.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Else")]
 pub struct RawElse {
     /// Where to go when no condition was true.
     #[serde(rename = "else")]

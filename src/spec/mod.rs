@@ -112,11 +112,13 @@ where
 }
 
 /// Adds "exactly one kind key" to the node schema, so editors flag a node with no kind
-/// or with two, and the loader reports it as `node_kind`.
+/// or with two, and the loader reports it as `node_kind`. Only for mappings: an empty
+/// node (`welcome:` with nothing below) gets just the type error.
 pub(crate) fn exactly_one_kind(schema: &mut Schema) {
     let branches: Vec<Value> = flow::NODE_KINDS
         .iter()
         .map(|kind| json!({ "title": format!("{kind} node"), "required": [kind] }))
         .collect();
-    schema.insert("oneOf".into(), Value::Array(branches));
+    schema.insert("if".into(), json!({ "type": "object" }));
+    schema.insert("then".into(), json!({ "oneOf": branches }));
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Parlance conversation test")]
+#[schemars(rename = "ConversationTest")]
 pub struct RawTestFile {
     /// What this conversation checks; shown when it fails.
     pub name: String,
@@ -28,6 +29,7 @@ pub struct RawTestFile {
 /// The simulated user.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TestContact")]
 pub struct RawTestContact {
     /// The user's WhatsApp id (their phone number without `+`).
     pub wa_id: Option<String>,
@@ -38,6 +40,7 @@ pub struct RawTestContact {
 /// One step of a conversation test: exactly one of `user`, `bot`, `vars`, `advance`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Step")]
 pub enum RawStep {
     /// The user sends a message: text, or `{ reply: ID }`, `{ location: ... }`, `{ image: ... }`...
     User(RawUserInput),
@@ -53,6 +56,7 @@ pub enum RawStep {
 /// What the simulated user sends.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "UserInput")]
 pub enum RawUserInput {
     /// A text message.
     Text(String),
@@ -63,6 +67,7 @@ pub enum RawUserInput {
 /// A user message other than plain text: exactly one key.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "UserEvent")]
 pub enum RawUserEvent {
     /// A text message (same as `user: "..."`).
     Text(String),
@@ -93,6 +98,7 @@ pub enum RawUserEvent {
 /// A shared location.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TestLocation")]
 pub struct RawTestLocation {
     pub latitude: f64,
     pub longitude: f64,
@@ -103,6 +109,7 @@ pub struct RawTestLocation {
 /// A media file the user sends.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TestMedia")]
 pub struct RawTestMedia {
     /// A media id (default: a generated one).
     pub id: Option<String>,
@@ -117,6 +124,7 @@ pub struct RawTestMedia {
 /// What the next bot message must be.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "BotExpect")]
 pub enum RawBotExpect {
     /// The message's text (or body, or caption) equals this, or matches it when written as `/regex/`.
     Text(String),
@@ -128,6 +136,7 @@ pub enum RawBotExpect {
 /// written as `/.../`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "MessageExpect")]
 pub enum RawMessageExpect {
     /// The message's main text (text, body or caption) equals or matches this.
     Text(String),
@@ -138,6 +147,7 @@ pub enum RawMessageExpect {
 /// Details of a message to check.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "MessageFields")]
 pub struct RawMessageFields {
     /// The main text (text, body or caption) equals this (or matches `/regex/`).
     pub body: Option<String>,
