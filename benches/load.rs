@@ -7,6 +7,10 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
+// The same allocator as the `parlance` binary, so the figure is what users get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FLOWS: usize = 1000;
 const NODES: usize = 20;
 

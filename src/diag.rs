@@ -81,7 +81,8 @@ codes! {
     DuplicateId => "duplicate_id", Error, "two buttons or rows of one message share an id or a title";
     TemplateSyntax => "template_syntax", Error, "a text is not a valid minijinja template";
     ExpressionSyntax => "expression_syntax", Error, "an `if:`, `set:` or `validate:` value is not a valid minijinja expression";
-    UnknownVariable => "unknown_variable", Error, "a template or expression reads a name that is never defined";
+        UnknownVariable => "unknown_variable", Error, "a template or expression reads a name that is never defined";
+    UnsetVariable => "unset_variable", Warning, "a template or expression reads a `vars.X` that nothing in the bot saves or sets";
     BadRegex => "bad_regex", Error, "a regular expression does not compile";
     BadDuration => "bad_duration", Error, "a duration is not written like 30s, 5m, 2h or 7d";
     DuplicateTrigger => "duplicate_trigger", Warning, "two flows claim the same keyword or reply id";

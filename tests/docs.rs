@@ -54,7 +54,7 @@ fn check_example(schema: &str, text: &str) -> Vec<String> {
         other => return vec![format!("unknown schema {other}")],
     }
     let mut diags = load_bot_with_env(d, &no_env).diagnostics;
-    diags.extend(load_tests(d, &no_env).diagnostics);
+    diags.extend(load_tests(d).diagnostics);
     diags.iter().map(ToString::to_string).collect()
 }
 

@@ -3,16 +3,13 @@
 use super::{EXIT_ERRORS, EXIT_OK, Format};
 use crate::compile::{load_bot, load_tests};
 use crate::diag;
-use crate::source::env::process_env;
 use std::io::Write;
 use std::path::Path;
 
 pub fn run(dir: &Path, format: Format, deny_warnings: bool) -> u8 {
     let mut loaded = load_bot(dir);
     if dir.is_dir() {
-        loaded
-            .diagnostics
-            .extend(load_tests(dir, &process_env).diagnostics);
+        loaded.diagnostics.extend(load_tests(dir).diagnostics);
         diag::sort(&mut loaded.diagnostics);
     }
     let mut out = std::io::stdout().lock();

@@ -42,6 +42,7 @@ fn successors(flows: &[Flow], r: NodeRef) -> Vec<NodeRef> {
         NodeKind::Buttons(b) => Some(&b.retry),
         NodeKind::List(l) => Some(&l.retry),
         NodeKind::Ask(a) => Some(&a.retry),
+        NodeKind::RequestLocation(r) => Some(&r.retry),
         _ => None,
     };
     targets.extend(retry.and_then(|r| r.on_fail));
@@ -197,6 +198,55 @@ fn duplicate_triggers(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Di
                     }
                 }
             }
+        }
+    }
+}
+
+/// `vars.X` read somewhere while nothing assigns X: almost always a typo. Scripts can set
+/// any variable, so a bot with script nodes is not checked.
+pub(crate) fn unset_variables(
+    flows: &[Flow],
+    reads: Vec<(String, Diagnostic)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut assigned: HashSet<String> = HashSet::new();
+    let groups = |re: &regex::Regex| {
+        re.capture_names()
+            .flatten()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for flow in flows {
+        for t in &flow.triggers {
+            if let Trigger::Regex(re) = t {
+                assigned.extend(groups(re));
+            }
+        }
+        for node in &flow.nodes {
+            assigned.extend(node.save.clone());
+            match &node.kind {
+                NodeKind::Script(_) => return,
+                NodeKind::Set(values) => {
+                    assigned.extend(values.iter().map(|(name, _)| name.clone()))
+                }
+                NodeKind::Ask(a) => {
+                    if let crate::flow::Expect::Regex(re) = &a.expect {
+                        assigned.extend(groups(re));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut names: Vec<&str> = assigned.iter().map(String::as_str).collect();
+    names.sort();
+    for (var, d) in reads {
+        if !assigned.contains(&var) {
+            let hint = match crate::diag::did_you_mean(&var, names.iter().copied()) {
+                Some(close) => format!("did you mean vars.{close}?"),
+                None => "variables are set by `save`, `set` and named regex groups".to_string(),
+            };
+            diags.push(d.with_hint(hint));
         }
     }
 }

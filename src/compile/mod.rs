@@ -90,7 +90,7 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         .iter()
         .map(Path::new)
         .find(|rel| dir.join(rel).is_file())
-        .map(|rel| source::read_file(dir, rel, env, false, diags));
+        .map(|rel| source::read_file(dir, rel, Some(env), false, diags));
     let raw_config: RawConfig = match &config_file {
         Some(file) => read_whole(file, FileKind::Config, diags).unwrap_or_default(),
         None => RawConfig::default(),
@@ -115,14 +115,9 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
 
     let mut unreadable: HashSet<String> = HashSet::new();
     let mut sources: Vec<FlowSource> = Vec::new();
-    for rel in &flow_paths {
-        let file = source::read_file(dir, rel, env, true, diags);
-        name_duplicate_nodes(&file, diags);
-        let stem = rel
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match read_flow(file, &stem, diags) {
+    for (stem, src, found) in read_flows(dir, &flow_paths) {
+        diags.extend(found);
+        match src {
             Some(src) => sources.push(src),
             // Targets to a flow we could not read are not reported again.
             None => {
@@ -133,27 +128,80 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
     remove_duplicate_flows(&mut sources, diags);
 
     let settings = config::resolve(dir, config_file.as_ref(), &raw_config, diags);
-    let mut templates = Templates::new();
     let names = node::Names::new(&sources, unreadable);
-    let mut flows: Vec<Flow> = Vec::with_capacity(sources.len());
-    for (i, src) in sources.iter().enumerate() {
-        let mut ctx = node::Ctx {
+    let numbered: Vec<(usize, &FlowSource)> = sources.iter().enumerate().collect();
+    let compiled = par_map(&numbered, |(i, src)| {
+        let ctx = node::Ctx {
             dir,
             file: &src.file,
-            flow: FlowIdx(i as u32),
+            flow: FlowIdx(*i as u32),
             names: &names,
-            templates: &mut templates,
             expose_env: &settings.expose_env,
-            used_names: HashSet::new(),
-            diags,
+            templates: Templates::new(),
+            template_count: 0,
+            var_reads: Vec::new(),
+            diags: Vec::new(),
         };
-        flows.push(ctx.compile_flow(src));
+        ctx.compile_flow(src)
+    });
+    let mut flows: Vec<Flow> = Vec::with_capacity(sources.len());
+    let mut var_reads = Vec::new();
+    for (flow, reads, found) in compiled {
+        flows.push(flow);
+        var_reads.extend(reads);
+        diags.extend(found);
     }
     graph::check(&sources, &flows, diags);
+    if settings.transformers.input.is_none() {
+        graph::unset_variables(&flows, var_reads, diags);
+    }
 
     let (entry, fallback) =
         config::entry_and_fallback(dir, config_file.as_ref(), &raw_config, &names, diags)?;
-    Some(Bot::new(settings, entry, fallback, flows, templates))
+    Some(Bot::new(settings, entry, fallback, flows))
+}
+
+/// A flow file read: its stem, the source when usable, and what was found.
+type ReadFlow = (String, Option<FlowSource>, Vec<Diagnostic>);
+
+/// Reads, parses and schema-checks flow files on every core: files are independent
+/// until compiling, and for a large bot this is most of the load time. Results keep
+/// the files' order.
+fn read_flows(dir: &Path, paths: &[PathBuf]) -> Vec<ReadFlow> {
+    par_map(paths, |rel| {
+        let mut found = Vec::new();
+        let file = source::read_file(dir, rel, None, true, &mut found);
+        name_duplicate_nodes(&file, &mut found);
+        let stem = rel
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let src = read_flow(file, &stem, &mut found);
+        (stem, src, found)
+    })
+}
+
+/// `items.iter().map(f)` on every core, in order. Small inputs stay on this thread.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if workers == 1 || items.len() < 16 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(workers);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            // A worker only panics on a bug in Parlance; surface it rather than lose work.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Validates a whole file against its schema and deserializes it.
@@ -308,11 +356,11 @@ pub struct LoadedTests {
 
 /// Reads and checks the bot's conversation tests. `validate` reports their problems
 /// with the flows'; `parlance test` runs the ones that passed.
-pub fn load_tests(dir: &Path, env: EnvLookup<'_>) -> LoadedTests {
+pub fn load_tests(dir: &Path) -> LoadedTests {
     let mut diagnostics = Vec::new();
     let mut files = Vec::new();
     for rel in source::yaml_files(dir, "tests", &mut diagnostics) {
-        let file = source::read_file(dir, &rel, env, true, &mut diagnostics);
+        let file = source::read_file(dir, &rel, None, true, &mut diagnostics);
         if let Some(test) = read_whole::<RawTestFile>(&file, FileKind::Test, &mut diagnostics) {
             files.push((file, test));
         }

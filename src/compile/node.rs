@@ -87,10 +87,14 @@ pub(crate) struct Ctx<'a> {
     pub file: &'a SourceFile,
     pub flow: FlowIdx,
     pub names: &'a Names,
-    pub templates: &'a mut Templates,
     pub expose_env: &'a [String],
-    pub used_names: HashSet<String>,
-    pub diags: &'a mut Vec<Diagnostic>,
+    /// The flow's own templates: flows compile in parallel and each owns what it uses.
+    pub templates: Templates,
+    /// Templates named so far in this file (names are `file#n`).
+    pub template_count: usize,
+    /// Every `vars.X` read, with the warning to give if nothing sets X.
+    pub var_reads: Vec<(String, Diagnostic)>,
+    pub diags: Vec<Diagnostic>,
 }
 
 const PLACEHOLDER: Target = Target::End;
@@ -107,7 +111,10 @@ impl Ctx<'_> {
         self.diags.push(d);
     }
 
-    pub fn compile_flow(&mut self, src: &FlowSource) -> Flow {
+    pub fn compile_flow(
+        mut self,
+        src: &FlowSource,
+    ) -> (Flow, Vec<(String, Diagnostic)>, Vec<Diagnostic>) {
         let triggers = src
             .triggers
             .iter()
@@ -135,14 +142,16 @@ impl Ctx<'_> {
             };
             nodes.push(Node { pos, ..node });
         }
-        Flow::new(
+        let flow = Flow::new(
             src.id.clone(),
             src.file.rel.clone(),
             src.description.clone(),
             triggers,
             src.interruptible,
             nodes,
-        )
+            self.templates,
+        );
+        (flow, self.var_reads, self.diags)
     }
 
     fn trigger(&mut self, raw: &RawTrigger, path: &YamlPath) -> Trigger {
@@ -165,7 +174,7 @@ impl Ctx<'_> {
                 Trigger::Keywords(out)
             }
             RawTrigger::Regex(re) => Trigger::Regex(
-                self.regex(re, &path.key("regex"))
+                self.regex(re, &path.key("regex"), true)
                     .unwrap_or_else(never_matches),
             ),
             RawTrigger::Reply(id) => Trigger::Reply(id.clone()),
@@ -173,11 +182,12 @@ impl Ctx<'_> {
     }
 
     /// Compiles a designer's regex; `None` (reported) when it does not compile.
-    fn regex(&mut self, source: &str, path: &YamlPath) -> Option<regex::Regex> {
-        // Matching is case-insensitive, like keywords; users do not type in a fixed case.
+    fn regex(&mut self, source: &str, path: &YamlPath, ignore_case: bool) -> Option<regex::Regex> {
+        // Triggers ignore case, like keywords: users do not type in a fixed case. An
+        // `expect` regex is validation, so it means exactly what the designer wrote.
         let build = |s: &str| {
             regex::RegexBuilder::new(s)
-                .case_insensitive(true)
+                .case_insensitive(ignore_case)
                 .size_limit(1 << 20)
                 .build()
         };
@@ -320,11 +330,22 @@ impl Ctx<'_> {
             NodeKind::Location(self.location(l, &path.key("location")))
         } else if let Some(r) = &raw.request_location {
             let p = path.key("request_location");
-            let (body, bp) = match r {
-                RawBodyOnly::Text(t) => (t, p),
-                RawBodyOnly::Full(b) => (&b.body, p.key("body")),
+            let (body, retry) = match r {
+                RawRequestLocation::Text(t) => (
+                    self.limited(t, &p, limits::INTERACTIVE_BODY, "the body"),
+                    self.retry(None, &None, &None, &p),
+                ),
+                RawRequestLocation::Full(b) => (
+                    self.limited(
+                        &b.body,
+                        &p.key("body"),
+                        limits::INTERACTIVE_BODY,
+                        "the body",
+                    ),
+                    self.retry(b.retries, &b.reprompt, &b.on_fail, &p),
+                ),
             };
-            NodeKind::RequestLocation(self.limited(body, &bp, limits::INTERACTIVE_BODY, "the body"))
+            NodeKind::RequestLocation(RequestLocation { body, retry })
         } else if raw.contacts.is_some() {
             let p = path.key("contacts");
             let items = self
@@ -521,29 +542,15 @@ impl Ctx<'_> {
 
     // ----- texts, expressions, limits -----
 
-    fn template_name(&mut self, path: &YamlPath) -> String {
-        let pos = self
-            .file
-            .tree
-            .as_ref()
-            .map_or_else(Default::default, |t| t.pos_of(path));
-        let base = format!(
-            "{}:{}:{}",
-            self.file.display.display(),
-            pos.line,
-            pos.column
-        );
-        let mut name = base.clone();
-        let mut n = 1;
-        while !self.used_names.insert(name.clone()) {
-            n += 1;
-            name = format!("{base}~{n}");
-        }
-        name
+    /// A unique name for the next template of this file. Runtime errors point at the
+    /// node (it keeps its position), so the name only has to be unique and readable.
+    fn template_name(&mut self) -> String {
+        self.template_count += 1;
+        format!("{}#{}", self.file.display.display(), self.template_count)
     }
 
     pub fn text(&mut self, source: &str, path: &YamlPath) -> Text {
-        let name = self.template_name(path);
+        let name = self.template_name();
         match self.templates.add_text(name, source) {
             Ok((text, names)) => {
                 self.check_names(&names, path, &[]);
@@ -562,7 +569,7 @@ impl Ctx<'_> {
     }
 
     fn expr(&mut self, source: &str, path: &YamlPath, extra_roots: &[&str]) -> Expr {
-        let name = self.template_name(path);
+        let name = self.template_name();
         match self.templates.add_expr(name, source) {
             Ok((expr, names)) => {
                 self.check_names(&names, path, extra_roots);
@@ -596,6 +603,17 @@ impl Ctx<'_> {
         for full in names {
             let mut parts = full.split('.');
             let root = parts.next().unwrap_or_default();
+            if root == "vars"
+                && let Some(var) = parts.next()
+            {
+                let d = self.file.diag_at(
+                    path,
+                    Code::UnsetVariable,
+                    format!("vars.{var} is never saved or set in this bot"),
+                );
+                self.var_reads.push((var.to_string(), d));
+                continue;
+            }
             if root == "env" {
                 if let Some(var) = parts.next()
                     && !self.expose_env.iter().any(|e| e == var)
@@ -1024,8 +1042,8 @@ impl Ctx<'_> {
                 let p = path.key("expect").key("regex");
                 // The whole answer must match, not a part of it.
                 let re = self
-                    .regex(&r.regex, &p)
-                    .and_then(|_| self.regex(&format!("^(?:{})$", r.regex), &p))
+                    .regex(&r.regex, &p, false)
+                    .and_then(|_| self.regex(&format!("^(?:{})$", r.regex), &p, false))
                     .unwrap_or_else(never_matches);
                 Expect::Regex(re)
             }

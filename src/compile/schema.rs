@@ -43,10 +43,15 @@ struct Problem {
 
 /// Validates `json` (the file's content) against the schema of `kind`.
 pub fn check(file: &SourceFile, kind: FileKind, json: &Value) -> SchemaCheck {
-    let schema = kind.schema();
+    let schema = kind.cached_schema();
     let mut problems = Vec::new();
+    // Valid files are the common case, and checking validity is much cheaper than
+    // collecting every error.
+    if kind.validator().is_valid(json) {
+        return SchemaCheck::default();
+    }
     for error in kind.validator().iter_errors(json) {
-        explain(&error, json, &schema, kind, &mut problems);
+        explain(&error, json, schema, kind, &mut problems);
     }
     suppress_redundant(&mut problems);
     let mut check = SchemaCheck::default();
@@ -122,7 +127,7 @@ fn explain(
                     join_or(&expected),
                     describe(instance)
                 ),
-                type_hint(instance, &expected),
+                type_hint(instance, &expected, &pointer),
             ));
         }
         ValidationErrorKind::Enum { options } => {
@@ -209,6 +214,45 @@ fn explain(
                 ),
             };
             out.push(problem(code, message, None));
+        }
+        ValidationErrorKind::PropertyNames { error } => {
+            let name = error.instance().as_str().unwrap_or_default().to_string();
+            let options: Vec<String> = match error.kind() {
+                ValidationErrorKind::Enum { options } => options
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| o.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let hint = match did_you_mean(&name, options.iter().map(String::as_str)) {
+                Some(c) => Some(format!("did you mean \"{c}\"?")),
+                None if !options.is_empty() => Some(format!("one of: {}", options.join(", "))),
+                None => None,
+            };
+            out.push(Problem {
+                pointer: pointer.clone(),
+                key: Some(name.clone()),
+                code: Code::UnknownField,
+                message: format!("unknown key \"{name}\""),
+                hint,
+            });
+        }
+        ValidationErrorKind::MaxProperties { limit } => {
+            out.push(problem(
+                Code::InvalidValue,
+                format!(
+                    "at most {limit} key{} here",
+                    if *limit == 1 { "" } else { "s" }
+                ),
+                (*limit == 1).then(|| {
+                    "one message per step: write a second `bot:` step for the next message"
+                        .to_string()
+                }),
+            ));
         }
         ValidationErrorKind::MinProperties { limit } => {
             out.push(problem(
@@ -301,19 +345,10 @@ fn explain_alternatives(
         for e in branch {
             explain(e, root, schema, kind, &mut problems);
         }
-        let only_type_mismatch = !branch.is_empty()
-            && branch.iter().all(|e| {
-                matches!(e.kind(), ValidationErrorKind::Type { .. })
-                    && e.instance_path().as_str() == pointer
-            });
-        if only_type_mismatch {
-            for e in branch {
-                if let ValidationErrorKind::Type { kind } = e.kind() {
-                    for t in type_names(kind) {
-                        if !expected_types.contains(&t) {
-                            expected_types.push(t);
-                        }
-                    }
+        if let Some(types) = wanted_types(branch, pointer) {
+            for t in types {
+                if !expected_types.contains(&t) {
+                    expected_types.push(t);
                 }
             }
         } else if !problems.is_empty() {
@@ -354,9 +389,31 @@ fn explain_alternatives(
                 join_or(&expected_types),
                 describe(instance)
             ),
-            hint: type_hint(instance, &expected_types),
+            hint: type_hint(instance, &expected_types, pointer),
         }),
     }
+}
+
+/// The types a failing alternative wanted, when its only complaint is the value's type
+/// (also through nested alternatives): such a branch is a poor guess of what was meant.
+fn wanted_types(errors: &[ValidationError<'static>], pointer: &str) -> Option<Vec<String>> {
+    let mut types = Vec::new();
+    for e in errors {
+        if e.instance_path().as_str() != pointer {
+            return None;
+        }
+        match e.kind() {
+            ValidationErrorKind::Type { kind } => types.extend(type_names(kind)),
+            ValidationErrorKind::AnyOf { context }
+            | ValidationErrorKind::OneOfNotValid { context } => {
+                for branch in context {
+                    types.extend(wanted_types(branch, pointer)?);
+                }
+            }
+            _ => return None,
+        }
+    }
+    (!types.is_empty()).then_some(types)
 }
 
 /// A node with an unknown key also fails "exactly one kind"; the unknown key (usually a
@@ -423,8 +480,15 @@ fn type_names(kind: &TypeKind) -> Vec<String> {
     names
 }
 
+/// "text or a mapping". An optional key also accepts nothing (null), which is not news
+/// when something else was written, so it is only named when it is the only choice.
 fn join_or(items: &[String]) -> String {
-    match items {
+    let items: Vec<String> = if items.len() > 1 {
+        items.iter().filter(|i| *i != "nothing").cloned().collect()
+    } else {
+        items.to_vec()
+    };
+    match items.as_slice() {
         [] => "another value".to_string(),
         [one] => one.clone(),
         [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
@@ -442,9 +506,16 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
-fn type_hint(found: &Value, expected: &[String]) -> Option<String> {
+fn type_hint(found: &Value, expected: &[String], pointer: &str) -> Option<String> {
     let wants_text = expected.iter().any(|e| e == "text");
+    let is_duration = matches!(
+        last_key(pointer),
+        "wait" | "timeout" | "keep_transcripts" | "advance"
+    );
     match found {
+        Value::Number(n) if is_duration => {
+            Some(format!("a duration needs a unit, e.g. {n}s or {n}m"))
+        }
         Value::Null if expected.iter().any(|e| e == "a mapping") => {
             Some("the key has no value; indent the lines that belong to it".into())
         }

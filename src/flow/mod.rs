@@ -2,7 +2,7 @@
 //!
 //! Architecture Invariant: no serde, no files, no network. Every target is a resolved
 //! [`NodeRef`] (a dangling target cannot be represented), every template and expression
-//! is compiled into [`Bot::templates`], every regex is compiled. Sessions store flow and
+//! is compiled into its flow's [`Flow::templates`], every regex is compiled. Sessions store flow and
 //! node *ids* (strings), never these indices, so they survive a reload.
 
 mod normalize;
@@ -57,18 +57,11 @@ pub struct Bot {
     pub entry: FlowIdx,
     pub fallback: FlowIdx,
     pub flows: Vec<Flow>,
-    pub templates: Templates,
     flow_ids: HashMap<String, FlowIdx>,
 }
 
 impl Bot {
-    pub fn new(
-        settings: Settings,
-        entry: FlowIdx,
-        fallback: FlowIdx,
-        flows: Vec<Flow>,
-        templates: Templates,
-    ) -> Self {
+    pub fn new(settings: Settings, entry: FlowIdx, fallback: FlowIdx, flows: Vec<Flow>) -> Self {
         let flow_ids = flows
             .iter()
             .enumerate()
@@ -79,7 +72,6 @@ impl Bot {
             entry,
             fallback,
             flows,
-            templates,
             flow_ids,
         }
     }
@@ -119,6 +111,8 @@ pub struct Flow {
     pub interruptible: bool,
     /// In the order written; the first is where the flow starts.
     pub nodes: Vec<Node>,
+    /// The compiled templates and expressions of this flow's nodes.
+    pub templates: Templates,
     node_ids: HashMap<String, u32>,
 }
 
@@ -130,6 +124,7 @@ impl Flow {
         triggers: Vec<Trigger>,
         interruptible: bool,
         nodes: Vec<Node>,
+        templates: Templates,
     ) -> Self {
         let node_ids = nodes
             .iter()
@@ -143,6 +138,7 @@ impl Flow {
             triggers,
             interruptible,
             nodes,
+            templates,
             node_ids,
         }
     }
@@ -184,7 +180,7 @@ pub enum NodeKind {
     Ask(Ask),
     Template(TemplateMessage),
     Location(Location),
-    RequestLocation(Text),
+    RequestLocation(RequestLocation),
     /// Contact cards in Cloud API form, strings templated.
     Contacts(Vec<JsonTemplate>),
     CtaUrl(CtaUrl),
@@ -371,6 +367,12 @@ pub struct Location {
     pub longitude: Number,
     pub name: Option<Text>,
     pub address: Option<Text>,
+}
+
+#[derive(Debug)]
+pub struct RequestLocation {
+    pub body: Text,
+    pub retry: Retry,
 }
 
 #[derive(Debug)]

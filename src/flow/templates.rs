@@ -117,16 +117,21 @@ impl Templates {
         name: String,
         source: &str,
     ) -> Result<(Expr, HashSet<String>), TemplateError> {
-        let names = {
-            let expr = self.env.compile_expression(source).map_err(describe)?;
-            expr.undeclared_variables(true)
-        };
-        self.env
-            .add_template_owned(
-                name.clone(),
-                format!("{{% set {EXPR_RESULT} = ({source}) %}}"),
-            )
-            .map_err(describe)?;
+        // A source that closes the wrapper early (`x) %}{% ...`) would compile as a
+        // template without being one expression; such sources, and any that fail, are
+        // checked as a lone expression too, which also gives the honest error message.
+        if source.contains("%}") || source.contains("}}") {
+            self.env.compile_expression(source).map_err(describe)?;
+        }
+        let wrapped = format!("{{% set {EXPR_RESULT} = ({source}) %}}");
+        if let Err(e) = self.env.add_template_owned(name.clone(), wrapped) {
+            return Err(self
+                .env
+                .compile_expression(source)
+                .err()
+                .map_or_else(|| describe(e), describe));
+        }
+        let names = self.undeclared(&name);
         Ok((Expr(name.into()), names))
     }
 

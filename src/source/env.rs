@@ -1,9 +1,13 @@
-//! `${NAME}` interpolation from the environment, applied to every scalar of every file
-//! before its type is decided, so secrets stay out of git and `${DELAY:-500}` is a number.
+//! `${NAME}` interpolation from the environment in `parlance.yaml`, applied to every
+//! scalar before its type is decided, so secrets stay out of git and `${DELAY:-500}` is a
+//! number. Flow files are not interpolated: there `${{ vars.total }}` is how a designer
+//! writes a dollar price, and flows read the environment as `env.NAME` at run time.
 //!
 //! - `${NAME}`: the variable's value; unset is an error naming it.
 //! - `${NAME:-default}`: the default when the variable is unset or empty.
 //! - `$${`: a literal `${` (for text that must contain it).
+
+use crate::diag::Code;
 
 /// Where variable values come from: the process environment, or a map in tests.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -13,8 +17,11 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Replaces every reference in `text`. The error is a message and a hint.
-pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, (String, Option<String>)> {
+/// Why a reference could not be replaced: the code, a message and a hint.
+pub type EnvError = (Code, String, Option<String>);
+
+/// Replaces every reference in `text`.
+pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, EnvError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -26,6 +33,7 @@ pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, (String, Op
         } else if let Some(tail) = after.strip_prefix("${") {
             let Some(end) = tail.find('}') else {
                 return Err((
+                    Code::InvalidValue,
                     "unterminated ${...} reference".into(),
                     Some("close it with `}`, or write $${ for a literal ${".into()),
                 ));
@@ -37,6 +45,7 @@ pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, (String, Op
             };
             if !is_var_name(name) {
                 return Err((
+                    Code::InvalidValue,
                     format!("\"{name}\" is not a valid environment variable name"),
                     Some("names are letters, digits and _, e.g. ${WA_ACCESS_TOKEN}; write $${ for a literal ${".into()),
                 ));
@@ -49,6 +58,7 @@ pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, (String, Op
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {
                     return Err((
+                        Code::EnvMissing,
                         format!("environment variable {name} is not set"),
                         Some(format!(
                             "set {name}, or give a default with ${{{name}:-default}}"
@@ -102,13 +112,17 @@ mod tests {
 
     #[test]
     fn missing_variables_are_named() {
-        let (message, hint) = interpolate("${WA_TOKEN}", &env).unwrap_err();
+        let (code, message, hint) = interpolate("${WA_TOKEN}", &env).unwrap_err();
+        assert_eq!(code, Code::EnvMissing);
         assert_eq!(message, "environment variable WA_TOKEN is not set");
         assert_eq!(
             hint.unwrap(),
             "set WA_TOKEN, or give a default with ${WA_TOKEN:-default}"
         );
         assert!(interpolate("${unclosed", &env).is_err());
-        assert!(interpolate("${1BAD}", &env).is_err());
+        assert_eq!(
+            interpolate("${1BAD}", &env).unwrap_err().0,
+            Code::InvalidValue
+        );
     }
 }

@@ -57,12 +57,13 @@ impl SourceFile {
     }
 }
 
-/// Reads and parses one file. `required_content` makes an empty file an error (a flow
+/// Reads and parses one file; with `env`, `${NAME}` references are interpolated
+/// (only `parlance.yaml` is). `required_content` makes an empty file an error (a flow
 /// or test file); an empty `parlance.yaml` is just "all defaults".
 pub fn read_file(
     root: &Path,
     rel: &Path,
-    env: env::EnvLookup<'_>,
+    env: Option<env::EnvLookup<'_>>,
     required_content: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> SourceFile {
@@ -79,8 +80,10 @@ pub fn read_file(
             return file;
         }
     };
-    let hook = |s: &str, _pos: Pos| env::interpolate(s, env);
-    let parsed = yaml::parse(&text, Some(&hook));
+    let parsed = match env {
+        Some(env) => yaml::parse(&text, Some(&|s: &str, _pos: Pos| env::interpolate(s, env))),
+        None => yaml::parse(&text, None),
+    };
     for p in parsed.problems {
         diags.push(
             Diagnostic::new(&display, p.pos, p.code, p.message)

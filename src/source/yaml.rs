@@ -198,7 +198,7 @@ pub struct Parsed {
 }
 
 /// Turns a scalar as written into text; the caller decides (`${NAME}` interpolation).
-pub type ScalarHook<'a> = &'a dyn Fn(&str, Pos) -> Result<String, (String, Option<String>)>;
+pub type ScalarHook<'a> = &'a dyn Fn(&str, Pos) -> Result<String, (Code, String, Option<String>)>;
 
 /// Parses one YAML document. `hook` is applied to every scalar (and key) before plain
 /// scalars get their type, so `delay: ${DELAY:-500}` is the number 500.
@@ -235,7 +235,11 @@ pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
 }
 
 fn syntax_hint(info: &str) -> Option<String> {
-    if info.contains("quoted scalar") {
+    if info.contains("unknown escape character") {
+        Some("in double quotes a backslash starts an escape; write regexes in single quotes: '^\\d+$'".into())
+    } else if info.contains("flow mapping") || info.contains("flow sequence") {
+        Some("inside { } or [ ], quote values that contain {, }, [, ], : or ${...}; or write them one per line".into())
+    } else if info.contains("quoted scalar") {
         Some("a quoted text is not closed, or its next line is indented less than the key".into())
     } else if info.contains("tab") {
         Some("indent with spaces; YAML does not allow tabs".into())
@@ -333,10 +337,10 @@ impl Builder<'_> {
         let text = match self.hook {
             Some(hook) if text.contains('$') => match hook(&text, pos) {
                 Ok(t) => t,
-                Err((message, hint)) => {
+                Err((code, message, hint)) => {
                     self.problems.push(YamlProblem {
                         pos,
-                        code: Code::EnvMissing,
+                        code,
                         message,
                         hint,
                         path: self.current_path(),

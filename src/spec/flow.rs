@@ -39,8 +39,8 @@ pub struct RawFlow {
 pub enum RawTrigger {
     /// The whole message equals one of these words (ignoring case, accents and extra spaces).
     Keywords(#[schemars(length(min = 1))] Vec<String>),
-    /// The message matches this regular expression; named groups like `(?P<item>\w+)`
-    /// are saved as variables (`vars.item`).
+    /// The message matches this regular expression, ignoring case; named groups like
+    /// `(?P<item>\w+)` are saved as variables (`vars.item`).
     Regex(String),
     /// The user tapped a button or list row with this id.
     Reply(String),
@@ -81,7 +81,7 @@ pub struct RawNode {
     pub location: Option<RawLocation>,
     /// Ask the user to share their location and wait; `save` stores
     /// `{latitude, longitude, name, address}`.
-    pub request_location: Option<RawBodyOnly>,
+    pub request_location: Option<RawRequestLocation>,
     /// Send 1 to 5 contact cards.
     #[schemars(length(min = 1, max = 5))]
     pub contacts: Option<Vec<RawContact>>,
@@ -336,7 +336,8 @@ pub enum RawExpect {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ExpectRegex")]
 pub struct RawExpectRegex {
-    /// The regular expression the whole answer must match; named groups are saved as variables.
+    /// The regular expression the whole answer must match (case matters, unlike in
+    /// triggers; add `(?i)` to ignore it); named groups are saved as variables.
     pub regex: String,
 }
 
@@ -450,22 +451,28 @@ pub enum RawNumber {
     Template(String),
 }
 
-/// A message that only has a text body (used by `request_location`): a string or `{ body }`.
+/// A location request: the text asking for it, or `{ body, retries, reprompt, on_fail }`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[schemars(rename = "RequestLocation")]
-pub enum RawBodyOnly {
+pub enum RawRequestLocation {
     Text(String),
-    Full(RawBody),
+    Full(RawRequestLocationBody),
 }
 
-/// A text body.
+/// A location request with options.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "Body")]
-pub struct RawBody {
+#[schemars(rename = "RequestLocationWithOptions")]
+pub struct RawRequestLocationBody {
     /// The message text, at most 1024 characters.
     pub body: String,
+    /// How often to ask again when the answer is not a location (default 2).
+    pub retries: Option<u32>,
+    /// What to say when the answer is not a location (default: the request again).
+    pub reprompt: Option<String>,
+    /// Where to go when the retries are used up (default: the bot's fallback flow).
+    pub on_fail: Option<RawTarget>,
 }
 
 /// A contact card.

@@ -50,15 +50,20 @@ impl FileKind {
         value
     }
 
+    /// The generated schema, built once per process.
+    pub fn cached_schema(self) -> &'static Value {
+        static SCHEMAS: [OnceLock<Value>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        SCHEMAS[self as usize].get_or_init(|| self.schema())
+    }
+
     /// The compiled validator, built once per process.
     pub fn validator(self) -> &'static jsonschema::Validator {
         static VALIDATORS: [OnceLock<jsonschema::Validator>; 3] =
             [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-        let index = self as usize;
-        VALIDATORS[index].get_or_init(|| {
+        VALIDATORS[self as usize].get_or_init(|| {
             // The schema is generated from our own types; failing to compile it is a bug
             // in Parlance that every test would show, not something input can cause.
-            jsonschema::validator_for(&self.schema()).expect("generated schemas compile")
+            jsonschema::validator_for(self.cached_schema()).expect("generated schemas compile")
         })
     }
 }

@@ -2,8 +2,48 @@
 //! behind `parlance test` plays the user steps against the engine and checks the bot steps.
 
 use indexmap::IndexMap;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
 use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The node kinds that send a message a `bot:` step can expect.
+pub const MESSAGE_KINDS: &[&str] = &[
+    "say",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "buttons",
+    "list",
+    "ask",
+    "template",
+    "location",
+    "request_location",
+    "contacts",
+    "cta_url",
+    "whatsapp_flow",
+    "react",
+    "payload",
+    "handover",
+    "end",
+];
+
+/// A `bot:` mapping names exactly one message kind.
+fn one_message_kind(schema: &mut Schema) {
+    if let Some(Value::Array(branches)) = schema.get_mut("anyOf") {
+        for branch in branches
+            .iter_mut()
+            .filter(|b| b.get("type") == Some(&json!("object")))
+        {
+            if let Value::Object(map) = branch {
+                map.insert("propertyNames".into(), json!({ "enum": MESSAGE_KINDS }));
+                map.insert("minProperties".into(), json!(1));
+                map.insert("maxProperties".into(), json!(1));
+            }
+        }
+    }
+}
 
 /// A scripted conversation and what the bot must answer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -124,7 +164,7 @@ pub struct RawTestMedia {
 /// What the next bot message must be.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
-#[schemars(rename = "BotExpect")]
+#[schemars(rename = "BotExpect", transform = one_message_kind)]
 pub enum RawBotExpect {
     /// The message's text (or body, or caption) equals this, or matches it when written as `/regex/`.
     Text(String),
@@ -157,12 +197,16 @@ pub struct RawMessageFields {
     pub header: Option<String>,
     /// The footer text equals this (or matches `/regex/`).
     pub footer: Option<String>,
-    /// The button titles, in order (buttons), or the button label (list, cta_url).
+    /// The reply button titles, in order.
     pub buttons: Option<Vec<String>>,
     /// The row titles of a list, in order.
     pub rows: Option<Vec<String>>,
-    /// The media link or the template name.
+    /// The label of the button that opens a list, or of a cta_url button.
+    pub button: Option<String>,
+    /// The media link.
     pub link: Option<String>,
+    /// The URL a cta_url button opens.
+    pub url: Option<String>,
     /// The template name.
     pub name: Option<String>,
     /// A part of the Cloud API payload that must be present, e.g. `{ text: { preview_url: true } }`.
