@@ -50,6 +50,14 @@ fn every_fixture_prints_exactly_its_expected_diagnostics() {
         let out = validate(&[&rel]);
         let has_error = expected.contains(": error[");
         let want_exit = if has_error { 1 } else { 0 };
+        if !has_error {
+            let strict = validate(&["--deny-warnings", &rel]);
+            assert_eq!(
+                strict.status.code(),
+                Some(1),
+                "{rel} with --deny-warnings exits 1"
+            );
+        }
         if stdout(&out) != expected || out.status.code() != Some(want_exit) {
             failures.push(format!(
                 "{rel}: exit {:?} (want {want_exit})\n--- expected\n{expected}--- got\n{}",
