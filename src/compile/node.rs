@@ -3,7 +3,7 @@
 //! pass finds every problem; the bot is only built when nothing was an error.
 
 use super::FlowSource;
-use crate::diag::{Code, Diagnostic, did_you_mean};
+use crate::diag::{Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::templates::{CONTEXT_FIELDS, CONTEXT_ROOTS};
 use crate::flow::*;
 use crate::source::{SourceFile, YamlPath};
@@ -120,27 +120,27 @@ impl Ctx<'_> {
             .iter()
             .map(|(i, t)| self.trigger(t, &YamlPath::root().key("triggers").index(*i)))
             .collect();
-        let ids: Vec<&String> = src.nodes.keys().collect();
-        let mut nodes = Vec::with_capacity(ids.len());
+        let mut nodes = Vec::with_capacity(src.nodes.len());
         for (i, (id, raw)) in src.nodes.iter().enumerate() {
             let path = YamlPath::root().key("nodes").key(id);
-            let fallthrough = match ids.get(i + 1) {
-                Some(_) => Target::Node(NodeRef {
+            // A node without `next` continues with the node below it; the last one ends.
+            let fallthrough = if i + 1 < src.nodes.len() {
+                Target::Node(NodeRef {
                     flow: self.flow,
                     node: (i + 1) as u32,
-                }),
-                None => Target::End,
+                })
+            } else {
+                Target::End
             };
             let pos = self
                 .file
                 .tree
                 .as_ref()
                 .map_or_else(Default::default, |t| t.key_pos_of(&path));
-            let node = match raw {
-                Some(raw) => self.node(id, raw, &path, fallthrough),
-                None => placeholder_node(id),
-            };
-            nodes.push(Node { pos, ..node });
+            nodes.push(match raw {
+                Some(raw) => self.node(id, pos, raw, &path, fallthrough),
+                None => placeholder_node(id, pos),
+            });
         }
         let flow = Flow::new(
             src.id.clone(),
@@ -213,7 +213,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn node(&mut self, id: &str, raw: &RawNode, path: &YamlPath, fallthrough: Target) -> Node {
+    fn node(
+        &mut self,
+        id: &str,
+        pos: Pos,
+        raw: &RawNode,
+        path: &YamlPath,
+        fallthrough: Target,
+    ) -> Node {
         let next = match &raw.next {
             None => Next::Goto(fallthrough),
             Some(next) => self.next(next, &path.key("next"), fallthrough),
@@ -249,18 +256,10 @@ impl Ctx<'_> {
             .on_window_closed
             .as_ref()
             .map(|t| self.template(t, &path.key("on_window_closed"), false));
-        let kind = kind.unwrap_or(NodeKind::Set(Vec::new()));
-        let kind = match kind {
-            NodeKind::Template(t) => NodeKind::Template(TemplateMessage {
-                waits_for_reply: raw.save.is_some(),
-                ..t
-            }),
-            other => other,
-        };
         Node {
             id: id.to_string(),
-            pos: Default::default(),
-            kind,
+            pos,
+            kind: kind.unwrap_or(NodeKind::Set(Vec::new())),
             next,
             save: raw.save.clone(),
             on_error,
@@ -684,6 +683,17 @@ impl Ctx<'_> {
         self.text(source, path)
     }
 
+    /// [`Self::limited`] for an optional text.
+    fn limited_opt(
+        &mut self,
+        source: &Option<String>,
+        path: &YamlPath,
+        max: usize,
+        what: &str,
+    ) -> Option<Text> {
+        source.as_ref().map(|s| self.limited(s, path, max, what))
+    }
+
     fn duration(&mut self, source: &str, path: &YamlPath) -> Duration {
         parse_duration(source).unwrap_or_else(|message| {
             self.report(
@@ -880,10 +890,12 @@ impl Ctx<'_> {
             limits::INTERACTIVE_BODY,
             "the body",
         );
-        let footer = raw
-            .footer
-            .as_ref()
-            .map(|f| self.limited(f, &path.key("footer"), limits::FOOTER, "the footer"));
+        let footer = self.limited_opt(
+            &raw.footer,
+            &path.key("footer"),
+            limits::FOOTER,
+            "the footer",
+        );
         let mut ids = Vec::new();
         let mut titles = Vec::new();
         let mut buttons = Vec::new();
@@ -945,15 +957,19 @@ impl Ctx<'_> {
     }
 
     fn list(&mut self, raw: &RawList, path: &YamlPath) -> List {
-        let header = raw
-            .header
-            .as_ref()
-            .map(|h| self.limited(h, &path.key("header"), limits::HEADER, "the header"));
+        let header = self.limited_opt(
+            &raw.header,
+            &path.key("header"),
+            limits::HEADER,
+            "the header",
+        );
         let body = self.limited(&raw.body, &path.key("body"), limits::LIST_BODY, "the body");
-        let footer = raw
-            .footer
-            .as_ref()
-            .map(|f| self.limited(f, &path.key("footer"), limits::FOOTER, "the footer"));
+        let footer = self.limited_opt(
+            &raw.footer,
+            &path.key("footer"),
+            limits::FOOTER,
+            "the footer",
+        );
         let button = self.limited(
             &raw.button,
             &path.key("button"),
@@ -1189,10 +1205,12 @@ impl Ctx<'_> {
                 limits::INTERACTIVE_BODY,
                 "the body",
             ),
-            footer: raw
-                .footer
-                .as_ref()
-                .map(|f| self.limited(f, &path.key("footer"), limits::FOOTER, "the footer")),
+            footer: self.limited_opt(
+                &raw.footer,
+                &path.key("footer"),
+                limits::FOOTER,
+                "the footer",
+            ),
             button: self.limited(
                 &raw.button,
                 &path.key("button"),
@@ -1232,20 +1250,24 @@ impl Ctx<'_> {
             .and_then(|_| self.raw_json(&path.key("data")))
             .map(|d| self.json(&d, &path.key("data")));
         WhatsAppFlow {
-            header: raw
-                .header
-                .as_ref()
-                .map(|h| self.limited(h, &path.key("header"), limits::HEADER, "the header")),
+            header: self.limited_opt(
+                &raw.header,
+                &path.key("header"),
+                limits::HEADER,
+                "the header",
+            ),
             body: self.limited(
                 &raw.body,
                 &path.key("body"),
                 limits::INTERACTIVE_BODY,
                 "the body",
             ),
-            footer: raw
-                .footer
-                .as_ref()
-                .map(|f| self.limited(f, &path.key("footer"), limits::FOOTER, "the footer")),
+            footer: self.limited_opt(
+                &raw.footer,
+                &path.key("footer"),
+                limits::FOOTER,
+                "the footer",
+            ),
             flow,
             cta: self.limited(
                 &raw.cta,
@@ -1380,10 +1402,7 @@ impl Ctx<'_> {
             );
         }
         Handover {
-            say: raw
-                .say
-                .as_ref()
-                .map(|s| self.limited(s, &path.key("say"), limits::TEXT_BODY, "the text")),
+            say: self.limited_opt(&raw.say, &path.key("say"), limits::TEXT_BODY, "the text"),
             queue: raw.queue.clone(),
             timeout: raw
                 .timeout
@@ -1406,10 +1425,11 @@ fn never_matches() -> regex::Regex {
     regex::Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable!("a constant regex compiles"))
 }
 
-fn placeholder_node(id: &str) -> Node {
+/// Stands in for a node that broke the schema, so targets to it still resolve.
+fn placeholder_node(id: &str, pos: Pos) -> Node {
     Node {
         id: id.to_string(),
-        pos: Default::default(),
+        pos,
         kind: NodeKind::Set(Vec::new()),
         next: Next::Goto(Target::End),
         save: None,

@@ -288,15 +288,22 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    fn report(&mut self, pos: Pos, code: Code, message: String, hint: Option<String>) {
+        let path = self.current_path();
+        self.problems.push(YamlProblem {
+            pos,
+            code,
+            message,
+            hint,
+            path,
+        });
+    }
+
+    /// Reports a problem after which the tree cannot be trusted (too deep, too large,
+    /// two documents); later events are ignored.
     fn fail(&mut self, pos: Pos, code: Code, message: String, hint: Option<String>) {
         if !self.fatal {
-            self.problems.push(YamlProblem {
-                pos,
-                code,
-                message,
-                hint,
-                path: self.current_path(),
-            });
+            self.report(pos, code, message, hint);
         }
         self.fatal = true;
     }
@@ -338,13 +345,7 @@ impl Builder<'_> {
             Some(hook) if text.contains('$') => match hook(&text, pos) {
                 Ok(t) => t,
                 Err((code, message, hint)) => {
-                    self.problems.push(YamlProblem {
-                        pos,
-                        code,
-                        message,
-                        hint,
-                        path: self.current_path(),
-                    });
+                    self.report(pos, code, message, hint);
                     text
                 }
             },
