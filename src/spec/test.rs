@@ -140,9 +140,13 @@ pub enum RawUserEvent {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "TestLocation")]
 pub struct RawTestLocation {
+    /// Latitude in degrees.
     pub latitude: f64,
+    /// Longitude in degrees.
     pub longitude: f64,
+    /// The place's name, as when the user picks a place.
     pub name: Option<String>,
+    /// The place's address.
     pub address: Option<String>,
 }
 
