@@ -24,6 +24,9 @@
 pub mod cli;
 pub mod compile;
 pub mod diag;
+pub mod engine;
 pub mod flow;
+pub mod render;
 pub mod source;
 pub mod spec;
+pub mod testing;

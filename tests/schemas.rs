@@ -47,7 +47,7 @@ fn every_property_is_described() {
             _ => {}
         }
     }
-        for kind in FileKind::ALL {
+    for kind in FileKind::ALL {
         let mut missing = Vec::new();
         walk(&kind.schema(), "", &mut missing);
         assert!(

@@ -1,7 +1,10 @@
 //! The command line: one module per subcommand. `main.rs` only maps the result to an
 //! exit code.
 
+mod chat;
+pub mod graph;
 pub mod schema;
+mod test;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +43,40 @@ pub enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Talk to the bot in the terminal: type a message, a number to tap a button or
+    /// row, or /help. Reads piped input one message per line, so it can be scripted.
+    Chat {
+        /// The bot folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Print the exact Cloud API payloads instead of the readable conversation.
+        #[arg(long)]
+        json: bool,
+        /// The simulated user's WhatsApp id.
+        #[arg(long, default_value = "15550001111")]
+        user: String,
+        /// The simulated user's WhatsApp profile name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the bot's conversation tests (tests/**/*.yaml) against the engine, offline.
+    /// Exits 0 when all pass, 1 when one fails or the bot has errors.
+    Test {
+        /// The bot folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print the bot's flows as a Mermaid flowchart, for a README, a pull request or
+    /// mermaid.live. Exits 0 with the chart on stdout; 1 when the bot has errors (shown
+    /// on stderr) or --flow names no flow.
+    Graph {
+        /// The bot folder (the one holding parlance.yaml and flows/).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Draw only this flow; its edges to other flows end in small boxes naming them.
+        #[arg(long, value_name = "ID")]
+        flow: Option<String>,
+    },
     /// Write the JSON Schemas of parlance.yaml, flow files and test files.
     Schema {
         /// Where to write them.
@@ -65,6 +102,34 @@ pub fn run(cli: Cli) -> u8 {
             format,
             deny_warnings,
         } => validate::run(&dir, format, deny_warnings),
+        Command::Chat {
+            dir,
+            json,
+            user,
+            name,
+        } => chat::run(&dir, json, &user, name.as_deref()),
+        Command::Test { dir } => test::run(&dir),
+        Command::Graph { dir, flow } => graph::run(&dir, flow.as_deref()),
         Command::Schema { out, check } => schema::run(&out, check),
+    }
+}
+
+/// Loads the bot in `dir` for a command that runs it: its diagnostics go to stderr,
+/// and a bot with errors is the exit code.
+pub(crate) fn load_runnable(dir: &std::path::Path) -> Result<crate::flow::Bot, u8> {
+    let loaded = crate::compile::load_bot(dir);
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    match loaded.bot {
+        Some(bot) => Ok(bot),
+        None => {
+            eprintln!(
+                "{}: {}",
+                dir.display(),
+                crate::diag::summary(&loaded.diagnostics)
+            );
+            Err(EXIT_ERRORS)
+        }
     }
 }

@@ -11,6 +11,8 @@ mod graph;
 mod node;
 pub mod schema;
 
+pub use node::parse_duration;
+
 use crate::diag::{self, Code, Diagnostic, Pos};
 use crate::flow::{Bot, Flow, FlowIdx, Templates};
 use crate::source::env::{EnvLookup, process_env};

@@ -4,6 +4,7 @@
 
 use super::FlowSource;
 use crate::diag::{Code, Diagnostic, Pos, did_you_mean};
+use crate::flow::limits;
 use crate::flow::templates::{CONTEXT_FIELDS, CONTEXT_ROOTS};
 use crate::flow::*;
 use crate::source::{SourceFile, YamlPath};
@@ -14,31 +15,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-/// Default number of times a waiting node asks again.
-pub const DEFAULT_RETRIES: u32 = 2;
 /// Default timeout of an `http` node.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// WhatsApp's limits, in characters (shared/whatsapp/README.md §3).
-pub mod limits {
-    pub const TEXT_BODY: usize = 4096;
-    pub const INTERACTIVE_BODY: usize = 1024;
-    pub const LIST_BODY: usize = 4096;
-    pub const HEADER: usize = 60;
-    pub const FOOTER: usize = 60;
-    pub const BUTTON_TITLE: usize = 20;
-    pub const BUTTON_ID: usize = 256;
-    pub const LIST_BUTTON: usize = 20;
-    pub const LIST_ROWS: usize = 10;
-    pub const SECTION_TITLE: usize = 24;
-    pub const ROW_TITLE: usize = 24;
-    pub const ROW_DESCRIPTION: usize = 72;
-    pub const ROW_ID: usize = 200;
-    pub const CAPTION: usize = 1024;
-    pub const CTA_DISPLAY_TEXT: usize = 20;
-    pub const FLOW_CTA: usize = 30;
-    pub const TEMPLATE_NAME: usize = 512;
-}
 
 /// Every flow and node id of the bot, for resolving targets.
 pub(crate) struct Names {
@@ -583,7 +561,7 @@ impl Ctx<'_> {
                     format!("invalid expression: {}", e.message),
                     hint,
                 );
-                Expr(String::new().into())
+                Expr::broken(source)
             }
         }
     }

@@ -5,6 +5,8 @@
 //! is compiled into its flow's [`Flow::templates`], every regex is compiled. Sessions store flow and
 //! node *ids* (strings), never these indices, so they survive a reload.
 
+pub mod filters;
+pub mod limits;
 mod normalize;
 pub mod settings;
 pub mod templates;
@@ -19,6 +21,9 @@ pub use crate::spec::flow::{ExpectKind, HttpMethod, TemplateButtonKind, WhatsApp
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// How often a waiting node asks again after an unusable answer, unless it says.
+pub const DEFAULT_RETRIES: u32 = 2;
 
 /// Index of a flow in [`Bot::flows`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

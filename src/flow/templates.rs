@@ -7,7 +7,7 @@
 //! stored as a one-line template `{% set __value = (EXPR) %}` and evaluated by reading
 //! `__value` back: same parser, same semantics, compiled once.
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -55,7 +55,31 @@ pub enum Text {
 
 /// A compiled expression (by its name in [`Templates`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expr(pub Arc<str>);
+pub struct Expr {
+    name: Arc<str>,
+    /// The expression as written, for diagrams and error messages.
+    source: Arc<str>,
+}
+
+impl Expr {
+    /// Its name in [`Templates`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The expression as the designer wrote it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Stands in for an expression that did not compile (the bot is not built then).
+    pub fn broken(source: &str) -> Self {
+        Expr {
+            name: Arc::from(""),
+            source: Arc::from(source),
+        }
+    }
+}
 
 /// A template or expression that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +106,12 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // A runaway loop in a template stops instead of hanging a turn.
         env.set_fuel(Some(100_000));
+        env.add_filter("currency", super::filters::currency);
+        env.add_filter("date", super::filters::date);
+        env.add_filter("wa_bold", super::filters::wa_bold);
+        env.add_filter("wa_italic", super::filters::wa_italic);
+        env.add_filter("wa_code", super::filters::wa_code);
+        env.add_filter("truncate_chars", super::filters::truncate_chars);
         Templates { env }
     }
 
@@ -132,7 +162,33 @@ impl Templates {
                 .map_or_else(|| describe(e), describe));
         }
         let names = self.undeclared(&name);
-        Ok((Expr(name.into()), names))
+        let expr = Expr {
+            name: name.into(),
+            source: source.into(),
+        };
+        Ok((expr, names))
+    }
+
+    /// Renders a text with the given context.
+    pub fn render(&self, text: &Text, ctx: &Value) -> Result<String, TemplateError> {
+        match text {
+            Text::Static(s) => Ok(s.clone()),
+            Text::Template(name) => self
+                .env
+                .get_template(name)
+                .and_then(|t| t.render(ctx))
+                .map_err(describe_runtime),
+        }
+    }
+
+    /// Evaluates an expression with the given context.
+    pub fn eval(&self, expr: &Expr, ctx: &Value) -> Result<Value, TemplateError> {
+        let template = self
+            .env
+            .get_template(expr.name())
+            .map_err(describe_runtime)?;
+        let captured = template.render_captured(ctx).map_err(describe_runtime)?;
+        Ok(captured.state().lookup(EXPR_RESULT).unwrap_or_default())
     }
 
     fn undeclared(&self, name: &str) -> HashSet<String> {
@@ -141,6 +197,17 @@ impl Templates {
             .map(|t| t.undeclared_variables(true))
             .unwrap_or_default()
     }
+}
+
+/// A render error, in the designer's terms: what failed, without minijinja's template name.
+fn describe_runtime(e: minijinja::Error) -> TemplateError {
+    let mut message = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        message = "the template ran too long (a runaway loop?)".into();
+    }
+    TemplateError { message }
 }
 
 fn describe(e: minijinja::Error) -> TemplateError {

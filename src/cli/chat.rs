@@ -1,0 +1,234 @@
+//! `parlance chat [DIR]`: talk to the bot in the terminal, or script a conversation by
+//! piping one message per line. The real engine runs, offline: no WhatsApp, no effects.
+
+use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
+use crate::engine::{self, Action, Event, EventKind, OfflineHost, Session};
+use crate::flow::{Bot, MediaKind};
+use crate::render::{self, terminal};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+const HELP: &str = "type a message, or a number to tap a button or list row
+  /location LAT LON [NAME]   share a location
+  /image URL                 send an image (also /document, /audio, /video)
+  /vars                      show the session's variables
+  /reset                     start a new conversation
+  /quit                      leave (or Ctrl-D)";
+
+pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
+    let bot = match load_runnable(dir) {
+        Ok(bot) => bot,
+        Err(code) => return code,
+    };
+    let host = OfflineHost {
+        env: exposed_env(&bot),
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let mut out = std::io::stdout().lock();
+    if interactive {
+        let _ = writeln!(
+            out,
+            "Chatting with {} ({}). /help for commands, Ctrl-D to leave.",
+            bot.settings.name,
+            dir.display()
+        );
+    }
+    let mut session = Session::new(user, now());
+    let mut choices: Vec<(String, String)> = Vec::new();
+    let mut counter = 0u64;
+    let stdin = std::io::stdin();
+    loop {
+        if interactive {
+            let _ = write!(out, "you> ");
+            let _ = out.flush();
+        }
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: cannot read input: {e}");
+                return EXIT_ERRORS;
+            }
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if !interactive && !json {
+            let _ = writeln!(out, "you: {line}");
+        }
+        let kind = match parse_input(line, &choices) {
+            Input::Quit => break,
+            Input::Help => {
+                let _ = writeln!(out, "{HELP}");
+                continue;
+            }
+            Input::Vars => {
+                let vars = serde_json::to_string_pretty(&session.vars).unwrap_or_default();
+                let _ = writeln!(out, "{vars}");
+                continue;
+            }
+            Input::Reset => {
+                session = Session::new(user, now());
+                choices.clear();
+                let _ = writeln!(out, "(new conversation)");
+                continue;
+            }
+            Input::Invalid(why) => {
+                let _ = writeln!(out, "({why}; /help for commands)");
+                continue;
+            }
+            Input::Event(kind) => kind,
+        };
+        counter += 1;
+        let event = Event {
+            id: Some(format!("wamid.chat.{counter}")),
+            at: now(),
+            contact_name: name.map(str::to_string),
+            kind,
+        };
+        let turn = engine::step(&bot, session, &event, now(), &host);
+        session = turn.session;
+        // Numbers tap the choices of the bot's latest message only.
+        choices.clear();
+        for action in &turn.actions {
+            print_action(&mut out, &bot, action, user, json, &mut choices);
+        }
+    }
+    EXIT_OK
+}
+
+fn print_action(
+    out: &mut impl Write,
+    bot: &Bot,
+    action: &Action,
+    user: &str,
+    json: bool,
+    choices: &mut Vec<(String, String)>,
+) {
+    let _ = match action {
+        Action::Send(o) => {
+            *choices = terminal::choices(&o.message);
+            if json {
+                let payload = render::payload(user, &o.message, o.reply_to.as_deref());
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&payload).unwrap_or_default()
+                )
+            } else {
+                let lines = terminal::describe(&o.message);
+                let mut text = String::new();
+                for (i, l) in lines.iter().enumerate() {
+                    text.push_str(if i == 0 { "bot: " } else { "     " });
+                    text.push_str(l);
+                    text.push('\n');
+                }
+                write!(out, "{text}")
+            }
+        }
+        Action::Pause(d) if !json => writeln!(out, "     (typing… {}s)", d.as_secs_f32()),
+        Action::Ended if !json => writeln!(
+            out,
+            "     — conversation ended; your next message starts a new one —"
+        ),
+        Action::HandoverStarted { queue, .. } if !json => {
+            writeln!(
+                out,
+                "     — handed over to a human{} —",
+                queue
+                    .as_ref()
+                    .map(|q| format!(" ({q})"))
+                    .unwrap_or_default()
+            )
+        }
+        Action::ToAgent if !json => writeln!(out, "     (forwarded to the agent)"),
+        Action::Warning(p) => {
+            eprintln!("warning: {p}");
+            Ok(())
+        }
+        Action::Error(p) => {
+            eprintln!("error: {p}");
+            let _ = bot;
+            Ok(())
+        }
+        _ => Ok(()),
+    };
+}
+
+enum Input {
+    Event(EventKind),
+    Help,
+    Vars,
+    Reset,
+    Quit,
+    Invalid(String),
+}
+
+fn parse_input(line: &str, choices: &[(String, String)]) -> Input {
+    let trimmed = line.trim();
+    if let Ok(n) = trimmed.parse::<usize>()
+        && let Some((id, title)) = n.checked_sub(1).and_then(|i| choices.get(i))
+    {
+        return Input::Event(EventKind::Reply {
+            id: id.clone(),
+            title: title.clone(),
+        });
+    }
+    let Some(command) = trimmed.strip_prefix('/') else {
+        return Input::Event(EventKind::Text(line.to_string()));
+    };
+    let mut words = command.split_whitespace();
+    let media = |kind: MediaKind, url: Option<&str>| match url {
+        Some(url) => Input::Event(EventKind::Media {
+            kind,
+            id: url.to_string(),
+            mime_type: None,
+            caption: None,
+            filename: url.rsplit('/').next().map(str::to_string),
+        }),
+        None => Input::Invalid(format!("/{} needs a URL", kind.name())),
+    };
+    match words.next().unwrap_or_default() {
+        "help" | "?" => Input::Help,
+        "vars" => Input::Vars,
+        "reset" => Input::Reset,
+        "quit" | "exit" => Input::Quit,
+        "location" => {
+            let lat = words.next().and_then(|w| w.parse::<f64>().ok());
+            let lon = words.next().and_then(|w| w.parse::<f64>().ok());
+            let rest: Vec<&str> = words.collect();
+            match (lat, lon) {
+                (Some(latitude), Some(longitude)) => Input::Event(EventKind::Location {
+                    latitude,
+                    longitude,
+                    name: (!rest.is_empty()).then(|| rest.join(" ")),
+                    address: None,
+                }),
+                _ => Input::Invalid(
+                    "/location needs a latitude and a longitude, e.g. /location 52.52 13.40".into(),
+                ),
+            }
+        }
+        "image" => media(MediaKind::Image, words.next()),
+        "document" => media(MediaKind::Document, words.next()),
+        "audio" => media(MediaKind::Audio, words.next()),
+        "video" => media(MediaKind::Video, words.next()),
+        other => Input::Invalid(format!("unknown command /{other}")),
+    }
+}
+
+/// `env` for templates: only the variables the bot lists in `expose_env`.
+pub(crate) fn exposed_env(bot: &Bot) -> serde_json::Map<String, serde_json::Value> {
+    bot.settings
+        .expose_env
+        .iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| (name.clone(), serde_json::Value::from(v)))
+        })
+        .collect()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -1,0 +1,94 @@
+//! What starts a turn: a message from the user, parsed from the webhook (or typed in
+//! `parlance chat`, or scripted in a conversation test).
+
+use crate::flow::MediaKind;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The WhatsApp message id (wamid), when there is one.
+    pub id: Option<String>,
+    /// When it was sent (Unix seconds).
+    pub at: i64,
+    /// The user's WhatsApp profile name, when the webhook carried it.
+    pub contact_name: Option<String>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Text(String),
+    /// A reply button or list row was tapped.
+    Reply {
+        id: String,
+        title: String,
+    },
+    /// A template's quick-reply button was tapped.
+    Button {
+        payload: String,
+        text: String,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
+    Media {
+        kind: MediaKind,
+        id: String,
+        mime_type: Option<String>,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
+    Contacts(Vec<Value>),
+    Reaction {
+        message_id: String,
+        emoji: String,
+    },
+    /// A WhatsApp Flows form was submitted.
+    FlowReply(Value),
+    /// Something the engine has no use for (an order, a system message, an unsupported
+    /// type): answered by the fallback flow, never dropped silently.
+    Unsupported(String),
+}
+
+impl EventKind {
+    /// The `message.type` templates see.
+    pub fn type_name(&self) -> &str {
+        match self {
+            EventKind::Text(_) => "text",
+            EventKind::Reply { .. } => "reply",
+            EventKind::Button { .. } => "button",
+            EventKind::Location { .. } => "location",
+            EventKind::Media { kind, .. } => kind.name(),
+            EventKind::Contacts(_) => "contacts",
+            EventKind::Reaction { .. } => "reaction",
+            EventKind::FlowReply(_) => "flow_reply",
+            EventKind::Unsupported(what) => what,
+        }
+    }
+
+    /// The text a user typed or tapped, where there is one.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            EventKind::Text(t) => Some(t),
+            EventKind::Reply { title, .. } => Some(title),
+            EventKind::Button { text, .. } => Some(text),
+            EventKind::Media { caption, .. } => caption.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// A text message (tests, chat, inject).
+    pub fn text(body: &str, at: i64) -> Self {
+        Event {
+            id: None,
+            at,
+            contact_name: None,
+            kind: EventKind::Text(body.to_string()),
+        }
+    }
+}

@@ -1,0 +1,1048 @@
+//! Stage 4: run one turn of one session.
+//!
+//! `step(bot, session, event, now, host)` → the new session and the actions to carry out
+//! (messages to send, pauses, the conversation ending, errors). The engine does no I/O:
+//! time is an argument, and what needs the outside world (`http` and `script` nodes, a
+//! `handover`) goes through the [`Host`] the caller provides. So a turn is fast,
+//! deterministic, and the same in the server, `parlance chat` and `parlance test`.
+//!
+//! Architecture Invariant: the engine reads the compiled `flow::Bot` and its session,
+//! nothing else. Sessions name flows and nodes by id, so they survive reloads.
+
+pub mod answer;
+pub mod context;
+pub mod event;
+pub mod fit;
+pub mod message;
+pub mod session;
+
+pub use event::{Event, EventKind};
+pub use message::Message;
+pub use session::{NodeAt, Session, ShownChoice, State};
+
+use crate::flow::{
+    Bot, FlowIdx, HttpBody, HttpMethod, JsonTemplate, MediaSource, Next, Node, NodeKind, NodeRef,
+    Number, Target, Text, Trigger, normalize,
+};
+use message::{Header, MediaRef, Row, Section};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Most nodes one turn may visit. A flow that loops without waiting for the user stops
+/// here with an error instead of hanging (`parlance validate` warns about such loops).
+pub const MAX_NODES_PER_TURN: usize = 100;
+
+/// The result of a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub session: Session,
+    pub actions: Vec<Action>,
+}
+
+/// Something the caller must do or know, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this message to the user.
+    Send(Box<Outgoing>),
+    /// Pause before the next message (a `wait` node), shown as typing.
+    Pause(Duration),
+    /// A human agent takes over; the bot stays silent until it is resolved.
+    HandoverStarted { at: NodeAt, queue: Option<String> },
+    /// While an agent has the conversation, the user's message goes to the agent.
+    ToAgent,
+    /// The conversation ended; the next message starts a new one.
+    Ended,
+    /// Something the designer should know that did not stop the turn.
+    Warning(Problem),
+    /// The turn stopped at a node because of an error; the conversation ended.
+    Error(Problem),
+}
+
+/// A message and the node that sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub at: NodeAt,
+    pub message: Message,
+    /// Quote this user message (WhatsApp `context.message_id`).
+    pub reply_to: Option<String>,
+}
+
+/// What went wrong, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub at: Option<NodeAt>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "{}.{}: {}", at.flow, at.node, self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// An `http` node's request, rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    pub method: HttpMethod,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub json: Option<Value>,
+    pub form: Option<Vec<(String, String)>>,
+    pub timeout: Duration,
+}
+
+/// A `script` node to run, with the variables it may read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptCall<'a> {
+    pub origin: &'a str,
+    pub code: &'a str,
+    pub vars: &'a Map<String, Value>,
+}
+
+/// What a script decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScriptOutcome {
+    /// Variables to set.
+    pub set: Map<String, Value>,
+    /// A node of the same flow to go to instead of `next`.
+    pub next: Option<String>,
+}
+
+/// Why an effect did not happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffectError {
+    /// This runtime cannot perform it at all (yet): always an error, never `on_error`.
+    Unsupported,
+    /// No agent can take the conversation (handover): the node's `on_unavailable`.
+    Unavailable,
+    /// It was tried and failed: the node's `on_error`.
+    Failed(String),
+}
+
+/// What the engine needs from the outside world. Every method has a default that
+/// performs nothing, so tests and `chat` implement only what they use.
+pub trait Host {
+    /// The environment variables templates may read (`env`), already limited to the
+    /// bot's `expose_env`.
+    fn env(&self) -> &Map<String, Value>;
+
+    fn http(&self, _request: &HttpRequest) -> Result<Value, EffectError> {
+        Err(EffectError::Unsupported)
+    }
+
+    fn script(&self, _call: &ScriptCall<'_>) -> Result<ScriptOutcome, EffectError> {
+        Err(EffectError::Unsupported)
+    }
+
+    fn handover(&self, _queue: Option<&str>) -> Result<(), EffectError> {
+        Err(EffectError::Unsupported)
+    }
+}
+
+/// A host with no effects: `parlance chat`, `parlance test`, benchmarks.
+#[derive(Debug, Default)]
+pub struct OfflineHost {
+    pub env: Map<String, Value>,
+}
+
+impl Host for OfflineHost {
+    fn env(&self) -> &Map<String, Value> {
+        &self.env
+    }
+}
+
+/// Runs one turn: `event` arrives for `session` at `now` (Unix seconds).
+pub fn step(bot: &Bot, session: Session, event: &Event, now: i64, host: &dyn Host) -> Turn {
+    let message = context::message_value(event.id.as_deref(), &event.kind, event.at);
+    let mut run = Run {
+        bot,
+        session,
+        now,
+        host,
+        message,
+        actions: Vec::new(),
+        visited: 0,
+    };
+    run.handle(event);
+    Turn {
+        session: run.session,
+        actions: run.actions,
+    }
+}
+
+/// Where a node leaves the turn.
+enum Then {
+    Go(Target),
+    Stop,
+}
+
+struct Run<'a> {
+    bot: &'a Bot,
+    session: Session,
+    now: i64,
+    host: &'a dyn Host,
+    /// `message` as templates see it.
+    message: Value,
+    actions: Vec<Action>,
+    visited: usize,
+}
+
+/// What the session waits at.
+enum Lookup {
+    NotWaiting,
+    Found(Waiting),
+    /// A node that no longer exists (the bot was reloaded).
+    Gone(NodeAt),
+}
+
+/// The node a session waits at, resolved.
+struct Waiting {
+    node: NodeRef,
+    retries_used: u32,
+    choices: Vec<ShownChoice>,
+}
+
+impl Run<'_> {
+    fn handle(&mut self, event: &Event) {
+        let timeout = self.bot.settings.session_timeout.as_secs() as i64;
+        if self.session.is_expired(self.now, timeout) {
+            self.session.restart(self.now);
+        }
+        self.session.turn += 1;
+        self.session.updated_at = self.now;
+        self.session.last_user_message_at = Some(event.at);
+        self.session.last_user_message_id = event.id.clone();
+        if let Some(name) = &event.contact_name {
+            self.session.contact.name = Some(name.clone());
+        }
+        if matches!(self.session.state, State::Handover { .. }) {
+            self.actions.push(Action::ToAgent);
+            return;
+        }
+
+        let waiting = match self.waiting() {
+            Lookup::Found(w) => Some(w),
+            Lookup::NotWaiting => None,
+            // The bot was edited and the node is gone: restart its flow (or the entry
+            // flow when the flow is gone too), and say so.
+            Lookup::Gone(at) => {
+                let flow = self.bot.flow_by_id(&at.flow).unwrap_or(self.bot.entry);
+                let message = format!(
+                    "the conversation waited at {}.{}, which no longer exists; restarting flow \"{}\"",
+                    at.flow,
+                    at.node,
+                    self.bot.flow(flow).id
+                );
+                self.actions
+                    .push(Action::Warning(Problem { at: None, message }));
+                self.session.state = State::Idle;
+                self.session.stack.clear();
+                return self.run_from(first_node(self.bot, flow));
+            }
+        };
+        // Tapping a button of the message being answered answers it, even when another
+        // flow's trigger names the same id.
+        if let Some(w) = &waiting
+            && choice_of(&w.choices, &event.kind).is_some()
+        {
+            return self.answer(w, &event.kind);
+        }
+        if let Some((flow, groups)) = self.trigger(&event.kind) {
+            let interruptible = waiting
+                .as_ref()
+                .is_none_or(|w| self.bot.flow(w.node.flow).interruptible);
+            if interruptible {
+                if waiting.is_none() {
+                    self.session.restart(self.now);
+                }
+                self.session.state = State::Idle;
+                self.session.stack.clear();
+                self.session.vars.extend(groups);
+                return self.run_from(first_node(self.bot, flow));
+            }
+        }
+        if let Some(w) = waiting {
+            return self.answer(&w, &event.kind);
+        }
+        self.session.restart(self.now);
+        let start = if matches!(event.kind, EventKind::Unsupported(_)) {
+            self.bot.fallback
+        } else {
+            self.bot.entry
+        };
+        self.run_from(first_node(self.bot, start));
+    }
+
+    /// The node the session waits at, resolved.
+    fn waiting(&self) -> Lookup {
+        let State::Waiting {
+            at,
+            retries_used,
+            choices,
+        } = &self.session.state
+        else {
+            return Lookup::NotWaiting;
+        };
+        match self.bot.node_by_id(&at.flow, &at.node) {
+            Some(node) => Lookup::Found(Waiting {
+                node,
+                retries_used: *retries_used,
+                choices: choices.clone(),
+            }),
+            None => Lookup::Gone(at.clone()),
+        }
+    }
+
+    /// The first flow whose trigger matches, with the variables a regex captured.
+    fn trigger(&self, kind: &EventKind) -> Option<(FlowIdx, Map<String, Value>)> {
+        for (i, flow) in self.bot.flows.iter().enumerate() {
+            for t in &flow.triggers {
+                let groups = match (t, kind) {
+                    (Trigger::Keywords(words), EventKind::Text(text)) => {
+                        let text = normalize(text);
+                        words.contains(&text).then(Map::new)
+                    }
+                    (Trigger::Regex(re), EventKind::Text(text)) => {
+                        re.captures(text.trim()).map(|caps| {
+                            re.capture_names()
+                                .flatten()
+                                .filter_map(|n| {
+                                    caps.name(n)
+                                        .map(|m| (n.to_string(), Value::from(m.as_str())))
+                                })
+                                .collect()
+                        })
+                    }
+                    (Trigger::Reply(id), EventKind::Reply { id: got, .. })
+                    | (Trigger::Reply(id), EventKind::Button { payload: got, .. }) => {
+                        (id == got).then(Map::new)
+                    }
+                    _ => None,
+                };
+                if let Some(groups) = groups {
+                    return Some((FlowIdx(i as u32), groups));
+                }
+            }
+        }
+        None
+    }
+
+    /// The user answered the node the session waits at.
+    fn answer(&mut self, w: &Waiting, kind: &EventKind) {
+        let node = self.bot.node(w.node);
+        let value = match &node.kind {
+            NodeKind::Buttons(_) | NodeKind::List(_) => {
+                choice_of(&w.choices, kind).map(|id| (Value::from(id), Map::new()))
+            }
+            NodeKind::Ask(ask) => match answer::parse(&ask.expect, kind) {
+                Some(a) => match &ask.validate {
+                    None => Some((a.value, a.groups)),
+                    Some(check) => {
+                        let ctx = self.context(Some(("answer", &a.value)));
+                        match self.bot.flow(w.node.flow).templates.eval(check, &ctx) {
+                            Ok(ok) if ok.is_true() => Some((a.value, a.groups)),
+                            Ok(_) => None,
+                            Err(e) => {
+                                return self.fail_and_go_on(
+                                    w.node,
+                                    format!("`validate` failed: {}", e.message),
+                                );
+                            }
+                        }
+                    }
+                },
+                None => None,
+            },
+            NodeKind::RequestLocation(_) => match kind {
+                EventKind::Location {
+                    latitude,
+                    longitude,
+                    name,
+                    address,
+                } => Some((
+                    answer::location(*latitude, *longitude, name, address),
+                    Map::new(),
+                )),
+                _ => None,
+            },
+            NodeKind::Template(_) => match kind {
+                EventKind::Button { payload, .. } => {
+                    Some((Value::from(payload.as_str()), Map::new()))
+                }
+                EventKind::Reply { id, .. } => Some((Value::from(id.as_str()), Map::new())),
+                _ => None,
+            },
+            NodeKind::WhatsAppFlow(_) => match kind {
+                EventKind::FlowReply(v) => Some((v.clone(), Map::new())),
+                _ => None,
+            },
+            // The session waited at a node that no longer waits (the bot was edited):
+            // carry on from it.
+            _ => Some((Value::Null, Map::new())),
+        };
+        match value {
+            Some((value, groups)) => {
+                self.session.state = State::Idle;
+                if let Some(name) = &node.save {
+                    self.session.vars.insert(name.clone(), value);
+                }
+                self.session.vars.extend(groups);
+                if let Some(target) = self.next_of(w.node) {
+                    self.run_from(target);
+                }
+            }
+            None => self.retry(w),
+        }
+    }
+
+    /// An unusable answer: ask again, or give up to `on_fail` / the fallback flow.
+    fn retry(&mut self, w: &Waiting) {
+        let node = self.bot.node(w.node);
+        let retry = match &node.kind {
+            NodeKind::Buttons(b) => Some(&b.retry),
+            NodeKind::List(l) => Some(&l.retry),
+            NodeKind::Ask(a) => Some(&a.retry),
+            NodeKind::RequestLocation(r) => Some(&r.retry),
+            _ => None,
+        };
+        let (retries, reprompt, on_fail) = match retry {
+            Some(r) => (r.retries, r.reprompt.as_ref(), r.on_fail),
+            None => (crate::flow::DEFAULT_RETRIES, None, None),
+        };
+        if w.retries_used < retries {
+            let reply_to = self.session.last_user_message_id.clone();
+            match reprompt {
+                Some(text) => match self.render(w.node, text) {
+                    Ok(body) => {
+                        self.send(
+                            w.node,
+                            Message::Text {
+                                body,
+                                preview_url: false,
+                            },
+                            reply_to,
+                        );
+                        self.session.state = State::Waiting {
+                            at: at(self.bot, w.node),
+                            retries_used: w.retries_used + 1,
+                            choices: w.choices.clone(),
+                        };
+                    }
+                    Err(e) => self.fail_and_go_on(w.node, e),
+                },
+                None => {
+                    if let Then::Stop = self.visit(w.node)
+                        && let State::Waiting { retries_used, .. } = &mut self.session.state
+                    {
+                        *retries_used = w.retries_used + 1;
+                    }
+                }
+            }
+            return;
+        }
+        self.session.state = State::Idle;
+        let target = on_fail.unwrap_or_else(|| first_node(self.bot, self.bot.fallback));
+        self.run_from(target);
+    }
+
+    /// Runs nodes from `target` until one waits, the conversation ends, or an error.
+    fn run_from(&mut self, mut target: Target) {
+        loop {
+            let node = match target {
+                Target::Node(node) => node,
+                Target::End => match self.session.stack.pop() {
+                    // The end of a called flow returns to the node after the `call`.
+                    Some(frame) => match self.bot.node_by_id(&frame.flow, &frame.node) {
+                        Some(call) => match self.next_of(call) {
+                            Some(t) => {
+                                target = t;
+                                continue;
+                            }
+                            None => return,
+                        },
+                        None => {
+                            self.session.stack.clear();
+                            return self.end();
+                        }
+                    },
+                    None => return self.end(),
+                },
+            };
+            self.visited += 1;
+            if self.visited > MAX_NODES_PER_TURN {
+                self.fail_hard(
+                    node,
+                    format!("stopped after {MAX_NODES_PER_TURN} nodes without waiting for the user; the flow loops"),
+                );
+                return;
+            }
+            match self.visit(node) {
+                Then::Go(next) => target = next,
+                Then::Stop => return,
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.session.state = State::Idle;
+        self.session.stack.clear();
+        self.actions.push(Action::Ended);
+    }
+
+    /// Runs one node.
+    fn visit(&mut self, r: NodeRef) -> Then {
+        let node = self.bot.node(r);
+        match &node.kind {
+            NodeKind::Set(values) => {
+                // In order: a later value can read an earlier one.
+                for (name, value) in values {
+                    let v = match value {
+                        crate::flow::SetValue::Literal(v) => v.clone(),
+                        crate::flow::SetValue::Expr(e) => {
+                            let ctx = self.context(None);
+                            match self.bot.flow(r.flow).templates.eval(e, &ctx) {
+                                Ok(v) => context::to_json(&v),
+                                Err(err) => {
+                                    return self.fail(r, format!("set {name}: {}", err.message));
+                                }
+                            }
+                        }
+                    };
+                    self.session.vars.insert(name.clone(), v);
+                }
+            }
+            NodeKind::Wait(d) => self.actions.push(Action::Pause(*d)),
+            NodeKind::Call(target) => {
+                self.session.stack.push(at(self.bot, r));
+                return Then::Go(Target::Node(*target));
+            }
+            NodeKind::End(texts) => {
+                for t in texts {
+                    match self.render(r, &t.text) {
+                        Ok(body) => self.send(
+                            r,
+                            Message::Text {
+                                body,
+                                preview_url: t.preview_url,
+                            },
+                            None,
+                        ),
+                        Err(e) => return self.fail(r, e),
+                    }
+                }
+                return Then::Go(Target::End);
+            }
+            NodeKind::Http(h) => {
+                let request = match self.http_request(r, h) {
+                    Ok(req) => req,
+                    Err(e) => return self.fail(r, e),
+                };
+                match self.host.http(&request) {
+                    Ok(value) => {
+                        if let Some(name) = &node.save {
+                            self.session.vars.insert(name.clone(), value);
+                        }
+                    }
+                    Err(e) => return self.effect_failed(r, "http", e),
+                }
+            }
+            NodeKind::Script(s) => {
+                let call = ScriptCall {
+                    origin: &s.origin,
+                    code: &s.code,
+                    vars: &self.session.vars,
+                };
+                match self.host.script(&call) {
+                    Ok(outcome) => {
+                        self.session.vars.extend(outcome.set);
+                        if let Some(next) = outcome.next {
+                            return match self.bot.flow(r.flow).node_index(&next) {
+                                Some(n) => Then::Go(Target::Node(NodeRef { flow: r.flow, node: n })),
+                                None => self.fail(r, format!("the script chose \"{next}\", which is not a node of this flow")),
+                            };
+                        }
+                    }
+                    Err(e) => return self.effect_failed(r, "script", e),
+                }
+            }
+            NodeKind::Handover(h) => {
+                if let Some(say) = &h.say {
+                    match self.render(r, say) {
+                        Ok(body) => self.send(
+                            r,
+                            Message::Text {
+                                body,
+                                preview_url: false,
+                            },
+                            None,
+                        ),
+                        Err(e) => return self.fail(r, e),
+                    }
+                }
+                match self.host.handover(h.queue.as_deref()) {
+                    Ok(()) => {
+                        let here = at(self.bot, r);
+                        self.session.state = State::Handover { at: here.clone() };
+                        self.actions.push(Action::HandoverStarted {
+                            at: here,
+                            queue: h.queue.clone(),
+                        });
+                        return Then::Stop;
+                    }
+                    Err(EffectError::Unavailable) if h.on_unavailable.is_some() => {
+                        return Then::Go(h.on_unavailable.unwrap_or(Target::End));
+                    }
+                    Err(e) => return self.effect_failed(r, "handover", e),
+                }
+            }
+            _ => {
+                let messages = match self.messages_of(r) {
+                    Ok(m) => m,
+                    Err(e) => return self.fail(r, e),
+                };
+                let choices = messages.last().map(shown_choices).unwrap_or_default();
+                for message in messages {
+                    self.send(r, message, None);
+                }
+                if node.kind.waits() {
+                    self.session.state = State::Waiting {
+                        at: at(self.bot, r),
+                        retries_used: 0,
+                        choices,
+                    };
+                    return Then::Stop;
+                }
+            }
+        }
+        match self.next_of(r) {
+            Some(t) => Then::Go(t),
+            None => Then::Stop,
+        }
+    }
+
+    /// Where to go after a node; `None` when a condition failed (already reported).
+    fn next_of(&mut self, r: NodeRef) -> Option<Target> {
+        match &self.bot.node(r).next {
+            Next::Goto(t) => Some(*t),
+            Next::Branch {
+                branches,
+                otherwise,
+            } => {
+                let ctx = self.context(None);
+                for (cond, target) in branches {
+                    match self.bot.flow(r.flow).templates.eval(cond, &ctx) {
+                        Ok(v) if v.is_true() => return Some(*target),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let message =
+                                format!("condition `{}` failed: {}", cond.source(), e.message);
+                            return match self.fail(r, message) {
+                                Then::Go(t) => Some(t),
+                                Then::Stop => None,
+                            };
+                        }
+                    }
+                }
+                Some(*otherwise)
+            }
+        }
+    }
+
+    /// A node failed: go to its `on_error`, or stop the conversation with an error.
+    fn fail(&mut self, r: NodeRef, message: String) -> Then {
+        match self.bot.node(r).on_error {
+            Some(target) => {
+                self.actions.push(Action::Warning(Problem {
+                    at: Some(at(self.bot, r)),
+                    message: format!("{message}; continuing at on_error"),
+                }));
+                Then::Go(target)
+            }
+            None => self.fail_hard(r, message),
+        }
+    }
+
+    /// [`Self::fail`] outside a node's run (validating an answer, reprompting):
+    /// continue at `on_error` right away.
+    fn fail_and_go_on(&mut self, r: NodeRef, message: String) {
+        if let Then::Go(target) = self.fail(r, message) {
+            self.run_from(target);
+        }
+    }
+
+    fn fail_hard(&mut self, r: NodeRef, message: String) -> Then {
+        self.actions.push(Action::Error(Problem {
+            at: Some(at(self.bot, r)),
+            message,
+        }));
+        self.session.state = State::Idle;
+        self.session.stack.clear();
+        Then::Stop
+    }
+
+    fn effect_failed(&mut self, r: NodeRef, what: &str, e: EffectError) -> Then {
+        match e {
+            EffectError::Unsupported => self.fail_hard(
+                r,
+                format!("{what} nodes are not supported by this runtime yet"),
+            ),
+            EffectError::Unavailable => self.fail(r, format!("{what}: no agent is available")),
+            EffectError::Failed(message) => self.fail(r, format!("{what} failed: {message}")),
+        }
+    }
+
+    fn context(&self, extra: Option<(&str, &Value)>) -> minijinja::Value {
+        context::build(
+            &self.session,
+            &self.message,
+            self.now,
+            self.host.env(),
+            extra,
+        )
+    }
+
+    fn render(&self, r: NodeRef, text: &Text) -> Result<String, String> {
+        match text {
+            Text::Static(s) => Ok(s.clone()),
+            Text::Template(_) => {
+                let ctx = self.context(None);
+                self.bot
+                    .flow(r.flow)
+                    .templates
+                    .render(text, &ctx)
+                    .map_err(|e| e.message)
+            }
+        }
+    }
+
+    fn render_opt(&self, r: NodeRef, text: &Option<Text>) -> Result<Option<String>, String> {
+        text.as_ref().map(|t| self.render(r, t)).transpose()
+    }
+
+    fn render_json(&self, r: NodeRef, t: &JsonTemplate) -> Result<Value, String> {
+        Ok(match t {
+            JsonTemplate::Null => Value::Null,
+            JsonTemplate::Bool(b) => Value::Bool(*b),
+            JsonTemplate::Number(n) => Value::Number(n.clone()),
+            JsonTemplate::Text(text) => Value::String(self.render(r, text)?),
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_json(r, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_json(r, v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+
+    fn number(&self, r: NodeRef, n: &Number, what: &str) -> Result<f64, String> {
+        match n {
+            Number::Fixed(v) => Ok(*v),
+            Number::Template(t) => {
+                let text = self.render(r, t)?;
+                text.trim()
+                    .parse()
+                    .map_err(|_| format!("{what} rendered as \"{text}\", which is not a number"))
+            }
+        }
+    }
+
+    fn media_ref(&self, r: NodeRef, source: &MediaSource) -> Result<MediaRef, String> {
+        Ok(match source {
+            MediaSource::Link(t) => MediaRef::Link(self.render(r, t)?),
+            MediaSource::Id(t) => MediaRef::Id(self.render(r, t)?),
+        })
+    }
+
+    fn header(
+        &self,
+        r: NodeRef,
+        h: &Option<crate::flow::Header>,
+    ) -> Result<Option<Header>, String> {
+        Ok(match h {
+            None => None,
+            Some(crate::flow::Header::Text(t)) => Some(Header::Text(self.render(r, t)?)),
+            Some(crate::flow::Header::Media(kind, m)) => {
+                Some(Header::Media(*kind, self.media_ref(r, &m.source)?))
+            }
+        })
+    }
+
+    fn rows(&self, r: NodeRef, choices: &[crate::flow::Choice]) -> Result<Vec<Row>, String> {
+        choices
+            .iter()
+            .map(|c| {
+                Ok(Row {
+                    id: c.id.clone(),
+                    title: self.render(r, &c.title)?,
+                    description: self.render_opt(r, &c.description)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The messages a sending node sends, rendered (several only for a `say` list).
+    fn messages_of(&self, r: NodeRef) -> Result<Vec<Message>, String> {
+        let node: &Node = self.bot.node(r);
+        if let NodeKind::Say(texts) = &node.kind {
+            return texts
+                .iter()
+                .map(|t| {
+                    Ok(Message::Text {
+                        body: self.render(r, &t.text)?,
+                        preview_url: t.preview_url,
+                    })
+                })
+                .collect();
+        }
+        Ok(vec![match &node.kind {
+            NodeKind::Media(kind, m) => Message::Media {
+                kind: *kind,
+                source: self.media_ref(r, &m.source)?,
+                caption: self.render_opt(r, &m.caption)?,
+                filename: self.render_opt(r, &m.filename)?,
+            },
+            NodeKind::Buttons(b) => Message::Buttons {
+                header: self.header(r, &b.header)?,
+                body: self.render(r, &b.body)?,
+                footer: self.render_opt(r, &b.footer)?,
+                buttons: self.rows(r, &b.buttons)?,
+            },
+            NodeKind::List(l) => Message::List {
+                header: self.render_opt(r, &l.header)?,
+                body: self.render(r, &l.body)?,
+                footer: self.render_opt(r, &l.footer)?,
+                button: self.render(r, &l.button)?,
+                sections: l
+                    .sections
+                    .iter()
+                    .map(|s| {
+                        Ok(Section {
+                            title: self.render_opt(r, &s.title)?,
+                            rows: self.rows(r, &s.rows)?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+            },
+            NodeKind::Ask(a) => Message::Text {
+                body: self.render(r, &a.text)?,
+                preview_url: false,
+            },
+            NodeKind::Template(t) => Message::Template {
+                name: t.name.clone(),
+                language: t.language.clone(),
+                components: t
+                    .components
+                    .iter()
+                    .map(|c| self.render_json(r, c))
+                    .collect::<Result<_, _>>()?,
+            },
+            NodeKind::Location(l) => Message::Location {
+                latitude: self.number(r, &l.latitude, "latitude")?,
+                longitude: self.number(r, &l.longitude, "longitude")?,
+                name: self.render_opt(r, &l.name)?,
+                address: self.render_opt(r, &l.address)?,
+            },
+            NodeKind::RequestLocation(rl) => Message::RequestLocation {
+                body: self.render(r, &rl.body)?,
+            },
+            NodeKind::Contacts(cards) => Message::Contacts(
+                cards
+                    .iter()
+                    .map(|c| self.render_json(r, c))
+                    .collect::<Result<_, _>>()?,
+            ),
+            NodeKind::CtaUrl(c) => Message::CtaUrl {
+                header: self.header(r, &c.header)?,
+                body: self.render(r, &c.body)?,
+                footer: self.render_opt(r, &c.footer)?,
+                button: self.render(r, &c.button)?,
+                url: self.render(r, &c.url)?,
+            },
+            NodeKind::WhatsAppFlow(f) => {
+                let (flow_id, flow_name) = match &f.flow {
+                    crate::flow::WhatsAppFlowRef::Id(id) => (Some(id.clone()), None),
+                    crate::flow::WhatsAppFlowRef::Name(name) => (None, Some(name.clone())),
+                };
+                Message::WhatsAppFlow {
+                    header: self.render_opt(r, &f.header)?,
+                    body: self.render(r, &f.body)?,
+                    footer: self.render_opt(r, &f.footer)?,
+                    flow_id,
+                    flow_name,
+                    cta: self.render(r, &f.cta)?,
+                    mode: f.mode,
+                    flow_token: self
+                        .render_opt(r, &f.flow_token)?
+                        .unwrap_or_else(|| self.session.id.clone()),
+                    screen: f.screen.clone(),
+                    data: f
+                        .data
+                        .as_ref()
+                        .map(|d| self.render_json(r, d))
+                        .transpose()?,
+                }
+            }
+            NodeKind::React(emoji) => Message::Reaction {
+                message_id: self
+                    .session
+                    .last_user_message_id
+                    .clone()
+                    .ok_or("there is no user message to react to")?,
+                emoji: self.render(r, emoji)?,
+            },
+            NodeKind::Payload(p) => Message::Payload(self.render_json(r, p)?),
+            NodeKind::Say(_)
+            | NodeKind::Set(_)
+            | NodeKind::Wait(_)
+            | NodeKind::Call(_)
+            | NodeKind::End(_)
+            | NodeKind::Http(_)
+            | NodeKind::Script(_)
+            | NodeKind::Handover(_) => {
+                return Err(format!("a {} node sends no message", node.kind.name()));
+            }
+        }])
+    }
+
+    fn http_request(&self, r: NodeRef, h: &crate::flow::Http) -> Result<HttpRequest, String> {
+        let headers = h
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.render(r, v)?)))
+            .collect::<Result<_, String>>()?;
+        let (json, form) = match &h.body {
+            HttpBody::None => (None, None),
+            HttpBody::Json(j) => (Some(self.render_json(r, j)?), None),
+            HttpBody::Form(f) => (
+                None,
+                Some(
+                    f.iter()
+                        .map(|(k, v)| Ok((k.clone(), self.render(r, v)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+            ),
+        };
+        Ok(HttpRequest {
+            method: h.method,
+            url: self.render(r, &h.url)?,
+            headers,
+            json,
+            form,
+            timeout: h.timeout,
+        })
+    }
+
+    /// Queues a message: within WhatsApp's limits (or shortened, per the bot's
+    /// `render.overflow`), and outside the 24-hour window only as a template.
+    fn send(&mut self, r: NodeRef, mut message: Message, reply_to: Option<String>) {
+        let here = at(self.bot, r);
+        if !self.session.window_open(self.now) && !message.allowed_outside_window() {
+            let node = self.bot.node(r);
+            match &node.on_window_closed {
+                Some(t) => match t
+                    .components
+                    .iter()
+                    .map(|c| self.render_json(r, c))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(components) => {
+                        message = Message::Template {
+                            name: t.name.clone(),
+                            language: t.language.clone(),
+                            components,
+                        }
+                    }
+                    Err(e) => {
+                        self.actions.push(Action::Error(Problem {
+                            at: Some(here),
+                            message: e,
+                        }));
+                        return;
+                    }
+                },
+                None => {
+                    self.actions.push(Action::Error(Problem {
+                        at: Some(here),
+                        message: "the user's 24-hour window is closed and the node has no on_window_closed template; not sent"
+                            .into(),
+                    }));
+                    return;
+                }
+            }
+        }
+        match fit::fit(&mut message, self.bot.settings.overflow) {
+            Ok(shortened) => {
+                for field in shortened {
+                    self.actions.push(Action::Warning(Problem {
+                        at: Some(here.clone()),
+                        message: format!(
+                            "{field} was longer than WhatsApp allows and was shortened"
+                        ),
+                    }));
+                }
+                self.actions.push(Action::Send(Box::new(Outgoing {
+                    at: here,
+                    message,
+                    reply_to,
+                })));
+            }
+            Err(e) => self.actions.push(Action::Error(Problem {
+                at: Some(here),
+                message: e,
+            })),
+        }
+    }
+}
+
+/// The id a tap or typed title picks among the shown choices.
+fn choice_of<'c>(choices: &'c [ShownChoice], kind: &EventKind) -> Option<&'c str> {
+    match kind {
+        EventKind::Reply { id, .. } => choices.iter().find(|c| &c.id == id).map(|c| c.id.as_str()),
+        EventKind::Text(text) => {
+            let typed = normalize(text);
+            choices
+                .iter()
+                .find(|c| normalize(&c.title) == typed)
+                .map(|c| c.id.as_str())
+        }
+        _ => None,
+    }
+}
+
+fn shown_choices(message: &Message) -> Vec<ShownChoice> {
+    let rows: Vec<&Row> = match message {
+        Message::Buttons { buttons, .. } => buttons.iter().collect(),
+        Message::List { sections, .. } => sections.iter().flat_map(|s| &s.rows).collect(),
+        _ => Vec::new(),
+    };
+    rows.into_iter()
+        .map(|r| ShownChoice {
+            id: r.id.clone(),
+            title: r.title.clone(),
+        })
+        .collect()
+}
+
+fn first_node(bot: &Bot, flow: FlowIdx) -> Target {
+    if bot.flow(flow).nodes.is_empty() {
+        Target::End
+    } else {
+        Target::Node(NodeRef { flow, node: 0 })
+    }
+}
+
+fn at(bot: &Bot, r: NodeRef) -> NodeAt {
+    NodeAt {
+        flow: bot.flow(r.flow).id.clone(),
+        node: bot.node(r).id.clone(),
+    }
+}

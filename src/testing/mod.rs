@@ -1,0 +1,453 @@
+//! The conversation test runner behind `parlance test`: plays each test's user steps
+//! against the real engine with a simulated clock, and checks every bot message, every
+//! variable and every error against what the test expects.
+//!
+//! Strict on purpose: a message the test does not expect fails it at the next user step,
+//! and so does an engine error, so a test that passes says what the bot really does.
+
+use crate::diag::Pos;
+use crate::engine::{self, Action, Event, EventKind, OfflineHost, Outgoing, Session};
+use crate::flow::{Bot, MediaKind};
+use crate::render::{self, terminal};
+use crate::source::{SourceFile, YamlPath};
+use crate::spec::test::{
+    RawBotExpect, RawMessageExpect, RawMessageFields, RawStep, RawTestFile, RawTestMedia,
+    RawUserEvent, RawUserInput,
+};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+/// The simulated user, unless the test says otherwise.
+pub const DEFAULT_WA_ID: &str = "15550001111";
+pub const DEFAULT_NAME: &str = "Test User";
+
+/// Where the simulated clock starts: Monday 2026-01-05 09:00 UTC.
+pub const CLOCK_START: i64 = 1_767_603_600;
+
+/// The outcome of one test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub name: String,
+    pub file: PathBuf,
+    pub failure: Option<Failure>,
+}
+
+/// Why a test failed: at which step, and what differed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub file: PathBuf,
+    pub pos: Pos,
+    /// The step number, from 1.
+    pub step: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: step {}: {}",
+            self.file.display(),
+            self.pos.line,
+            self.pos.column,
+            self.step,
+            self.message
+        )
+    }
+}
+
+/// Runs one conversation test.
+pub fn run(bot: &Bot, file: &SourceFile, test: &RawTestFile, env: Map<String, Value>) -> Report {
+    let failure = Runner::new(bot, test, env).run(file, test);
+    Report {
+        name: test.name.clone(),
+        file: file.display.clone(),
+        failure,
+    }
+}
+
+struct Runner<'a> {
+    bot: &'a Bot,
+    host: OfflineHost,
+    session: Session,
+    contact_name: Option<String>,
+    clock: i64,
+    counter: u64,
+    /// Messages the bot sent that no `bot:` step has checked yet.
+    pending: VecDeque<Outgoing>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(bot: &'a Bot, test: &RawTestFile, env: Map<String, Value>) -> Self {
+        let contact = test.contact.clone();
+        let wa_id = contact
+            .as_ref()
+            .and_then(|c| c.wa_id.clone())
+            .unwrap_or_else(|| DEFAULT_WA_ID.into());
+        let mut session = Session::new(&wa_id, CLOCK_START);
+        session.profile = test
+            .profile
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Runner {
+            bot,
+            host: OfflineHost { env },
+            session,
+            contact_name: Some(
+                contact
+                    .and_then(|c| c.name)
+                    .unwrap_or_else(|| DEFAULT_NAME.into()),
+            ),
+            clock: CLOCK_START,
+            counter: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn run(mut self, file: &SourceFile, test: &RawTestFile) -> Option<Failure> {
+        for (i, step) in test.steps.iter().enumerate() {
+            let path = YamlPath::root().key("steps").index(i);
+            let fail = |message: String| {
+                Some(Failure {
+                    file: file.display.clone(),
+                    pos: file.tree.as_ref().map_or(Pos::START, |t| t.pos_of(&path)),
+                    step: i + 1,
+                    message,
+                })
+            };
+            let result = match step {
+                RawStep::User(input) => self.user(input),
+                RawStep::Bot(expect) => self.bot_step(expect),
+                RawStep::Vars(expected) => self.vars(expected),
+                RawStep::Advance(duration) => match crate::compile::parse_duration(duration) {
+                    Ok(d) => {
+                        self.clock += d.as_secs() as i64;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(message) = result {
+                return fail(message);
+            }
+        }
+        None
+    }
+
+    fn user(&mut self, input: &RawUserInput) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            return Err(format!(
+                "the bot sent more than the test expects before this step:\n{}",
+                self.describe_pending()
+            ));
+        }
+        self.counter += 1;
+        let event = Event {
+            id: Some(format!("wamid.test.{}", self.counter)),
+            at: self.clock,
+            contact_name: self.contact_name.clone(),
+            kind: event_kind(input),
+        };
+        let session = std::mem::replace(&mut self.session, Session::new("", 0));
+        let turn = engine::step(self.bot, session, &event, self.clock, &self.host);
+        self.session = turn.session;
+        for action in turn.actions {
+            match action {
+                Action::Send(o) => self.pending.push_back(*o),
+                Action::Error(p) => return Err(format!("the bot stopped with an error: {p}")),
+                Action::Pause(d) => self.clock += d.as_secs() as i64,
+                Action::Warning(_)
+                | Action::Ended
+                | Action::HandoverStarted { .. }
+                | Action::ToAgent => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn bot_step(&mut self, expect: &RawBotExpect) -> Result<(), String> {
+        let Some(out) = self.pending.pop_front() else {
+            return Err("expected a message from the bot, but it sent nothing more".into());
+        };
+        let sent_by = self
+            .bot
+            .node_by_id(&out.at.flow, &out.at.node)
+            .map(|r| self.bot.node(r).kind.name())
+            .unwrap_or_default();
+        let check = match expect {
+            RawBotExpect::Text(pattern) => match out.message.main_text() {
+                Some(text) => {
+                    matches(pattern, text).map_err(|_| format!("expected the text {pattern:?}"))
+                }
+                None => Err(format!(
+                    "expected the text {pattern:?}, but the message has no text"
+                )),
+            },
+            RawBotExpect::Kind(map) => {
+                let Some((kind, expect)) = map.iter().next() else {
+                    return Err("a bot step needs a message kind".into());
+                };
+                if kind != sent_by && kind != out.message.kind_name() {
+                    Err(format!("expected a {kind} message"))
+                } else {
+                    self.check_message(&out, expect)
+                }
+            }
+        };
+        check.map_err(|why| {
+            format!(
+                "{why}\n  received from {}.{} ({sent_by}):\n{}",
+                out.at.flow,
+                out.at.node,
+                indent(&out)
+            )
+        })
+    }
+
+    fn check_message(&self, out: &Outgoing, expect: &RawMessageExpect) -> Result<(), String> {
+        let fields = match expect {
+            RawMessageExpect::Text(pattern) => {
+                let text = out.message.main_text().unwrap_or_default();
+                return matches(pattern, text)
+                    .map_err(|_| format!("expected the text {pattern:?}"));
+            }
+            RawMessageExpect::Fields(f) => f,
+        };
+        let RawMessageFields {
+            body,
+            body_contains,
+            header,
+            footer,
+            buttons,
+            button,
+            rows,
+            link,
+            url,
+            name,
+            payload,
+        } = fields.as_ref();
+        let rendered = render::payload(
+            &self.session.contact.wa_id,
+            &out.message,
+            out.reply_to.as_deref(),
+        );
+        let text = out.message.main_text().unwrap_or_default();
+        let interactive = &rendered["interactive"];
+        let check =
+            |what: &str, pattern: &Option<String>, actual: Option<&str>| -> Result<(), String> {
+                match pattern {
+                    None => Ok(()),
+                    Some(p) => match actual {
+                        Some(a) => matches(p, a)
+                            .map_err(|_| format!("expected the {what} {p:?}, got {a:?}")),
+                        None => Err(format!(
+                            "expected the {what} {p:?}, but the message has none"
+                        )),
+                    },
+                }
+            };
+        check("body", body, Some(text))?;
+        if let Some(part) = body_contains
+            && !text.contains(part.as_str())
+        {
+            return Err(format!("expected the body to contain {part:?}"));
+        }
+        check("header", header, interactive["header"]["text"].as_str())?;
+        check("footer", footer, interactive["footer"]["text"].as_str())?;
+        let button_label = interactive["action"]["button"]
+            .as_str()
+            .or(interactive["action"]["parameters"]["display_text"].as_str())
+            .or(interactive["action"]["parameters"]["flow_cta"].as_str());
+        check("button label", button, button_label)?;
+        check(
+            "url",
+            url,
+            interactive["action"]["parameters"]["url"].as_str(),
+        )?;
+        let kind = rendered["type"].as_str().unwrap_or_default();
+        check("link", link, rendered[kind]["link"].as_str())?;
+        check("template name", name, rendered["template"]["name"].as_str())?;
+        if let Some(expected) = buttons {
+            let titles: Vec<String> = terminal::choices(&out.message)
+                .into_iter()
+                .map(|(_, t)| t)
+                .filter(|_| matches!(out.message, engine::Message::Buttons { .. }))
+                .collect();
+            if &titles != expected {
+                return Err(format!("expected the buttons {expected:?}, got {titles:?}"));
+            }
+        }
+        if let Some(expected) = rows {
+            let titles: Vec<String> = match &out.message {
+                engine::Message::List { .. } => terminal::choices(&out.message)
+                    .into_iter()
+                    .map(|(_, t)| t)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if &titles != expected {
+                return Err(format!("expected the rows {expected:?}, got {titles:?}"));
+            }
+        }
+        if let Some(expected) = payload {
+            partial_match(expected, &rendered, "")
+                .map_err(|e| format!("the payload differs: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn vars(&self, expected: &indexmap::IndexMap<String, Value>) -> Result<(), String> {
+        for (name, want) in expected {
+            match self.session.vars.get(name) {
+                Some(got) if same_value(got, want) => {}
+                Some(got) => return Err(format!("expected vars.{name} = {want}, got {got}")),
+                None => {
+                    let set: Vec<&String> = self.session.vars.keys().collect();
+                    return Err(format!(
+                        "expected vars.{name} = {want}, but it is not set (set: {set:?})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn describe_pending(&self) -> String {
+        self.pending
+            .iter()
+            .map(indent)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn indent(out: &Outgoing) -> String {
+    terminal::describe(&out.message)
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Exact text, or a regular expression when written as `/.../`.
+fn matches(pattern: &str, actual: &str) -> Result<(), ()> {
+    let ok = match pattern.strip_prefix('/').and_then(|p| p.strip_suffix('/')) {
+        Some(re) if !re.is_empty() => regex::Regex::new(re)
+            .map(|r| r.is_match(actual))
+            .unwrap_or(false),
+        _ => pattern == actual,
+    };
+    if ok { Ok(()) } else { Err(()) }
+}
+
+/// Numbers compare by value (5 and 5.0 are the same answer); everything else exactly.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Every key of `expected` is in `actual` with a matching value; strings may be `/regex/`.
+fn partial_match(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, v) in e {
+                let here = format!("{at}/{k}");
+                match a.get(k) {
+                    Some(av) => partial_match(v, av, &here)?,
+                    None => return Err(format!("{here} is missing")),
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if e.len() != a.len() {
+                return Err(format!("{at} has {} items, expected {}", a.len(), e.len()));
+            }
+            e.iter()
+                .zip(a)
+                .enumerate()
+                .try_for_each(|(i, (ev, av))| partial_match(ev, av, &format!("{at}/{i}")))
+        }
+        (Value::String(e), Value::String(a)) => {
+            matches(e, a).map_err(|_| format!("{at} is {a:?}, expected {e:?}"))
+        }
+        _ if same_value(expected, actual) => Ok(()),
+        _ => Err(format!("{at} is {actual}, expected {expected}")),
+    }
+}
+
+fn event_kind(input: &RawUserInput) -> EventKind {
+    let media = |kind: MediaKind, m: &RawTestMedia, n: &str| EventKind::Media {
+        kind,
+        id: m.id.clone().unwrap_or_else(|| format!("media.test.{n}")),
+        mime_type: m.mime_type.clone(),
+        caption: m.caption.clone(),
+        filename: m.filename.clone(),
+    };
+    match input {
+        RawUserInput::Text(t) => EventKind::Text(t.clone()),
+        RawUserInput::Event(e) => match e {
+            RawUserEvent::Text(t) => EventKind::Text(t.clone()),
+            RawUserEvent::Reply(id) => EventKind::Reply {
+                id: id.clone(),
+                title: id.clone(),
+            },
+            RawUserEvent::Button(payload) => EventKind::Button {
+                payload: payload.clone(),
+                text: payload.clone(),
+            },
+            RawUserEvent::Location(l) => EventKind::Location {
+                latitude: l.latitude,
+                longitude: l.longitude,
+                name: l.name.clone(),
+                address: l.address.clone(),
+            },
+            RawUserEvent::Image(m) => media(MediaKind::Image, m, "image"),
+            RawUserEvent::Document(m) => media(MediaKind::Document, m, "document"),
+            RawUserEvent::Audio(m) => media(MediaKind::Audio, m, "audio"),
+            RawUserEvent::Video(m) => media(MediaKind::Video, m, "video"),
+            RawUserEvent::Sticker(m) => media(MediaKind::Sticker, m, "sticker"),
+            RawUserEvent::Reaction(emoji) => EventKind::Reaction {
+                message_id: "wamid.bot.last".into(),
+                emoji: emoji.clone(),
+            },
+            RawUserEvent::Contacts(c) => EventKind::Contacts(c.clone()),
+            RawUserEvent::FlowReply(r) => EventKind::FlowReply(Value::Object(r.clone())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn regex_or_exact() {
+        assert!(matches("/^Hi .*!$/", "Hi Ada!").is_ok());
+        assert!(matches("Hi", "Hi Ada").is_err());
+        assert!(matches("/", "/").is_ok());
+    }
+
+    #[test]
+    fn partial_payloads_name_the_difference() {
+        let actual = json!({ "type": "text", "text": { "body": "Hi", "preview_url": false } });
+        assert!(partial_match(&json!({ "text": { "body": "/H/" } }), &actual, "").is_ok());
+        assert_eq!(
+            partial_match(&json!({ "text": { "preview_url": true } }), &actual, ""),
+            Err("/text/preview_url is false, expected true".into())
+        );
+    }
+}
