@@ -87,6 +87,7 @@ codes! {
     BadDuration => "bad_duration", Error, "a duration is not written like 30s, 5m, 2h or 7d";
     DuplicateTrigger => "duplicate_trigger", Warning, "two flows claim the same keyword or reply id";
     MisplacedKey => "misplaced_key", Warning, "a key has no effect on this kind of node";
+        NotSupported => "not_supported", Warning, "a node kind this version validates but cannot run yet (http, script, handover)";
     EndlessLoop => "endless_loop", Warning, "nodes that do not wait for the user lead back to each other unconditionally";
 }
 

@@ -107,8 +107,16 @@ fn print_action(
     let _ = match action {
         Action::Send(o) => {
             *choices = terminal::choices(&o.message);
+            let payload = render::payload(user, &o.message, o.reply_to.as_deref());
+            if let Err(problems) = render::check(&payload) {
+                eprintln!(
+                    "error: {}.{} rendered a payload WhatsApp would reject: {}",
+                    o.at.flow,
+                    o.at.node,
+                    problems.join("; ")
+                );
+            }
             if json {
-                let payload = render::payload(user, &o.message, o.reply_to.as_deref());
                 writeln!(
                     out,
                     "{}",

@@ -6,7 +6,6 @@
 //! `run` only loads the bot and prints.
 
 use super::{EXIT_ERRORS, EXIT_OK};
-use crate::compile::load_bot;
 use crate::diag;
 use crate::flow::{
     Bot, Flow, FlowIdx, HttpMethod, Media, MediaSource, Next, Node, NodeKind, NodeRef, Number,
@@ -23,15 +22,10 @@ const EXCERPT_CHARS: usize = 40;
 const CONDITION_CHARS: usize = 60;
 
 pub fn run(dir: &Path, flow: Option<&str>) -> u8 {
-    let loaded = load_bot(dir);
-    // Warnings do not stop the chart, but the designer should still see them; stdout
-    // stays pure Mermaid so it can be redirected into a file.
-    for d in &loaded.diagnostics {
-        eprintln!("{d}");
-    }
-    let Some(bot) = loaded.bot else {
-        eprintln!("{}: {}", dir.display(), diag::summary(&loaded.diagnostics));
-        return EXIT_ERRORS;
+    // Diagnostics go to stderr, so stdout stays pure Mermaid for redirecting.
+    let bot = match super::load_runnable(dir) {
+        Ok(bot) => bot,
+        Err(code) => return code,
     };
     let only = match flow {
         None => None,

@@ -226,6 +226,19 @@ impl Ctx<'_> {
                     .with_hint("it replaces a free-form message sent outside the 24-hour window; templates are always allowed".to_string()),
             );
         }
+        if let Some(kind) = &kind
+            && matches!(
+                kind,
+                NodeKind::Http(_) | NodeKind::Script(_) | NodeKind::Handover(_)
+            )
+        {
+            let name = kind.name();
+            self.diags.push(
+                self.file
+                    .diag_at_key(&path.key(name), Code::NotSupported, format!("{name} nodes are checked but not run yet"))
+                    .with_hint(format!("a conversation that reaches this node stops with an error; {name} support is planned")),
+            );
+        }
         let on_error = raw
             .on_error
             .as_ref()

@@ -155,7 +155,23 @@ impl<'a> Runner<'a> {
         self.session = turn.session;
         for action in turn.actions {
             match action {
-                Action::Send(o) => self.pending.push_back(*o),
+                Action::Send(o) => {
+                    let payload = render::payload(
+                        &self.session.contact.wa_id,
+                        &o.message,
+                        o.reply_to.as_deref(),
+                    );
+                    if let Err(problems) = render::check(&payload) {
+                        return Err(format!(
+                            "{}.{} rendered a payload WhatsApp would reject:\n    {}\n    {}",
+                            o.at.flow,
+                            o.at.node,
+                            problems.join("\n    "),
+                            payload
+                        ));
+                    }
+                    self.pending.push_back(*o);
+                }
                 Action::Error(p) => return Err(format!("the bot stopped with an error: {p}")),
                 Action::Pause(d) => self.clock += d.as_secs() as i64,
                 Action::Warning(_)

@@ -1,0 +1,187 @@
+//! `parlance test` and `parlance chat` as a user runs them: the real binary on the demo
+//! bot and the examples, exact output.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn parlance(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parlance"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the parlance binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("parlance finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn every_bot_passes_its_conversation_tests() {
+    let mut bots = vec![".".to_string()];
+    for e in std::fs::read_dir(root().join("examples"))
+        .expect("examples/")
+        .flatten()
+    {
+        if e.path().join("tests").is_dir() {
+            bots.push(format!("examples/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    for bot in bots {
+        let out = parlance(&["test", &bot], "");
+        let text = stdout(&out);
+        let last = text.lines().last().unwrap_or_default().to_string();
+        assert!(last.ends_with(" passed, 0 failed"), "{bot}:\n{text}");
+        let passed: usize = last
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            passed >= 3,
+            "{bot} has at least 3 conversation tests:\n{text}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{bot}:\n{text}");
+    }
+}
+
+#[test]
+fn a_broken_expectation_fails_and_points_at_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["flows", "tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(
+        root().join("parlance.yaml"),
+        dir.path().join("parlance.yaml"),
+    )
+    .unwrap();
+    let menu = std::fs::read_to_string(dir.path().join("tests/menu.yaml")).unwrap();
+    let broken = menu.replace("hello@example.com.", "help@example.com.");
+    assert_ne!(menu, broken);
+    std::fs::write(dir.path().join("tests/menu.yaml"), &broken).unwrap();
+    let line = broken
+        .lines()
+        .position(|l| l.contains("help@example.com"))
+        .unwrap()
+        + 1;
+
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL greets by name and shows the contact details ({d}/tests/menu.yaml)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/menu.yaml:{line}:5: step 5: expected the text \"You can reach the team at help@example.com.\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("received from main.contact (say):"), "{text}");
+    assert!(
+        text.contains("You can reach the team at hello@example.com."),
+        "{text}"
+    );
+    assert!(text.ends_with("2 passed, 1 failed\n"), "{text}");
+}
+
+#[test]
+fn chat_shows_the_conversation_as_a_user_reads_it() {
+    let out = parlance(&["chat", "examples/pizza"], "hi\n1\n");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "you: hi
+bot: Hi there 👋 Welcome to *Pronto Pizza*!
+bot: *Pronto Pizza 🍕*
+     What would you like today? Tap *See pizzas* to choose.
+     _Small €7.50 · Medium €9.50 · Large €12.50_
+     ☰ See pizzas
+       Classics
+       [1] Margherita — Tomato, mozzarella, fresh basil
+       [2] Marinara — Tomato, garlic, oregano, olive oil (vegan)
+       [3] Funghi — Tomato, mozzarella, mushrooms
+       [4] Prosciutto — Tomato, mozzarella, cooked ham
+       Specials
+       [5] Diavola — Spicy salami, chili, mozzarella 🌶️
+       [6] Capricciosa — Ham, mushrooms, artichokes, olives
+       [7] Quattro Formaggi — Mozzarella, gorgonzola, parmesan, fontina
+       [8] Vegana — Grilled vegetables, vegan cheese
+you: 1
+bot: One Margherita, coming up! Which size?
+     [1] Small · €7.50  [2] Medium · €9.50  [3] Large · €12.50
+"
+    );
+}
+
+#[test]
+fn chat_json_prints_exact_payloads_and_commands_work() {
+    let out = parlance(
+        &["chat", "--json", "--user", "4915112345678", "."],
+        "hi\n3\n",
+    );
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON payload per line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "buttons, then the two contact texts");
+    assert_eq!(lines[0]["to"], "4915112345678");
+    assert_eq!(
+        lines[0]["interactive"]["action"]["buttons"][2]["reply"]["id"],
+        "contact"
+    );
+    assert_eq!(
+        lines[1],
+        serde_json::json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": "4915112345678",
+            "type": "text", "text": { "preview_url": false, "body": "You can reach the team at hello@example.com." }
+        })
+    );
+
+    let out = parlance(
+        &["chat", "."],
+        "hi\n/location 52.52 13.40\n/vars\n/nope\n/reset\n/quit\nnever read\n",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("you: /location 52.52 13.40"), "{text}");
+    assert!(
+        text.contains("(unknown command /nope; /help for commands)"),
+        "{text}"
+    );
+    assert!(text.contains("(new conversation)"), "{text}");
+    assert!(!text.contains("never read"), "{text}");
+}
+
+#[test]
+fn a_bot_with_errors_does_not_run() {
+    let out = parlance(&["test", "fixtures/invalid/unknown_node"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[unknown_node]"));
+    let out = parlance(&["chat", "fixtures/invalid/unknown_node"], "hi\n");
+    assert_eq!(out.status.code(), Some(1));
+}
