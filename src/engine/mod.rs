@@ -190,6 +190,22 @@ struct Run<'a> {
     visited: usize,
 }
 
+/// Where a message goes.
+enum Route {
+    /// A human agent has the conversation.
+    ToAgent,
+    /// The answer to the node the session waits at.
+    Answer(Waiting),
+    /// Start a flow; `fresh` starts a new conversation (vars cleared).
+    Start {
+        flow: FlowIdx,
+        groups: Map<String, Value>,
+        fresh: bool,
+    },
+    /// The node the session waited at no longer exists.
+    Gone(NodeAt),
+}
+
 /// What the session waits at.
 enum Lookup {
     NotWaiting,
@@ -211,24 +227,29 @@ impl Run<'_> {
         if self.session.is_expired(self.now, timeout) {
             self.session.restart(self.now);
         }
-        self.session.turn += 1;
         self.session.updated_at = self.now;
         self.session.last_user_message_at = Some(event.at);
         self.session.last_user_message_id = event.id.clone();
         if let Some(name) = &event.contact_name {
             self.session.contact.name = Some(name.clone());
         }
-        if matches!(self.session.state, State::Handover { .. }) {
-            self.actions.push(Action::ToAgent);
-            return;
+        let route = self.route(&event.kind);
+        if matches!(route, Route::Start { fresh: true, .. }) {
+            self.session.restart(self.now);
         }
-
-        let waiting = match self.waiting() {
-            Lookup::Found(w) => Some(w),
-            Lookup::NotWaiting => None,
-            // The bot was edited and the node is gone: restart its flow (or the entry
-            // flow when the flow is gone too), and say so.
-            Lookup::Gone(at) => {
+        self.session.turn += 1;
+        match route {
+            Route::ToAgent => self.actions.push(Action::ToAgent),
+            Route::Answer(w) => self.answer(&w, &event.kind),
+            Route::Start { flow, groups, .. } => {
+                self.session.state = State::Idle;
+                self.session.stack.clear();
+                self.session.vars.extend(groups);
+                self.run_from(first_node(self.bot, flow));
+            }
+            Route::Gone(at) => {
+                // The bot was edited and the node is gone: restart its flow (or the
+                // entry flow when the flow is gone too), and say so.
                 let flow = self.bot.flow_by_id(&at.flow).unwrap_or(self.bot.entry);
                 let message = format!(
                     "the conversation waited at {}.{}, which no longer exists; restarting flow \"{}\"",
@@ -240,40 +261,55 @@ impl Run<'_> {
                     .push(Action::Warning(Problem { at: None, message }));
                 self.session.state = State::Idle;
                 self.session.stack.clear();
-                return self.run_from(first_node(self.bot, flow));
+                self.run_from(first_node(self.bot, flow));
             }
+        }
+    }
+
+    /// Decides where the message goes (docs/flows.md, "How a conversation runs").
+    fn route(&self, kind: &EventKind) -> Route {
+        if matches!(self.session.state, State::Handover { .. }) {
+            return Route::ToAgent;
+        }
+        let waiting = match self.waiting() {
+            Lookup::Found(w) => Some(w),
+            Lookup::NotWaiting => None,
+            Lookup::Gone(at) => return Route::Gone(at),
         };
         // Tapping a button of the message being answered answers it, even when another
         // flow's trigger names the same id.
-        if let Some(w) = &waiting
-            && choice_of(&w.choices, &event.kind).is_some()
-        {
-            return self.answer(w, &event.kind);
-        }
-        if let Some((flow, groups)) = self.trigger(&event.kind) {
-            let interruptible = waiting
-                .as_ref()
-                .is_none_or(|w| self.bot.flow(w.node.flow).interruptible);
-            if interruptible {
-                if waiting.is_none() {
-                    self.session.restart(self.now);
-                }
-                self.session.state = State::Idle;
-                self.session.stack.clear();
-                self.session.vars.extend(groups);
-                return self.run_from(first_node(self.bot, flow));
-            }
-        }
         if let Some(w) = waiting {
-            return self.answer(&w, &event.kind);
+            if choice_of(&w.choices, kind).is_some() {
+                return Route::Answer(w);
+            }
+            if self.bot.flow(w.node.flow).interruptible
+                && let Some((flow, groups)) = self.trigger(kind)
+            {
+                return Route::Start {
+                    flow,
+                    groups,
+                    fresh: false,
+                };
+            }
+            return Route::Answer(w);
         }
-        self.session.restart(self.now);
-        let start = if matches!(event.kind, EventKind::Unsupported(_)) {
+        if let Some((flow, groups)) = self.trigger(kind) {
+            return Route::Start {
+                flow,
+                groups,
+                fresh: true,
+            };
+        }
+        let flow = if matches!(kind, EventKind::Unsupported(_)) {
             self.bot.fallback
         } else {
             self.bot.entry
         };
-        self.run_from(first_node(self.bot, start));
+        Route::Start {
+            flow,
+            groups: Map::new(),
+            fresh: true,
+        }
     }
 
     /// The node the session waits at, resolved.

@@ -1,0 +1,689 @@
+//! The engine, conversation by conversation.
+//!
+//! Each script below plays user events against the bot in `fixtures/engine/bot/` (one
+//! small flow per behaviour, each started by its own keyword), with a fresh
+//! `Session::new("15550001111", CLOCK)` and a simulated clock that moves only when a
+//! script says `advance`. Every turn is recorded: the actions as JSON (a `Send` as the
+//! exact Cloud API body from `render::payload`), then the session's `vars` and `state`
+//! (and its call `stack` when one is running). The recording must equal
+//! `fixtures/engine/snapshots/<script>.json`, and every payload must pass
+//! `render::check` (WhatsApp's outbound schema).
+//!
+//! To write the snapshots instead of comparing them:
+//!
+//! ```text
+//! UPDATE_SNAPSHOTS=1 cargo test --test engine
+//! ```
+//!
+//! then READ every changed file against docs/flows.md and the Cloud API shapes
+//! (/work/shared/whatsapp/README.md §3) before committing it: a snapshot nobody read
+//! only proves that the engine does what it does.
+//!
+//! The focused tests at the end check the most important behaviours with readable
+//! failures (saved values, the loop bound, expiry, the 24-hour window).
+
+use parlance::compile::load_bot_with_env;
+use parlance::engine::{self, Action, Event, EventKind, OfflineHost, Session, State};
+use parlance::flow::{Bot, MediaKind};
+use parlance::render;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// Monday 2026-01-05 09:00 UTC.
+const CLOCK: i64 = 1_767_603_600;
+const WA_ID: &str = "15550001111";
+/// The WhatsApp profile name every event carries.
+const NAME: &str = "Ada";
+const MINUTE: i64 = 60;
+const HOUR: i64 = 60 * MINUTE;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/engine")
+}
+
+static BOT: LazyLock<Bot> = LazyLock::new(|| {
+    let loaded = load_bot_with_env(&fixtures().join("bot"), &|_| None);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the engine fixture bot has errors: {errors:#?}"
+    );
+    loaded.bot.expect("the engine fixture bot loads")
+});
+
+// ----- scripts -----
+
+/// One step of a script.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The user sends something. `id`: whether it has a wamid; `age`: how many seconds
+    /// before "now" it was sent (the 24-hour window runs from then).
+    User { kind: EventKind, id: bool, age: i64 },
+    /// Move the clock.
+    Advance(i64),
+}
+
+impl Step {
+    /// The message carries no WhatsApp id.
+    fn without_id(self) -> Self {
+        match self {
+            Step::User { kind, age, .. } => Step::User {
+                kind,
+                id: false,
+                age,
+            },
+            other => other,
+        }
+    }
+
+    /// The message was sent `secs` before it is handled.
+    fn aged(self, secs: i64) -> Self {
+        match self {
+            Step::User { kind, id, .. } => Step::User {
+                kind,
+                id,
+                age: secs,
+            },
+            other => other,
+        }
+    }
+}
+
+fn user(kind: EventKind) -> Step {
+    Step::User {
+        kind,
+        id: true,
+        age: 0,
+    }
+}
+
+fn text(body: &str) -> Step {
+    user(EventKind::Text(body.into()))
+}
+
+/// A tapped reply button or list row.
+fn reply(id: &str, title: &str) -> Step {
+    user(EventKind::Reply {
+        id: id.into(),
+        title: title.into(),
+    })
+}
+
+/// A tapped template quick-reply button.
+fn button(payload: &str, text: &str) -> Step {
+    user(EventKind::Button {
+        payload: payload.into(),
+        text: text.into(),
+    })
+}
+
+fn location(latitude: f64, longitude: f64) -> Step {
+    user(EventKind::Location {
+        latitude,
+        longitude,
+        name: None,
+        address: None,
+    })
+}
+
+fn place(latitude: f64, longitude: f64, name: &str, address: &str) -> Step {
+    user(EventKind::Location {
+        latitude,
+        longitude,
+        name: Some(name.into()),
+        address: Some(address.into()),
+    })
+}
+
+fn media(kind: MediaKind, id: &str, mime: &str, caption: Option<&str>) -> Step {
+    user(EventKind::Media {
+        kind,
+        id: id.into(),
+        mime_type: Some(mime.into()),
+        caption: caption.map(Into::into),
+        filename: None,
+    })
+}
+
+fn document(id: &str, filename: &str) -> Step {
+    user(EventKind::Media {
+        kind: MediaKind::Document,
+        id: id.into(),
+        mime_type: Some("application/pdf".into()),
+        caption: None,
+        filename: Some(filename.into()),
+    })
+}
+
+fn flow_reply(response: Value) -> Step {
+    user(EventKind::FlowReply(response))
+}
+
+fn unsupported(what: &str) -> Step {
+    user(EventKind::Unsupported(what.into()))
+}
+
+fn advance(secs: i64) -> Step {
+    Step::Advance(secs)
+}
+
+/// Declares the scripts: `script::NAME()` gives the steps, `SCRIPTS` the names, and
+/// `snapshot::NAME` is the test comparing the recording with its snapshot.
+macro_rules! scripts {
+    ($( $(#[$attr:meta])* $name:ident => [$($step:expr),* $(,)?]; )*) => {
+        mod script {
+            use super::*;
+            $( pub fn $name() -> Vec<Step> { vec![$($step),*] } )*
+        }
+        const SCRIPTS: &[&str] = &[$(stringify!($name)),*];
+        mod snapshot {
+            $( $(#[$attr])* #[test] fn $name() {
+                super::check_snapshot(stringify!($name), &super::script::$name());
+            } )*
+        }
+    };
+}
+
+scripts! {
+    // 1. Message kinds and templates.
+    // Every kind that does not wait, in one turn; every context name and filter.
+    sends => [text("sends")];
+    // Every kind that waits: template quick reply, buttons (text and media header), list,
+    // request_location, whatsapp_flow with and without a screen; end with two messages.
+    interactive => [
+        text("interactive"),
+        button("confirm", "Confirm"),
+        text("  CAFÉ  CRÈME "),
+        reply("l", "Large"),
+        reply("munich", "München"),
+        place(53.5511, 9.9937, "Rathaus", "Rathausmarkt 1, Hamburg"),
+        flow_reply(json!({ "name": "Ada", "flow_token": "tok-15550001111" })),
+        flow_reply(json!({ "stars": 5 })),
+    ];
+
+    // 2. Control nodes.
+    // set in order, wait, if-branch, next { flow, node }, call falling off the end, call
+    // of an end node, call into a node that waits.
+    control_call => [text("control"), text("7"), text("42")];
+    // The else branch; then a called flow's ask gives up: the fallback flow runs.
+    call_fails_to_fallback => [text("control"), text("2"), text("forty")];
+    // A branch to { flow: control_jump }, whose end ends the conversation.
+    control_jump => [text("control"), text("0")];
+
+    // 3. Every expect kind: one unusable answer, then a usable one.
+    asks => [
+        text("asks"),
+        media(MediaKind::Image, "img-0", "image/jpeg", None),
+        text("  Ada Lovelace "),
+        text("three"),
+        text("2,5"),
+        text("4.5"),
+        text("11"),
+        text("7"),
+        text("ada@"),
+        text("Ada@Example.ORG"),
+        text("call me"),
+        text("+49 (30) 123-4567"),
+        text("2026-02-30"),
+        text("14.03.2026"),
+        text("25:00"),
+        text("2:30 pm"),
+        text("maybe"),
+        text("Ja!"),
+        text("Berlin"),
+        location(52.52, 13.405),
+        media(MediaKind::Document, "doc-0", "application/pdf", None),
+        media(MediaKind::Image, "img-1", "image/png", Some("my cat")),
+        media(MediaKind::Image, "img-2", "image/png", None),
+        document("doc-1", "contract.pdf"),
+        text("here it is"),
+        media(MediaKind::Audio, "aud-1", "audio/ogg", None),
+        media(MediaKind::Image, "img-3", "image/png", None),
+        media(MediaKind::Video, "vid-1", "video/mp4", None),
+        place(48.1, 11.6, "Home", "Somewhere 1"),
+        text("QA-0042 please"),
+        text("qa-0042"),
+        text("QA-0042"),
+    ];
+
+    // 4. Waiting.
+    buttons_by_id => [text("pick"), reply("tea", "Tea"), reply("large", "Large")];
+    // Typed titles: case, accents and spaces ignored, for buttons and list rows.
+    typed_titles => [text("pick"), text("  CAFE "), text("small")];
+    // An unknown reply id: the custom reprompt quoting the message; then the retries
+    // are used up: on_fail.
+    reprompt_then_on_fail => [text("pick"), reply("water", "Water"), text("milk")];
+    // After a reprompt a usable answer still counts.
+    reprompt_then_answer => [text("pick"), text("juice"), text("tea")];
+    // The list's defaults: the message again, twice, then the fallback flow.
+    default_reprompt_then_fallback => [
+        text("pick"),
+        reply("tea", "Tea"),
+        text("huge"),
+        media(MediaKind::Image, "img-9", "image/jpeg", None),
+        text("enormous"),
+    ];
+
+    // 5. Triggers.
+    trigger_keywords => [text("  HELP  "), text("AYUDAME")];
+    // Named groups become vars; an optional group that did not take part is not set,
+    // and the previous conversation's vars are gone.
+    trigger_regex => [text("Order Pizza x2"), text("order tea")];
+    // A reply id starts its flow when idle, and interrupts a waiting buttons node whose
+    // own buttons do not include it.
+    trigger_reply => [reply("open_help", "Help"), text("pick"), reply("open_help", "Help")];
+    // A trigger interrupts a waiting interruptible flow.
+    interrupt => [text("asks"), text("Ada"), text("order tea")];
+    // ... but is an answer in a flow with interruptible: false.
+    no_interrupt => [text("pay"), text("order tea"), text("pay"), text("help")];
+
+    // 6. Errors.
+    loop_bound => [text("loop")];
+    template_error => [text("broken")];
+    // 29 minutes of silence keep the session; 31 more expire it.
+    expiry => [text("hi"), advance(29 * MINUTE), text("Ada"), advance(31 * MINUTE), text("Blue")];
+    effects_offline => [text("http"), text("script"), text("agent")];
+    // Idle: the fallback flow. Waiting: an unusable answer.
+    unsupported_event => [unsupported("order"), text("pick"), unsupported("order")];
+    react_without_message_id => [text("react"), text("react").without_id()];
+
+    // 7. The 24-hour window.
+    window_open => [text("window"), reply("yes", "Yes")];
+    window_closed => [text("window").aged(25 * HOUR), text("yes")];
+}
+
+// ----- playing and recording -----
+
+/// One turn as it happened.
+struct Played {
+    actions: Vec<Action>,
+    session: Session,
+}
+
+/// Plays `steps`; returns the recording (the snapshot's content) and every turn.
+fn play(steps: &[Step]) -> (Value, Vec<Played>) {
+    let bot: &Bot = &BOT;
+    let host = OfflineHost::default();
+    let mut session = Session::new(WA_ID, CLOCK);
+    let mut clock = CLOCK;
+    let mut count = 0;
+    let mut record = Vec::new();
+    let mut played = Vec::new();
+    for step in steps {
+        let (kind, has_id, age) = match step {
+            Step::Advance(secs) => {
+                clock += secs;
+                record.push(json!({ "advance": duration(*secs) }));
+                continue;
+            }
+            Step::User { kind, id, age } => (kind, *id, *age),
+        };
+        count += 1;
+        let event = Event {
+            id: has_id.then(|| format!("wamid.{count}")),
+            at: clock - age,
+            contact_name: Some(NAME.into()),
+            kind: kind.clone(),
+        };
+        let turn = engine::step(bot, session, &event, clock, &host);
+        session = turn.session;
+        let actions: Vec<Value> = turn
+            .actions
+            .iter()
+            .map(|a| action_json(a, &session))
+            .collect();
+        let mut entry = json!({
+            "user": user_json(&event, age),
+            "actions": actions,
+            "vars": session.vars,
+            "state": session.state,
+        });
+        if !session.stack.is_empty() {
+            entry["stack"] = json!(session.stack);
+        }
+        record.push(entry);
+        played.push(Played {
+            actions: turn.actions,
+            session: session.clone(),
+        });
+    }
+    (json!({ "turns": record }), played)
+}
+
+fn duration(secs: i64) -> String {
+    if secs % HOUR == 0 {
+        format!("{}h", secs / HOUR)
+    } else if secs % MINUTE == 0 {
+        format!("{}m", secs / MINUTE)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn user_json(event: &Event, age: i64) -> Value {
+    let what = match &event.kind {
+        EventKind::Text(t) => json!({ "text": t }),
+        EventKind::Reply { id, title } => json!({ "reply": { "id": id, "title": title } }),
+        EventKind::Button { payload, text } => {
+            json!({ "button": { "payload": payload, "text": text } })
+        }
+        EventKind::Location {
+            latitude,
+            longitude,
+            name,
+            address,
+        } => json!({ "location": {
+            "latitude": latitude, "longitude": longitude, "name": name, "address": address
+        } }),
+        EventKind::Media {
+            kind,
+            id,
+            mime_type,
+            caption,
+            filename,
+        } => json!({ kind.name(): {
+            "id": id, "mime_type": mime_type, "caption": caption, "filename": filename
+        } }),
+        EventKind::Contacts(c) => json!({ "contacts": c }),
+        EventKind::Reaction { message_id, emoji } => {
+            json!({ "reaction": { "message_id": message_id, "emoji": emoji } })
+        }
+        EventKind::FlowReply(v) => json!({ "flow_reply": v }),
+        EventKind::Unsupported(what) => json!({ "unsupported": what }),
+    };
+    let mut out = json!({ "id": event.id });
+    if let (Value::Object(out), Value::Object(what)) = (&mut out, what) {
+        out.extend(what);
+        if age != 0 {
+            out.insert("sent_ago".into(), json!(duration(age)));
+        }
+    }
+    out
+}
+
+fn action_json(action: &Action, session: &Session) -> Value {
+    match action {
+        Action::Send(out) => {
+            let payload = render::payload(
+                &session.contact.wa_id,
+                &out.message,
+                out.reply_to.as_deref(),
+            );
+            if let Err(problems) = render::check(&payload) {
+                panic!(
+                    "{}.{} sent a payload WhatsApp would refuse: {problems:#?}\n{payload:#}",
+                    out.at.flow, out.at.node
+                );
+            }
+            json!({ "send": payload })
+        }
+        Action::Pause(d) => json!({ "pause": d.as_secs() }),
+        Action::HandoverStarted { at, queue } => {
+            json!({ "handover_started": { "at": format!("{}.{}", at.flow, at.node), "queue": queue } })
+        }
+        Action::ToAgent => json!({ "to_agent": true }),
+        Action::Ended => json!({ "ended": true }),
+        Action::Warning(p) => json!({ "warning": p.to_string() }),
+        Action::Error(p) => json!({ "error": p.to_string() }),
+    }
+}
+
+fn snapshot_path(name: &str) -> PathBuf {
+    fixtures().join("snapshots").join(format!("{name}.json"))
+}
+
+fn check_snapshot(name: &str, steps: &[Step]) {
+    let (record, _) = play(steps);
+    let actual = serde_json::to_string_pretty(&record).unwrap() + "\n";
+    let path = snapshot_path(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run UPDATE_SNAPSHOTS=1 cargo test --test engine and read the file",
+            path.display()
+        )
+    });
+    if expected != actual {
+        panic!(
+            "the conversation {name} differs from {}:\n{}\n(run UPDATE_SNAPSHOTS=1 cargo test --test engine to rewrite it, then read the diff)",
+            path.display(),
+            first_difference(&expected, &actual)
+        );
+    }
+}
+
+/// The first differing line, with a little context.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let at = e
+        .iter()
+        .zip(&a)
+        .position(|(x, y)| x != y)
+        .unwrap_or(e.len().min(a.len()));
+    let from = at.saturating_sub(3);
+    let mut out = String::new();
+    for (i, line) in e.iter().enumerate().take(at).skip(from) {
+        out.push_str(&format!("  {:>5}   {line}\n", i + 1));
+    }
+    for line in e.iter().skip(at).take(4) {
+        out.push_str(&format!("  {:>5} - {line}\n", at + 1));
+    }
+    for line in a.iter().skip(at).take(4) {
+        out.push_str(&format!("  {:>5} + {line}\n", at + 1));
+    }
+    out
+}
+
+// ----- focused checks -----
+
+fn sends(actions: &[Action]) -> Vec<Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(o) => Some(render::payload(WA_ID, &o.message, o.reply_to.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn errors(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Error(p) => Some(p.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn waiting_at(session: &Session) -> Option<String> {
+    match &session.state {
+        State::Waiting { at, .. } => Some(format!("{}.{}", at.flow, at.node)),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_snapshot_belongs_to_a_script() {
+    let dir = fixtures().join("snapshots");
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if !SCRIPTS.contains(&stem.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(stale.is_empty(), "snapshots without a script: {stale:#?}");
+}
+
+#[test]
+fn the_bot_loads_with_only_the_expected_warnings() {
+    let loaded = load_bot_with_env(&fixtures().join("bot"), &|_| None);
+    let mut codes: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| d.code.to_string())
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "endless_loop",
+            "not_supported",
+            "not_supported",
+            "not_supported"
+        ],
+        "{:#?}",
+        loaded.diagnostics
+    );
+}
+
+#[test]
+fn asks_save_the_parsed_answers() {
+    let (_, turns) = play(&script::asks());
+    let vars = &turns.last().unwrap().session.vars;
+    let expected = json!({
+        "full_name": "Ada Lovelace",
+        "kilos": 2.5,
+        "rating": 7,
+        "email": "ada@example.org",
+        "phone": "+49301234567",
+        "day": "2026-03-14",
+        "time": "14:30",
+        "remind": true,
+        "where": { "latitude": 52.52, "longitude": 13.405, "name": null, "address": null },
+        "photo": { "id": "img-1", "mime_type": "image/png", "caption": "my cat", "filename": null },
+        "contract": { "id": "doc-1", "mime_type": "application/pdf", "caption": null, "filename": "contract.pdf" },
+        "voice": { "id": "aud-1", "mime_type": "audio/ogg", "caption": null, "filename": null },
+        "clip": { "id": "vid-1", "mime_type": "video/mp4", "caption": null, "filename": null },
+        "ticket": "QA-0042",
+        "team": "QA",
+        "num": "0042",
+    });
+    for (name, value) in expected.as_object().unwrap() {
+        assert_eq!(vars.get(name), Some(value), "vars.{name}");
+    }
+    assert_eq!(vars["anything"]["type"], "location", "vars.anything");
+    // Each unusable answer asked the same question again, and nothing was saved for it.
+    for (i, t) in turns.iter().enumerate().skip(1) {
+        assert!(
+            errors(&t.actions).is_empty(),
+            "turn {}: {:?}",
+            i + 1,
+            t.actions
+        );
+    }
+}
+
+#[test]
+fn validate_rejects_an_answer_out_of_range() {
+    let (_, turns) = play(&script::asks());
+    // Turns: 5 "4.5" (not an integer), 6 "11" (rejected by validate), 7 "7".
+    let asked = |t: &Played| sends(&t.actions)[0]["text"]["body"].clone();
+    assert_eq!(asked(&turns[5]), "Rate us from 1 to 10.");
+    assert_eq!(
+        waiting_at(&turns[5].session).as_deref(),
+        Some("asks.a_integer")
+    );
+    assert!(!turns[5].session.vars.contains_key("rating"));
+    assert_eq!(turns[6].session.vars["rating"], 7);
+}
+
+#[test]
+fn a_flow_that_loops_without_waiting_stops_with_an_error() {
+    let (_, turns) = play(&script::loop_bound());
+    let turn = &turns[0];
+    assert_eq!(
+        errors(&turn.actions),
+        ["loop.count: stopped after 100 nodes without waiting for the user; the flow loops"]
+    );
+    assert!(matches!(turn.actions.last(), Some(Action::Error(_))));
+    assert_eq!(sends(&turn.actions).len(), 50);
+    assert_eq!(turn.session.state, State::Idle);
+}
+
+#[test]
+fn an_expired_session_starts_the_entry_flow_afresh() {
+    let (_, turns) = play(&script::expiry());
+    // After 29 minutes the answer still counts.
+    assert_eq!(turns[1].session.vars["name"], "Ada");
+    assert_eq!(
+        waiting_at(&turns[1].session).as_deref(),
+        Some("main.colour")
+    );
+    // After 31 more, "Blue" is not an answer to the colour buttons: a new conversation.
+    let last = &turns[2];
+    let now = CLOCK + 60 * MINUTE;
+    assert!(last.session.vars.is_empty(), "{:?}", last.session.vars);
+    assert_eq!(waiting_at(&last.session).as_deref(), Some("main.ask_name"));
+    assert_eq!(last.session.id, format!("{WA_ID}-{now}"));
+    assert_eq!(last.session.started_at, now);
+    assert_eq!(last.session.turn, 1);
+    let texts: Vec<Value> = sends(&last.actions)
+        .iter()
+        .map(|p| p["text"]["body"].clone())
+        .collect();
+    assert_eq!(texts, ["Welcome, Ada!", "What should I call you?"]);
+}
+
+#[test]
+fn effects_are_errors_without_a_host_that_supports_them() {
+    let (_, turns) = play(&script::effects_offline());
+    let all: Vec<String> = turns.iter().flat_map(|t| errors(&t.actions)).collect();
+    assert_eq!(
+        all,
+        [
+            "fx_http.call_api: http nodes are not supported by this runtime yet",
+            "fx_script.run: script nodes are not supported by this runtime yet",
+            "fx_handover.human: handover nodes are not supported by this runtime yet",
+        ]
+    );
+}
+
+#[test]
+fn outside_the_window_free_form_becomes_the_template_or_an_error() {
+    let (_, turns) = play(&script::window_closed());
+    let turn = &turns[0];
+    let sent = sends(&turn.actions);
+    assert_eq!(sent[0]["type"], "template");
+    assert_eq!(sent[0]["template"]["name"], "we_miss_you");
+    assert_eq!(
+        sent[0]["template"]["components"][0]["parameters"][0]["text"],
+        "Ada"
+    );
+    assert!(
+        errors(&turn.actions)
+            .iter()
+            .any(|e| e.starts_with("window.without_template: the user's 24-hour window is closed")),
+        "{:?}",
+        turn.actions
+    );
+}
+
+#[test]
+fn a_reprompt_quotes_the_unusable_message() {
+    let (_, turns) = play(&script::reprompt_then_on_fail());
+    let sent = sends(&turns[1].actions);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["context"]["message_id"], "wamid.2");
+    assert_eq!(
+        sent[0]["text"]["body"],
+        "Sorry, \"Water\" is not on the menu. Tap Tea or Café."
+    );
+    assert_eq!(
+        sends(&turns[2].actions)[0]["text"]["body"],
+        "Let us try again later."
+    );
+}
