@@ -168,13 +168,7 @@ pub fn mermaid(bot: &Bot, only: Option<FlowIdx>) -> String {
                     }
                 }
             }
-            let retry = match &node.kind {
-                NodeKind::Buttons(b) => Some(&b.retry),
-                NodeKind::List(l) => Some(&l.retry),
-                NodeKind::Ask(a) => Some(&a.retry),
-                NodeKind::RequestLocation(r) => Some(&r.retry),
-                _ => None,
-            };
+            let retry = node.kind.retry();
             if let Some(t) = retry.and_then(|r| r.on_fail) {
                 add(Line::Dotted, label("on_fail"), t);
             }

@@ -38,13 +38,7 @@ fn successors(flows: &[Flow], r: NodeRef) -> Vec<NodeRef> {
         }
     }
     targets.extend(node.on_error);
-    let retry = match &node.kind {
-        NodeKind::Buttons(b) => Some(&b.retry),
-        NodeKind::List(l) => Some(&l.retry),
-        NodeKind::Ask(a) => Some(&a.retry),
-        NodeKind::RequestLocation(r) => Some(&r.retry),
-        _ => None,
-    };
+    let retry = node.kind.retry();
     targets.extend(retry.and_then(|r| r.on_fail));
     if let NodeKind::Handover(h) = &node.kind {
         targets.extend(h.on_timeout);

@@ -210,7 +210,9 @@ fn yes_no(kind: &EventKind) -> Option<bool> {
     })
 }
 
-fn media(kind: &EventKind, want: MediaKind) -> Option<Answer> {
+/// The value of a media message: what an `ask` with `expect: image` (and the like)
+/// saves, and `message.media` in templates.
+pub fn media_value(kind: &EventKind) -> Option<Value> {
     match kind {
         EventKind::Media {
             kind,
@@ -218,9 +220,18 @@ fn media(kind: &EventKind, want: MediaKind) -> Option<Answer> {
             mime_type,
             caption,
             filename,
-        } if *kind == want => Answer::of(
-            json!({ "id": id, "mime_type": mime_type, "caption": caption, "filename": filename }),
+        } => Some(
+            json!({ "kind": kind.name(), "id": id, "mime_type": mime_type, "caption": caption, "filename": filename }),
         ),
+        _ => None,
+    }
+}
+
+fn media(kind: &EventKind, want: MediaKind) -> Option<Answer> {
+    match kind {
+        EventKind::Media { kind: got, .. } if *got == want => {
+            media_value(kind).and_then(Answer::of)
+        }
         _ => None,
     }
 }

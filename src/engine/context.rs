@@ -48,17 +48,10 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
                 super::answer::location(*latitude, *longitude, name, address),
             );
         }
-        EventKind::Media {
-            kind,
-            id,
-            mime_type,
-            caption,
-            filename,
-        } => {
-            m.insert(
-                "media".into(),
-                json!({ "kind": kind.name(), "id": id, "mime_type": mime_type, "caption": caption, "filename": filename }),
-            );
+        EventKind::Media { .. } => {
+            if let Some(media) = super::answer::media_value(kind) {
+                m.insert("media".into(), media);
+            }
         }
         EventKind::Contacts(c) => {
             m.insert("contacts".into(), Value::from(c.clone()));

@@ -437,13 +437,7 @@ impl Run<'_> {
     /// An unusable answer: ask again, or give up to `on_fail` / the fallback flow.
     fn retry(&mut self, w: &Waiting) {
         let node = self.bot.node(w.node);
-        let retry = match &node.kind {
-            NodeKind::Buttons(b) => Some(&b.retry),
-            NodeKind::List(l) => Some(&l.retry),
-            NodeKind::Ask(a) => Some(&a.retry),
-            NodeKind::RequestLocation(r) => Some(&r.retry),
-            _ => None,
-        };
+        let retry = node.kind.retry();
         let (retries, reprompt, on_fail) = match retry {
             Some(r) => (r.retries, r.reprompt.as_ref(), r.on_fail),
             None => (crate::flow::DEFAULT_RETRIES, None, None),

@@ -231,6 +231,17 @@ impl NodeKind {
         }
     }
 
+    /// How a waiting node handles unusable answers; `None` for kinds without retries.
+    pub fn retry(&self) -> Option<&Retry> {
+        match self {
+            NodeKind::Buttons(b) => Some(&b.retry),
+            NodeKind::List(l) => Some(&l.retry),
+            NodeKind::Ask(a) => Some(&a.retry),
+            NodeKind::RequestLocation(r) => Some(&r.retry),
+            _ => None,
+        }
+    }
+
     /// Whether the node stops the turn to wait for the user.
     pub fn waits(&self) -> bool {
         match self {
