@@ -29,4 +29,5 @@ pub mod flow;
 pub mod render;
 pub mod source;
 pub mod spec;
+pub mod store;
 pub mod testing;

@@ -1,0 +1,196 @@
+//! Where sessions, seen message ids and delivery statuses live between turns.
+//!
+//! `Store` is the seam: SQLite is the default (a file, nothing to install), memory is
+//! for tests, and a Redis implementation for several instances plugs in here without
+//! touching the engine or the handlers. Calls are synchronous and short; the server runs
+//! them off its async threads.
+//!
+//! Architecture Invariant: a store keeps data, it does not decide. Expiry is the
+//! engine's (a session carries `updated_at`); `purge` only removes what is long dead.
+
+pub mod memory;
+pub mod sqlite;
+
+use crate::engine::Session;
+use crate::engine::session::SESSION_VERSION;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Sessions are per business phone number and user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub phone_number_id: String,
+    /// The user's WhatsApp id, or business-scoped user id when there is no phone number.
+    pub user: String,
+}
+
+impl SessionKey {
+    pub fn new(phone_number_id: &str, user: &str) -> Self {
+        SessionKey {
+            phone_number_id: phone_number_id.to_string(),
+            user: user.to_string(),
+        }
+    }
+}
+
+/// A delivery status Meta reported for a message the bot sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRecord {
+    /// The wamid of the message the status is about.
+    pub message_id: String,
+    /// sent, delivered, read, failed, played...
+    pub status: String,
+    pub at: i64,
+    pub recipient: Option<String>,
+    /// Meta's error code for `failed` (e.g. 131047).
+    pub error_code: Option<i64>,
+    pub error_title: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub trait Store: Send + Sync {
+    /// The user's session, or `None` for a user seen for the first time (or whose
+    /// stored session has an older format: they start afresh).
+    fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
+
+    fn save_session(&self, key: &SessionKey, session: &Session) -> Result<(), StoreError>;
+
+    /// Records an inbound message id; `false` when it was seen before (Meta redelivers,
+    /// sometimes to several instances at once: exactly one caller gets `true`).
+    fn first_delivery(&self, message_id: &str, at: i64) -> Result<bool, StoreError>;
+
+    fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
+
+    /// Every status recorded for one sent message, oldest first.
+    fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
+
+    /// Forgets a user: their sessions for every number (erasure on request).
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Removes sessions idle since before `sessions_before` and message ids seen before
+    /// `seen_before` (Meta stops redelivering after 7 days). Returns how many went.
+    fn purge(&self, sessions_before: i64, seen_before: i64) -> Result<usize, StoreError>;
+}
+
+/// Opens the store a bot's `session.store` names: `sqlite://PATH` (relative to the bot
+/// folder unless absolute; created with its folders on first use) or `memory://`.
+pub fn open(url: &str, bot_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = Path::new(path);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            bot_dir.join(path)
+        };
+        return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
+    }
+    if url == "memory://" || url == "memory" {
+        return Ok(Arc::new(memory::MemoryStore::default()));
+    }
+    let hint = if url.starts_with("redis://") {
+        "Redis is not supported yet; use sqlite://data/parlance.db"
+    } else {
+        "use sqlite://data/parlance.db or memory://"
+    };
+    Err(StoreError(format!(
+        "unknown session store \"{url}\"; {hint}"
+    )))
+}
+
+/// Decodes a stored session; a session from another format version, or one that no
+/// longer parses, is dropped so the user starts afresh rather than being stuck.
+pub(crate) fn decode(version: i64, data: &str) -> Option<Session> {
+    if version != i64::from(SESSION_VERSION) {
+        return None;
+    }
+    serde_json::from_str(data).ok()
+}
+
+pub(crate) fn encode(session: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(session).map_err(|e| StoreError(format!("cannot encode a session: {e}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The behaviour every store must have; each implementation runs these.
+    use super::*;
+
+    pub fn sessions_round_trip(store: &dyn Store) {
+        let key = SessionKey::new("1001", "4915112345678");
+        assert_eq!(store.load_session(&key).unwrap(), None);
+        let mut s = Session::new("4915112345678", 100);
+        s.vars.insert("topic".into(), serde_json::json!("sales"));
+        store.save_session(&key, &s).unwrap();
+        assert_eq!(store.load_session(&key).unwrap(), Some(s.clone()));
+        s.turn = 7;
+        store.save_session(&key, &s).unwrap();
+        assert_eq!(store.load_session(&key).unwrap().unwrap().turn, 7);
+        // Another number, same user: another session.
+        assert_eq!(
+            store
+                .load_session(&SessionKey::new("1002", "4915112345678"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.delete_user("4915112345678").unwrap(), 1);
+        assert_eq!(store.load_session(&key).unwrap(), None);
+    }
+
+    pub fn first_delivery_is_exactly_once(store: &(dyn Store + 'static)) {
+        assert!(store.first_delivery("wamid.1", 10).unwrap());
+        assert!(!store.first_delivery("wamid.1", 11).unwrap());
+        assert!(store.first_delivery("wamid.2", 12).unwrap());
+    }
+
+    pub fn statuses_are_kept_per_message(store: &dyn Store) {
+        let failed = StatusRecord {
+            message_id: "wamid.out.1".into(),
+            status: "failed".into(),
+            at: 20,
+            recipient: Some("4915112345678".into()),
+            error_code: Some(131047),
+            error_title: Some("Re-engagement message".into()),
+        };
+        let sent = StatusRecord {
+            status: "sent".into(),
+            at: 10,
+            error_code: None,
+            error_title: None,
+            ..failed.clone()
+        };
+        store.record_status(&failed).unwrap();
+        store.record_status(&sent).unwrap();
+        store.record_status(&sent).unwrap();
+        assert_eq!(store.statuses("wamid.out.1").unwrap(), vec![sent, failed]);
+        assert!(store.statuses("wamid.other").unwrap().is_empty());
+    }
+
+    pub fn purge_removes_only_old_data(store: &dyn Store) {
+        let old = SessionKey::new("1001", "old");
+        let new = SessionKey::new("1001", "new");
+        store.save_session(&old, &Session::new("old", 100)).unwrap();
+        store
+            .save_session(&new, &Session::new("new", 5000))
+            .unwrap();
+        store.first_delivery("wamid.old", 100).unwrap();
+        store.first_delivery("wamid.new", 5000).unwrap();
+        assert_eq!(store.purge(1000, 1000).unwrap(), 2);
+        assert_eq!(store.load_session(&old).unwrap(), None);
+        assert!(store.load_session(&new).unwrap().is_some());
+        assert!(
+            store.first_delivery("wamid.old", 6000).unwrap(),
+            "a purged id is new again"
+        );
+        assert!(!store.first_delivery("wamid.new", 6000).unwrap());
+    }
+}
