@@ -20,7 +20,10 @@
 //! only proves that the engine does what it does.
 //!
 //! The focused tests at the end check the most important behaviours with readable
-//! failures (saved values, the loop bound, expiry, the 24-hour window).
+//! failures (saved values, the loop bound, expiry, the 24-hour window). The `#[ignore]`d
+//! ones are known engine bugs, written as docs/flows.md says the engine should behave;
+//! their flows are kept out of the snapshot scripts so no snapshot records a bug. When
+//! you fix one, remove its `ignore` (`cargo test --test engine -- --ignored` runs them).
 
 use parlance::compile::load_bot_with_env;
 use parlance::engine::{self, Action, Event, EventKind, OfflineHost, Session, State};
@@ -211,8 +214,8 @@ scripts! {
     // set in order, wait, if-branch, next { flow, node }, call falling off the end, call
     // of an end node, call into a node that waits.
     control_call => [text("control"), text("7"), text("42")];
-    // The else branch; then a called flow's ask gives up: the fallback flow runs.
-    call_fails_to_fallback => [text("control"), text("2"), text("forty")];
+    // The else branch (falling through to the node below it).
+    control_else => [text("control"), text("2"), text("42")];
     // A branch to { flow: control_jump }, whose end ends the conversation.
     control_jump => [text("control"), text("0")];
 
@@ -246,7 +249,7 @@ scripts! {
         media(MediaKind::Audio, "aud-1", "audio/ogg", None),
         media(MediaKind::Image, "img-3", "image/png", None),
         media(MediaKind::Video, "vid-1", "video/mp4", None),
-        place(48.1, 11.6, "Home", "Somewhere 1"),
+        text("whatever you like"),
         text("QA-0042 please"),
         text("qa-0042"),
         text("QA-0042"),
@@ -274,12 +277,13 @@ scripts! {
     trigger_keywords => [text("  HELP  "), text("AYUDAME")];
     // Named groups become vars; an optional group that did not take part is not set,
     // and the previous conversation's vars are gone.
-    trigger_regex => [text("Order Pizza x2"), text("order tea")];
+    trigger_regex => [text("Order Pizza x2"), text("yes"), text("order tea"), text("no")];
     // A reply id starts its flow when idle, and interrupts a waiting buttons node whose
     // own buttons do not include it.
     trigger_reply => [reply("open_help", "Help"), text("pick"), reply("open_help", "Help")];
     // A trigger interrupts a waiting interruptible flow.
-    interrupt => [text("asks"), text("Ada"), text("order tea")];
+    // It is not a new conversation: the vars stay.
+    interrupt => [text("asks"), text("Ada"), text("order tea"), text("yes")];
     // ... but is an answer in a flow with interruptible: false.
     no_interrupt => [text("pay"), text("order tea"), text("pay"), text("help")];
 
@@ -295,7 +299,8 @@ scripts! {
 
     // 7. The 24-hour window.
     window_open => [text("window"), reply("yes", "Yes")];
-    window_closed => [text("window").aged(25 * HOUR), text("yes")];
+    // Each free-form message becomes its on_window_closed template.
+    window_closed => [text("window").aged(25 * HOUR), text("Yes")];
 }
 
 // ----- playing and recording -----
@@ -537,10 +542,12 @@ fn the_bot_loads_with_only_the_expected_warnings() {
         .map(|d| d.code.to_string())
         .collect();
     codes.sort();
+    // The loop flow loops on purpose; http, script and handover are not run yet.
     assert_eq!(
         codes,
         [
             "endless_loop",
+            "not_supported",
             "not_supported",
             "not_supported",
             "not_supported"
@@ -564,20 +571,17 @@ fn asks_save_the_parsed_answers() {
         "time": "14:30",
         "remind": true,
         "where": { "latitude": 52.52, "longitude": 13.405, "name": null, "address": null },
-        "photo": { "id": "img-1", "mime_type": "image/png", "caption": "my cat", "filename": null },
-        "contract": { "id": "doc-1", "mime_type": "application/pdf", "caption": null, "filename": "contract.pdf" },
-        "voice": { "id": "aud-1", "mime_type": "audio/ogg", "caption": null, "filename": null },
-        "clip": { "id": "vid-1", "mime_type": "video/mp4", "caption": null, "filename": null },
+        "photo": { "kind": "image", "id": "img-1", "mime_type": "image/png", "caption": "my cat", "filename": null },
+        "contract": { "kind": "document", "id": "doc-1", "mime_type": "application/pdf", "caption": null, "filename": "contract.pdf" },
+        "voice": { "kind": "audio", "id": "aud-1", "mime_type": "audio/ogg", "caption": null, "filename": null },
+        "clip": { "kind": "video", "id": "vid-1", "mime_type": "video/mp4", "caption": null, "filename": null },
+        "anything": "whatever you like",
         "ticket": "QA-0042",
         "team": "QA",
         "num": "0042",
     });
-    for (name, value) in expected.as_object().unwrap() {
-        assert_eq!(vars.get(name), Some(value), "vars.{name}");
-    }
-    assert_eq!(vars["anything"]["type"], "location", "vars.anything");
-    // Each unusable answer asked the same question again, and nothing was saved for it.
-    for (i, t) in turns.iter().enumerate().skip(1) {
+    assert_eq!(Value::Object(vars.clone()), expected);
+    for (i, t) in turns.iter().enumerate() {
         assert!(
             errors(&t.actions).is_empty(),
             "turn {}: {:?}",
@@ -588,17 +592,23 @@ fn asks_save_the_parsed_answers() {
 }
 
 #[test]
-fn validate_rejects_an_answer_out_of_range() {
+fn an_unusable_answer_asks_again_and_saves_nothing() {
     let (_, turns) = play(&script::asks());
-    // Turns: 5 "4.5" (not an integer), 6 "11" (rejected by validate), 7 "7".
+    // Turn 4 "three" is not a number: the question again, still waiting, nothing saved.
     let asked = |t: &Played| sends(&t.actions)[0]["text"]["body"].clone();
-    assert_eq!(asked(&turns[5]), "Rate us from 1 to 10.");
+    assert_eq!(asked(&turns[3]), "How many kilos?");
     assert_eq!(
-        waiting_at(&turns[5].session).as_deref(),
-        Some("asks.a_integer")
+        waiting_at(&turns[3].session).as_deref(),
+        Some("asks.a_number")
     );
-    assert!(!turns[5].session.vars.contains_key("rating"));
-    assert_eq!(turns[6].session.vars["rating"], 7);
+    assert!(!turns[3].session.vars.contains_key("kilos"));
+    // Turns 6 "4.5" (not an integer) and 7 "11" (an integer that `validate` rejects).
+    for t in &turns[5..7] {
+        assert_eq!(asked(t), "Rate us from 1 to 10.");
+        assert_eq!(waiting_at(&t.session).as_deref(), Some("asks.a_integer"));
+        assert!(!t.session.vars.contains_key("rating"));
+    }
+    assert_eq!(turns[7].session.vars["rating"], 7);
 }
 
 #[test]
@@ -641,6 +651,10 @@ fn an_expired_session_starts_the_entry_flow_afresh() {
 #[test]
 fn effects_are_errors_without_a_host_that_supports_them() {
     let (_, turns) = play(&script::effects_offline());
+    for t in &turns {
+        assert!(sends(&t.actions).is_empty(), "{:?}", t.actions);
+        assert_eq!(t.session.state, State::Idle);
+    }
     let all: Vec<String> = turns.iter().flat_map(|t| errors(&t.actions)).collect();
     assert_eq!(
         all,
@@ -653,22 +667,23 @@ fn effects_are_errors_without_a_host_that_supports_them() {
 }
 
 #[test]
-fn outside_the_window_free_form_becomes_the_template_or_an_error() {
+fn outside_the_window_free_form_becomes_the_template() {
     let (_, turns) = play(&script::window_closed());
     let turn = &turns[0];
+    assert!(errors(&turn.actions).is_empty(), "{:?}", turn.actions);
+    let names: Vec<Value> = sends(&turn.actions)
+        .iter()
+        .map(|p| p["template"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["we_miss_you", "order_update", "still_there"]);
     let sent = sends(&turn.actions);
-    assert_eq!(sent[0]["type"], "template");
-    assert_eq!(sent[0]["template"]["name"], "we_miss_you");
     assert_eq!(
         sent[0]["template"]["components"][0]["parameters"][0]["text"],
         "Ada"
     );
-    assert!(
-        errors(&turn.actions)
-            .iter()
-            .any(|e| e.starts_with("window.without_template: the user's 24-hour window is closed")),
-        "{:?}",
-        turn.actions
+    assert_eq!(
+        waiting_at(&turn.session).as_deref(),
+        Some("window.still_there")
     );
 }
 
@@ -686,4 +701,133 @@ fn a_reprompt_quotes_the_unusable_message() {
         sends(&turns[2].actions)[0]["text"]["body"],
         "Let us try again later."
     );
+}
+
+#[test]
+fn a_trigger_from_idle_starts_a_new_conversation() {
+    let (_, turns) = play(&script::trigger_regex());
+    assert_eq!(
+        Value::Object(turns[0].session.vars.clone()),
+        json!({ "item": "Pizza", "qty": "2" })
+    );
+    // The conversation ended; "order tea" starts a new one without the old qty.
+    assert_eq!(
+        Value::Object(turns[2].session.vars.clone()),
+        json!({ "item": "tea" })
+    );
+    assert_eq!(
+        sends(&turns[2].actions)[0]["text"]["body"],
+        "Order 1 × tea?"
+    );
+}
+
+#[test]
+fn a_flow_that_is_not_interruptible_takes_a_trigger_as_its_answer() {
+    let (_, turns) = play(&script::no_interrupt());
+    assert_eq!(turns[1].session.vars["holder"], "order tea");
+    assert_eq!(turns[3].session.vars["holder"], "help");
+}
+
+// ----- known engine bugs: what docs/flows.md says should happen -----
+
+/// The texts of the `text` messages sent.
+fn texts(actions: &[Action]) -> Vec<String> {
+    sends(actions)
+        .iter()
+        .filter_map(|p| p["text"]["body"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn session_flow_and_node_name_the_running_node() {
+    let (_, turns) = play(&[text("where")]);
+    assert_eq!(texts(&turns[0].actions), ["where.tell"]);
+}
+
+#[test]
+fn giving_up_inside_a_call_does_not_return_to_the_caller() {
+    // control calls sub_ask.question (retries: 0); "forty" is not a number: the
+    // conversation goes to the fallback flow (flows.md, "How a conversation runs" 3).
+    // The fallback flow was not called, so its end ends the conversation; it must not
+    // continue below control's call (where `vars.fav` is not set).
+    let (_, turns) = play(&[text("control"), text("2"), text("forty")]);
+    let turn = &turns[2];
+    assert_eq!(
+        texts(&turn.actions),
+        ["Sorry, I did not understand that (text). Write hi to start again."]
+    );
+    assert!(errors(&turn.actions).is_empty(), "{:?}", turn.actions);
+    assert!(matches!(turn.actions.last(), Some(Action::Ended)));
+    assert!(turn.session.stack.is_empty());
+}
+
+#[test]
+fn any_saves_a_message_as_message_shows_it() {
+    let (_, turns) = play(&[text("anything"), advance(MINUTE), location(52.52, 13.405)]);
+    assert_eq!(
+        turns[1].session.vars["thing"],
+        json!({
+            "id": "wamid.2",
+            "type": "location",
+            "timestamp": "2026-01-05T09:01:00Z",
+            "location": { "latitude": 52.52, "longitude": 13.405, "name": null, "address": null },
+        })
+    );
+}
+
+#[test]
+fn a_send_refused_outside_the_window_stops_the_turn() {
+    // flows.md, "How a conversation runs" 7 and 8: the send is reported as an error;
+    // without on_error the turn stops and the conversation ends. Above all the bot must
+    // not wait for an answer to buttons the user never received.
+    let (_, turns) = play(&[text("window strict").aged(25 * HOUR)]);
+    let turn = &turns[0];
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "window_strict.without_template: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent"
+        ]
+    );
+    assert_eq!(turn.actions.len(), 1, "{:?}", turn.actions);
+    assert_eq!(turn.session.state, State::Idle);
+}
+
+#[test]
+fn a_say_list_outside_the_window_sends_its_template_once() {
+    let (_, turns) = play(&[text("window list").aged(25 * HOUR)]);
+    let names: Vec<Value> = sends(&turns[0].actions)
+        .iter()
+        .map(|p| p["template"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["we_miss_you"]);
+}
+
+#[test]
+fn the_quick_reply_of_the_window_template_answers_the_buttons() {
+    // The template is sent "instead of this message"; its quick reply's payload is the
+    // id of the button it stands for.
+    let (_, turns) = play(&[text("window").aged(25 * HOUR), button("yes", "Yes")]);
+    let turn = &turns[1];
+    assert_eq!(turn.session.vars.get("still"), Some(&json!("yes")));
+    assert_eq!(texts(&turn.actions), ["Bye."]);
+}
+
+#[test]
+fn a_handover_that_fails_does_not_promise_an_agent() {
+    let (_, turns) = play(&[text("human")]);
+    let turn = &turns[0];
+    assert!(sends(&turn.actions).is_empty(), "{:?}", turn.actions);
+    assert_eq!(
+        errors(&turn.actions),
+        ["fx_handover_say.human: handover nodes are not supported by this runtime yet"]
+    );
+}
+
+#[test]
+fn an_optional_regex_group_that_did_not_match_is_not_kept() {
+    // "order pizza x2" waits for a confirmation; "order tea" interrupts it (the same
+    // conversation, so vars stay), but qty was not part of this match.
+    let (_, turns) = play(&[text("order pizza x2"), text("order tea")]);
+    assert_eq!(texts(&turns[1].actions), ["Order 1 × tea?"]);
+    assert_eq!(turns[1].session.vars.get("qty"), None);
 }

@@ -37,23 +37,21 @@ const NO: &[&str] = &[
 ];
 
 /// The answer `expect` accepts from this message, or `None` when it is unusable.
-pub fn parse(expect: &Expect, kind: &EventKind) -> Option<Answer> {
-    let text = kind.text().map(str::trim);
+pub fn parse(expect: &Expect, kind: &EventKind, message: &Value) -> Option<Answer> {
+    // Only what the user typed or tapped is text: a media caption is not an answer.
+    let text = match kind {
+        EventKind::Text(_) | EventKind::Reply { .. } | EventKind::Button { .. } => {
+            kind.text().map(str::trim)
+        }
+        _ => None,
+    };
     match expect {
         Expect::Regex(re) => {
             let text = text?;
             let caps = re.captures(text)?;
-            let groups = re
-                .capture_names()
-                .flatten()
-                .filter_map(|name| {
-                    caps.name(name)
-                        .map(|m| (name.to_string(), Value::from(m.as_str())))
-                })
-                .collect();
             Some(Answer {
                 value: Value::from(text),
-                groups,
+                groups: groups(re, &caps),
             })
         }
         Expect::Kind(k) => match k {
@@ -82,7 +80,10 @@ pub fn parse(expect: &Expect, kind: &EventKind) -> Option<Answer> {
             ExpectKind::Document => media(kind, MediaKind::Document),
             ExpectKind::Audio => media(kind, MediaKind::Audio),
             ExpectKind::Video => media(kind, MediaKind::Video),
-            ExpectKind::Any => Answer::of(any(kind)),
+            ExpectKind::Any => Answer::of(match kind {
+                EventKind::Text(t) => Value::from(t.as_str()),
+                _ => message.clone(),
+            }),
         },
     }
 }
@@ -236,12 +237,19 @@ fn media(kind: &EventKind, want: MediaKind) -> Option<Answer> {
     }
 }
 
-/// What `expect: any` saves: the text, or the message as a value.
-fn any(kind: &EventKind) -> Value {
-    match kind {
-        EventKind::Text(t) => Value::from(t.as_str()),
-        other => super::context::message_value(None, other, 0),
-    }
+/// A regex match's named groups; a group that did not take part is null (the caller
+/// removes such variables, so an optional group never keeps an old value).
+pub fn groups(re: &Regex, caps: &regex::Captures<'_>) -> Map<String, Value> {
+    re.capture_names()
+        .flatten()
+        .map(|n| {
+            (
+                n.to_string(),
+                caps.name(n)
+                    .map_or(Value::Null, |m| Value::from(m.as_str())),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -249,7 +257,12 @@ mod tests {
     use super::*;
 
     fn answer(kind: ExpectKind, text: &str) -> Option<Value> {
-        parse(&Expect::Kind(kind), &EventKind::Text(text.into())).map(|a| a.value)
+        parse(
+            &Expect::Kind(kind),
+            &EventKind::Text(text.into()),
+            &Value::Null,
+        )
+        .map(|a| a.value)
     }
 
     #[test]
@@ -311,7 +324,7 @@ mod tests {
             title: "No thanks".into(),
         };
         assert_eq!(
-            parse(&Expect::Kind(ExpectKind::YesNo), &tap).map(|a| a.value),
+            parse(&Expect::Kind(ExpectKind::YesNo), &tap, &Value::Null).map(|a| a.value),
             Some(json!(false))
         );
     }
@@ -326,16 +339,17 @@ mod tests {
             filename: None,
         };
         assert_eq!(
-            parse(&Expect::Kind(ExpectKind::Image), &image)
+            parse(&Expect::Kind(ExpectKind::Image), &image, &Value::Null)
                 .unwrap()
                 .value["id"],
             "m1"
         );
-        assert!(parse(&Expect::Kind(ExpectKind::Document), &image).is_none());
+        assert!(parse(&Expect::Kind(ExpectKind::Document), &image, &Value::Null).is_none());
         assert!(
             parse(
                 &Expect::Kind(ExpectKind::Location),
-                &EventKind::Text("Berlin".into())
+                &EventKind::Text("Berlin".into()),
+                &Value::Null
             )
             .is_none()
         );
@@ -344,7 +358,12 @@ mod tests {
     #[test]
     fn regex_answers_bring_their_groups() {
         let re = Regex::new(r"^(?:(?P<prefix>[A-Z]{2})-(?P<num>\d{4}))$").unwrap();
-        let a = parse(&Expect::Regex(re), &EventKind::Text("QA-0042".into())).unwrap();
+        let a = parse(
+            &Expect::Regex(re),
+            &EventKind::Text("QA-0042".into()),
+            &Value::Null,
+        )
+        .unwrap();
         assert_eq!(a.value, json!("QA-0042"));
         assert_eq!(a.groups["num"], json!("0042"));
     }

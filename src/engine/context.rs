@@ -3,7 +3,7 @@
 //! so a `say` after a `set` sees the new value.
 
 use super::event::EventKind;
-use super::session::Session;
+use super::session::{NodeAt, Session};
 use chrono::DateTime;
 use minijinja::Value as Jinja;
 use minijinja::value::Serde;
@@ -73,16 +73,15 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
 /// The whole context for one render.
 pub fn build(
     session: &Session,
+    here: Option<&NodeAt>,
     message: &Value,
     now: i64,
     env: &Map<String, Value>,
     extra: Option<(&str, &Value)>,
 ) -> Jinja {
-    let (flow, node) = session
-        .waiting_at()
-        .map_or((Value::Null, Value::Null), |at| {
-            (Value::from(at.flow.as_str()), Value::from(at.node.as_str()))
-        });
+    let (flow, node) = here.map_or((Value::Null, Value::Null), |at| {
+        (Value::from(at.flow.as_str()), Value::from(at.node.as_str()))
+    });
     let mut contact = Map::new();
     contact.insert("wa_id".into(), Value::from(session.contact.wa_id.as_str()));
     if let Some(name) = &session.contact.name {

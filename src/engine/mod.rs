@@ -165,6 +165,7 @@ pub fn step(bot: &Bot, session: Session, event: &Event, now: i64, host: &dyn Hos
         message,
         actions: Vec::new(),
         visited: 0,
+        here: None,
     };
     run.handle(event);
     Turn {
@@ -188,6 +189,8 @@ struct Run<'a> {
     message: Value,
     actions: Vec<Action>,
     visited: usize,
+    /// The node running (or being answered), for `session.flow` / `session.node`.
+    here: Option<NodeAt>,
 }
 
 /// Where a message goes.
@@ -244,7 +247,7 @@ impl Run<'_> {
             Route::Start { flow, groups, .. } => {
                 self.session.state = State::Idle;
                 self.session.stack.clear();
-                self.session.vars.extend(groups);
+                self.apply_groups(groups);
                 self.run_from(first_node(self.bot, flow));
             }
             Route::Gone(at) => {
@@ -341,17 +344,9 @@ impl Run<'_> {
                         let text = normalize(text);
                         words.contains(&text).then(Map::new)
                     }
-                    (Trigger::Regex(re), EventKind::Text(text)) => {
-                        re.captures(text.trim()).map(|caps| {
-                            re.capture_names()
-                                .flatten()
-                                .filter_map(|n| {
-                                    caps.name(n)
-                                        .map(|m| (n.to_string(), Value::from(m.as_str())))
-                                })
-                                .collect()
-                        })
-                    }
+                    (Trigger::Regex(re), EventKind::Text(text)) => re
+                        .captures(text.trim())
+                        .map(|caps| answer::groups(re, &caps)),
                     (Trigger::Reply(id), EventKind::Reply { id: got, .. })
                     | (Trigger::Reply(id), EventKind::Button { payload: got, .. }) => {
                         (id == got).then(Map::new)
@@ -369,11 +364,12 @@ impl Run<'_> {
     /// The user answered the node the session waits at.
     fn answer(&mut self, w: &Waiting, kind: &EventKind) {
         let node = self.bot.node(w.node);
+        self.here = Some(at(self.bot, w.node));
         let value = match &node.kind {
             NodeKind::Buttons(_) | NodeKind::List(_) => {
                 choice_of(&w.choices, kind).map(|id| (Value::from(id), Map::new()))
             }
-            NodeKind::Ask(ask) => match answer::parse(&ask.expect, kind) {
+            NodeKind::Ask(ask) => match answer::parse(&ask.expect, kind, &self.message) {
                 Some(a) => match &ask.validate {
                     None => Some((a.value, a.groups)),
                     Some(check) => {
@@ -425,7 +421,7 @@ impl Run<'_> {
                 if let Some(name) = &node.save {
                     self.session.vars.insert(name.clone(), value);
                 }
-                self.session.vars.extend(groups);
+                self.apply_groups(groups);
                 if let Some(target) = self.next_of(w.node) {
                     self.run_from(target);
                 }
@@ -445,16 +441,14 @@ impl Run<'_> {
         if w.retries_used < retries {
             let reply_to = self.session.last_user_message_id.clone();
             match reprompt {
-                Some(text) => match self.render(w.node, text) {
-                    Ok(body) => {
-                        self.send(
-                            w.node,
-                            Message::Text {
-                                body,
-                                preview_url: false,
-                            },
-                            reply_to,
-                        );
+                Some(text) => match self.render(w.node, text).and_then(|body| {
+                    let reprompt = Message::Text {
+                        body,
+                        preview_url: false,
+                    };
+                    self.deliver(w.node, vec![reprompt], reply_to)
+                }) {
+                    Ok(()) => {
                         self.session.state = State::Waiting {
                             at: at(self.bot, w.node),
                             retries_used: w.retries_used + 1,
@@ -474,7 +468,14 @@ impl Run<'_> {
             return;
         }
         self.session.state = State::Idle;
-        let target = on_fail.unwrap_or_else(|| first_node(self.bot, self.bot.fallback));
+        let target = match on_fail {
+            Some(target) => target,
+            None => {
+                // The fallback flow takes over the conversation: running calls are abandoned.
+                self.session.stack.clear();
+                first_node(self.bot, self.bot.fallback)
+            }
+        };
         self.run_from(target);
     }
 
@@ -525,6 +526,7 @@ impl Run<'_> {
     /// Runs one node.
     fn visit(&mut self, r: NodeRef) -> Then {
         let node = self.bot.node(r);
+        self.here = Some(at(self.bot, r));
         match &node.kind {
             NodeKind::Set(values) => {
                 // In order: a later value can read an earlier one.
@@ -550,18 +552,18 @@ impl Run<'_> {
                 return Then::Go(Target::Node(*target));
             }
             NodeKind::End(texts) => {
-                for t in texts {
-                    match self.render(r, &t.text) {
-                        Ok(body) => self.send(
-                            r,
-                            Message::Text {
-                                body,
-                                preview_url: t.preview_url,
-                            },
-                            None,
-                        ),
-                        Err(e) => return self.fail(r, e),
-                    }
+                let messages = texts
+                    .iter()
+                    .map(|t| {
+                        Ok(Message::Text {
+                            body: self.render(r, &t.text)?,
+                            preview_url: t.preview_url,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+                    .and_then(|m| self.deliver(r, m, None));
+                if let Err(e) = messages {
+                    return self.fail(r, e);
                 }
                 return Then::Go(Target::End);
             }
@@ -599,21 +601,24 @@ impl Run<'_> {
                 }
             }
             NodeKind::Handover(h) => {
-                if let Some(say) = &h.say {
-                    match self.render(r, say) {
-                        Ok(body) => self.send(
-                            r,
-                            Message::Text {
-                                body,
-                                preview_url: false,
-                            },
-                            None,
-                        ),
-                        Err(e) => return self.fail(r, e),
-                    }
-                }
                 match self.host.handover(h.queue.as_deref()) {
                     Ok(()) => {
+                        // Tell the user only once an agent has the conversation.
+                        if let Some(say) = &h.say {
+                            let said = self.render(r, say).and_then(|body| {
+                                let text = Message::Text {
+                                    body,
+                                    preview_url: false,
+                                };
+                                self.deliver(r, vec![text], None)
+                            });
+                            if let Err(e) = said {
+                                self.actions.push(Action::Warning(Problem {
+                                    at: Some(at(self.bot, r)),
+                                    message: e,
+                                }));
+                            }
+                        }
                         let here = at(self.bot, r);
                         self.session.state = State::Handover { at: here.clone() };
                         self.actions.push(Action::HandoverStarted {
@@ -634,8 +639,8 @@ impl Run<'_> {
                     Err(e) => return self.fail(r, e),
                 };
                 let choices = messages.last().map(shown_choices).unwrap_or_default();
-                for message in messages {
-                    self.send(r, message, None);
+                if let Err(e) = self.deliver(r, messages, None) {
+                    return self.fail(r, e);
                 }
                 if node.kind.waits() {
                     self.session.state = State::Waiting {
@@ -727,6 +732,7 @@ impl Run<'_> {
     fn context(&self, extra: Option<(&str, &Value)>) -> minijinja::Value {
         context::build(
             &self.session,
+            self.here.as_ref(),
             &self.message,
             self.now,
             self.host.env(),
@@ -971,64 +977,63 @@ impl Run<'_> {
         })
     }
 
-    /// Queues a message: within WhatsApp's limits (or shortened, per the bot's
-    /// `render.overflow`), and outside the 24-hour window only as a template.
-    fn send(&mut self, r: NodeRef, mut message: Message, reply_to: Option<String>) {
+    /// Queues a node's messages, all or none: outside the 24-hour window a node's free-form
+    /// messages are replaced by its one `on_window_closed` template (or not sent: an
+    /// error), and each message must fit WhatsApp's limits (or is shortened, per the
+    /// bot's `render.overflow`).
+    fn deliver(
+        &mut self,
+        r: NodeRef,
+        mut messages: Vec<Message>,
+        reply_to: Option<String>,
+    ) -> Result<(), String> {
         let here = at(self.bot, r);
-        if !self.session.window_open(self.now) && !message.allowed_outside_window() {
-            let node = self.bot.node(r);
-            match &node.on_window_closed {
-                Some(t) => match t
-                    .components
-                    .iter()
-                    .map(|c| self.render_json(r, c))
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    Ok(components) => {
-                        message = Message::Template {
-                            name: t.name.clone(),
-                            language: t.language.clone(),
-                            components,
-                        }
-                    }
-                    Err(e) => {
-                        self.actions.push(Action::Error(Problem {
-                            at: Some(here),
-                            message: e,
-                        }));
-                        return;
-                    }
-                },
-                None => {
-                    self.actions.push(Action::Error(Problem {
-                        at: Some(here),
-                        message: "the user's 24-hour window is closed and the node has no on_window_closed template; not sent"
-                            .into(),
-                    }));
-                    return;
-                }
+        if !self.session.window_open(self.now)
+            && !messages.iter().all(Message::allowed_outside_window)
+        {
+            let Some(t) = &self.bot.node(r).on_window_closed else {
+                return Err("the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent".into());
+            };
+            let components = t
+                .components
+                .iter()
+                .map(|c| self.render_json(r, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            messages = vec![Message::Template {
+                name: t.name.clone(),
+                language: t.language.clone(),
+                components,
+            }];
+        }
+        let mut warnings = Vec::new();
+        for message in &mut messages {
+            for field in fit::fit(message, self.bot.settings.overflow)? {
+                warnings.push(Action::Warning(Problem {
+                    at: Some(here.clone()),
+                    message: format!("{field} was longer than WhatsApp allows and was shortened"),
+                }));
             }
         }
-        match fit::fit(&mut message, self.bot.settings.overflow) {
-            Ok(shortened) => {
-                for field in shortened {
-                    self.actions.push(Action::Warning(Problem {
-                        at: Some(here.clone()),
-                        message: format!(
-                            "{field} was longer than WhatsApp allows and was shortened"
-                        ),
-                    }));
-                }
-                self.actions.push(Action::Send(Box::new(Outgoing {
-                    at: here,
-                    message,
-                    reply_to,
-                })));
+        self.actions.extend(warnings);
+        for message in messages {
+            self.actions.push(Action::Send(Box::new(Outgoing {
+                at: here.clone(),
+                message,
+                reply_to: reply_to.clone(),
+            })));
+        }
+        Ok(())
+    }
+
+    /// Saves regex groups: a named group that did not take part in the match is removed,
+    /// so an optional group never keeps a value from an earlier message.
+    fn apply_groups(&mut self, groups: Map<String, Value>) {
+        for (name, value) in groups {
+            if value.is_null() {
+                self.session.vars.remove(&name);
+            } else {
+                self.session.vars.insert(name, value);
             }
-            Err(e) => self.actions.push(Action::Error(Problem {
-                at: Some(here),
-                message: e,
-            })),
         }
     }
 }
@@ -1037,6 +1042,11 @@ impl Run<'_> {
 fn choice_of<'c>(choices: &'c [ShownChoice], kind: &EventKind) -> Option<&'c str> {
     match kind {
         EventKind::Reply { id, .. } => choices.iter().find(|c| &c.id == id).map(|c| c.id.as_str()),
+        // A quick reply of the template sent instead outside the 24-hour window.
+        EventKind::Button { payload, text } => choices
+            .iter()
+            .find(|c| &c.id == payload || normalize(&c.title) == normalize(text))
+            .map(|c| c.id.as_str()),
         EventKind::Text(text) => {
             let typed = normalize(text);
             choices
