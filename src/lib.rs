@@ -16,6 +16,15 @@
 //! - [`compile`]: schema validation with designer-friendly messages, then meaning:
 //!   targets, limits, templates, expressions, regexes, durations; builds the `Bot`.
 //! - [`flow`]: the compiled, immutable bot. No serde, no I/O.
+//! - [`engine`]: one turn of one session: `step(bot, session, event, now, host)`. No I/O;
+//!   effects (http, script, handover) go through the caller's `Host`.
+//! - [`render`]: typed messages → the exact Cloud API JSON (checked against
+//!   `schemas/whatsapp/`), and → text for the terminal.
+//! - [`testing`]: the conversation test runner behind `parlance test`.
+//! - [`store`]: sessions, seen message ids and statuses: SQLite (default) or memory.
+//! - [`whatsapp`]: WhatsApp's inbound webhook JSON and its signature; the only place that
+//!   knows them.
+//! - [`delivery`]: what the Graph API answers and what each error means for a retry.
 //! - [`cli`]: one module per subcommand.
 //!
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`
@@ -23,6 +32,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod delivery;
 pub mod diag;
 pub mod engine;
 pub mod flow;
@@ -31,3 +41,4 @@ pub mod source;
 pub mod spec;
 pub mod store;
 pub mod testing;
+pub mod whatsapp;

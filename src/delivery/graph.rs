@@ -1,0 +1,252 @@
+//! The Graph API's answers to `POST /{phone_number_id}/messages`, and what each error
+//! means for the sender (shared/whatsapp/README.md §3–4). Meta says to decide on the
+//! error `code` and `details`, not on titles or the HTTP status; the status only decides
+//! when there is no code (a proxy's 502, a timeout).
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The id WhatsApp gave an accepted message (`wamid.…`), echoed in status webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_id: String,
+}
+
+/// An error from the Graph API, as much as it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError {
+    /// The HTTP status (0 when no response arrived).
+    pub status: u16,
+    /// Meta's error code (130429, 131047, 190...), when the body had one.
+    pub code: Option<i64>,
+    pub subcode: Option<i64>,
+    pub message: String,
+    /// `error_data.details`: the useful sentence.
+    pub details: Option<String>,
+    pub fbtrace_id: Option<String>,
+}
+
+impl std::fmt::Display for GraphError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "Graph API error {code}: {}", self.message)?,
+            None if self.status == 0 => {
+                write!(f, "no answer from the Graph API: {}", self.message)?
+            }
+            None => write!(f, "Graph API HTTP {}: {}", self.status, self.message)?,
+        }
+        if let Some(details) = &self.details {
+            write!(f, " ({details})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the sender does about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try again later with exponential backoff (throughput, temporary outages, 5xx).
+    Retry,
+    /// Too many messages to this user (131056): back off 4^n seconds for this
+    /// recipient only; other users are not held up.
+    RetryRecipient,
+    /// More than 24 hours since the user last wrote (131047): a free-form message can
+    /// never go out; send the node's `on_window_closed` template instead, or report.
+    WindowClosed,
+    /// Retrying cannot help (bad request, unknown user, expired token, policy...):
+    /// report it with Meta's code and details.
+    Permanent,
+}
+
+/// The verdict for a code and HTTP status.
+pub fn classify(status: u16, code: Option<i64>) -> Verdict {
+    match code {
+        Some(131056) => Verdict::RetryRecipient,
+        Some(131047) => Verdict::WindowClosed,
+        // Throughput, app and account rate limits, unknown and temporary errors,
+        // maintenance.
+        Some(130429 | 4 | 80007 | 131000 | 131016 | 2 | 133004 | 131057) => Verdict::Retry,
+        // Bad parameters, undeliverable, unsupported, media, templates, token, policy,
+        // per-user marketing limits, opted out, spam limit (do not hot-retry).
+        Some(
+            100 | 131026 | 131051 | 131053 | 132000 | 132001 | 132005 | 132007 | 132012 | 132015
+            | 132016 | 132068 | 132069 | 190 | 368 | 131031 | 131049 | 131050 | 131048,
+        ) => Verdict::Permanent,
+        // An unknown code: trust the HTTP status class.
+        Some(_) | None => match status {
+            0 | 429 | 500..=599 => Verdict::Retry,
+            _ => Verdict::Permanent,
+        },
+    }
+}
+
+/// How long to wait before retry number `attempt` (0 for the first retry).
+/// `jitter` in [0, 1) spreads retries of many messages apart.
+pub fn backoff(verdict: Verdict, attempt: u32, jitter: f64) -> Duration {
+    let secs = match verdict {
+        // Meta: "retry after 4^X seconds" for the pair rate limit.
+        Verdict::RetryRecipient => 4f64.powi(attempt.min(6) as i32),
+        _ => 2f64.powi(attempt.min(8) as i32) * 0.5,
+    };
+    Duration::from_secs_f64(secs * (1.0 + jitter.clamp(0.0, 1.0) * 0.5))
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    code: Option<i64>,
+    error_subcode: Option<i64>,
+    error_data: Option<ErrorData>,
+    fbtrace_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorData {
+    details: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    #[serde(default)]
+    messages: Vec<SuccessMessage>,
+}
+
+#[derive(Deserialize)]
+struct SuccessMessage {
+    id: String,
+}
+
+/// Reads the answer to a send: the accepted message's id, or the error. A body that is
+/// not what Meta sends is an error too, never a panic.
+pub fn read_response(status: u16, body: &[u8]) -> Result<Accepted, GraphError> {
+    if (200..300).contains(&status) {
+        return match serde_json::from_slice::<SuccessBody>(body) {
+            Ok(ok) => match ok.messages.into_iter().next() {
+                Some(m) => Ok(Accepted { message_id: m.id }),
+                None => Err(unreadable(status, "the answer names no accepted message")),
+            },
+            Err(e) => Err(unreadable(status, &format!("the answer is not JSON: {e}"))),
+        };
+    }
+    match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(ErrorEnvelope { error }) => Err(GraphError {
+            status,
+            code: error.code,
+            subcode: error.error_subcode,
+            message: error.message,
+            details: error.error_data.and_then(|d| d.details),
+            fbtrace_id: error.fbtrace_id,
+        }),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let excerpt: String = text.chars().take(200).collect();
+            Err(unreadable(status, &excerpt))
+        }
+    }
+}
+
+fn unreadable(status: u16, message: &str) -> GraphError {
+    GraphError {
+        status,
+        code: None,
+        subcode: None,
+        message: message.to_string(),
+        details: None,
+        fbtrace_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/whatsapp/samples")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn reads_meta_success_and_error_bodies() {
+        let ok = read_response(200, &sample("meta-docs-copy/response--send-success.json")).unwrap();
+        assert_eq!(
+            ok.message_id,
+            "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA"
+        );
+
+        let e = read_response(429, &sample("meta-docs-copy/error--graph-130429.json")).unwrap_err();
+        assert_eq!((e.code, e.subcode), (Some(130429), Some(2494055)));
+        assert_eq!(
+            e.details.as_deref(),
+            Some("Cloud API message throughput has been reached.")
+        );
+        assert_eq!(classify(e.status, e.code), Verdict::Retry);
+        assert_eq!(
+            e.to_string(),
+            "Graph API error 130429: (#130429) Rate limit hit (Cloud API message throughput has been reached.)"
+        );
+
+        let e =
+            read_response(400, &sample("meta-docs-copy/error--graph-100-mm-api.json")).unwrap_err();
+        assert_eq!(classify(e.status, e.code), Verdict::Permanent);
+    }
+
+    #[test]
+    fn the_error_table_of_the_whatsapp_notes() {
+        for code in [130429, 4, 80007, 131000, 131016, 2, 133004, 131057] {
+            assert_eq!(classify(400, Some(code)), Verdict::Retry, "{code}");
+        }
+        assert_eq!(classify(429, Some(131056)), Verdict::RetryRecipient);
+        assert_eq!(classify(400, Some(131047)), Verdict::WindowClosed);
+        for code in [
+            100, 131026, 131051, 131053, 132000, 132001, 132012, 132015, 132016, 190, 368, 131031,
+            131049, 131050,
+        ] {
+            assert_eq!(classify(400, Some(code)), Verdict::Permanent, "{code}");
+        }
+        assert_eq!(classify(503, None), Verdict::Retry);
+        assert_eq!(
+            classify(0, None),
+            Verdict::Retry,
+            "no answer (timeout) is retried"
+        );
+        assert_eq!(classify(403, None), Verdict::Permanent);
+        assert_eq!(
+            classify(500, Some(999_999)),
+            Verdict::Retry,
+            "an unknown code follows the HTTP status"
+        );
+    }
+
+    #[test]
+    fn odd_bodies_are_errors_not_panics() {
+        let e = read_response(502, b"<html>Bad Gateway</html>").unwrap_err();
+        assert_eq!((e.status, e.code), (502, None));
+        assert_eq!(e.message, "<html>Bad Gateway</html>");
+        assert!(read_response(200, b"{}").is_err());
+        assert!(read_response(200, b"not json").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_the_pair_limit_uses_powers_of_four() {
+        assert_eq!(
+            backoff(Verdict::RetryRecipient, 0, 0.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            backoff(Verdict::RetryRecipient, 2, 0.0),
+            Duration::from_secs(16)
+        );
+        assert_eq!(backoff(Verdict::Retry, 0, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(Verdict::Retry, 3, 0.0), Duration::from_secs(4));
+        assert!(backoff(Verdict::Retry, 3, 0.99) > Duration::from_secs(5));
+    }
+}
