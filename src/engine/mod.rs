@@ -65,6 +65,9 @@ pub struct Outgoing {
     pub message: Message,
     /// Quote this user message (WhatsApp `context.message_id`).
     pub reply_to: Option<String>,
+    /// The node's `on_window_closed` template, rendered: what to send instead when
+    /// WhatsApp answers that the 24-hour window has closed (131047).
+    pub instead_outside_window: Option<Message>,
 }
 
 /// What went wrong, and where.
@@ -988,22 +991,17 @@ impl Run<'_> {
         reply_to: Option<String>,
     ) -> Result<(), String> {
         let here = at(self.bot, r);
-        if !self.session.window_open(self.now)
-            && !messages.iter().all(Message::allowed_outside_window)
-        {
-            let Some(t) = &self.bot.node(r).on_window_closed else {
+        let free_form = !messages.iter().all(Message::allowed_outside_window);
+        let instead = if free_form {
+            self.window_template(r)?
+        } else {
+            None
+        };
+        if free_form && !self.session.window_open(self.now) {
+            let Some(template) = instead.clone() else {
                 return Err("the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent".into());
             };
-            let components = t
-                .components
-                .iter()
-                .map(|c| self.render_json(r, c))
-                .collect::<Result<Vec<_>, _>>()?;
-            messages = vec![Message::Template {
-                name: t.name.clone(),
-                language: t.language.clone(),
-                components,
-            }];
+            messages = vec![template];
         }
         let mut warnings = Vec::new();
         for message in &mut messages {
@@ -1016,13 +1014,36 @@ impl Run<'_> {
         }
         self.actions.extend(warnings);
         for message in messages {
+            let instead_outside_window = if message.allowed_outside_window() {
+                None
+            } else {
+                instead.clone()
+            };
             self.actions.push(Action::Send(Box::new(Outgoing {
                 at: here.clone(),
                 message,
                 reply_to: reply_to.clone(),
+                instead_outside_window,
             })));
         }
         Ok(())
+    }
+
+    /// The node's `on_window_closed` template, rendered, if it has one.
+    fn window_template(&self, r: NodeRef) -> Result<Option<Message>, String> {
+        let Some(t) = &self.bot.node(r).on_window_closed else {
+            return Ok(None);
+        };
+        let components = t
+            .components
+            .iter()
+            .map(|c| self.render_json(r, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Message::Template {
+            name: t.name.clone(),
+            language: t.language.clone(),
+            components,
+        }))
     }
 
     /// Saves regex groups: a named group that did not take part in the match is removed,
