@@ -24,7 +24,9 @@
 //! - [`store`]: sessions, seen message ids and statuses: SQLite (default) or memory.
 //! - [`whatsapp`]: WhatsApp's inbound webhook JSON and its signature; the only place that
 //!   knows them.
-//! - [`delivery`]: what the Graph API answers and what each error means for a retry.
+//! - [`delivery`]: the runtime behind the server: per-user ordered turns, the Graph API
+//!   sender (pacing, message delay, retries, dead letters) or the local sink.
+//! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, admin.
 //! - [`cli`]: one module per subcommand.
 //!
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`
@@ -37,6 +39,7 @@ pub mod diag;
 pub mod engine;
 pub mod flow;
 pub mod render;
+pub mod server;
 pub mod source;
 pub mod spec;
 pub mod store;

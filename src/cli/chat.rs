@@ -226,15 +226,7 @@ fn parse_input(line: &str, choices: &[(String, String)]) -> Input {
 
 /// `env` for templates: only the variables the bot lists in `expose_env`.
 pub(crate) fn exposed_env(bot: &Bot) -> serde_json::Map<String, serde_json::Value> {
-    bot.settings
-        .expose_env
-        .iter()
-        .filter_map(|name| {
-            std::env::var(name)
-                .ok()
-                .map(|v| (name.clone(), serde_json::Value::from(v)))
-        })
-        .collect()
+    crate::delivery::runtime::exposed_env(&bot.settings.expose_env)
 }
 
 fn now() -> i64 {

@@ -4,6 +4,7 @@
 mod chat;
 pub mod graph;
 pub mod schema;
+pub mod serve;
 mod test;
 mod validate;
 
@@ -42,6 +43,23 @@ pub enum Command {
         /// Exit 1 on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+    },
+    /// Serve the WhatsApp webhook. Each bot folder answers its phone_number_id; a bot
+    /// without WhatsApp credentials runs locally: nothing goes to Meta, and
+    /// POST /dev/message {"from": "...", "text": "..."} answers what it would send.
+    Serve {
+        /// The bot folders (default: the current one).
+        #[arg(default_value = ".")]
+        dirs: Vec<PathBuf>,
+        /// The port to listen on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The address to listen on (0.0.0.0 for every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Largest webhook body accepted (Meta sends up to 3 MB); larger gets 413.
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
     },
     /// Talk to the bot in the terminal: type a message, a number to tap a button or
     /// row, or /help. Reads piped input one message per line, so it can be scripted.
@@ -102,6 +120,17 @@ pub fn run(cli: Cli) -> u8 {
             format,
             deny_warnings,
         } => validate::run(&dir, format, deny_warnings),
+        Command::Serve {
+            dirs,
+            port,
+            bind,
+            max_body_bytes,
+        } => serve::run(serve::Options {
+            dirs,
+            bind,
+            port,
+            max_body_bytes,
+        }),
         Command::Chat {
             dir,
             json,

@@ -5,6 +5,8 @@
 //! Strict on purpose: a message the test does not expect fails it at the next user step,
 //! and so does an engine error, so a test that passes says what the bot really does.
 
+pub mod fake_graph;
+
 use crate::diag::Pos;
 use crate::engine::{self, Action, Event, EventKind, OfflineHost, Outgoing, Session};
 use crate::flow::{Bot, MediaKind};

@@ -1,0 +1,134 @@
+//! `parlance serve [DIR]...`: the WhatsApp endpoint. Each bot folder answers its
+//! `phone_number_id`; a bot without credentials runs locally (nothing is sent to Meta,
+//! `POST /dev/message` drives it).
+
+use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
+use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
+use crate::delivery::runtime::{Number, Runtime};
+use crate::server::{self, Shared};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// The phone number id a bot without credentials answers as.
+pub const LOCAL_NUMBER: &str = "local";
+
+pub struct Options {
+    pub dirs: Vec<PathBuf>,
+    pub bind: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+}
+
+pub fn run(options: Options) -> u8 {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERRORS;
+        }
+    };
+    runtime.block_on(async move {
+        let (state, locals) = match build(&options) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let addr = format!("{}:{}", options.bind, options.port);
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return EXIT_ERRORS;
+            }
+        };
+        let local: SocketAddr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], options.port)));
+        tracing::info!("listening on http://{local}");
+        for dir in &locals {
+            tracing::info!(
+                bot = %dir.display(),
+                "local mode: no WhatsApp credentials, nothing is sent to Meta; try: curl -s http://{local}/dev/message -d '{{\"from\":\"15550001111\",\"text\":\"hi\"}}'"
+            );
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        match axum::serve(listener, server::app(state)).with_graceful_shutdown(shutdown).await {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: the server stopped: {e}");
+                EXIT_ERRORS
+            }
+        }
+    })
+}
+
+/// Loads every bot and opens its store: the server's state, and the local bots.
+pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
+    let http = reqwest::Client::builder().build().map_err(|e| {
+        eprintln!("error: cannot create the HTTP client: {e}");
+        EXIT_ERRORS
+    })?;
+    let mut numbers = Vec::new();
+    let mut locals = Vec::new();
+    let (mut verify_tokens, mut app_secrets, mut api_key) = (Vec::new(), Vec::new(), None);
+    for dir in &options.dirs {
+        let bot = load_runnable(dir)?;
+        let wa = bot.settings.whatsapp.clone();
+        let store = crate::store::open(&bot.settings.store, dir).map_err(|e| {
+            eprintln!("error: {}: {e}", dir.display());
+            EXIT_ERRORS
+        })?;
+        let (id, outbox) = if wa.is_local() {
+            locals.push(dir.clone());
+            (
+                LOCAL_NUMBER.to_string(),
+                Outbox::Local(LocalSink::default()),
+            )
+        } else {
+            (
+                wa.phone_number_id.clone().unwrap_or_default(),
+                Outbox::Graph(GraphClient::new(http.clone(), &wa)),
+            )
+        };
+        if numbers
+            .iter()
+            .any(|n: &Arc<Number>| n.phone_number_id == id)
+        {
+            eprintln!(
+                "error: {}: phone number id \"{id}\" is served by another bot folder already",
+                dir.display()
+            );
+            return Err(EXIT_ERRORS);
+        }
+        verify_tokens.extend(wa.verify_token.filter(|t| !t.is_empty()));
+        app_secrets.extend(wa.app_secret.clone());
+        api_key = api_key.or(bot.settings.api_key.clone());
+        numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
+    }
+    let state = Arc::new(Shared {
+        runtime: Runtime::new(numbers),
+        verify_tokens,
+        app_secrets,
+        api_key,
+        max_body_bytes: options.max_body_bytes,
+        webhooks_received: AtomicU64::new(0),
+        webhooks_rejected: AtomicU64::new(0),
+    });
+    Ok((state, locals))
+}
+
+/// Structured logs to stderr; `RUST_LOG` chooses the level (default `info`).
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

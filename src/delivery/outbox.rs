@@ -1,0 +1,121 @@
+//! Where rendered payloads go: the Graph API, or (in local mode) a sink that keeps them
+//! for the developer to see.
+
+use super::graph::{self, Accepted, GraphError};
+use crate::flow::WhatsAppSettings;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long one Graph API request may take before it counts as failed (and retryable).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Graph API for one phone number.
+#[derive(Debug, Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    messages_url: String,
+    token: String,
+}
+
+impl GraphClient {
+    /// `http` is shared by every number: one pool of connections.
+    pub fn new(http: reqwest::Client, wa: &WhatsAppSettings) -> Self {
+        let base = wa.base_url.trim_end_matches('/');
+        GraphClient {
+            http,
+            messages_url: format!(
+                "{base}/{}/{}/messages",
+                wa.api_version,
+                wa.phone_number_id.as_deref().unwrap_or_default()
+            ),
+            token: wa.access_token.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Posts one body to `/{phone_number_id}/messages`.
+    pub async fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
+        let response = self
+            .http
+            .post(&self.messages_url)
+            .bearer_auth(&self.token)
+            .timeout(REQUEST_TIMEOUT)
+            .json(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(GraphError {
+                    status: 0,
+                    code: None,
+                    subcode: None,
+                    // Never echo the URL's query or headers: the message is logged.
+                    message: if e.is_timeout() {
+                        "timed out".into()
+                    } else {
+                        e.without_url().to_string()
+                    },
+                    details: None,
+                    fbtrace_id: None,
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap_or_default();
+        graph::read_response(status, &bytes)
+    }
+}
+
+/// Local mode: nothing goes to Meta; every payload is kept per user (the newest
+/// `KEEP_PER_USER`), for `/dev/message` and the simulator.
+#[derive(Debug, Default)]
+pub struct LocalSink {
+    sent: Mutex<HashMap<String, Vec<Value>>>,
+    counter: Mutex<u64>,
+}
+
+impl LocalSink {
+    pub const KEEP_PER_USER: usize = 200;
+
+    pub fn post(&self, body: &Value) -> Accepted {
+        let to = body["to"].as_str().unwrap_or_default().to_string();
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let list = sent.entry(to).or_default();
+        list.push(body.clone());
+        let excess = list.len().saturating_sub(Self::KEEP_PER_USER);
+        list.drain(..excess);
+        let mut counter = self.counter.lock().unwrap_or_else(|e| e.into_inner());
+        *counter += 1;
+        Accepted {
+            message_id: format!("wamid.local.{counter}"),
+        }
+    }
+
+    /// What was sent to `user`, oldest first.
+    pub fn sent_to(&self, user: &str) -> Vec<Value> {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.get(user).cloned().unwrap_or_default()
+    }
+}
+
+/// Where one bot's messages go.
+#[derive(Debug)]
+pub enum Outbox {
+    Graph(GraphClient),
+    Local(LocalSink),
+}
+
+impl Outbox {
+    pub async fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
+        match self {
+            Outbox::Graph(g) => g.post(body).await,
+            Outbox::Local(l) => Ok(l.post(body)),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Outbox::Local(_))
+    }
+}

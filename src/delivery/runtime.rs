@@ -1,0 +1,409 @@
+//! The conversation runtime behind the server: per-user ordered processing, the turn
+//! (load session → engine → save → send), and sending with pacing, message delay,
+//! retries and a dead-letter list.
+//!
+//! Ordering: every inbound message is queued per (phone number, user) the moment it
+//! arrives; one worker per user with work drains that queue in order, so one user's
+//! messages are handled, and their replies sent, strictly one after the other, while
+//! different users never wait on each other.
+
+use super::graph::{Verdict, backoff, classify};
+use super::outbox::Outbox;
+use crate::engine::{self, Action, Event, Message, OfflineHost, Outgoing, Session};
+use crate::flow::Bot;
+use crate::render;
+use crate::store::{SessionKey, StatusRecord, Store};
+use arc_swap::ArcSwap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// How often a retryable failure is retried before the message is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 6;
+/// Dead letters kept for `/admin/status` (the oldest go first).
+pub const DEAD_LETTERS_KEPT: usize = 1000;
+
+/// One phone number and the bot that answers it.
+pub struct Number {
+    pub phone_number_id: String,
+    pub dir: PathBuf,
+    /// Swapped atomically by hot reload; a turn keeps the bot it started with.
+    pub bot: ArcSwap<Bot>,
+    pub store: Arc<dyn Store>,
+    pub outbox: Outbox,
+    /// Meta's throughput limit per number (80 messages per second by default).
+    limiter: DefaultDirectRateLimiter,
+    /// The environment variables templates may read (`expose_env`).
+    host: OfflineHost,
+}
+
+impl Number {
+    pub fn new(
+        phone_number_id: &str,
+        dir: PathBuf,
+        bot: Bot,
+        store: Arc<dyn Store>,
+        outbox: Outbox,
+    ) -> Self {
+        let rate = NonZeroU32::new(bot.settings.whatsapp.max_messages_per_second)
+            .unwrap_or(NonZeroU32::MIN);
+        let env = exposed_env(&bot.settings.expose_env);
+        Number {
+            phone_number_id: phone_number_id.to_string(),
+            dir,
+            bot: ArcSwap::from_pointee(bot),
+            store,
+            outbox,
+            limiter: RateLimiter::direct(Quota::per_second(rate)),
+            host: OfflineHost { env },
+        }
+    }
+}
+
+/// A message that could not be delivered, kept for people to see.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub phone_number_id: String,
+    pub to: String,
+    pub node: String,
+    pub at: i64,
+    pub attempts: u32,
+    pub error: String,
+    pub error_code: Option<i64>,
+    pub payload: Value,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub turns: AtomicU64,
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub turn_errors: AtomicU64,
+    /// Sum of turn durations in microseconds (with `turns`, the mean).
+    pub turn_micros: AtomicU64,
+}
+
+/// What a turn did, for `/dev/message` and tests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TurnReport {
+    /// The payloads accepted for sending, in order.
+    pub sent: Vec<Value>,
+    /// Errors and warnings the designer should see.
+    pub problems: Vec<String>,
+}
+
+/// One inbound message waiting for its turn.
+pub struct Job {
+    pub event: Event,
+    /// Told what the turn did, when someone waits for it.
+    pub done: Option<oneshot::Sender<TurnReport>>,
+}
+
+/// One user's waiting messages. `busy` while a worker runs for the user: the worker
+/// takes jobs one by one and removes the queue when it finds it empty.
+#[derive(Default)]
+struct UserQueue {
+    jobs: VecDeque<Job>,
+    busy: bool,
+}
+
+pub struct Runtime {
+    numbers: HashMap<String, Arc<Number>>,
+    queues: Mutex<HashMap<SessionKey, UserQueue>>,
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
+    pub stats: Stats,
+}
+
+/// The inbound message names a number this server does not serve.
+#[derive(Debug)]
+pub struct UnknownNumber(pub String);
+
+impl Runtime {
+    pub fn new(numbers: Vec<Arc<Number>>) -> Arc<Self> {
+        Arc::new(Runtime {
+            numbers: numbers
+                .into_iter()
+                .map(|n| (n.phone_number_id.clone(), n))
+                .collect(),
+            queues: Mutex::new(HashMap::new()),
+            dead_letters: Mutex::new(VecDeque::new()),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn number(&self, phone_number_id: &str) -> Option<&Arc<Number>> {
+        self.numbers.get(phone_number_id)
+    }
+
+    pub fn numbers(&self) -> impl Iterator<Item = &Arc<Number>> {
+        self.numbers.values()
+    }
+
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Queues a message for its user. Must be called in arrival order (the webhook
+    /// handler does, item by item); the reply goes out after every earlier one.
+    pub fn submit(
+        self: &Arc<Self>,
+        phone_number_id: &str,
+        user: &str,
+        job: Job,
+    ) -> Result<(), UnknownNumber> {
+        let Some(number) = self.numbers.get(phone_number_id).cloned() else {
+            return Err(UnknownNumber(phone_number_id.to_string()));
+        };
+        let key = SessionKey::new(phone_number_id, user);
+        let start_worker = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let queue = queues.entry(key.clone()).or_default();
+            queue.jobs.push_back(job);
+            !std::mem::replace(&mut queue.busy, true)
+        };
+        if start_worker {
+            let runtime = Arc::clone(self);
+            tokio::spawn(async move { runtime.work(number, key).await });
+        }
+        Ok(())
+    }
+
+    /// Drains one user's queue, oldest first, then removes it.
+    async fn work(self: Arc<Self>, number: Arc<Number>, key: SessionKey) {
+        loop {
+            let job = {
+                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                match queues.get_mut(&key).and_then(|q| q.jobs.pop_front()) {
+                    Some(job) => job,
+                    None => {
+                        queues.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let report = self.turn(&number, &key, &job.event).await;
+            if let Some(done) = job.done {
+                let _ = done.send(report);
+            }
+        }
+    }
+
+    /// One turn: load the session, run the engine, save, send the replies in order.
+    async fn turn(&self, number: &Number, key: &SessionKey, event: &Event) -> TurnReport {
+        let started = std::time::Instant::now();
+        let now = chrono::Utc::now().timestamp();
+        let mut report = TurnReport::default();
+        let store = Arc::clone(&number.store);
+        let load_key = key.clone();
+        let loaded = tokio::task::spawn_blocking(move || store.load_session(&load_key)).await;
+        let session = match loaded {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => Session::new(&key.user, now),
+            Ok(Err(e)) => {
+                tracing::error!(number = %key.phone_number_id, error = %e, "cannot load a session; starting afresh");
+                Session::new(&key.user, now)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session loading failed");
+                Session::new(&key.user, now)
+            }
+        };
+        let bot = number.bot.load_full();
+        let turn = engine::step(&bot, session, event, now, &number.host);
+        let store = Arc::clone(&number.store);
+        let save_key = key.clone();
+        let session = turn.session;
+        match tokio::task::spawn_blocking(move || store.save_session(&save_key, &session)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save a session"),
+            Err(e) => tracing::error!(error = %e, "session saving failed"),
+        }
+        self.stats.turns.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .turn_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+
+        if let Some(id) = &event.id {
+            self.mark_read(number, &bot, id).await;
+        }
+        let delay = bot.settings.whatsapp.message_delay;
+        let mut first = true;
+        for action in turn.actions {
+            match action {
+                Action::Send(out) => {
+                    if !first && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    first = false;
+                    if let Some(body) = self.send(number, &key.user, &out).await {
+                        report.sent.push(body);
+                    }
+                }
+                Action::Pause(d) => tokio::time::sleep(d).await,
+                Action::Error(p) => {
+                    self.stats.turn_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(number = %key.phone_number_id, problem = %p, "turn stopped with an error");
+                    report.problems.push(format!("error: {p}"));
+                }
+                Action::Warning(p) => {
+                    tracing::warn!(number = %key.phone_number_id, problem = %p, "turn warning");
+                    report.problems.push(format!("warning: {p}"));
+                }
+                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
+            }
+        }
+        report
+    }
+
+    /// Marks the user's message read (and shows typing), when the bot says so.
+    async fn mark_read(&self, number: &Number, bot: &Bot, message_id: &str) {
+        let wa = &bot.settings.whatsapp;
+        if number.outbox.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
+            return;
+        }
+        let mut body =
+            json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
+        if wa.typing_indicator {
+            body["typing_indicator"] = json!({ "type": "text" });
+        }
+        if let Err(e) = number.outbox.post(&body).await {
+            tracing::debug!(error = %e, "mark as read failed");
+        }
+    }
+
+    /// Sends one message: paced per number, retried with backoff when Meta says so, its
+    /// window template sent instead on 131047, dead-lettered when nothing helps.
+    /// Returns the body that was accepted.
+    async fn send(&self, number: &Number, to: &str, out: &Outgoing) -> Option<Value> {
+        let mut message: &Message = &out.message;
+        let mut swapped = false;
+        let mut attempt = 0;
+        loop {
+            let body = render::payload(to, message, out.reply_to.as_deref());
+            if let Err(problems) = render::check(&body) {
+                let error = format!(
+                    "the payload breaks WhatsApp's schema: {}",
+                    problems.join("; ")
+                );
+                self.dead_letter(number, to, out, attempt, error, None, body);
+                return None;
+            }
+            number.limiter.until_ready().await;
+            match number.outbox.post(&body).await {
+                Ok(accepted) => {
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    let record = StatusRecord {
+                        message_id: accepted.message_id,
+                        status: "accepted".into(),
+                        at: chrono::Utc::now().timestamp(),
+                        recipient: Some(to.to_string()),
+                        error_code: None,
+                        error_title: None,
+                    };
+                    let store = Arc::clone(&number.store);
+                    let _ = tokio::task::spawn_blocking(move || store.record_status(&record)).await;
+                    return Some(body);
+                }
+                Err(e) => match classify(e.status, e.code) {
+                    Verdict::WindowClosed if !swapped && out.instead_outside_window.is_some() => {
+                        tracing::info!(to = %mask(to), node = %out.at.node, "window closed (131047): sending the node's template instead");
+                        if let Some(t) = &out.instead_outside_window {
+                            message = t;
+                        }
+                        swapped = true;
+                    }
+                    verdict @ (Verdict::Retry | Verdict::RetryRecipient)
+                        if attempt + 1 < MAX_ATTEMPTS =>
+                    {
+                        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff(verdict, attempt, jitter());
+                        tracing::info!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retrying a send");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    _ => {
+                        let code = e.code;
+                        self.dead_letter(number, to, out, attempt + 1, e.to_string(), code, body);
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        number: &Number,
+        to: &str,
+        out: &Outgoing,
+        attempts: u32,
+        error: String,
+        error_code: Option<i64>,
+        payload: Value,
+    ) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(number = %number.phone_number_id, to = %mask(to), node = %format!("{}.{}", out.at.flow, out.at.node), %error, "message not delivered");
+        let letter = DeadLetter {
+            phone_number_id: number.phone_number_id.clone(),
+            to: to.to_string(),
+            node: format!("{}.{}", out.at.flow, out.at.node),
+            at: chrono::Utc::now().timestamp(),
+            attempts,
+            error,
+            error_code,
+            payload,
+        };
+        let mut letters = self.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
+        letters.push_back(letter);
+        while letters.len() > DEAD_LETTERS_KEPT {
+            letters.pop_front();
+        }
+    }
+}
+
+/// A phone number as logs show it: the last four digits.
+pub fn mask(number: &str) -> String {
+    let keep: String = number
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{keep}")
+}
+
+/// A number in [0, 1) that differs from call to call, to spread retries apart.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// `env` for templates, shared with the CLI.
+pub fn exposed_env(names: &[String]) -> Map<String, Value> {
+    names
+        .iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| (name.clone(), Value::from(v)))
+        })
+        .collect()
+}

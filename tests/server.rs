@@ -1,0 +1,408 @@
+//! The WhatsApp endpoint end to end: the real server on a loopback port, real HTTP
+//! requests signed like Meta signs them, a real SQLite file, and the fake Graph API
+//! answering like Meta (errors included).
+
+use parlance::cli::serve::{self, Options};
+use parlance::testing::fake_graph::{FakeGraph, Reply};
+use parlance::whatsapp::signature;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "test-app-secret";
+const NUMBER: &str = "1001";
+
+/// A bot that echoes, answers `two` with two messages, and `late` with a text that has
+/// an `on_window_closed` template.
+fn write_bot(dir: &Path, graph: &FakeGraph, delay_ms: u64) {
+    std::fs::create_dir_all(dir.join("flows")).unwrap();
+    std::fs::write(
+        dir.join("parlance.yaml"),
+        format!(
+            "bot: {{ entry: echo }}
+whatsapp:
+  access_token: test-token
+  phone_number_id: \"{NUMBER}\"
+  verify_token: let-me-in
+  app_secret: {SECRET}
+  message_delay_ms: {delay_ms}
+  base_url: {}
+session: {{ store: \"sqlite://data/test.db\" }}
+api: {{ key: admin-key }}
+",
+            graph.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flows/echo.yaml"),
+        "nodes:\n  echo:\n    say: \"echo {{ message.text | default(message.type) }}\"\n    next: end\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flows/two.yaml"),
+        "triggers:\n  - keywords: [two]\nnodes:\n  both:\n    say: [\"first\", \"second\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flows/late.yaml"),
+        "triggers:\n  - keywords: [late]\nnodes:\n  nudge:\n    say: \"free-form text\"\n    on_window_closed: { name: we_miss_you, language: en_US, body: [\"{{ contact.wa_id }}\"] }\n",
+    )
+    .unwrap();
+}
+
+async fn start(dir: &Path) -> SocketAddr {
+    let options = Options {
+        dirs: vec![dir.to_path_buf()],
+        bind: "127.0.0.1".into(),
+        port: 0,
+        max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
+    };
+    let (state, _) = serve::build(&options).expect("the bot loads");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, parlance::server::app(state)).await;
+    });
+    addr
+}
+
+fn text_webhook(from: &str, id: &str, text: &str) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
+            "contacts": [{ "profile": { "name": "Ada" }, "wa_id": from }],
+            "messages": [{ "from": from, "id": id, "timestamp": chrono_now(), "type": "text", "text": { "body": text } }]
+        }}]}]
+    })
+}
+
+fn chrono_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+async fn post(addr: SocketAddr, body: &[u8], signature: Option<String>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}/webhook"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("x-hub-signature-256", s);
+    }
+    req.send().await.unwrap()
+}
+
+async fn send_signed(addr: SocketAddr, webhook: &Value) -> reqwest::Response {
+    let body = serde_json::to_vec(webhook).unwrap();
+    post(addr, &body, Some(signature::sign(SECRET, &body))).await
+}
+
+/// Waits until the fake has `n` messages (or 10 s).
+async fn wait_for(graph: &FakeGraph, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = graph.messages();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bodies(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            m["text"]["body"]
+                .as_str()
+                .map_or_else(|| m["type"].to_string(), str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let get = |q: &str| reqwest::get(format!("http://{addr}/webhook?{q}"));
+    let ok = get("hub.mode=subscribe&hub.verify_token=let-me-in&hub.challenge=1158201444")
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    for q in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=unsubscribe&hub.verify_token=let-me-in&hub.challenge=1",
+        "hub.mode=subscribe&hub.challenge=1",
+        "",
+    ] {
+        assert_eq!(get(q).await.unwrap().status(), 403, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn only_correctly_signed_deliveries_are_processed() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let body = serde_json::to_vec(&text_webhook("4915100000001", "wamid.sig.1", "hello")).unwrap();
+
+    assert_eq!(post(addr, &body, None).await.status(), 401, "unsigned");
+    let wrong = signature::sign("another-secret", &body);
+    assert_eq!(
+        post(addr, &body, Some(wrong)).await.status(),
+        401,
+        "wrongly signed"
+    );
+    assert_eq!(
+        post(addr, &body, Some("sha256=zz".into())).await.status(),
+        401,
+        "malformed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        graph.messages().is_empty(),
+        "a rejected delivery is not processed"
+    );
+
+    let signed = post(addr, &body, Some(signature::sign(SECRET, &body))).await;
+    assert_eq!(signed.status(), 200);
+    let sent = wait_for(&graph, 1).await;
+    assert_eq!(bodies(&sent), ["echo hello"]);
+    assert_eq!(sent[0]["to"], "4915100000001");
+    assert_eq!(
+        graph.received()[0].authorization.as_deref(),
+        Some("Bearer test-token")
+    );
+    assert_eq!(graph.received()[0].phone_number_id, NUMBER);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_clear_status() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let bad = b"{\"object\": \"whatsapp_business_account\", \"entry\": [";
+    let r = post(addr, bad, Some(signature::sign(SECRET, bad))).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("error"));
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let r = post(addr, &huge, Some(signature::sign(SECRET, &huge))).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn two_replies_arrive_in_order_with_the_message_delay_between_them() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 300);
+    let addr = start(dir.path()).await;
+    assert_eq!(
+        send_signed(addr, &text_webhook("4915100000002", "wamid.two.1", "two"))
+            .await
+            .status(),
+        200
+    );
+    wait_for(&graph, 2).await;
+    let received: Vec<_> = graph
+        .received()
+        .into_iter()
+        .filter(|r| r.body.get("to").is_some())
+        .collect();
+    assert_eq!(
+        bodies(&received.iter().map(|r| r.body.clone()).collect::<Vec<_>>()),
+        ["first", "second"]
+    );
+    let gap = received[1].at.duration_since(received[0].at);
+    assert!(
+        gap >= Duration::from_millis(300),
+        "message_delay_ms between replies: {gap:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_delivered_three_times_is_answered_once() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let webhook = text_webhook("4915100000003", "wamid.dup.1", "once");
+    for _ in 0..3 {
+        assert_eq!(send_signed(addr, &webhook).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bodies(&graph.messages()), ["echo once"]);
+}
+
+#[tokio::test]
+async fn a_429_is_retried_and_the_message_is_delivered_once() {
+    let graph = FakeGraph::start().await.unwrap();
+    graph.script([Reply::rate_limited()]);
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    send_signed(
+        addr,
+        &text_webhook("4915100000004", "wamid.429.1", "retry me"),
+    )
+    .await;
+    let sent = wait_for(&graph, 2).await;
+    assert_eq!(
+        bodies(&sent),
+        ["echo retry me", "echo retry me"],
+        "one refused try, one accepted"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        graph.messages().len(),
+        2,
+        "nothing is sent again after it was accepted"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_window_sends_the_template_instead() {
+    let graph = FakeGraph::start().await.unwrap();
+    graph.script([Reply::window_closed()]);
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    send_signed(addr, &text_webhook("4915100000005", "wamid.late.1", "late")).await;
+    let sent = wait_for(&graph, 2).await;
+    assert_eq!(sent[0]["text"]["body"], "free-form text");
+    assert_eq!(sent[1]["type"], "template");
+    assert_eq!(sent[1]["template"]["name"], "we_miss_you");
+    assert_eq!(
+        sent[1]["template"]["components"][0]["parameters"][0]["text"],
+        "4915100000005"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_from_twenty_users_is_answered_in_each_users_order() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    // 100 messages: 5 per user, sent interleaved and concurrently per round.
+    for round in 0..5 {
+        let mut posts = Vec::new();
+        for user in 0..20 {
+            let webhook = text_webhook(
+                &format!("49151{user:08}"),
+                &format!("wamid.burst.{user}.{round}"),
+                &format!("m{round}"),
+            );
+            posts.push(tokio::spawn(async move {
+                send_signed(addr, &webhook).await.status()
+            }));
+        }
+        for p in posts {
+            assert_eq!(p.await.unwrap(), 200);
+        }
+    }
+    let sent = wait_for(&graph, 100).await;
+    assert_eq!(sent.len(), 100);
+    for user in 0..20 {
+        let to = format!("49151{user:08}");
+        let theirs: Vec<String> = bodies(
+            &sent
+                .iter()
+                .filter(|m| m["to"] == to.as_str())
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            theirs,
+            ["echo m0", "echo m1", "echo m2", "echo m3", "echo m4"],
+            "user {user}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restart_continues_the_conversation() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    std::fs::write(
+        dir.path().join("flows/ask.yaml"),
+        "triggers:\n  - keywords: [ask]\nnodes:\n  q:\n    ask: { text: \"Your name?\" }\n    save: name\n  hi:\n    say: \"Hi {{ vars.name }}\"\n",
+    )
+    .unwrap();
+    let first = start(dir.path()).await;
+    send_signed(first, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
+    assert_eq!(bodies(&wait_for(&graph, 1).await), ["Your name?"]);
+    // A second server on the same bot folder and database, as after a restart.
+    let second = start(dir.path()).await;
+    send_signed(second, &text_webhook("4915100000006", "wamid.r.2", "Ada")).await;
+    assert_eq!(bodies(&wait_for(&graph, 2).await), ["Your name?", "Hi Ada"]);
+    send_signed(second, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        graph.messages().len(),
+        2,
+        "a redelivery after the restart is still a duplicate"
+    );
+}
+
+#[tokio::test]
+async fn every_sample_payload_is_accepted() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/whatsapp/samples/inbound");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&samples)
+        .expect("shared/whatsapp/samples/inbound exists")
+        .flatten()
+    {
+        let body = std::fs::read(entry.path()).unwrap();
+        let r = post(addr, &body, Some(signature::sign(SECRET, &body))).await;
+        assert_eq!(r.status(), 200, "{}", entry.path().display());
+        count += 1;
+    }
+    assert!(count >= 100, "{count} samples");
+}
+
+#[tokio::test]
+async fn admin_status_needs_the_key_and_shows_the_bot() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/admin/status");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    let status: Value = client
+        .get(&url)
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["bots"][0]["phone_number_id"], NUMBER);
+    assert_eq!(status["bots"][0]["local"], false);
+    assert!(status["dead_letters"].as_array().unwrap().is_empty());
+}
