@@ -26,6 +26,7 @@
 //!   knows them.
 //! - [`delivery`]: the runtime behind the server: per-user ordered turns, the Graph API
 //!   sender (pacing, message delay, retries, dead letters) or the local sink.
+//! - [`reload`]: watches bot folders and swaps a bot in when an edit is valid.
 //! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, admin.
 //! - [`cli`]: one module per subcommand.
 //!
@@ -38,6 +39,7 @@ pub mod delivery;
 pub mod diag;
 pub mod engine;
 pub mod flow;
+pub mod reload;
 pub mod render;
 pub mod server;
 pub mod source;

@@ -54,6 +54,15 @@ pub fn run(options: Options) -> u8 {
                 "local mode: no WhatsApp credentials, nothing is sent to Meta; try: curl -s http://{local}/dev/message -d '{{\"from\":\"15550001111\",\"text\":\"hi\"}}'"
             );
         }
+        // Edits are picked up while serving; SIGHUP reloads too.
+        let _watching = match crate::reload::watch(Arc::clone(&state.runtime)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("hot reload is off: {e}");
+                None
+            }
+        };
+        spawn_sighup_reload(Arc::clone(&state.runtime));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
@@ -122,6 +131,28 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     });
     Ok((state, locals))
 }
+
+#[cfg(unix)]
+fn spawn_sighup_reload(runtime: Arc<Runtime>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading every bot");
+                    let runtime = Arc::clone(&runtime);
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::reload::reload_all(&runtime))
+                            .await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!("SIGHUP reload is off: {e}"),
+    }
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup_reload(_runtime: Arc<Runtime>) {}
 
 /// Structured logs to stderr; `RUST_LOG` chooses the level (default `info`).
 fn init_logging() {

@@ -41,6 +41,8 @@ pub struct Number {
     limiter: DefaultDirectRateLimiter,
     /// The environment variables templates may read (`expose_env`).
     host: OfflineHost,
+    /// How the last reload went, for `/admin/status`.
+    last_reload: Mutex<Option<crate::reload::ReloadReport>>,
 }
 
 impl Number {
@@ -62,7 +64,19 @@ impl Number {
             outbox,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
+            last_reload: Mutex::new(None),
         }
+    }
+
+    pub fn set_reload_report(&self, report: crate::reload::ReloadReport) {
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    pub fn reload_report(&self) -> Option<crate::reload::ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

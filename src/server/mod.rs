@@ -351,6 +351,7 @@ async fn admin_status(
                 "flows": bot.flows.len(),
                 "nodes": bot.node_count(),
                 "local": n.outbox.is_local(),
+                "last_reload": n.reload_report(),
             })
         })
         .collect();

@@ -1,0 +1,148 @@
+//! Hot reload: watch each bot folder, rerun exactly the loader that startup runs, and
+//! swap the new bot in atomically. A broken edit never takes a bot down: the last good
+//! version keeps serving and every diagnostic is logged (and shown by `/admin/status`).
+//! Running conversations continue: sessions name nodes by id, and one whose node is
+//! gone restarts its flow (see `engine`).
+
+use crate::compile::load_bot;
+use crate::delivery::runtime::{Number, Runtime};
+use notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Editors save in bursts (write, rename, chmod): wait this long for the burst to end.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The outcome of the last (re)load of a bot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Unix seconds.
+    pub at: i64,
+    pub ok: bool,
+    /// Every diagnostic of that load, as `validate` prints them.
+    pub diagnostics: Vec<String>,
+}
+
+/// Keeps the file watcher alive; dropping it stops watching.
+pub struct Watching {
+    _debouncer: Debouncer<notify::RecommendedWatcher>,
+}
+
+/// Reloads `number`'s bot from its folder now. Returns whether the new bot is serving.
+pub fn reload(number: &Number) -> bool {
+    let loaded = load_bot(&number.dir);
+    let diagnostics: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    let ok = loaded.bot.is_some();
+    match loaded.bot {
+        Some(bot) => {
+            let old = number.bot.load();
+            if old.settings.whatsapp.access_token != bot.settings.whatsapp.access_token
+                || old.settings.whatsapp.phone_number_id != bot.settings.whatsapp.phone_number_id
+            {
+                tracing::warn!(bot = %number.dir.display(), "WhatsApp credentials changed; they take effect after a restart");
+            }
+            number.bot.store(Arc::new(bot));
+            tracing::info!(bot = %number.dir.display(), warnings = diagnostics.len(), "bot reloaded");
+        }
+        None => {
+            for d in &diagnostics {
+                tracing::warn!(bot = %number.dir.display(), "{d}");
+            }
+            tracing::error!(bot = %number.dir.display(), "the edit has errors; the previous version keeps serving");
+        }
+    }
+    number.set_reload_report(ReloadReport {
+        at: chrono::Utc::now().timestamp(),
+        ok,
+        diagnostics,
+    });
+    ok
+}
+
+/// Reloads every bot (SIGHUP).
+pub fn reload_all(runtime: &Runtime) {
+    for number in runtime.numbers() {
+        reload(number);
+    }
+}
+
+/// Starts watching every bot folder of `runtime`.
+pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
+        if let Ok(events) = result {
+            for event in events {
+                let _ = tx.send(event.path);
+            }
+        }
+    })
+    .map_err(|e| format!("cannot watch files: {e}"))?;
+    let mut folders = Vec::new();
+    for number in runtime.numbers() {
+        let dir = std::fs::canonicalize(&number.dir).unwrap_or_else(|_| number.dir.clone());
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::Recursive)
+            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        folders.push((dir, Arc::clone(number)));
+    }
+    std::thread::Builder::new()
+        .name("parlance-reload".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut changed = vec![first];
+                changed.extend(rx.try_iter());
+                for (dir, number) in &folders {
+                    if changed.iter().any(|p| is_bot_file(dir, p)) {
+                        reload(number);
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+    Ok(Watching {
+        _debouncer: debouncer,
+    })
+}
+
+/// Whether a changed path is part of the bot in `dir`: its YAML files and scripts, not
+/// its database or editor swap files.
+fn is_bot_file(dir: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    !hidden && matches!(ext, "yaml" | "yml" | "rhai")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_bot_file;
+    use std::path::Path;
+
+    #[test]
+    fn only_bot_files_trigger_a_reload() {
+        let dir = Path::new("/bots/acme");
+        assert!(is_bot_file(dir, Path::new("/bots/acme/flows/main.yaml")));
+        assert!(is_bot_file(dir, Path::new("/bots/acme/parlance.yaml")));
+        assert!(is_bot_file(dir, Path::new("/bots/acme/scripts/price.rhai")));
+        assert!(!is_bot_file(
+            dir,
+            Path::new("/bots/acme/data/parlance.db-wal")
+        ));
+        assert!(!is_bot_file(
+            dir,
+            Path::new("/bots/acme/flows/.main.yaml.swp")
+        ));
+        assert!(!is_bot_file(dir, Path::new("/bots/other/flows/main.yaml")));
+    }
+}
