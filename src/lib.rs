@@ -39,6 +39,7 @@ pub mod delivery;
 pub mod diag;
 pub mod engine;
 pub mod flow;
+pub mod metrics;
 pub mod reload;
 pub mod render;
 pub mod server;

@@ -406,3 +406,41 @@ async fn admin_status_needs_the_key_and_shows_the_bot() {
     assert_eq!(status["bots"][0]["local"], false);
     assert!(status["dead_letters"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn metrics_count_webhooks_messages_and_turns() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    send_signed(
+        addr,
+        &text_webhook("4915100000007", "wamid.m.1", "count me"),
+    )
+    .await;
+    wait_for(&graph, 1).await;
+    let body = b"{}";
+    assert_eq!(
+        post(addr, body, Some("sha256=00".into())).await.status(),
+        401
+    );
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "parlance_webhooks_received_total 2",
+        "parlance_webhooks_rejected_total{reason=\"signature\"} 1",
+        "parlance_messages_sent_total 1",
+        "parlance_turns_total 1",
+        "parlance_turn_seconds_count 1",
+        "parlance_sessions_active 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+}

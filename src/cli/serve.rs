@@ -9,7 +9,6 @@ use crate::server::{self, Shared};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 /// The phone number id a bot without credentials answers as.
 pub const LOCAL_NUMBER: &str = "local";
@@ -126,8 +125,6 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         app_secrets,
         api_key,
         max_body_bytes: options.max_body_bytes,
-        webhooks_received: AtomicU64::new(0),
-        webhooks_rejected: AtomicU64::new(0),
     });
     Ok((state, locals))
 }

@@ -20,7 +20,6 @@ use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -93,18 +92,6 @@ pub struct DeadLetter {
     pub payload: Value,
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub turns: AtomicU64,
-    pub sent: AtomicU64,
-    pub failed: AtomicU64,
-    pub retried: AtomicU64,
-    pub turn_errors: AtomicU64,
-    /// Sum of turn durations in microseconds (with `turns`, the mean).
-    pub turn_micros: AtomicU64,
-}
-
 /// What a turn did, for `/dev/message` and tests.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TurnReport {
@@ -133,7 +120,7 @@ pub struct Runtime {
     numbers: HashMap<String, Arc<Number>>,
     queues: Mutex<HashMap<SessionKey, UserQueue>>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
-    pub stats: Stats,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The inbound message names a number this server does not serve.
@@ -149,7 +136,7 @@ impl Runtime {
                 .collect(),
             queues: Mutex::new(HashMap::new()),
             dead_letters: Mutex::new(VecDeque::new()),
-            stats: Stats::default(),
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -245,10 +232,10 @@ impl Runtime {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot save a session"),
             Err(e) => tracing::error!(error = %e, "session saving failed"),
         }
-        self.stats.turns.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .turn_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.metrics.turns.inc();
+        self.metrics
+            .turn_seconds
+            .observe(started.elapsed().as_secs_f64());
 
         if let Some(id) = &event.id {
             self.mark_read(number, &bot, id).await;
@@ -268,7 +255,7 @@ impl Runtime {
                 }
                 Action::Pause(d) => tokio::time::sleep(d).await,
                 Action::Error(p) => {
-                    self.stats.turn_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.turn_errors.inc();
                     tracing::warn!(number = %key.phone_number_id, problem = %p, "turn stopped with an error");
                     report.problems.push(format!("error: {p}"));
                 }
@@ -318,7 +305,7 @@ impl Runtime {
             number.limiter.until_ready().await;
             match number.outbox.post(&body).await {
                 Ok(accepted) => {
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.messages_sent.inc();
                     let record = StatusRecord {
                         message_id: accepted.message_id,
                         status: "accepted".into(),
@@ -342,7 +329,7 @@ impl Runtime {
                     verdict @ (Verdict::Retry | Verdict::RetryRecipient)
                         if attempt + 1 < MAX_ATTEMPTS =>
                     {
-                        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.messages_retried.inc();
                         let wait = backoff(verdict, attempt, jitter());
                         tracing::info!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retrying a send");
                         tokio::time::sleep(wait).await;
@@ -369,7 +356,7 @@ impl Runtime {
         error_code: Option<i64>,
         payload: Value,
     ) {
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages_failed.inc();
         tracing::error!(number = %number.phone_number_id, to = %mask(to), node = %format!("{}.{}", out.at.flow, out.at.node), %error, "message not delivered");
         let letter = DeadLetter {
             phone_number_id: number.phone_number_id.clone(),

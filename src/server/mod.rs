@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Meta sends webhooks of up to 3 MB; anything larger is refused with 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -35,8 +34,6 @@ pub struct Shared {
     /// The Bearer key of the admin routes; without one they are closed.
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
-    pub webhooks_received: AtomicU64,
-    pub webhooks_rejected: AtomicU64,
 }
 
 pub type AppState = Arc<Shared>;
@@ -49,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .route("/dev/message", post(dev_message))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/admin/status", get(admin_status))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -105,9 +103,13 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<&'static str, ApiError> {
-    state.webhooks_received.fetch_add(1, Ordering::Relaxed);
+    let metrics = &state.runtime.metrics;
+    metrics.webhooks_received.inc();
     let reject = |status: StatusCode, reason: String| {
-        state.webhooks_rejected.fetch_add(1, Ordering::Relaxed);
+        metrics.reject(match status {
+            StatusCode::UNAUTHORIZED => "signature",
+            _ => "malformed",
+        });
         tracing::warn!(%status, %reason, "webhook rejected");
         ApiError(status, reason)
     };
@@ -355,19 +357,42 @@ async fn admin_status(
             })
         })
         .collect();
-    let stats = &state.runtime.stats;
+    let m = &state.runtime.metrics;
     Ok(axum::Json(json!({
         "bots": bots,
-        "webhooks": {
-            "received": state.webhooks_received.load(Ordering::Relaxed),
-            "rejected": state.webhooks_rejected.load(Ordering::Relaxed),
-        },
+        "webhooks_received": m.webhooks_received.get(),
         "messages": {
-            "sent": stats.sent.load(Ordering::Relaxed),
-            "failed": stats.failed.load(Ordering::Relaxed),
-            "retried": stats.retried.load(Ordering::Relaxed),
+            "sent": m.messages_sent.get(),
+            "failed": m.messages_failed.get(),
+            "retried": m.messages_retried.get(),
         },
-        "turns": stats.turns.load(Ordering::Relaxed),
+        "turns": m.turns.get(),
         "dead_letters": state.runtime.dead_letters(),
     })))
+}
+
+/// Prometheus metrics. Open like `/healthz`: counters carry no personal data.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let runtime = Arc::clone(&state.runtime);
+    let active = tokio::task::spawn_blocking(move || {
+        let now = chrono::Utc::now().timestamp();
+        runtime
+            .numbers()
+            .map(|n| {
+                let timeout = n.bot.load().settings.session_timeout.as_secs() as i64;
+                n.store.count_sessions(now - timeout).unwrap_or(0)
+            })
+            .sum::<usize>()
+    })
+    .await
+    .unwrap_or(0);
+    state.runtime.metrics.sessions_active.set(active as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.runtime.metrics.render(),
+    )
+        .into_response()
 }

@@ -65,6 +65,15 @@ impl Store for MemoryStore {
         Ok(found)
     }
 
+    fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.updated_at >= since)
+            .count())
+    }
+
     fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let before = inner.sessions.len();

@@ -74,6 +74,9 @@ pub trait Store: Send + Sync {
     /// Every status recorded for one sent message, oldest first.
     fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
 
+    /// How many sessions were active at or after `since` (Unix seconds).
+    fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
+
     /// Forgets a user: their sessions for every number (erasure on request).
     fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
@@ -184,6 +187,7 @@ pub(crate) mod tests {
             .unwrap();
         store.first_delivery("wamid.old", 100).unwrap();
         store.first_delivery("wamid.new", 5000).unwrap();
+        assert_eq!(store.count_sessions(1000).unwrap(), 1);
         assert_eq!(store.purge(1000, 1000).unwrap(), 2);
         assert_eq!(store.load_session(&old).unwrap(), None);
         assert!(store.load_session(&new).unwrap().is_some());

@@ -144,6 +144,17 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(err)
     }
 
+    fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sessions WHERE updated_at >= ?1",
+                params![since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(err)
+    }
+
     fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
         self.conn()
             .execute("DELETE FROM sessions WHERE user = ?1", params![user])

@@ -1,0 +1,104 @@
+//! Prometheus metrics (`GET /metrics`), with the official client library: what operators
+//! graph and alert on.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of rejected webhooks: why.
+pub type ReasonLabels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhooks_received: Counter,
+    pub webhooks_rejected: Family<ReasonLabels, Counter>,
+    pub messages_sent: Counter,
+    pub messages_failed: Counter,
+    pub messages_retried: Counter,
+    pub turns: Counter,
+    pub turn_errors: Counter,
+    /// Seconds from loading the session to saving it (the engine and the store).
+    pub turn_seconds: Histogram,
+    /// Sessions with activity within their bot's session timeout, set on each scrape.
+    pub sessions_active: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("parlance");
+        let m = Metrics {
+            webhooks_received: Counter::default(),
+            webhooks_rejected: Family::default(),
+            messages_sent: Counter::default(),
+            messages_failed: Counter::default(),
+            messages_retried: Counter::default(),
+            turns: Counter::default(),
+            turn_errors: Counter::default(),
+            // 10 µs to ~2.6 s.
+            turn_seconds: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
+            sessions_active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhooks_received",
+            "Webhook deliveries received",
+            m.webhooks_received.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook deliveries rejected, by reason",
+            m.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages the Graph API accepted",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "messages_failed",
+            "Messages given up on (dead letters)",
+            m.messages_failed.clone(),
+        );
+        registry.register(
+            "messages_retried",
+            "Send attempts retried",
+            m.messages_retried.clone(),
+        );
+        registry.register("turns", "Conversation turns run", m.turns.clone());
+        registry.register(
+            "turn_errors",
+            "Turns that stopped with an error",
+            m.turn_errors.clone(),
+        );
+        registry.register(
+            "turn_seconds",
+            "Time of one turn: session load, engine, session save",
+            m.turn_seconds.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Sessions active within their timeout",
+            m.sessions_active.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.webhooks_rejected
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+}
