@@ -444,3 +444,36 @@ async fn metrics_count_webhooks_messages_and_turns() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_failed_delivery_status_takes_the_nodes_on_error_branch() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    std::fs::write(
+        dir.path().join("flows/promo.yaml"),
+        "triggers:\n  - keywords: [promo]\nnodes:\n  offer:\n    say: \"A special offer\"\n    on_error: sorry\n    next: end\n  sorry:\n    say: \"Sorry, code {{ message.error.code }}\"\n",
+    )
+    .unwrap();
+    let addr = start(dir.path()).await;
+    send_signed(addr, &text_webhook("4915100000008", "wamid.p.1", "promo")).await;
+    let sent = wait_for(&graph, 1).await;
+    assert_eq!(bodies(&sent), ["A special offer"]);
+
+    // WhatsApp reports the message failed (the fake numbers its messages from 1).
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
+            "statuses": [{
+                "id": "wamid.FAKE00000001", "status": "failed", "timestamp": chrono_now(),
+                "recipient_id": "4915100000008",
+                "errors": [{ "code": 131026, "title": "Message undeliverable" }]
+            }]
+        }}]}]
+    });
+    assert_eq!(send_signed(addr, &status).await.status(), 200);
+    let sent = wait_for(&graph, 2).await;
+    assert_eq!(bodies(&sent), ["A special offer", "Sorry, code 131026"]);
+}

@@ -12,7 +12,7 @@ use super::outbox::Outbox;
 use crate::engine::{self, Action, Event, Message, OfflineHost, Outgoing, Session};
 use crate::flow::Bot;
 use crate::render;
-use crate::store::{SessionKey, StatusRecord, Store};
+use crate::store::{SentRecord, SessionKey, StatusRecord, Store};
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
@@ -306,6 +306,13 @@ impl Runtime {
             match number.outbox.post(&body).await {
                 Ok(accepted) => {
                     self.metrics.messages_sent.inc();
+                    let sent = SentRecord {
+                        message_id: accepted.message_id.clone(),
+                        key: SessionKey::new(&number.phone_number_id, to),
+                        flow: out.at.flow.clone(),
+                        node: out.at.node.clone(),
+                        at: chrono::Utc::now().timestamp(),
+                    };
                     let record = StatusRecord {
                         message_id: accepted.message_id,
                         status: "accepted".into(),
@@ -315,7 +322,15 @@ impl Runtime {
                         error_title: None,
                     };
                     let store = Arc::clone(&number.store);
-                    let _ = tokio::task::spawn_blocking(move || store.record_status(&record)).await;
+                    let saved = tokio::task::spawn_blocking(move || {
+                        store
+                            .record_sent(&sent)
+                            .and_then(|()| store.record_status(&record))
+                    })
+                    .await;
+                    if let Ok(Err(e)) = saved {
+                        tracing::error!(error = %e, "cannot record a sent message");
+                    }
                     return Some(body);
                 }
                 Err(e) => match classify(e.status, e.code) {

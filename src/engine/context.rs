@@ -65,6 +65,9 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
         EventKind::FlowReply(v) => {
             m.insert("flow_reply".into(), v.clone());
         }
+        EventKind::DeliveryFailed { code, reason, .. } => {
+            m.insert("error".into(), json!({ "code": code, "reason": reason }));
+        }
         EventKind::Text(_) | EventKind::Unsupported(_) => {}
     }
     Value::Object(m)

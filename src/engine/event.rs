@@ -48,6 +48,16 @@ pub enum EventKind {
     },
     /// A WhatsApp Flows form was submitted.
     FlowReply(Value),
+    /// WhatsApp reported that a message the bot sent could not be delivered (a `failed`
+    /// status): the node that sent it takes its `on_error` branch.
+    DeliveryFailed {
+        /// The node that sent the message.
+        flow: String,
+        node: String,
+        /// Meta's error code, e.g. 131026 (not a WhatsApp user) or 131049.
+        code: Option<i64>,
+        reason: String,
+    },
     /// Something the engine has no use for (an order, a system message, an unsupported
     /// type): answered by the fallback flow, never dropped silently.
     Unsupported(String),
@@ -65,6 +75,7 @@ impl EventKind {
             EventKind::Contacts(_) => "contacts",
             EventKind::Reaction { .. } => "reaction",
             EventKind::FlowReply(_) => "flow_reply",
+            EventKind::DeliveryFailed { .. } => "delivery_failed",
             EventKind::Unsupported(what) => what,
         }
     }

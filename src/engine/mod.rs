@@ -234,6 +234,16 @@ impl Run<'_> {
             self.session.restart(self.now);
         }
         self.session.updated_at = self.now;
+        if let EventKind::DeliveryFailed {
+            flow,
+            node,
+            code,
+            reason,
+        } = &event.kind
+        {
+            // Not a message from the user: the 24-hour window and the conversation stay.
+            return self.delivery_failed(flow, node, *code, reason);
+        }
         self.session.last_user_message_at = Some(event.at);
         self.session.last_user_message_id = event.id.clone();
         if let Some(name) = &event.contact_name {
@@ -269,6 +279,35 @@ impl Run<'_> {
                 self.session.stack.clear();
                 self.run_from(first_node(self.bot, flow));
             }
+        }
+    }
+
+    /// A message the bot sent was not delivered: its node's `on_error` runs; without
+    /// one, the failure is reported and the conversation stays where it is.
+    fn delivery_failed(&mut self, flow: &str, node: &str, code: Option<i64>, reason: &str) {
+        let failed = NodeAt {
+            flow: flow.to_string(),
+            node: node.to_string(),
+        };
+        let code = code.map_or_else(String::new, |c| format!(" ({c})"));
+        let target = self
+            .bot
+            .node_by_id(flow, node)
+            .and_then(|r| self.bot.node(r).on_error);
+        match target {
+            Some(target) => {
+                self.actions.push(Action::Warning(Problem {
+                    at: Some(failed),
+                    message: format!("WhatsApp could not deliver the message{code}: {reason}; continuing at on_error"),
+                }));
+                self.session.state = State::Idle;
+                self.session.stack.clear();
+                self.run_from(target);
+            }
+            None => self.actions.push(Action::Error(Problem {
+                at: Some(failed),
+                message: format!("WhatsApp could not deliver the message{code}: {reason}; the node has no on_error"),
+            })),
         }
     }
 

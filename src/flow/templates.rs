@@ -39,6 +39,7 @@ pub const CONTEXT_FIELDS: &[(&str, &[&str])] = &[
             "flow_reply",
             "context",
             "timestamp",
+            "error",
         ],
     ),
 ];

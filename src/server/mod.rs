@@ -4,7 +4,7 @@
 //! directly. Handlers only translate HTTP: parsing and signatures live in `whatsapp`,
 //! conversations in `delivery::runtime`.
 
-use crate::delivery::runtime::{Job, Runtime, TurnReport, mask};
+use crate::delivery::runtime::{Job, Number, Runtime, TurnReport, mask};
 use crate::engine::{Event, EventKind};
 use crate::store::StatusRecord;
 use crate::whatsapp::inbound::{self, Item};
@@ -203,6 +203,7 @@ async fn handle_item(state: &AppState, item: Item) {
             let first_error = errors.first();
             if status == "failed" {
                 tracing::warn!(message = %message_id, code = ?first_error.map(|e| e.code), "WhatsApp reports a message failed");
+                report_failure(state, number, &message_id, at, first_error).await;
             }
             let record = StatusRecord {
                 message_id,
@@ -225,6 +226,46 @@ async fn handle_item(state: &AppState, item: Item) {
             }
         }
         Item::Other { field } => tracing::debug!(%field, "webhook field not handled"),
+    }
+}
+
+/// A `failed` status: the conversation of the message hears of it (its node's
+/// `on_error`), in order with the user's own messages.
+async fn report_failure(
+    state: &AppState,
+    number: &Number,
+    message_id: &str,
+    at: i64,
+    error: Option<&inbound::ApiError>,
+) {
+    let store = Arc::clone(&number.store);
+    let id = message_id.to_string();
+    let sent = match tokio::task::spawn_blocking(move || store.sent(&id)).await {
+        Ok(Ok(Some(sent))) => sent,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot look up a failed message");
+            return;
+        }
+        Err(_) => return,
+    };
+    let event = Event {
+        id: None,
+        at,
+        contact_name: None,
+        kind: EventKind::DeliveryFailed {
+            flow: sent.flow,
+            node: sent.node,
+            code: error.map(|e| e.code),
+            reason: error.map_or_else(|| "no reason given".to_string(), |e| e.title.clone()),
+        },
+    };
+    if let Err(e) = state.runtime.submit(
+        &sent.key.phone_number_id,
+        &sent.key.user,
+        Job { event, done: None },
+    ) {
+        tracing::warn!(number = %e.0, "a failed message for a number this server does not serve");
     }
 }
 

@@ -1,6 +1,6 @@
 //! A store in memory: for tests and `memory://`. Everything is lost on restart.
 
-use super::{SessionKey, StatusRecord, Store, StoreError};
+use super::{SentRecord, SessionKey, StatusRecord, Store, StoreError};
 use crate::engine::Session;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -15,6 +15,7 @@ struct Inner {
     sessions: HashMap<SessionKey, Session>,
     seen: HashMap<String, i64>,
     statuses: Vec<StatusRecord>,
+    sent: HashMap<String, SentRecord>,
 }
 
 impl MemoryStore {
@@ -53,6 +54,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn record_sent(&self, sent: &SentRecord) -> Result<(), StoreError> {
+        self.lock()
+            .sent
+            .insert(sent.message_id.clone(), sent.clone());
+        Ok(())
+    }
+
+    fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
+        Ok(self.lock().sent.get(message_id).cloned())
+    }
+
     fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
         let mut found: Vec<StatusRecord> = self
             .lock()
@@ -88,6 +100,7 @@ impl Store for MemoryStore {
             .sessions
             .retain(|_, s| s.updated_at >= sessions_before);
         inner.seen.retain(|_, at| *at >= seen_before);
+        inner.sent.retain(|_, s| s.at >= seen_before);
         Ok(before - inner.sessions.len() - inner.seen.len())
     }
 }
@@ -102,6 +115,7 @@ mod tests {
         behaviour::sessions_round_trip(&MemoryStore::default());
         behaviour::first_delivery_is_exactly_once(&MemoryStore::default());
         behaviour::statuses_are_kept_per_message(&MemoryStore::default());
+        behaviour::sent_messages_are_found_by_id(&MemoryStore::default());
         behaviour::purge_removes_only_old_data(&MemoryStore::default());
     }
 }

@@ -47,6 +47,18 @@ pub struct StatusRecord {
     pub error_title: Option<String>,
 }
 
+/// A message the bot sent and WhatsApp accepted: who it went to and which node sent it,
+/// so a later `failed` status can be matched back to the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The wamid WhatsApp gave it.
+    pub message_id: String,
+    pub key: SessionKey,
+    pub flow: String,
+    pub node: String,
+    pub at: i64,
+}
+
 #[derive(Debug)]
 pub struct StoreError(pub String);
 
@@ -71,6 +83,11 @@ pub trait Store: Send + Sync {
 
     fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
 
+    fn record_sent(&self, sent: &SentRecord) -> Result<(), StoreError>;
+
+    /// The message with this wamid, if this store sent it.
+    fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError>;
+
     /// Every status recorded for one sent message, oldest first.
     fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
 
@@ -80,8 +97,9 @@ pub trait Store: Send + Sync {
     /// Forgets a user: their sessions for every number (erasure on request).
     fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
-    /// Removes sessions idle since before `sessions_before` and message ids seen before
-    /// `seen_before` (Meta stops redelivering after 7 days). Returns how many went.
+    /// Removes sessions idle since before `sessions_before`, and inbound ids seen and
+    /// sent messages recorded before `seen_before` (Meta stops redelivering and
+    /// reporting after days, not months). Returns how many went.
     fn purge(&self, sessions_before: i64, seen_before: i64) -> Result<usize, StoreError>;
 }
 
@@ -176,6 +194,19 @@ pub(crate) mod tests {
         store.record_status(&sent).unwrap();
         assert_eq!(store.statuses("wamid.out.1").unwrap(), vec![sent, failed]);
         assert!(store.statuses("wamid.other").unwrap().is_empty());
+    }
+
+    pub fn sent_messages_are_found_by_id(store: &dyn Store) {
+        let sent = SentRecord {
+            message_id: "wamid.out.9".into(),
+            key: SessionKey::new("1001", "4915112345678"),
+            flow: "main".into(),
+            node: "welcome".into(),
+            at: 50,
+        };
+        assert_eq!(store.sent("wamid.out.9").unwrap(), None);
+        store.record_sent(&sent).unwrap();
+        assert_eq!(store.sent("wamid.out.9").unwrap(), Some(sent));
     }
 
     pub fn purge_removes_only_old_data(store: &dyn Store) {

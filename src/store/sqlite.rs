@@ -1,7 +1,7 @@
 //! The default store: one SQLite file (WAL mode), created on first use. Survives
 //! restarts; several processes on one machine may share it.
 
-use super::{SessionKey, StatusRecord, Store, StoreError, decode, encode};
+use super::{SentRecord, SessionKey, StatusRecord, Store, StoreError, decode, encode};
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -24,6 +24,15 @@ CREATE TABLE IF NOT EXISTS seen_messages (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS seen_at ON seen_messages (at);
+CREATE TABLE IF NOT EXISTS sent_messages (
+    message_id TEXT PRIMARY KEY,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    node TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_at ON sent_messages (at);
 CREATE TABLE IF NOT EXISTS statuses (
     message_id TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -121,6 +130,38 @@ impl Store for SqliteStore {
             .map_err(err)
     }
 
+    fn record_sent(&self, s: &SentRecord) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO sent_messages (message_id, phone_number_id, user, flow, node, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut q| q.execute(params![s.message_id, s.key.phone_number_id, s.key.user, s.flow, s.node, s.at]))
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT message_id, phone_number_id, user, flow, node, at FROM sent_messages WHERE message_id = ?1")
+            .and_then(|mut q| {
+                q.query_row(params![message_id], |r| {
+                    Ok(SentRecord {
+                        message_id: r.get(0)?,
+                        key: SessionKey {
+                            phone_number_id: r.get(1)?,
+                            user: r.get(2)?,
+                        },
+                        flow: r.get(3)?,
+                        node: r.get(4)?,
+                        at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(err)
+    }
+
     fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
         let conn = self.conn();
         let mut q = conn
@@ -175,6 +216,11 @@ impl Store for SqliteStore {
                 params![seen_before],
             )
             .map_err(err)?;
+        conn.execute(
+            "DELETE FROM sent_messages WHERE at < ?1",
+            params![seen_before],
+        )
+        .map_err(err)?;
         Ok(sessions + seen)
     }
 }
@@ -196,6 +242,7 @@ mod tests {
         behaviour::sessions_round_trip(&store().1);
         behaviour::first_delivery_is_exactly_once(&store().1);
         behaviour::statuses_are_kept_per_message(&store().1);
+        behaviour::sent_messages_are_found_by_id(&store().1);
         behaviour::purge_removes_only_old_data(&store().1);
     }
 
