@@ -396,6 +396,14 @@ fn user_json(event: &Event, age: i64) -> Value {
             "id": id, "mime_type": mime_type, "caption": caption, "filename": filename
         } }),
         EventKind::Contacts(c) => json!({ "contacts": c }),
+        EventKind::DeliveryFailed {
+            flow,
+            node,
+            code,
+            reason,
+        } => {
+            json!({ "delivery_failed": { "flow": flow, "node": node, "code": code, "reason": reason } })
+        }
         EventKind::Reaction { message_id, emoji } => {
             json!({ "reaction": { "message_id": message_id, "emoji": emoji } })
         }
@@ -830,4 +838,48 @@ fn an_optional_regex_group_that_did_not_match_is_not_kept() {
     let (_, turns) = play(&[text("order pizza x2"), text("order tea")]);
     assert_eq!(texts(&turns[1].actions), ["Order 1 × tea?"]);
     assert_eq!(turns[1].session.vars.get("qty"), None);
+}
+
+/// A `failed` delivery status of a node without `on_error` is reported, and the
+/// conversation stays where it is (the user can still answer).
+#[test]
+fn a_delivery_failure_without_on_error_is_reported_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        "nodes:\n  q:\n    ask: { text: \"Name?\" }\n    save: name\n  hi:\n    say: \"Hi {{ vars.name }}\"\n",
+    )
+    .unwrap();
+    let bot = parlance::compile::load_bot_with_env(dir.path(), &|_| None)
+        .bot
+        .unwrap();
+    let host = parlance::engine::OfflineHost::default();
+    let s = Session::new("15550001111", CLOCK);
+    let t = parlance::engine::step(&bot, s, &Event::text("hi", CLOCK), CLOCK, &host);
+    let waiting = t.session.state.clone();
+    let failed = Event {
+        id: None,
+        at: CLOCK + 5,
+        contact_name: None,
+        kind: EventKind::DeliveryFailed {
+            flow: "main".into(),
+            node: "q".into(),
+            code: Some(131026),
+            reason: "Message undeliverable".into(),
+        },
+    };
+    let t = parlance::engine::step(&bot, t.session, &failed, CLOCK + 5, &host);
+    assert_eq!(
+        errors(&t.actions),
+        [
+            "main.q: WhatsApp could not deliver the message (131026): Message undeliverable; the node has no on_error"
+        ]
+    );
+    assert_eq!(t.session.state, waiting);
+    assert_eq!(
+        t.session.last_user_message_at,
+        Some(CLOCK),
+        "a status is not a user message"
+    );
 }
