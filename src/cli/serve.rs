@@ -61,7 +61,8 @@ pub fn run(options: Options) -> u8 {
                 None
             }
         };
-        spawn_sighup_reload(Arc::clone(&state.runtime));
+                spawn_sighup_reload(Arc::clone(&state.runtime));
+        spawn_purge(Arc::clone(&state.runtime));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
@@ -127,6 +128,32 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         max_body_bytes: options.max_body_bytes,
     });
     Ok((state, locals))
+}
+
+/// Meta redelivers for up to 7 days: message ids older than this are forgotten.
+pub const KEEP_MESSAGE_IDS: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+
+/// Every hour, forget inbound and sent message ids older than [`KEEP_MESSAGE_IDS`].
+/// Sessions stay: they hold each user's profile (erasure removes them).
+fn spawn_purge(runtime: Arc<Runtime>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let runtime = Arc::clone(&runtime);
+            let _ = tokio::task::spawn_blocking(move || {
+                let before = chrono::Utc::now().timestamp() - KEEP_MESSAGE_IDS.as_secs() as i64;
+                for number in runtime.numbers() {
+                    match number.store.purge(i64::MIN, before) {
+                        Ok(n) if n > 0 => tracing::info!(removed = n, "forgot old message ids"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "purge failed"),
+                    }
+                }
+            })
+            .await;
+        }
+    });
 }
 
 #[cfg(unix)]
