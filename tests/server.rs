@@ -53,8 +53,12 @@ api: {{ key: admin-key }}
 }
 
 async fn start(dir: &Path) -> SocketAddr {
+    start_many(&[dir]).await
+}
+
+async fn start_many(dirs: &[&Path]) -> SocketAddr {
     let options = Options {
-        dirs: vec![dir.to_path_buf()],
+        dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
         bind: "127.0.0.1".into(),
         port: 0,
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
@@ -476,4 +480,106 @@ async fn a_failed_delivery_status_takes_the_nodes_on_error_branch() {
     assert_eq!(send_signed(addr, &status).await.status(), 200);
     let sent = wait_for(&graph, 2).await;
     assert_eq!(bodies(&sent), ["A special offer", "Sorry, code 131026"]);
+}
+
+fn text_webhook_to(number: &str, from: &str, id: &str, text: &str) -> Value {
+    let mut w = text_webhook(from, id, text);
+    w["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!(number);
+    w
+}
+
+#[tokio::test]
+async fn two_numbers_are_routed_to_their_own_bots_and_secrets() {
+    let graph = FakeGraph::start().await.unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_bot(a.path(), &graph, 0);
+    write_bot(b.path(), &graph, 0);
+    let config = std::fs::read_to_string(b.path().join("parlance.yaml")).unwrap();
+    let config = config
+        .replace(&format!("\"{NUMBER}\""), "\"2002\"")
+        .replace(SECRET, "secret-of-b");
+    std::fs::write(b.path().join("parlance.yaml"), config).unwrap();
+    std::fs::write(
+        b.path().join("flows/echo.yaml"),
+        "nodes:\n  echo:\n    say: \"bot B heard {{ message.text }}\"\n    next: end\n",
+    )
+    .unwrap();
+    let addr = start_many(&[a.path(), b.path()]).await;
+
+    let for_b = serde_json::to_vec(&text_webhook_to(
+        "2002",
+        "4915100000009",
+        "wamid.b.1",
+        "hello",
+    ))
+    .unwrap();
+    // Signed with A's secret: a valid delivery, but not for B.
+    assert_eq!(
+        post(addr, &for_b, Some(signature::sign(SECRET, &for_b)))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        graph.messages().is_empty(),
+        "B's message signed by A's app is dropped"
+    );
+
+    assert_eq!(
+        post(addr, &for_b, Some(signature::sign("secret-of-b", &for_b)))
+            .await
+            .status(),
+        200
+    );
+    send_signed(addr, &text_webhook("4915100000010", "wamid.a.1", "hi")).await;
+    let sent = wait_for(&graph, 2).await;
+    let by_number: Vec<(String, String)> = graph
+        .received()
+        .into_iter()
+        .filter(|r| r.body.get("to").is_some())
+        .map(|r| {
+            (
+                r.phone_number_id,
+                r.body["text"]["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        by_number.contains(&("2002".to_string(), "bot B heard hello".to_string())),
+        "{by_number:?}"
+    );
+    assert!(
+        by_number.contains(&(NUMBER.to_string(), "echo hi".to_string())),
+        "{by_number:?}"
+    );
+}
+
+#[tokio::test]
+async fn handled_messages_are_marked_read_with_a_typing_indicator() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let config = std::fs::read_to_string(dir.path().join("parlance.yaml")).unwrap();
+    let config = config.replace(
+        "  message_delay_ms:",
+        "  mark_as_read: true\n  typing_indicator: true\n  message_delay_ms:",
+    );
+    std::fs::write(dir.path().join("parlance.yaml"), config).unwrap();
+    let addr = start(dir.path()).await;
+    send_signed(addr, &text_webhook("4915100000011", "wamid.read.1", "hi")).await;
+    wait_for(&graph, 1).await;
+    let received = graph.received();
+    assert_eq!(
+        received[0].body,
+        json!({ "messaging_product": "whatsapp", "status": "read", "message_id": "wamid.read.1", "typing_indicator": { "type": "text" } })
+    );
+    assert_eq!(
+        received[1].body["text"]["body"], "echo hi",
+        "the reply comes after the read receipt"
+    );
 }

@@ -116,7 +116,9 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             return Err(EXIT_ERRORS);
         }
         verify_tokens.extend(wa.verify_token.filter(|t| !t.is_empty()));
-        app_secrets.extend(wa.app_secret.clone());
+        if let Some(secret) = wa.app_secret.clone() {
+            app_secrets.push((id.clone(), secret));
+        }
         api_key = api_key.or(bot.settings.api_key.clone());
         numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
     }

@@ -28,9 +28,10 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     /// Tokens accepted in Meta's verification handshake (one per configured number).
     pub verify_tokens: Vec<String>,
-    /// App secrets a POST may be signed with; when there are none, POSTs are not
-    /// checked (local development).
-    pub app_secrets: Vec<String>,
+    /// Each number's app secret. A POST must be signed with one of them (401
+    /// otherwise), and only the items for numbers whose secret signed it are handled.
+    /// Without any, POSTs are not checked (local development).
+    pub app_secrets: Vec<(String, String)>,
     /// The Bearer key of the admin routes; without one they are closed.
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
@@ -113,23 +114,20 @@ async fn receive(
         tracing::warn!(%status, %reason, "webhook rejected");
         ApiError(status, reason)
     };
+    // The numbers whose app secret signed this body.
+    let mut signed_for: Vec<&str> = Vec::new();
     if !state.app_secrets.is_empty() {
         let given = headers
             .get("x-hub-signature-256")
             .and_then(|v| v.to_str().ok());
         let mut last = None;
-        let signed =
-            state
-                .app_secrets
-                .iter()
-                .any(|secret| match signature::verify(secret, &body, given) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        last = Some(e);
-                        false
-                    }
-                });
-        if !signed {
+        for (number, secret) in &state.app_secrets {
+            match signature::verify(secret, &body, given) {
+                Ok(()) => signed_for.push(number),
+                Err(e) => last = Some(e),
+            }
+        }
+        if signed_for.is_empty() {
             let why = last.map_or_else(|| "bad signature".to_string(), |e| e.to_string());
             return Err(reject(StatusCode::UNAUTHORIZED, why));
         }
@@ -137,6 +135,23 @@ async fn receive(
     let webhook =
         inbound::parse(&body).map_err(|e| reject(StatusCode::BAD_REQUEST, e.to_string()))?;
     for item in webhook.items {
+        let number = match &item {
+            Item::Message {
+                phone_number_id, ..
+            }
+            | Item::Status {
+                phone_number_id, ..
+            }
+            | Item::Error {
+                phone_number_id, ..
+            } => phone_number_id.as_deref(),
+            Item::Other { .. } => None,
+        };
+        let needs_secret = number.is_some_and(|n| state.app_secrets.iter().any(|(id, _)| id == n));
+        if needs_secret && !number.is_some_and(|n| signed_for.contains(&n)) {
+            tracing::warn!(number = ?number, "an item for a number whose app secret did not sign the delivery; dropped");
+            continue;
+        }
         handle_item(&state, item).await;
     }
     Ok("ok\n")
