@@ -21,6 +21,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 pub struct ReloadReport {
     /// Unix seconds.
     pub at: i64,
+    /// The version of the bot serving after this load: 1 at startup, one more for
+    /// every successful reload.
+    pub version: u64,
     pub ok: bool,
     /// Every diagnostic of that load, as `validate` prints them.
     pub diagnostics: Vec<String>,
@@ -54,8 +57,12 @@ pub fn reload(number: &Number) -> bool {
             tracing::error!(bot = %number.dir.display(), "the edit has errors; the previous version keeps serving");
         }
     }
+    let version = number
+        .reload_report()
+        .map_or(1, |r| r.version + u64::from(ok));
     number.set_reload_report(ReloadReport {
         at: chrono::Utc::now().timestamp(),
+        version,
         ok,
         diagnostics,
     });

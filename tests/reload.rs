@@ -71,7 +71,7 @@ async fn edits_are_picked_up_and_broken_edits_keep_the_old_bot() {
     std::fs::create_dir_all(&flows).unwrap();
     std::fs::write(
         dir.path().join("parlance.yaml"),
-        "session: { store: \"sqlite://data/bot.db\" }\n",
+        "session: { store: \"sqlite://data/bot.db\" }\napi: { key: admin-key }\n",
     )
     .unwrap();
     std::fs::write(flows.join("main.yaml"), flow("version one")).unwrap();
@@ -109,6 +109,20 @@ async fn edits_are_picked_up_and_broken_edits_keep_the_old_bot() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(say(port, "hi").await.as_deref(), Some("version two"));
+    let status: Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/admin/status"))
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = &status["bots"][0]["last_reload"];
+    assert_eq!(last["ok"], false, "{status}");
+    assert_eq!(last["version"], 2, "version two still serving: {status}");
+    let first = last["diagnostics"][0].as_str().unwrap_or_default();
+    assert!(first.contains("error[template_syntax]"), "{status}");
 
     // Fixing it brings the new version.
     std::fs::write(flows.join("main.yaml"), flow("version three")).unwrap();

@@ -63,7 +63,12 @@ impl Number {
             outbox,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
-            last_reload: Mutex::new(None),
+            last_reload: Mutex::new(Some(crate::reload::ReloadReport {
+                at: chrono::Utc::now().timestamp(),
+                version: 1,
+                ok: true,
+                diagnostics: Vec::new(),
+            })),
         }
     }
 
