@@ -94,7 +94,8 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
             .watcher()
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-        folders.push((dir, Arc::clone(number)));
+        let seen = fingerprint(&dir);
+        folders.push((dir, Arc::clone(number), seen));
     }
     std::thread::Builder::new()
         .name("parlance-reload".into())
@@ -102,8 +103,15 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
             while let Ok(first) = rx.recv() {
                 let mut changed = vec![first];
                 changed.extend(rx.try_iter());
-                for (dir, number) in &folders {
-                    if changed.iter().any(|p| is_bot_file(dir, p)) {
+                for (dir, number, seen) in &mut folders {
+                    if !changed.iter().any(|p| is_bot_file(dir, p)) {
+                        continue;
+                    }
+                    // Reading the files to reload them raises events too (inotify
+                    // reports opens): reload only when a file really changed.
+                    let now = fingerprint(dir);
+                    if now != *seen {
+                        *seen = now;
                         reload(number);
                     }
                 }
@@ -113,6 +121,22 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
     Ok(Watching {
         _debouncer: debouncer,
     })
+}
+
+/// Size and modification time of every bot file below `dir`, sorted: a change to any
+/// file changes it. Built from metadata only, which raises no file events.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && is_bot_file(dir, e.path()))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path().to_path_buf(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// Whether a changed path is part of the bot in `dir`: its YAML files and scripts, not

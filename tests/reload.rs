@@ -131,5 +131,17 @@ async fn edits_are_picked_up_and_broken_edits_keep_the_old_bot() {
             .await
             .is_some()
     );
+    // One edit is one reload: reading the files to reload them must not trigger more.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status: Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/admin/status"))
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["bots"][0]["last_reload"]["version"], 3, "{status}");
     assert!(Path::new(&dir.path().join("data/bot.db")).exists());
 }
