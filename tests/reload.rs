@@ -38,6 +38,16 @@ async fn say(port: u16, text: &str) -> Option<String> {
     body["sent"][0]["text"]["body"].as_str().map(str::to_string)
 }
 
+async fn admin_status(port: u16) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/admin/status"))
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
 async fn wait_until_up(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -109,15 +119,7 @@ async fn edits_are_picked_up_and_broken_edits_keep_the_old_bot() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(say(port, "hi").await.as_deref(), Some("version two"));
-    let status: Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/admin/status"))
-        .bearer_auth("admin-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = admin_status(port).await;
     let last = &status["bots"][0]["last_reload"];
     assert_eq!(last["ok"], false, "{status}");
     assert_eq!(last["version"], 2, "version two still serving: {status}");
@@ -133,15 +135,7 @@ async fn edits_are_picked_up_and_broken_edits_keep_the_old_bot() {
     );
     // One edit is one reload: reading the files to reload them must not trigger more.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status: Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/admin/status"))
-        .bearer_auth("admin-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = admin_status(port).await;
     assert_eq!(status["bots"][0]["last_reload"]["version"], 3, "{status}");
     assert!(Path::new(&dir.path().join("data/bot.db")).exists());
 }

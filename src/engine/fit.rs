@@ -7,9 +7,25 @@ use super::message::{Header, Message};
 use crate::flow::{Overflow, limits};
 
 /// Checks and, with `truncate`, shortens `message`. Returns the fields it shortened.
+/// A text field to check: what it is called, the text, its limit, whether it may be empty.
+type Field<'a> = (&'static str, &'a mut String, usize, bool);
+
+/// The optional header, the body and the optional footer of an interactive message.
+fn frame<'a>(
+    fields: &mut Vec<Field<'a>>,
+    header: Option<&'a mut String>,
+    body: &'a mut String,
+    body_max: usize,
+    footer: Option<&'a mut String>,
+) {
+    fields.extend(header.map(|t| ("the header", t, limits::HEADER, true)));
+    fields.push(("the body", body, body_max, true));
+    fields.extend(footer.map(|f| ("the footer", f, limits::FOOTER, false)));
+}
+
 pub fn fit(message: &mut Message, overflow: Overflow) -> Result<Vec<String>, String> {
-    let mut fields: Vec<(&'static str, &mut String, usize, bool)> = Vec::new();
-    fn header(h: &mut Option<Header>) -> Option<&mut String> {
+    let mut fields: Vec<Field<'_>> = Vec::new();
+    fn text_header(h: &mut Option<Header>) -> Option<&mut String> {
         match h {
             Some(Header::Text(t)) => Some(t),
             _ => None,
@@ -21,17 +37,17 @@ pub fn fit(message: &mut Message, overflow: Overflow) -> Result<Vec<String>, Str
             caption: Some(c), ..
         } => fields.push(("the caption", c, limits::CAPTION, false)),
         Message::Buttons {
-            header: h,
+            header,
             body,
             footer,
             buttons,
         } => {
-            fields.extend(header(h).map(|t| ("the header", t, limits::HEADER, true)));
-            fields.push(("the body", body, limits::INTERACTIVE_BODY, true));
-            fields.extend(
-                footer
-                    .as_mut()
-                    .map(|f| ("the footer", f, limits::FOOTER, false)),
+            frame(
+                &mut fields,
+                text_header(header),
+                body,
+                limits::INTERACTIVE_BODY,
+                footer.as_mut(),
             );
             for b in buttons {
                 fields.push(("a button title", &mut b.title, limits::BUTTON_TITLE, true));
@@ -44,16 +60,12 @@ pub fn fit(message: &mut Message, overflow: Overflow) -> Result<Vec<String>, Str
             button,
             sections,
         } => {
-            fields.extend(
-                header
-                    .as_mut()
-                    .map(|t| ("the header", t, limits::HEADER, true)),
-            );
-            fields.push(("the body", body, limits::LIST_BODY, true));
-            fields.extend(
-                footer
-                    .as_mut()
-                    .map(|f| ("the footer", f, limits::FOOTER, false)),
+            frame(
+                &mut fields,
+                header.as_mut(),
+                body,
+                limits::LIST_BODY,
+                footer.as_mut(),
             );
             fields.push(("the list button", button, limits::LIST_BUTTON, true));
             for s in sections {
@@ -76,18 +88,18 @@ pub fn fit(message: &mut Message, overflow: Overflow) -> Result<Vec<String>, Str
             fields.push(("the body", body, limits::INTERACTIVE_BODY, true))
         }
         Message::CtaUrl {
-            header: h,
+            header,
             body,
             footer,
             button,
             ..
         } => {
-            fields.extend(header(h).map(|t| ("the header", t, limits::HEADER, true)));
-            fields.push(("the body", body, limits::INTERACTIVE_BODY, true));
-            fields.extend(
-                footer
-                    .as_mut()
-                    .map(|f| ("the footer", f, limits::FOOTER, false)),
+            frame(
+                &mut fields,
+                text_header(header),
+                body,
+                limits::INTERACTIVE_BODY,
+                footer.as_mut(),
             );
             fields.push(("the button label", button, limits::CTA_DISPLAY_TEXT, true));
         }
@@ -98,16 +110,12 @@ pub fn fit(message: &mut Message, overflow: Overflow) -> Result<Vec<String>, Str
             cta,
             ..
         } => {
-            fields.extend(
-                header
-                    .as_mut()
-                    .map(|t| ("the header", t, limits::HEADER, true)),
-            );
-            fields.push(("the body", body, limits::INTERACTIVE_BODY, true));
-            fields.extend(
-                footer
-                    .as_mut()
-                    .map(|f| ("the footer", f, limits::FOOTER, false)),
+            frame(
+                &mut fields,
+                header.as_mut(),
+                body,
+                limits::INTERACTIVE_BODY,
+                footer.as_mut(),
             );
             fields.push(("the button label", cta, limits::FLOW_CTA, true));
         }
