@@ -1,33 +1,24 @@
 //! A conversation test file (`tests/**/*.yaml` in a bot folder), as written. The runner
 //! behind `parlance test` plays the user steps against the engine and checks the bot steps.
 
+use super::flow::NODE_KINDS;
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The node kinds that send a message a `bot:` step can expect.
-pub const MESSAGE_KINDS: &[&str] = &[
-    "say",
-    "image",
-    "video",
-    "audio",
-    "document",
-    "sticker",
-    "buttons",
-    "list",
-    "ask",
-    "template",
-    "location",
-    "request_location",
-    "contacts",
-    "cta_url",
-    "whatsapp_flow",
-    "react",
-    "payload",
-    "handover",
-    "end",
-];
+/// Node kinds that send nothing, so no `bot:` step can expect a message from them.
+pub const SILENT_KINDS: &[&str] = &["set", "http", "script", "wait", "call"];
+
+/// The node kinds that send a message a `bot:` step can expect: every kind of
+/// [`NODE_KINDS`] but the silent ones, in the same order.
+pub fn message_kinds() -> Vec<&'static str> {
+    NODE_KINDS
+        .iter()
+        .copied()
+        .filter(|k| !SILENT_KINDS.contains(k))
+        .collect()
+}
 
 /// A `bot:` mapping names exactly one message kind.
 fn one_message_kind(schema: &mut Schema) {
@@ -37,7 +28,7 @@ fn one_message_kind(schema: &mut Schema) {
             .filter(|b| b.get("type") == Some(&json!("object")))
         {
             if let Value::Object(map) = branch {
-                map.insert("propertyNames".into(), json!({ "enum": MESSAGE_KINDS }));
+                map.insert("propertyNames".into(), json!({ "enum": message_kinds() }));
                 map.insert("minProperties".into(), json!(1));
                 map.insert("maxProperties".into(), json!(1));
             }
