@@ -374,10 +374,10 @@ async fn every_sample_payload_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     write_bot(dir.path(), &graph, 0);
     let addr = start(dir.path()).await;
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/whatsapp/samples/inbound");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/whatsapp/samples/inbound");
     let mut count = 0;
     for entry in std::fs::read_dir(&samples)
-        .expect("shared/whatsapp/samples/inbound exists")
+        .expect("fixtures/whatsapp/samples/inbound exists")
         .flatten()
     {
         let body = std::fs::read(entry.path()).unwrap();

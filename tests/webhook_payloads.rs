@@ -1,4 +1,5 @@
-//! The webhook parser against the shared sample corpus (`../shared/whatsapp/samples`).
+//! The webhook parser against the WhatsApp sample corpus (`fixtures/whatsapp/samples`, a
+//! copy of `shared/whatsapp/samples` so the tests pass on a plain clone).
 //!
 //! * every file in `samples/inbound/` (and the `inbound--*` Meta-page copies in
 //!   `samples/meta-docs-copy/`) parses, with no message lost: the items match the
@@ -24,10 +25,10 @@ use serde_json::{Value, json};
 const MIN_INBOUND_FILES: usize = 132;
 
 fn samples_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/whatsapp/samples");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/whatsapp/samples");
     assert!(
         dir.join("inbound").is_dir(),
-        "the WhatsApp sample corpus is missing: expected {}/inbound (see shared/whatsapp/README.md)",
+        "the WhatsApp sample corpus is missing: expected {}/inbound (a copy of shared/whatsapp/samples)",
         dir.display()
     );
     dir

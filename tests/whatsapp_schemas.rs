@@ -2,7 +2,7 @@
 //!
 //! * every schema file is valid JSON, declares draft 2020-12 and compiles;
 //! * every property a bot designer can see in an error carries a description;
-//! * every outbound sample in the shared corpus (`../shared/whatsapp/samples`) validates,
+//! * every outbound sample in the sample corpus (`fixtures/whatsapp/samples`, copied from shared/) validates,
 //!   except the files in [`ALLOWED_FAILURES`], which must fail exactly where the list says;
 //! * hand-written payloads: limits are enforced at the right instance path, and minimal
 //!   payloads of every supported type are accepted.
@@ -117,7 +117,7 @@ fn schema_dir() -> PathBuf {
 }
 
 fn samples_dir() -> PathBuf {
-    repo_root().join("../shared/whatsapp/samples")
+    repo_root().join("fixtures/whatsapp/samples")
 }
 
 fn load_json(path: &Path) -> Value {
@@ -362,8 +362,7 @@ fn outbound_samples_validate() {
     let samples = samples_dir();
     assert!(
         samples.is_dir(),
-        "shared WhatsApp samples not found at {} (expected the shared folder next to the repo: \
-         ../shared/whatsapp/samples); this test must not be skipped",
+        "WhatsApp samples not found at {} (fixtures/whatsapp/samples is checked in); this test must not be skipped",
         samples.display()
     );
     let message_schema = message_validator();

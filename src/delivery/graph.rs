@@ -169,7 +169,7 @@ mod tests {
 
     fn sample(name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/whatsapp/samples")
+            .join("fixtures/whatsapp/samples")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
