@@ -185,3 +185,80 @@ fn a_bot_with_errors_does_not_run() {
     let out = parlance(&["chat", "fixtures/invalid/unknown_node"], "hi\n");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A bot that echoes what the user writes, with `config` as its parlance.yaml, and a
+/// conversation test that sends it 100,000 characters and expects `expect` back.
+fn echo_bot(config: &str, expect: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["flows", "tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        "nodes:\n  back:\n    say: \"{{ message.text }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flows/sorry.yaml"),
+        "nodes:\n  sorry:\n    say: \"Sorry, that went wrong.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        format!("bot: {{ entry: main, fallback: sorry }}\n{config}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tests/echo.yaml"),
+        format!(
+            "name: a long echo\nsteps:\n  - user: \"{}\"\n  - bot: \"{expect}\"\n",
+            "x".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn parlance_test_fails_an_over_long_echo_with_the_reason() {
+    let dir = echo_bot("", "Sorry, that went wrong.");
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/echo.yaml:3:5: step 1: the bot stopped with an error: flows/main.yaml:2:3: main.back: the text is 100000 characters after rendering; WhatsApp allows at most 4096 (set render.overflow: truncate to shorten it instead); the fallback flow takes over"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn parlance_test_passes_an_over_long_echo_shortened_with_overflow_truncate() {
+    let shortened = format!("{}…", "x".repeat(4095));
+    let dir = echo_bot("render: { overflow: truncate }\n", &shortened);
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("1 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn chat_answers_an_over_long_echo_with_the_fallback_and_says_why() {
+    let dir = echo_bot("", "");
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["chat", &d], &format!("{}\n", "x".repeat(100_000)));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.ends_with("bot: Sorry, that went wrong.\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: flows/main.yaml:2:3: main.back: the text is 100000 characters after rendering; WhatsApp allows at most 4096 (set render.overflow: truncate to shorten it instead); the fallback flow takes over\n"
+    );
+}

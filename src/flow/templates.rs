@@ -107,6 +107,10 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // A runaway loop in a template stops instead of hanging a turn.
         env.set_fuel(Some(100_000));
+        // Debug mode is what makes minijinja remember which expression produced an
+        // undefined value, so the error names it (`vars.quantity` is undefined). It is
+        // on by default only in debug builds; `serve --release` said "undefined value".
+        env.set_debug(true);
         env.add_filter("currency", super::filters::currency);
         env.add_filter("date", super::filters::date);
         env.add_filter("wa_bold", super::filters::wa_bold);
@@ -178,18 +182,41 @@ impl Templates {
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(ctx))
-                .map_err(describe_runtime),
+                .map_err(|e| self.describe_runtime(name, ctx, e)),
         }
     }
 
     /// Evaluates an expression with the given context.
     pub fn eval(&self, expr: &Expr, ctx: &Value) -> Result<Value, TemplateError> {
-        let template = self
-            .env
-            .get_template(expr.name())
-            .map_err(describe_runtime)?;
-        let captured = template.render_captured(ctx).map_err(describe_runtime)?;
+        let fail = |e| self.describe_runtime(expr.name(), ctx, e);
+        let template = self.env.get_template(expr.name()).map_err(fail)?;
+        let captured = template.render_captured(ctx).map_err(fail)?;
         Ok(captured.state().lookup(EXPR_RESULT).unwrap_or_default())
+    }
+
+    /// A render error in the designer's terms. An undefined value is always named: when
+    /// minijinja could not tell which expression produced it, the names the template
+    /// reads that the context lacks are listed instead.
+    fn describe_runtime(&self, name: &str, ctx: &Value, e: minijinja::Error) -> TemplateError {
+        let undefined = e.kind() == minijinja::ErrorKind::UndefinedError;
+        let mut error = describe_runtime(e);
+        if undefined && !error.message.contains('`') {
+            let mut missing: Vec<String> = self
+                .undeclared(name)
+                .into_iter()
+                .filter(|path| !resolves(ctx, path))
+                .collect();
+            missing.sort();
+            if !missing.is_empty() {
+                let names = missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                error.message = format!("{} ({names} is not set)", error.message);
+            }
+        }
+        error
     }
 
     fn undeclared(&self, name: &str) -> HashSet<String> {
@@ -198,6 +225,18 @@ impl Templates {
             .map(|t| t.undeclared_variables(true))
             .unwrap_or_default()
     }
+}
+
+/// Whether a dotted name (`vars.order.qty`) has a value in `ctx`.
+fn resolves(ctx: &Value, path: &str) -> bool {
+    let mut value = ctx.clone();
+    for part in path.split('.') {
+        match value.get_attr(part) {
+            Ok(v) if !v.is_undefined() => value = v,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// A render error, in the designer's terms: what failed, without minijinja's template name.
