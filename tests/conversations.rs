@@ -253,9 +253,11 @@ fn chat_answers_an_over_long_echo_with_the_fallback_and_says_why() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.ends_with("bot: Sorry, that went wrong.\n"),
+        text.ends_with(
+            "x\nbot: Sorry, that went wrong.\n     — conversation ended; your next message starts a new one —\n"
+        ),
         "{}",
-        &text[text.len().saturating_sub(200)..]
+        text.chars().skip(99_900).collect::<String>()
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
