@@ -1115,3 +1115,45 @@ fn a_delivery_failure_without_on_error_is_reported_and_changes_nothing() {
         "a status is not a user message"
     );
 }
+
+/// A reload removed the node that called the running flow: when the called flow ends,
+/// the user hears the fallback flow instead of nothing, and the log says why.
+#[test]
+fn returning_to_a_call_that_a_reload_removed_is_an_error_and_the_fallback_answers() {
+    let bot = temp_bot(&[
+        (
+            "flows/main.yaml",
+            "nodes:\n  q:\n    ask: { text: \"Name?\" }\n    save: name\n  thanks:\n    say: \"Thanks, {{ vars.name }}.\"\n",
+        ),
+        (
+            "flows/sorry.yaml",
+            "nodes:\n  sorry:\n    say: \"Sorry.\"\n",
+        ),
+        ("parlance.yaml", "bot: { entry: main, fallback: sorry }\n"),
+    ]);
+    let mut session = Session::new(WA_ID, CLOCK);
+    session.last_user_message_at = Some(CLOCK);
+    session.state = State::Waiting {
+        at: engine::NodeAt {
+            flow: "main".into(),
+            node: "q".into(),
+        },
+        retries_used: 0,
+        choices: Vec::new(),
+    };
+    // Written before the reload: `old.ask_name` called main.
+    session.stack.push(engine::NodeAt {
+        flow: "old".into(),
+        node: "ask_name".into(),
+    });
+    let host = OfflineHost::default();
+    let turn = engine::step(&bot, session, &Event::text("Ada", CLOCK), CLOCK, &host);
+    assert_eq!(texts(&turn.actions), ["Thanks, Ada.", "Sorry."]);
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "old.ask_name: the flow this node called ended, but the node no longer exists (the bot was edited); the fallback flow takes over"
+        ]
+    );
+    assert!(turn.session.stack.is_empty());
+}

@@ -597,12 +597,9 @@ impl Run<'_> {
                             // The bot was edited while the call ran: say so, do not
                             // leave the user in silence.
                             let problem = Problem {
-                                at: Some(frame.clone()),
+                                at: Some(frame),
                                 source: None,
-                                message: format!(
-                                    "the called flow ended, but the calling node {}.{} no longer exists",
-                                    frame.flow, frame.node
-                                ),
+                                message: "the flow this node called ended, but the node no longer exists (the bot was edited)".into(),
                             };
                             match self.stop_with_error(problem) {
                                 Then::Go(t) => {
