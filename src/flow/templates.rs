@@ -198,8 +198,12 @@ impl Templates {
     /// minijinja could not tell which expression produced it, the names the template
     /// reads that the context lacks are listed instead.
     fn describe_runtime(&self, name: &str, ctx: &Value, e: minijinja::Error) -> TemplateError {
-        let undefined = e.kind() == minijinja::ErrorKind::UndefinedError;
+        let kind = e.kind();
         let mut error = describe_runtime(e);
+        // An operation on an undefined value fails as an invalid operation that says
+        // "undefined" but not which value.
+        let undefined =
+            kind == minijinja::ErrorKind::UndefinedError || error.message.contains("undefined");
         if undefined && !error.message.contains('`') {
             let mut missing: Vec<String> = self
                 .undeclared(name)
@@ -258,4 +262,42 @@ fn describe(e: minijinja::Error) -> TemplateError {
         message.push_str(&format!(" (line {line} of the text)"));
     }
     TemplateError { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval_error(templates: &mut Templates, source: &str) -> String {
+        let (expr, _) = templates
+            .add_expr("e".into(), source)
+            .expect("the expression compiles");
+        let ctx = Value::from(minijinja::value::Serde(json!({ "vars": { "qty": 2 } })));
+        templates
+            .eval(&expr, &ctx)
+            .expect_err("vars.quantity is not set")
+            .message
+    }
+
+    #[test]
+    fn an_undefined_value_is_named_in_release_builds_too() {
+        // minijinja names it only in debug mode, which release builds turn off by default.
+        let mut templates = Templates::new();
+        assert!(templates.env().debug());
+        assert_eq!(
+            eval_error(&mut templates, "vars.quantity * 9.5"),
+            "tried to use * operator on unsupported types undefined and number (`vars.quantity` is undefined)"
+        );
+    }
+
+    #[test]
+    fn an_undefined_value_minijinja_cannot_trace_is_named_from_the_template() {
+        let mut templates = Templates::new();
+        templates.env.set_debug(false);
+        assert_eq!(
+            eval_error(&mut templates, "vars.quantity * 9.5 + vars.qty"),
+            "tried to use * operator on unsupported types undefined and number (`vars.quantity` is not set)"
+        );
+    }
 }
