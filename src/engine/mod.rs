@@ -16,7 +16,7 @@ pub mod fit;
 pub mod message;
 pub mod session;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, NO_FAILURE_REASON};
 pub use message::Message;
 pub use session::{NodeAt, Session, ShownChoice, State};
 
