@@ -302,8 +302,7 @@ fn failed_status_bot(extra: &str, test: &str) -> tempfile::TempDir {
     dir
 }
 
-const WE_MISS_YOU: &str =
-    "    on_window_closed: { name: we_miss_you, language: en_US, body: [\"{{ contact.name }}\"] }\n";
+const WE_MISS_YOU: &str = "    on_window_closed: { name: we_miss_you, language: en_US, body: [\"{{ contact.name }}\"] }\n";
 
 #[test]
 fn a_failed_status_after_the_window_closed_sends_the_on_window_closed_template() {
