@@ -185,3 +185,233 @@ fn a_bot_with_errors_does_not_run() {
     let out = parlance(&["chat", "fixtures/invalid/unknown_node"], "hi\n");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A bot that echoes what the user writes, with `config` as its parlance.yaml, and a
+/// conversation test that sends it 100,000 characters and expects `expect` back.
+fn echo_bot(config: &str, expect: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["flows", "tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        "nodes:\n  back:\n    say: \"{{ message.text }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flows/sorry.yaml"),
+        "nodes:\n  sorry:\n    say: \"Sorry, that went wrong.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        format!("bot: {{ entry: main, fallback: sorry }}\n{config}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tests/echo.yaml"),
+        format!(
+            "name: a long echo\nsteps:\n  - user: \"{}\"\n  - bot: \"{expect}\"\n",
+            "x".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn parlance_test_fails_an_over_long_echo_with_the_reason() {
+    let dir = echo_bot("", "Sorry, that went wrong.");
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/echo.yaml:3:5: step 1: the bot stopped with an error: flows/main.yaml:2:3: main.back: the text is 100000 characters after rendering; WhatsApp allows at most 4096 (set render.overflow: truncate to shorten it instead); the fallback flow takes over"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn parlance_test_passes_an_over_long_echo_shortened_with_overflow_truncate() {
+    let shortened = format!("{}…", "x".repeat(4095));
+    let dir = echo_bot("render: { overflow: truncate }\n", &shortened);
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("1 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn chat_answers_an_over_long_echo_with_the_fallback_and_says_why() {
+    let dir = echo_bot("", "");
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["chat", &d], &format!("{}\n", "x".repeat(100_000)));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.ends_with(
+            "x\nbot: Sorry, that went wrong.\n     — conversation ended; your next message starts a new one —\n"
+        ),
+        "{}",
+        text.chars().skip(99_900).collect::<String>()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: flows/main.yaml:2:3: main.back: the text is 100000 characters after rendering; WhatsApp allows at most 4096 (set render.overflow: truncate to shorten it instead); the fallback flow takes over\n"
+    );
+}
+
+/// A bot whose only message's `on_error` (taken when WhatsApp reports it `failed`)
+/// apologises, with `extra` added to that node (e.g. its `on_window_closed`), and
+/// `test` as its one conversation test.
+fn failed_status_bot(extra: &str, test: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["flows", "tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        format!(
+            "nodes:
+  shipped:
+    say: \"Your order is on its way.\"
+    on_error: not_delivered
+    next: end
+  not_delivered:
+    say: \"We could not reach you, {{{{ contact.name }}}} ({{{{ message.error.code }}}}: {{{{ message.error.reason }}}}).\"
+{extra}    next: end
+"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flows/sorry.yaml"),
+        "nodes:\n  sorry:\n    say: \"Sorry, that went wrong.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        "bot: { entry: main, fallback: sorry }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tests/failed.yaml"), test).unwrap();
+    dir
+}
+
+const WE_MISS_YOU: &str = "    on_window_closed: { name: we_miss_you, language: en_US, body: [\"{{ contact.name }}\"] }\n";
+
+#[test]
+fn a_failed_status_after_the_window_closed_sends_the_on_window_closed_template() {
+    let dir = failed_status_bot(
+        WE_MISS_YOU,
+        "name: the apology after 25 hours is a template
+contact: { name: Ada }
+steps:
+  - user: hi
+  - bot: \"Your order is on its way.\"
+  - advance: 25h
+  - status: { failed: 131026 }
+  - bot:
+      template:
+        name: we_miss_you
+        payload:
+          template:
+            language: { code: en_US }
+            components: [{ type: body, parameters: [{ type: text, text: Ada }] }]
+",
+    );
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("1 passed, 0 failed\n"), "{text}");
+
+    // Inside the window the same status gets the free text, with Meta's code and title.
+    let dir = failed_status_bot(
+        WE_MISS_YOU,
+        "name: the apology within the window is free text
+contact: { name: Ada }
+steps:
+  - user: hi
+  - bot: \"Your order is on its way.\"
+  - advance: 5m
+  - status: { failed: { code: 131049, reason: Not delivered, node: main.shipped } }
+  - bot: \"We could not reach you, Ada (131049: Not delivered).\"
+",
+    );
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("1 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn a_failed_status_after_the_window_closed_without_a_template_fails_the_step() {
+    let dir = failed_status_bot(
+        "",
+        "name: the apology after 25 hours has no template
+steps:
+  - user: hi
+  - bot: \"Your order is on its way.\"
+  - advance: 25h
+  - status: { failed: 131026 }
+",
+    );
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/failed.yaml:6:5: step 4: the bot stopped with an error: flows/main.yaml:6:3: main.not_delivered: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent; the fallback flow takes over\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failed_status_needs_a_message_the_bot_sent() {
+    let dir = failed_status_bot(
+        WE_MISS_YOU,
+        "name: nothing was sent yet
+steps:
+  - advance: 1m
+  - status: { failed: 131026 }
+",
+    );
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/failed.yaml:4:5: step 2: a `failed` status reports on the bot's last message, but the bot has sent nothing yet in this test\n"
+        )),
+        "{text}"
+    );
+
+    let dir = failed_status_bot(
+        WE_MISS_YOU,
+        "name: the named node sent nothing
+steps:
+  - user: hi
+  - bot: \"Your order is on its way.\"
+  - status: { failed: { code: 131026, node: main.not_delivered } }
+",
+    );
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = parlance(&["test", &d], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/tests/failed.yaml:5:5: step 3: a `failed` status names main.not_delivered, but that node has sent no message yet in this test (messages came from main.shipped)\n"
+        )),
+        "{text}"
+    );
+}

@@ -172,6 +172,18 @@ fn unsupported(what: &str) -> Step {
     user(EventKind::Unsupported(what.into()))
 }
 
+/// WhatsApp reports that the message `flow.node` sent could not be delivered: a turn the
+/// user did not start.
+fn delivery_failed(flow: &str, node: &str) -> Step {
+    user(EventKind::DeliveryFailed {
+        flow: flow.into(),
+        node: node.into(),
+        code: Some(131026),
+        reason: "Message undeliverable".into(),
+    })
+    .without_id()
+}
+
 fn advance(secs: i64) -> Step {
     Step::Advance(secs)
 }
@@ -288,8 +300,15 @@ scripts! {
     no_interrupt => [text("pay"), text("order tea"), text("pay"), text("help")];
 
     // 6. Errors.
+    // A loop only a condition closes: stopped at limits.messages_per_turn, then the
+    // fallback flow answers.
     loop_bound => [text("loop")];
+    // A loop that sends nothing: stopped at limits.nodes_per_turn (default 100).
+    node_bound => [text("spin")];
     template_error => [text("broken")];
+    // A variable saved on one branch only, read on the other: named, with the node's
+    // file:line, and the fallback flow answers.
+    undefined_value => [text("price"), reply("box", "A box")];
     // 29 minutes of silence keep the session; 31 more expire it.
     expiry => [text("hi"), advance(29 * MINUTE), text("Ada"), advance(31 * MINUTE), text("Blue")];
     effects_offline => [text("http"), text("script"), text("agent")];
@@ -301,6 +320,12 @@ scripts! {
     window_open => [text("window"), reply("yes", "Yes")];
     // Each free-form message becomes its on_window_closed template.
     window_closed => [text("window").aged(25 * HOUR), text("Yes")];
+    // A delivery failure reported 2 seconds before the window closes: its on_error
+    // waits 5 seconds, so its message meets a closed window and becomes the template.
+    window_after_pause => [text("late"), advance(24 * HOUR - 2), delivery_failed("late", "shipped")];
+    // A delivery failure after the window closed, at a node whose on_error has no
+    // template: an error; the fallback flow cannot send free text either, so the turn stops.
+    window_closed_status => [text("late"), advance(25 * HOUR), delivery_failed("late", "strict")];
 }
 
 // ----- playing and recording -----
@@ -550,11 +575,10 @@ fn the_bot_loads_with_only_the_expected_warnings() {
         .map(|d| d.code.to_string())
         .collect();
     codes.sort();
-    // The loop flow loops on purpose; http, script and handover are not run yet.
+    // http, script and handover are not run yet.
     assert_eq!(
         codes,
         [
-            "endless_loop",
             "not_supported",
             "not_supported",
             "not_supported",
@@ -619,17 +643,219 @@ fn an_unusable_answer_asks_again_and_saves_nothing() {
     assert_eq!(turns[7].session.vars["rating"], 7);
 }
 
+/// What the fixture bot's fallback flow says to a text message.
+const SORRY_TEXT: &str = "Sorry, I did not understand that (text). Write hi to start again.";
+
 #[test]
-fn a_flow_that_loops_without_waiting_stops_with_an_error() {
+fn a_loop_closed_by_a_condition_stops_at_the_message_limit_and_the_fallback_answers() {
+    // loop.yaml would say 1 to 50; the fixture bot allows 25 messages per turn.
     let (_, turns) = play(&script::loop_bound());
     let turn = &turns[0];
     assert_eq!(
         errors(&turn.actions),
-        ["loop.count: stopped after 100 nodes without waiting for the user; the flow loops"]
+        [
+            "flows/loop.yaml:9:3: loop.tell: stopped before sending more than 25 messages in one turn (limits.messages_per_turn); path: loop.count → loop.tell → loop.count → loop.tell → loop.count → … 42 more … → loop.tell → loop.count → loop.tell → loop.count → loop.tell; the fallback flow takes over"
+        ]
+    );
+    let mut expected: Vec<String> = (1..=25).map(|n| n.to_string()).collect();
+    expected.push(SORRY_TEXT.into());
+    assert_eq!(texts(&turn.actions), expected);
+    assert!(matches!(turn.actions.last(), Some(Action::Ended)));
+    assert_eq!(turn.session.state, State::Idle);
+}
+
+#[test]
+fn a_loop_that_sends_nothing_stops_at_the_node_limit() {
+    let (_, turns) = play(&script::node_bound());
+    let turn = &turns[0];
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "flows/spin.yaml:7:3: spin.count: stopped after 100 nodes in one turn without waiting for the user (limits.nodes_per_turn); path: spin.count → spin.count → spin.count → spin.count → spin.count → … 90 more … → spin.count → spin.count → spin.count → spin.count → spin.count; the fallback flow takes over"
+        ]
+    );
+    assert_eq!(texts(&turn.actions), [SORRY_TEXT]);
+    assert_eq!(turn.session.vars["n"], 100);
+}
+
+/// Loads a bot written into a temporary folder: `files` are (path, content) pairs.
+fn temp_bot(files: &[(&str, &str)]) -> Bot {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let loaded = load_bot_with_env(dir.path(), &|_| None);
+    loaded
+        .bot
+        .unwrap_or_else(|| panic!("the bot loads: {:#?}", loaded.diagnostics))
+}
+
+/// One turn of `bot` for a new user who writes `body`.
+fn first_turn(bot: &Bot, body: &str) -> engine::Turn {
+    let host = OfflineHost::default();
+    let session = Session::new(WA_ID, CLOCK);
+    engine::step(bot, session, &Event::text(body, CLOCK), CLOCK, &host)
+}
+
+const COUNT_TO_50: &str = "nodes:
+  count:
+    set: { n: \"vars.n | default(0) + 1\" }
+  tell:
+    say: \"{{ vars.n }}\"
+    next:
+      - if: vars.n < 50
+        then: count
+      - else: end
+";
+
+#[test]
+fn a_turn_sends_at_most_10_messages_by_default() {
+    let bot = temp_bot(&[
+        ("flows/main.yaml", COUNT_TO_50),
+        (
+            "flows/sorry.yaml",
+            "nodes:\n  sorry:\n    say: \"Sorry.\"\n",
+        ),
+        ("parlance.yaml", "bot: { entry: main, fallback: sorry }\n"),
+    ]);
+    let turn = first_turn(&bot, "hi");
+    assert_eq!(
+        texts(&turn.actions),
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "Sorry."]
+    );
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "flows/main.yaml:4:3: main.tell: stopped before sending more than 10 messages in one turn (limits.messages_per_turn); path: main.count → main.tell → main.count → main.tell → main.count → … 12 more … → main.tell → main.count → main.tell → main.count → main.tell; the fallback flow takes over"
+        ]
+    );
+}
+
+#[test]
+fn a_fallback_flow_that_overruns_too_stops_the_turn() {
+    // Without bot.fallback the fallback is the entry flow: the same loop again.
+    let bot = temp_bot(&[
+        ("flows/main.yaml", COUNT_TO_50),
+        ("parlance.yaml", "limits: { messages_per_turn: 3 }\n"),
+    ]);
+    let turn = first_turn(&bot, "hi");
+    // The fallback starts over with the same vars: n was 4 when the limit stopped "4".
+    assert_eq!(texts(&turn.actions), ["1", "2", "3", "5", "6", "7"]);
+    let errors = errors(&turn.actions);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].ends_with("; the fallback flow takes over"),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1],
+        "flows/main.yaml:4:3: main.tell: stopped before sending more than 3 messages in one turn (limits.messages_per_turn); path: main.count → main.tell → main.count → main.tell → main.count → main.tell → main.count → main.tell; this happened in the fallback flow, so the turn stops"
     );
     assert!(matches!(turn.actions.last(), Some(Action::Error(_))));
-    assert_eq!(sends(&turn.actions).len(), 50);
     assert_eq!(turn.session.state, State::Idle);
+}
+
+#[test]
+fn an_undefined_value_names_the_variable_and_the_node_and_the_fallback_answers() {
+    let (_, turns) = play(&script::undefined_value());
+    let turn = &turns[1];
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "flows/undefined.yaml:21:3: undefined.total: set total: tried to use * operator on unsupported types undefined and number (`vars.quantity` is undefined); the fallback flow takes over"
+        ]
+    );
+    assert_eq!(
+        texts(&turn.actions),
+        ["Sorry, I did not understand that (reply). Write hi to start again."]
+    );
+}
+
+/// "echo " and 99,995 more characters.
+fn long_echo() -> String {
+    format!("echo {}", "x".repeat(99_995))
+}
+
+#[test]
+fn an_over_long_echo_is_an_error_naming_the_field_and_the_fallback_answers() {
+    let (_, turns) = play(&[text(&long_echo())]);
+    let turn = &turns[0];
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "flows/echo.yaml:7:3: echo.back: the text is 100000 characters after rendering; WhatsApp allows at most 4096 (set render.overflow: truncate to shorten it instead); the fallback flow takes over"
+        ]
+    );
+    assert_eq!(texts(&turn.actions), [SORRY_TEXT]);
+}
+
+#[test]
+fn an_over_long_echo_is_shortened_with_overflow_truncate() {
+    let bot = temp_bot(&[
+        (
+            "flows/main.yaml",
+            "nodes:\n  back:\n    say: \"{{ message.text }}\"\n",
+        ),
+        ("parlance.yaml", "render: { overflow: truncate }\n"),
+    ]);
+    let turn = first_turn(&bot, &long_echo());
+    let sent = texts(&turn.actions);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].chars().count(), 4096);
+    assert!(sent[0].starts_with("echo xxx"));
+    assert!(sent[0].ends_with("x…"));
+    assert!(errors(&turn.actions).is_empty(), "{:?}", turn.actions);
+    let warnings: Vec<String> = turn
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Warning(p) => Some(p.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "flows/main.yaml:2:3: main.back: the text was longer than WhatsApp allows and was shortened"
+        ]
+    );
+}
+
+#[test]
+fn a_message_after_a_pause_past_the_window_becomes_its_template() {
+    let (_, turns) = play(&script::window_after_pause());
+    let turn = &turns[1];
+    assert!(errors(&turn.actions).is_empty(), "{:?}", turn.actions);
+    assert!(
+        matches!(turn.actions[1], Action::Pause(_)),
+        "{:?}",
+        turn.actions
+    );
+    let sent = sends(&turn.actions);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["template"]["name"], "we_miss_you");
+    assert_eq!(
+        sent[0]["template"]["components"][0]["parameters"][0]["text"],
+        "Ada"
+    );
+    // A status is not a user message: the window stays where the user left it.
+    assert_eq!(turn.session.last_user_message_at, Some(CLOCK));
+}
+
+#[test]
+fn a_status_turn_after_the_window_closed_without_a_template_is_an_error() {
+    let (_, turns) = play(&script::window_closed_status());
+    let turn = &turns[1];
+    assert!(sends(&turn.actions).is_empty(), "{:?}", turn.actions);
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "flows/late.yaml:23:3: late.sorry_strict: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent; the fallback flow takes over",
+            "flows/fallback.yaml:5:3: fallback.sorry: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent; this happened in the fallback flow, so the turn stops",
+        ]
+    );
 }
 
 #[test]
@@ -659,17 +885,18 @@ fn an_expired_session_starts_the_entry_flow_afresh() {
 #[test]
 fn effects_are_errors_without_a_host_that_supports_them() {
     let (_, turns) = play(&script::effects_offline());
+    // The user is not left in silence: the fallback flow answers.
     for t in &turns {
-        assert!(sends(&t.actions).is_empty(), "{:?}", t.actions);
+        assert_eq!(texts(&t.actions), [SORRY_TEXT], "{:?}", t.actions);
         assert_eq!(t.session.state, State::Idle);
     }
     let all: Vec<String> = turns.iter().flat_map(|t| errors(&t.actions)).collect();
     assert_eq!(
         all,
         [
-            "fx_http.call_api: http nodes are not supported by this runtime yet",
-            "fx_script.run: script nodes are not supported by this runtime yet",
-            "fx_handover.human: handover nodes are not supported by this runtime yet",
+            "flows/fx_http.yaml:6:3: fx_http.call_api: http nodes are not supported by this runtime yet; the fallback flow takes over",
+            "flows/fx_script.yaml:6:3: fx_script.run: script nodes are not supported by this runtime yet; the fallback flow takes over",
+            "flows/fx_handover.yaml:6:3: fx_handover.human: handover nodes are not supported by this runtime yet; the fallback flow takes over",
         ]
     );
 }
@@ -785,18 +1012,20 @@ fn any_saves_a_message_as_message_shows_it() {
 
 #[test]
 fn a_send_refused_outside_the_window_stops_the_turn() {
-    // flows.md, "How a conversation runs" 7 and 8: the send is reported as an error;
-    // without on_error the turn stops and the conversation ends. Above all the bot must
-    // not wait for an answer to buttons the user never received.
+    // flows.md, "How a conversation runs" 7 and 9: the send is an error; without
+    // on_error the fallback flow answers, but it cannot send free text either, so the
+    // turn stops. Above all the bot must not wait for an answer to buttons the user
+    // never received.
     let (_, turns) = play(&[text("window strict").aged(25 * HOUR)]);
     let turn = &turns[0];
     assert_eq!(
         errors(&turn.actions),
         [
-            "window_strict.without_template: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent"
+            "flows/window_strict.yaml:7:3: window_strict.without_template: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent; the fallback flow takes over",
+            "flows/fallback.yaml:5:3: fallback.sorry: the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent; this happened in the fallback flow, so the turn stops",
         ]
     );
-    assert_eq!(turn.actions.len(), 1, "{:?}", turn.actions);
+    assert_eq!(turn.actions.len(), 2, "{:?}", turn.actions);
     assert_eq!(turn.session.state, State::Idle);
 }
 
@@ -824,10 +1053,13 @@ fn the_quick_reply_of_the_window_template_answers_the_buttons() {
 fn a_handover_that_fails_does_not_promise_an_agent() {
     let (_, turns) = play(&[text("human")]);
     let turn = &turns[0];
-    assert!(sends(&turn.actions).is_empty(), "{:?}", turn.actions);
+    // Only the fallback flow's answer, not the handover's "an agent will be with you".
+    assert_eq!(texts(&turn.actions), [SORRY_TEXT], "{:?}", turn.actions);
     assert_eq!(
         errors(&turn.actions),
-        ["fx_handover_say.human: handover nodes are not supported by this runtime yet"]
+        [
+            "flows/fx_handover_say.yaml:7:3: fx_handover_say.human: handover nodes are not supported by this runtime yet; the fallback flow takes over"
+        ]
     );
 }
 
@@ -873,7 +1105,7 @@ fn a_delivery_failure_without_on_error_is_reported_and_changes_nothing() {
     assert_eq!(
         errors(&t.actions),
         [
-            "main.q: WhatsApp could not deliver the message (131026): Message undeliverable; the node has no on_error"
+            "flows/main.yaml:2:3: main.q: WhatsApp could not deliver the message (131026): Message undeliverable; the node has no on_error"
         ]
     );
     assert_eq!(t.session.state, waiting);
@@ -882,4 +1114,46 @@ fn a_delivery_failure_without_on_error_is_reported_and_changes_nothing() {
         Some(CLOCK),
         "a status is not a user message"
     );
+}
+
+/// A reload removed the node that called the running flow: when the called flow ends,
+/// the user hears the fallback flow instead of nothing, and the log says why.
+#[test]
+fn returning_to_a_call_that_a_reload_removed_is_an_error_and_the_fallback_answers() {
+    let bot = temp_bot(&[
+        (
+            "flows/main.yaml",
+            "nodes:\n  q:\n    ask: { text: \"Name?\" }\n    save: name\n  thanks:\n    say: \"Thanks, {{ vars.name }}.\"\n",
+        ),
+        (
+            "flows/sorry.yaml",
+            "nodes:\n  sorry:\n    say: \"Sorry.\"\n",
+        ),
+        ("parlance.yaml", "bot: { entry: main, fallback: sorry }\n"),
+    ]);
+    let mut session = Session::new(WA_ID, CLOCK);
+    session.last_user_message_at = Some(CLOCK);
+    session.state = State::Waiting {
+        at: engine::NodeAt {
+            flow: "main".into(),
+            node: "q".into(),
+        },
+        retries_used: 0,
+        choices: Vec::new(),
+    };
+    // Written before the reload: `old.ask_name` called main.
+    session.stack.push(engine::NodeAt {
+        flow: "old".into(),
+        node: "ask_name".into(),
+    });
+    let host = OfflineHost::default();
+    let turn = engine::step(&bot, session, &Event::text("Ada", CLOCK), CLOCK, &host);
+    assert_eq!(texts(&turn.actions), ["Thanks, Ada.", "Sorry."]);
+    assert_eq!(
+        errors(&turn.actions),
+        [
+            "old.ask_name: the flow this node called ended, but the node no longer exists (the bot was edited); the fallback flow takes over"
+        ]
+    );
+    assert!(turn.session.stack.is_empty());
 }

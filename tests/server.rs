@@ -482,6 +482,76 @@ async fn a_failed_delivery_status_takes_the_nodes_on_error_branch() {
     assert_eq!(bodies(&sent), ["A special offer", "Sorry, code 131026"]);
 }
 
+/// A `status: { failed: ... }` step in a conversation test plays the event `serve` makes
+/// of a `failed` status: the same bot, the same failure after the 24-hour window closed,
+/// and the test expects, verbatim, the payload `serve` sent for it.
+#[tokio::test]
+async fn a_failed_status_step_in_parlance_test_sends_what_serve_sends() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    std::fs::write(
+        dir.path().join("flows/notice.yaml"),
+        "triggers:\n  - keywords: [notice]\nnodes:\n  notice:\n    template: { name: order_update, language: en_US }\n    on_error: sorry\n    next: end\n  sorry:\n    say: \"Sorry, code {{ message.error.code }}\"\n    on_window_closed: { name: we_miss_you, language: en_US, body: [\"{{ message.type }} {{ message.error.code }} {{ message.error.reason }} {{ session.flow }}.{{ session.node }}\"] }\n",
+    )
+    .unwrap();
+    let addr = start(dir.path()).await;
+    // The user's message reaches the bot 25 hours after it was sent, so the window is
+    // closed: the template goes out, free text would not.
+    let mut webhook = text_webhook("4915100000010", "wamid.n.1", "notice");
+    let sent_at = chrono_now().parse::<i64>().unwrap() - 25 * 3600;
+    webhook["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] =
+        json!(sent_at.to_string());
+    send_signed(addr, &webhook).await;
+    let sent = wait_for(&graph, 1).await;
+    assert_eq!(sent[0]["template"]["name"], "order_update", "{sent:?}");
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
+            "statuses": [{
+                "id": "wamid.FAKE00000001", "status": "failed", "timestamp": chrono_now(),
+                "recipient_id": "4915100000010",
+                "errors": [{ "code": 131026, "title": "Message undeliverable" }]
+            }]
+        }}]}]
+    });
+    assert_eq!(send_signed(addr, &status).await.status(), 200);
+    let sent = wait_for(&graph, 2).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let from_serve = &sent[1];
+    assert_eq!(
+        from_serve["template"]["components"][0]["parameters"][0]["text"],
+        "delivery_failed 131026 Message undeliverable notice.sorry",
+        "{from_serve}"
+    );
+
+    std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+    std::fs::write(
+        dir.path().join("tests/failed.yaml"),
+        format!(
+            "name: the failed notice, as serve answers it
+contact: {{ wa_id: \"4915100000010\" }}
+steps:
+  - user: notice
+  - bot: {{ template: {{ name: order_update }} }}
+  - advance: 25h
+  - status: {{ failed: {{ code: 131026, reason: Message undeliverable }} }}
+  - bot: {{ template: {{ payload: {from_serve} }} }}
+"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parlance"))
+        .args(["test", &dir.path().to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("1 passed, 0 failed\n"), "{text}");
+}
+
 fn text_webhook_to(number: &str, from: &str, id: &str, text: &str) -> Value {
     let mut w = text_webhook(from, id, text);
     w["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!(number);

@@ -3,7 +3,7 @@
 
 use super::node::{Names, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
-use crate::flow::settings::DEFAULT_MESSAGES_PER_SECOND;
+use crate::flow::settings::{DEFAULT_MESSAGES_PER_SECOND, TurnLimits};
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
 use crate::source::{SourceFile, YamlPath};
 use crate::spec::config::RawConfig;
@@ -127,6 +127,19 @@ pub(crate) fn resolve(
             .filter(|k| !k.is_empty()),
         mask_logs: privacy.mask_logs.unwrap_or(true),
         keep_transcripts,
+        limits: turn_limits(raw),
+    }
+}
+
+/// `limits:`, defaults applied. The schema keeps each value at 1 or more.
+fn turn_limits(raw: &RawConfig) -> TurnLimits {
+    let limits = raw.limits.clone().unwrap_or_default();
+    let default = TurnLimits::default();
+    TurnLimits {
+        messages_per_turn: limits
+            .messages_per_turn
+            .unwrap_or(default.messages_per_turn),
+        nodes_per_turn: limits.nodes_per_turn.unwrap_or(default.nodes_per_turn),
     }
 }
 

@@ -259,13 +259,15 @@ impl Runtime {
                     }
                 }
                 Action::Pause(d) => tokio::time::sleep(d).await,
+                // The problem names the node and its file:line; the user only by the
+                // last digits. What the user sees next (the fallback flow) follows.
                 Action::Error(p) => {
                     self.metrics.turn_errors.inc();
-                    tracing::warn!(number = %key.phone_number_id, problem = %p, "turn stopped with an error");
+                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn error");
                     report.problems.push(format!("error: {p}"));
                 }
                 Action::Warning(p) => {
-                    tracing::warn!(number = %key.phone_number_id, problem = %p, "turn warning");
+                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn warning");
                     report.problems.push(format!("warning: {p}"));
                 }
                 Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}

@@ -15,6 +15,10 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// The `reason` of a [`EventKind::DeliveryFailed`] whose status carried no error (what
+/// `serve` reports, and what a conversation test's `status:` step defaults to).
+pub const NO_FAILURE_REASON: &str = "no reason given";
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     Text(String),
@@ -56,6 +60,7 @@ pub enum EventKind {
         node: String,
         /// Meta's error code, e.g. 131026 (not a WhatsApp user) or 131049.
         code: Option<i64>,
+        /// The error's title, or [`NO_FAILURE_REASON`] when WhatsApp gave none.
         reason: String,
     },
     /// Something the engine has no use for (an order, a system message, an unsupported

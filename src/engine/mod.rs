@@ -16,7 +16,7 @@ pub mod fit;
 pub mod message;
 pub mod session;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, NO_FAILURE_REASON};
 pub use message::Message;
 pub use session::{NodeAt, Session, ShownChoice, State};
 
@@ -28,9 +28,8 @@ use message::{Header, MediaRef, Row, Section};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// Most nodes one turn may visit. A flow that loops without waiting for the user stops
-/// here with an error instead of hanging (`parlance validate` warns about such loops).
-pub const MAX_NODES_PER_TURN: usize = 100;
+/// How many node ids a runaway turn's log shows from its start and from its end.
+const PATH_SHOWN: usize = 5;
 
 /// The result of a turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +53,9 @@ pub enum Action {
     Ended,
     /// Something the designer should know that did not stop the turn.
     Warning(Problem),
-    /// The turn stopped at a node because of an error; the conversation ended.
+    /// A node failed without an `on_error`, or the turn went over `limits:`. Unless it
+    /// happened in the fallback flow run for an earlier error, the fallback flow takes
+    /// over (its messages follow); then the turn stops.
     Error(Problem),
 }
 
@@ -74,11 +75,44 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     pub at: Option<NodeAt>,
+    /// Where that node is written (`flows/order.yaml:12:3`), so a log line leads to it.
+    pub source: Option<String>,
     pub message: String,
 }
 
+impl Problem {
+    /// A problem at node `r` of `bot`.
+    pub fn at_node(bot: &Bot, r: NodeRef, message: String) -> Self {
+        let flow = bot.flow(r.flow);
+        let pos = bot.node(r).pos;
+        Problem {
+            at: Some(at(bot, r)),
+            source: Some(format!(
+                "{}:{}:{}",
+                flow.file.display(),
+                pos.line,
+                pos.column
+            )),
+            message,
+        }
+    }
+
+    /// A problem at no node in particular.
+    pub fn general(message: String) -> Self {
+        Problem {
+            at: None,
+            source: None,
+            message,
+        }
+    }
+}
+
+/// `file:line:col: flow.node: message`, the house diagnostic format without a code.
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(source) = &self.source {
+            write!(f, "{source}: ")?;
+        }
         match &self.at {
             Some(at) => write!(f, "{}.{}: {}", at.flow, at.node, self.message),
             None => f.write_str(&self.message),
@@ -167,7 +201,11 @@ pub fn step(bot: &Bot, session: Session, event: &Event, now: i64, host: &dyn Hos
         host,
         message,
         actions: Vec::new(),
-        visited: 0,
+        path: Vec::new(),
+        sent: 0,
+        paused: 0,
+        over_limit: false,
+        recovering: false,
         here: None,
     };
     run.handle(event);
@@ -191,7 +229,18 @@ struct Run<'a> {
     /// `message` as templates see it.
     message: Value,
     actions: Vec<Action>,
-    visited: usize,
+    /// The nodes run so far (since the fallback took over, once it has), for
+    /// `limits.nodes_per_turn` and for the log of a runaway turn.
+    path: Vec<NodeRef>,
+    /// Messages queued so far (since the fallback took over), for `limits.messages_per_turn`.
+    sent: usize,
+    /// Seconds of `wait` so far: a message after a pause goes out that much later, which
+    /// matters when the 24-hour window closes in between.
+    paused: i64,
+    /// The turn went over `limits:`: no `on_error` may continue it.
+    over_limit: bool,
+    /// The fallback flow runs because of an error: another error stops the turn.
+    recovering: bool,
     /// The node running (or being answered), for `session.flow` / `session.node`.
     here: Option<NodeAt>,
 }
@@ -274,7 +323,7 @@ impl Run<'_> {
                     self.bot.flow(flow).id
                 );
                 self.actions
-                    .push(Action::Warning(Problem { at: None, message }));
+                    .push(Action::Warning(Problem::general(message)));
                 self.session.state = State::Idle;
                 self.session.stack.clear();
                 self.run_from(first_node(self.bot, flow));
@@ -296,18 +345,26 @@ impl Run<'_> {
             .and_then(|r| self.bot.node(r).on_error);
         match target {
             Some(target) => {
-                self.actions.push(Action::Warning(Problem {
-                    at: Some(failed),
-                    message: format!("WhatsApp could not deliver the message{code}: {reason}; continuing at on_error"),
-                }));
+                self.actions.push(Action::Warning(self.problem_at(flow, node, failed, format!("WhatsApp could not deliver the message{code}: {reason}; continuing at on_error"))));
                 self.session.state = State::Idle;
                 self.session.stack.clear();
                 self.run_from(target);
             }
-            None => self.actions.push(Action::Error(Problem {
+            // Nobody waits for an answer here (the user did not write), so the fallback
+            // flow does not answer: the failure is only reported.
+            None => self.actions.push(Action::Error(self.problem_at(flow, node, failed, format!("WhatsApp could not deliver the message{code}: {reason}; the node has no on_error")))),
+        }
+    }
+
+    /// A problem at a node named by id, with its source position when it still exists.
+    fn problem_at(&self, flow: &str, node: &str, failed: NodeAt, message: String) -> Problem {
+        match self.bot.node_by_id(flow, node) {
+            Some(r) => Problem::at_node(self.bot, r, message),
+            None => Problem {
                 at: Some(failed),
-                message: format!("WhatsApp could not deliver the message{code}: {reason}; the node has no on_error"),
-            })),
+                source: None,
+                message,
+            },
         }
     }
 
@@ -537,21 +594,42 @@ impl Run<'_> {
                             None => return,
                         },
                         None => {
-                            self.session.stack.clear();
-                            return self.end();
+                            // The bot was edited while the call ran: say so, do not
+                            // leave the user in silence.
+                            let problem = Problem {
+                                at: Some(frame),
+                                source: None,
+                                message: "the flow this node called ended, but the node no longer exists (the bot was edited)".into(),
+                            };
+                            match self.stop_with_error(problem) {
+                                Then::Go(t) => {
+                                    target = t;
+                                    continue;
+                                }
+                                Then::Stop => return,
+                            }
                         }
                     },
                     None => return self.end(),
                 },
             };
-            self.visited += 1;
-            if self.visited > MAX_NODES_PER_TURN {
-                self.fail_hard(
-                    node,
-                    format!("stopped after {MAX_NODES_PER_TURN} nodes without waiting for the user; the flow loops"),
+            let most = self.bot.settings.limits.nodes_per_turn as usize;
+            if self.path.len() >= most {
+                // Straight to the fallback: `on_error` could go on looping.
+                self.over_limit = true;
+                let message = format!(
+                    "stopped after {most} nodes in one turn without waiting for the user (limits.nodes_per_turn); path: {}",
+                    self.path_text()
                 );
-                return;
+                match self.fail_hard(node, message) {
+                    Then::Go(t) => {
+                        target = t;
+                        continue;
+                    }
+                    Then::Stop => return,
+                }
             }
+            self.path.push(node);
             match self.visit(node) {
                 Then::Go(next) => target = next,
                 Then::Stop => return,
@@ -588,7 +666,10 @@ impl Run<'_> {
                     self.session.vars.insert(name.clone(), v);
                 }
             }
-            NodeKind::Wait(d) => self.actions.push(Action::Pause(*d)),
+            NodeKind::Wait(d) => {
+                self.paused = self.paused.saturating_add(d.as_secs() as i64);
+                self.actions.push(Action::Pause(*d));
+            }
             NodeKind::Call(target) => {
                 self.session.stack.push(at(self.bot, r));
                 return Then::Go(Target::Node(*target));
@@ -655,10 +736,8 @@ impl Run<'_> {
                                 self.deliver(r, vec![text], None)
                             });
                             if let Err(e) = said {
-                                self.actions.push(Action::Warning(Problem {
-                                    at: Some(at(self.bot, r)),
-                                    message: e,
-                                }));
+                                self.actions
+                                    .push(Action::Warning(Problem::at_node(self.bot, r, e)));
                             }
                         }
                         let here = at(self.bot, r);
@@ -728,14 +807,21 @@ impl Run<'_> {
         }
     }
 
-    /// A node failed: go to its `on_error`, or stop the conversation with an error.
+    /// A node failed: go to its `on_error`, or to the fallback flow with an error.
     fn fail(&mut self, r: NodeRef, message: String) -> Then {
-        match self.bot.node(r).on_error {
+        // A turn over its limits must not continue at `on_error`: that may loop again.
+        let on_error = if self.over_limit {
+            None
+        } else {
+            self.bot.node(r).on_error
+        };
+        match on_error {
             Some(target) => {
-                self.actions.push(Action::Warning(Problem {
-                    at: Some(at(self.bot, r)),
-                    message: format!("{message}; continuing at on_error"),
-                }));
+                self.actions.push(Action::Warning(Problem::at_node(
+                    self.bot,
+                    r,
+                    format!("{message}; continuing at on_error"),
+                )));
                 Then::Go(target)
             }
             None => self.fail_hard(r, message),
@@ -751,13 +837,56 @@ impl Run<'_> {
     }
 
     fn fail_hard(&mut self, r: NodeRef, message: String) -> Then {
-        self.actions.push(Action::Error(Problem {
-            at: Some(at(self.bot, r)),
-            message,
-        }));
+        self.stop_with_error(Problem::at_node(self.bot, r, message))
+    }
+
+    /// The turn cannot go on: report why, and let the fallback flow answer so the user
+    /// is not left in silence. Running calls are abandoned. When the fallback flow itself
+    /// fails (or overruns), the turn just stops: trying it again could loop.
+    fn stop_with_error(&mut self, mut problem: Problem) -> Then {
         self.session.state = State::Idle;
         self.session.stack.clear();
-        Then::Stop
+        if self.recovering {
+            problem
+                .message
+                .push_str("; this happened in the fallback flow, so the turn stops");
+            self.actions.push(Action::Error(problem));
+            return Then::Stop;
+        }
+        problem.message.push_str("; the fallback flow takes over");
+        self.actions.push(Action::Error(problem));
+        // The fallback gets a turn's budget of its own.
+        self.recovering = true;
+        self.over_limit = false;
+        self.path.clear();
+        self.sent = 0;
+        Then::Go(first_node(self.bot, self.bot.fallback))
+    }
+
+    /// The nodes this turn ran, as `flow.node` ids; a long path shows its start and end.
+    fn path_text(&self) -> String {
+        let ids: Vec<String> = self
+            .path
+            .iter()
+            .map(|r| {
+                let id = at(self.bot, *r);
+                format!("{}.{}", id.flow, id.node)
+            })
+            .collect();
+        if ids.len() <= 2 * PATH_SHOWN + 1 {
+            return ids.join(" → ");
+        }
+        format!(
+            "{} → … {} more … → {}",
+            ids[..PATH_SHOWN].join(" → "),
+            ids.len() - 2 * PATH_SHOWN,
+            ids[ids.len() - PATH_SHOWN..].join(" → ")
+        )
+    }
+
+    /// Now as the user will see the next message: after the pauses of this turn.
+    fn clock(&self) -> i64 {
+        self.now.saturating_add(self.paused)
     }
 
     fn effect_failed(&mut self, r: NodeRef, what: &str, e: EffectError) -> Then {
@@ -776,7 +905,7 @@ impl Run<'_> {
             &self.session,
             self.here.as_ref(),
             &self.message,
-            self.now,
+            self.clock(),
             self.host.env(),
             extra,
         )
@@ -1036,22 +1165,34 @@ impl Run<'_> {
         } else {
             None
         };
-        if free_form && !self.session.window_open(self.now) {
+        // The window is judged when the message goes out: after this turn's pauses, and
+        // a turn the user did not start (a delivery status) may find it closed.
+        if free_form && !self.session.window_open(self.clock()) {
             let Some(template) = instead.clone() else {
                 return Err("the user's 24-hour window is closed and the node has no on_window_closed template; nothing was sent".into());
             };
             messages = vec![template];
         }
+        let most = self.bot.settings.limits.messages_per_turn as usize;
+        if self.sent + messages.len() > most {
+            self.over_limit = true;
+            return Err(format!(
+                "stopped before sending more than {most} messages in one turn (limits.messages_per_turn); path: {}",
+                self.path_text()
+            ));
+        }
         let mut warnings = Vec::new();
         for message in &mut messages {
             for field in fit::fit(message, self.bot.settings.overflow)? {
-                warnings.push(Action::Warning(Problem {
-                    at: Some(here.clone()),
-                    message: format!("{field} was longer than WhatsApp allows and was shortened"),
-                }));
+                warnings.push(Action::Warning(Problem::at_node(
+                    self.bot,
+                    r,
+                    format!("{field} was longer than WhatsApp allows and was shortened"),
+                )));
             }
         }
         self.actions.extend(warnings);
+        self.sent += messages.len();
         for message in messages {
             let instead_outside_window = if message.allowed_outside_window() {
                 None

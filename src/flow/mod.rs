@@ -12,7 +12,7 @@ pub mod settings;
 pub mod templates;
 
 pub use normalize::normalize;
-pub use settings::{Settings, Transformers, WhatsAppSettings};
+pub use settings::{Settings, Transformers, TurnLimits, WhatsAppSettings};
 pub use templates::{Expr, Templates, Text};
 
 use crate::diag::Pos;

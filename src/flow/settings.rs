@@ -7,6 +7,11 @@ use std::time::Duration;
 /// Meta's default throughput for a registered phone number.
 pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 80;
 
+/// Most messages one turn sends unless `limits.messages_per_turn` says otherwise.
+pub const DEFAULT_MESSAGES_PER_TURN: u32 = 10;
+/// Most nodes one turn runs unless `limits.nodes_per_turn` says otherwise.
+pub const DEFAULT_NODES_PER_TURN: u32 = 100;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub name: String,
@@ -19,6 +24,23 @@ pub struct Settings {
     pub api_key: Option<String>,
     pub mask_logs: bool,
     pub keep_transcripts: Duration,
+    pub limits: TurnLimits,
+}
+
+/// Bounds on one turn (`limits:` in parlance.yaml), checked by the engine as it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnLimits {
+    pub messages_per_turn: u32,
+    pub nodes_per_turn: u32,
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        TurnLimits {
+            messages_per_turn: DEFAULT_MESSAGES_PER_TURN,
+            nodes_per_turn: DEFAULT_NODES_PER_TURN,
+        }
+    }
 }
 
 /// Transformer script paths, relative to the bot folder.

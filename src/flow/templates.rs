@@ -107,6 +107,10 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // A runaway loop in a template stops instead of hanging a turn.
         env.set_fuel(Some(100_000));
+        // Debug mode is what makes minijinja remember which expression produced an
+        // undefined value, so the error names it (`vars.quantity` is undefined). It is
+        // on by default only in debug builds; `serve --release` said "undefined value".
+        env.set_debug(true);
         env.add_filter("currency", super::filters::currency);
         env.add_filter("date", super::filters::date);
         env.add_filter("wa_bold", super::filters::wa_bold);
@@ -178,18 +182,45 @@ impl Templates {
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(ctx))
-                .map_err(describe_runtime),
+                .map_err(|e| self.describe_runtime(name, ctx, e)),
         }
     }
 
     /// Evaluates an expression with the given context.
     pub fn eval(&self, expr: &Expr, ctx: &Value) -> Result<Value, TemplateError> {
-        let template = self
-            .env
-            .get_template(expr.name())
-            .map_err(describe_runtime)?;
-        let captured = template.render_captured(ctx).map_err(describe_runtime)?;
+        let fail = |e| self.describe_runtime(expr.name(), ctx, e);
+        let template = self.env.get_template(expr.name()).map_err(fail)?;
+        let captured = template.render_captured(ctx).map_err(fail)?;
         Ok(captured.state().lookup(EXPR_RESULT).unwrap_or_default())
+    }
+
+    /// A render error in the designer's terms. An undefined value is always named: when
+    /// minijinja could not tell which expression produced it, the names the template
+    /// reads that the context lacks are listed instead.
+    fn describe_runtime(&self, name: &str, ctx: &Value, e: minijinja::Error) -> TemplateError {
+        let kind = e.kind();
+        let mut error = describe_runtime(e);
+        // An operation on an undefined value fails as an invalid operation that says
+        // "undefined" but not which value.
+        let undefined =
+            kind == minijinja::ErrorKind::UndefinedError || error.message.contains("undefined");
+        if undefined && !error.message.contains('`') {
+            let mut missing: Vec<String> = self
+                .undeclared(name)
+                .into_iter()
+                .filter(|path| !resolves(ctx, path))
+                .collect();
+            missing.sort();
+            if !missing.is_empty() {
+                let names = missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                error.message = format!("{} ({names} is not set)", error.message);
+            }
+        }
+        error
     }
 
     fn undeclared(&self, name: &str) -> HashSet<String> {
@@ -198,6 +229,18 @@ impl Templates {
             .map(|t| t.undeclared_variables(true))
             .unwrap_or_default()
     }
+}
+
+/// Whether a dotted name (`vars.order.qty`) has a value in `ctx`.
+fn resolves(ctx: &Value, path: &str) -> bool {
+    let mut value = ctx.clone();
+    for part in path.split('.') {
+        match value.get_attr(part) {
+            Ok(v) if !v.is_undefined() => value = v,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// A render error, in the designer's terms: what failed, without minijinja's template name.
@@ -219,4 +262,42 @@ fn describe(e: minijinja::Error) -> TemplateError {
         message.push_str(&format!(" (line {line} of the text)"));
     }
     TemplateError { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval_error(templates: &mut Templates, source: &str) -> String {
+        let (expr, _) = templates
+            .add_expr("e".into(), source)
+            .expect("the expression compiles");
+        let ctx = Value::from(minijinja::value::Serde(json!({ "vars": { "qty": 2 } })));
+        templates
+            .eval(&expr, &ctx)
+            .expect_err("vars.quantity is not set")
+            .message
+    }
+
+    #[test]
+    fn an_undefined_value_is_named_in_release_builds_too() {
+        // minijinja names it only in debug mode, which release builds turn off by default.
+        let mut templates = Templates::new();
+        assert!(templates.env().debug());
+        assert_eq!(
+            eval_error(&mut templates, "vars.quantity * 9.5"),
+            "tried to use * operator on unsupported types undefined and number (`vars.quantity` is undefined)"
+        );
+    }
+
+    #[test]
+    fn an_undefined_value_minijinja_cannot_trace_is_named_from_the_template() {
+        let mut templates = Templates::new();
+        templates.env.set_debug(false);
+        assert_eq!(
+            eval_error(&mut templates, "vars.quantity * 9.5 + vars.qty"),
+            "tried to use * operator on unsupported types undefined and number (`vars.quantity` is not set)"
+        );
+    }
 }

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub api: Option<RawApi>,
     /// What is kept and what is shown in logs.
     pub privacy: Option<RawPrivacy>,
+    /// Bounds on one turn, so a flow that loops cannot flood a user.
+    pub limits: Option<RawLimits>,
     /// Environment variables that templates may read as `env.NAME`. No others are visible.
     #[serde(default)]
     pub expose_env: Vec<String>,
@@ -105,6 +107,20 @@ pub enum Overflow {
     #[default]
     Error,
     Truncate,
+}
+
+/// Bounds on one turn (one message from the user and everything it sets off). A turn
+/// over a bound stops, is logged with the nodes it ran, and the fallback flow answers.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
+pub struct RawLimits {
+    /// Most messages one turn may send (default 10).
+    #[schemars(range(min = 1))]
+    pub messages_per_turn: Option<u32>,
+    /// Most nodes one turn may run without waiting for the user (default 100).
+    #[schemars(range(min = 1))]
+    pub nodes_per_turn: Option<u32>,
 }
 
 /// Endpoint transformer scripts.

@@ -52,7 +52,8 @@ pub struct RawTestFile {
     #[serde(default)]
     pub profile: IndexMap<String, serde_json::Value>,
     /// The conversation, one step per item: `user:` says something, `bot:` is what the bot
-    /// must answer, `vars:` checks variables, `advance:` moves the simulated clock.
+    /// must answer, `vars:` checks variables, `advance:` moves the simulated clock,
+    /// `status:` reports a delivery status of a message the bot sent.
     #[schemars(length(min = 1))]
     pub steps: Vec<RawStep>,
 }
@@ -68,7 +69,8 @@ pub struct RawTestContact {
     pub name: Option<String>,
 }
 
-/// One step of a conversation test: exactly one of `user`, `bot`, `vars`, `advance`.
+/// One step of a conversation test: exactly one of `user`, `bot`, `vars`, `advance`,
+/// `status`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[schemars(rename = "Step")]
@@ -82,6 +84,49 @@ pub enum RawStep {
     Vars(IndexMap<String, serde_json::Value>),
     /// Move the simulated clock forward, e.g. `advance: 31m` to let the session expire.
     Advance(String),
+    /// WhatsApp reports a delivery status for a message the bot sent, as `serve` hears of
+    /// it: `status: { failed: 131026 }`. Not a message from the user, so it does not
+    /// reopen the 24-hour window: after `advance: 25h` the `on_error` branch it starts
+    /// meets a closed window.
+    Status(RawStatus),
+}
+
+/// A delivery status WhatsApp reports for a message the bot sent: exactly one key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "DeliveryStatus")]
+pub enum RawStatus {
+    /// The message could not be delivered: Meta's error code (`failed: 131026`), or
+    /// `failed: { code, reason, node }`. The node that sent it takes its `on_error` branch.
+    Failed(RawFailed),
+}
+
+/// A `failed` status: an error code, or its details.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "FailedStatus")]
+pub enum RawFailed {
+    /// Meta's error code, e.g. 131026 (message undeliverable); the last message the bot
+    /// sent failed.
+    Code(i64),
+    /// Which message failed and why.
+    Details(RawFailedDetails),
+}
+
+/// The details of a `failed` status; everything is optional.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "FailedDetails")]
+pub struct RawFailedDetails {
+    /// Meta's error code (`message.error.code` in the `on_error` branch); left out, the
+    /// status carries none.
+    pub code: Option<i64>,
+    /// The error's title (`message.error.reason`); default `no reason given`, as `serve`
+    /// has it when WhatsApp sends none.
+    pub reason: Option<String>,
+    /// The node whose message failed, as `flow.node`: its last message in this test.
+    /// Default: the last message the bot sent.
+    pub node: Option<String>,
 }
 
 /// What the simulated user sends.

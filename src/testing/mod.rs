@@ -8,13 +8,15 @@
 pub mod fake_graph;
 
 use crate::diag::Pos;
-use crate::engine::{self, Action, Event, EventKind, OfflineHost, Outgoing, Session};
+use crate::engine::{
+    self, Action, Event, EventKind, NO_FAILURE_REASON, NodeAt, OfflineHost, Outgoing, Session,
+};
 use crate::flow::{Bot, MediaKind};
 use crate::render::{self, terminal};
 use crate::source::{SourceFile, YamlPath};
 use crate::spec::test::{
-    RawBotExpect, RawMessageExpect, RawMessageFields, RawStep, RawTestFile, RawTestMedia,
-    RawUserEvent, RawUserInput,
+    RawBotExpect, RawFailed, RawFailedDetails, RawMessageExpect, RawMessageFields, RawStatus,
+    RawStep, RawTestFile, RawTestMedia, RawUserEvent, RawUserInput,
 };
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -78,6 +80,9 @@ struct Runner<'a> {
     counter: u64,
     /// Messages the bot sent that no `bot:` step has checked yet.
     pending: VecDeque<Outgoing>,
+    /// The node of every message the bot sent, in order: what a `status:` step can
+    /// report on, as `serve` finds a status's message among those it sent.
+    sent: Vec<NodeAt>,
 }
 
 impl<'a> Runner<'a> {
@@ -105,6 +110,7 @@ impl<'a> Runner<'a> {
             clock: CLOCK_START,
             counter: 0,
             pending: VecDeque::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -130,6 +136,7 @@ impl<'a> Runner<'a> {
                     }
                     Err(e) => Err(e),
                 },
+                RawStep::Status(status) => self.status(status),
             };
             if let Err(message) = result {
                 return fail(message);
@@ -139,12 +146,7 @@ impl<'a> Runner<'a> {
     }
 
     fn user(&mut self, input: &RawUserInput) -> Result<(), String> {
-        if !self.pending.is_empty() {
-            return Err(format!(
-                "the bot sent more than the test expects before this step:\n{}",
-                self.describe_pending()
-            ));
-        }
+        self.nothing_pending()?;
         self.counter += 1;
         let event = Event {
             id: Some(format!("wamid.test.{}", self.counter)),
@@ -152,8 +154,99 @@ impl<'a> Runner<'a> {
             contact_name: self.contact_name.clone(),
             kind: event_kind(input),
         };
+        self.play(&event)
+    }
+
+    /// A delivery status for a message the bot sent: the event `serve` makes of a
+    /// `failed` status (the sending node's flow and node, Meta's code and title, no
+    /// message id, no contact name), played as its own turn at the simulated clock.
+    fn status(&mut self, status: &RawStatus) -> Result<(), String> {
+        self.nothing_pending()?;
+        let RawStatus::Failed(failed) = status;
+        let details = match failed {
+            RawFailed::Code(code) => RawFailedDetails {
+                code: Some(*code),
+                ..RawFailedDetails::default()
+            },
+            RawFailed::Details(details) => details.clone(),
+        };
+        let at = self.sent_by(details.node.as_deref())?;
+        let event = Event {
+            id: None,
+            at: self.clock,
+            contact_name: None,
+            kind: EventKind::DeliveryFailed {
+                flow: at.flow,
+                node: at.node,
+                code: details.code,
+                reason: details
+                    .reason
+                    .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
+            },
+        };
+        self.play(&event)
+    }
+
+    /// The node of the message a status reports on: the last message the bot sent, or
+    /// the last one `node` (`flow.node`) sent. WhatsApp only reports on messages that
+    /// were sent, so naming any other is a mistake in the test.
+    fn sent_by(&self, node: Option<&str>) -> Result<NodeAt, String> {
+        let Some(name) = node else {
+            return self.sent.last().cloned().ok_or_else(|| {
+                "a `failed` status reports on the bot's last message, but the bot has sent nothing yet in this test".to_string()
+            });
+        };
+        let Some((flow, id)) = name.split_once('.') else {
+            return Err(format!(
+                "`node: {name}` must name a node as `flow.node`, e.g. `main.welcome`"
+            ));
+        };
+        if let Some(at) = self
+            .sent
+            .iter()
+            .rev()
+            .find(|at| at.flow == flow && at.node == id)
+        {
+            return Ok(at.clone());
+        }
+        if self.bot.node_by_id(flow, id).is_none() {
+            return Err(format!(
+                "a `failed` status names {name}, a node the bot does not have"
+            ));
+        }
+        let mut senders: Vec<String> = Vec::new();
+        for at in &self.sent {
+            let sender = format!("{}.{}", at.flow, at.node);
+            if !senders.contains(&sender) {
+                senders.push(sender);
+            }
+        }
+        Err(if senders.is_empty() {
+            format!("a `failed` status names {name}, but the bot has sent nothing yet in this test")
+        } else {
+            format!(
+                "a `failed` status names {name}, but that node has sent no message yet in this test (messages came from {})",
+                senders.join(", ")
+            )
+        })
+    }
+
+    /// A message no `bot:` step checked fails the test before the next event.
+    fn nothing_pending(&self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the bot sent more than the test expects before this step:\n{}",
+            self.describe_pending()
+        ))
+    }
+
+    /// Runs one turn for `event` and queues what the bot sends; an engine error or a
+    /// payload WhatsApp would reject fails the step.
+    fn play(&mut self, event: &Event) -> Result<(), String> {
         let session = std::mem::replace(&mut self.session, Session::new("", 0));
-        let turn = engine::step(self.bot, session, &event, self.clock, &self.host);
+        let turn = engine::step(self.bot, session, event, self.clock, &self.host);
         self.session = turn.session;
         for action in turn.actions {
             match action {
@@ -172,6 +265,7 @@ impl<'a> Runner<'a> {
                             payload
                         ));
                     }
+                    self.sent.push(o.at.clone());
                     self.pending.push_back(*o);
                 }
                 Action::Error(p) => return Err(format!("the bot stopped with an error: {p}")),
