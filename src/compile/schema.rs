@@ -15,7 +15,9 @@ use jsonschema::{JsonType, ValidationError};
 use serde_json::Value;
 
 /// The outcome of a schema check: diagnostics, and the JSON pointers that had errors (so
-/// later stages skip those parts instead of reporting the same mistake twice).
+/// later stages leave those parts out instead of reporting the same mistake twice). An
+/// unknown key's pointer is the key itself (`/nodes/menu/colour`), so that leaving it out
+/// keeps the rest of its mapping.
 #[derive(Debug, Default)]
 pub struct SchemaCheck {
     pub diagnostics: Vec<Diagnostic>,
@@ -63,9 +65,17 @@ pub fn check(file: &SourceFile, kind: FileKind, json: &Value) -> SchemaCheck {
             None => file.diag_at(&path, p.code, p.message),
         };
         check.diagnostics.push(diag.maybe_hint(p.hint));
-        check.bad_pointers.push(p.pointer);
+        check.bad_pointers.push(match &p.key {
+            Some(key) => format!("{}/{}", p.pointer, escape_pointer(key)),
+            None => p.pointer,
+        });
     }
     check
+}
+
+/// `key` as one segment of a JSON pointer (RFC 6901).
+pub fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 fn explain(
