@@ -81,7 +81,7 @@ pub(crate) fn resolve(
                 file.diag_at_key(
                     &path,
                     Code::NotSupported,
-                    "transformers are checked but this build cannot run them",
+                    "this build cannot run transformer scripts",
                 )
                 .with_hint("remove `transformers:` for now; transformer scripts come in a later version"),
             );

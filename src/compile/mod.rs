@@ -324,6 +324,19 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
                     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
                 })
                 .collect();
+            // A repeated key (or node) keeps its last value: the node may not be what
+            // the designer meant, so whole-graph checks must not trust it either.
+            let node_path = YamlPath::root().key("nodes").key(id).to_string();
+            let repeated = diags.iter().any(|d| {
+                matches!(d.code, Code::DuplicateKey | Code::DuplicateNode)
+                    && d.file == file.display
+                    && d.path
+                        .strip_prefix(&node_path)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            });
+            if repeated {
+                broken_nodes.insert(id.clone());
+            }
             let raw = if bad.is_empty() {
                 match serde_json::from_value::<RawNode>(value.clone()) {
                     Ok(raw) => Some(raw),

@@ -729,11 +729,11 @@ impl Ctx<'_> {
                 path,
                 Code::WaitTooLong,
                 format!(
-                    "wait {} is longer than a typing pause; a wait is at most {}s",
+                    "{} is longer than the {}s a wait may last",
                     source.trim(),
                     limits::MAX_WAIT.as_secs()
                 ),
-                Some("longer pauses (reminders, follow-ups) need durable timers, which are planned; for now wait at most 25s".into()),
+                Some("a wait is a typing pause within one reply; longer pauses (reminders, follow-ups) need durable timers, which are planned".into()),
             );
         }
         d

@@ -122,10 +122,12 @@ fn explain(
             let name = property
                 .as_str()
                 .map_or_else(|| property.to_string(), str::to_string);
+            let hint = property_description(schema, error.schema_path().as_str(), &name)
+                .map(|what| format!("add `{name}:`, {what}"));
             out.push(problem(
                 Code::MissingField,
                 format!("missing required key \"{name}\""),
-                None,
+                hint,
             ));
         }
         ValidationErrorKind::Type { kind: expected } => {
@@ -197,33 +199,39 @@ fn explain(
             let count = instance.as_array().map_or(0, Vec::len);
             let max = matches!(error.kind(), ValidationErrorKind::MaxItems { .. });
             let what = last_key(&pointer);
-            let (code, message) = match (what, max) {
+            let (code, message, hint) = match (what, max) {
                 ("buttons", true) => (
                     Code::WhatsappLimit,
                     format!("{count} buttons; WhatsApp allows at most {limit} reply buttons"),
+                    Some("for more choices use a list node (up to 10 rows)"),
                 ),
                 ("sections", true) => (
                     Code::WhatsappLimit,
                     format!("{count} sections; WhatsApp allows at most {limit} in a list"),
+                    Some("merge sections, or split the choices over two list nodes"),
                 ),
                 ("rows", true) => (
                     Code::WhatsappLimit,
                     format!("{count} rows; WhatsApp allows at most {limit} rows in a list"),
+                    Some("split the choices over two list nodes, e.g. with a \"More…\" row"),
                 ),
                 ("contacts", true) => (
                     Code::WhatsappLimit,
                     format!("{count} contacts; WhatsApp allows at most {limit} in one message"),
+                    Some("send the others in a second contacts node"),
                 ),
                 (_, true) => (
                     Code::InvalidValue,
                     format!("{count} items; at most {limit} allowed"),
+                    None,
                 ),
                 (_, false) => (
                     Code::InvalidValue,
                     format!("{count} items; at least {limit} needed"),
+                    None,
                 ),
             };
-            out.push(problem(code, message, None));
+            out.push(problem(code, message, hint.map(str::to_string)));
         }
         ValidationErrorKind::PropertyNames { error } => {
             let name = error.instance().as_str().unwrap_or_default().to_string();
@@ -454,6 +462,28 @@ fn last_key(pointer: &str) -> &str {
     pointer.rsplit('/').next().unwrap_or_default()
 }
 
+/// The documentation of the key `name` of the schema object that holds the failing
+/// `required`, as a phrase for a hint: "the button's label, at most 20 characters".
+fn property_description(schema: &Value, schema_path: &str, name: &str) -> Option<String> {
+    let parent = schema_path.strip_suffix("/required")?;
+    let text = schema
+        .pointer(parent)?
+        .get("properties")?
+        .get(name)?
+        .get("description")?
+        .as_str()?;
+    let first = text.split(". ").next().unwrap_or(text).trim().trim_end_matches('.');
+    let mut chars = first.chars();
+    let head = chars.next()?;
+    // Lowercase the first word unless it is code (`body`) or an acronym (URL).
+    let lowered = if chars.clone().next().is_some_and(char::is_lowercase) {
+        head.to_lowercase().collect::<String>()
+    } else {
+        head.to_string()
+    };
+    Some(format!("{lowered}{}", chars.as_str()))
+}
+
 /// The keys allowed by the schema object that holds the failing `additionalProperties`.
 fn allowed_keys(schema: &Value, schema_path: &str) -> Vec<String> {
     let parent = schema_path
@@ -534,6 +564,15 @@ fn type_hint(found: &Value, expected: &[String], pointer: &str) -> Option<String
         }
         Value::Object(_) if wants_text => {
             Some("text containing \": \" or starting with { must be quoted".into())
+        }
+        Value::Object(_) if expected.iter().any(|e| e == "a list") => {
+            Some("write the items as a list, each line starting with `- `".into())
+        }
+        Value::Array(_) if expected.iter().any(|e| e == "a mapping") => {
+            Some("write `key: value` lines here, without `- `".into())
+        }
+        Value::Array(_) if wants_text => {
+            Some("give one text; text with commas or starting with [ must be quoted".into())
         }
         _ => None,
     }

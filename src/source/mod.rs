@@ -177,8 +177,21 @@ fn io_error(path: &Path, e: &std::io::Error) -> ReadError {
         Pos::START,
         code,
         format!("cannot read {}: {e}", path.display()),
-        None,
+        Some(io_hint(e)),
     )
+}
+
+/// What to do about a file that cannot be read.
+fn io_hint(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            "usually a symbolic link whose target was moved or deleted; fix the link or remove it".into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "give the user running Parlance permission to read it, or remove it from the bot folder".into()
+        }
+        _ => "check the file and its permissions, or remove it from the bot folder".into(),
+    }
 }
 
 /// Every `*.yaml`/`*.yml` file below `root/sub`, relative to `root`, sorted, hidden
@@ -207,12 +220,20 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
                 let reason = e
                     .io_error()
                     .map_or_else(|| e.to_string(), ToString::to_string);
-                diags.push(Diagnostic::new(
-                    diag::display_path(root, rel),
-                    Pos::START,
-                    Code::Io,
-                    format!("cannot read {}: {reason}", rel.display()),
-                ));
+                // walkdir's own errors (no io error) are symbolic link loops.
+                let hint = e.io_error().map_or_else(
+                    || "a symbolic link leads back to a folder above it; remove the link".to_string(),
+                    io_hint,
+                );
+                diags.push(
+                    Diagnostic::new(
+                        diag::display_path(root, rel),
+                        Pos::START,
+                        Code::Io,
+                        format!("cannot read {}: {reason}", rel.display()),
+                    )
+                    .with_hint(hint),
+                );
                 continue;
             }
         };
