@@ -26,7 +26,6 @@
 //! you fix one, remove its `ignore` (`cargo test --test engine -- --ignored` runs them).
 
 use parlance::compile::{COMPLETE_BUT_REFUSED, load_bot_allowing};
-use parlance::diag::Code;
 use parlance::engine::{self, Action, Event, EventKind, OfflineHost, Session, State};
 use parlance::flow::{Bot, MediaKind};
 use parlance::render;

@@ -192,17 +192,15 @@ fn files_that_lead_out_of_the_bot_folder_are_refused() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("shared.yaml"), HELLO).unwrap();
     std::fs::write(outside.join("secret.rhai"), "1").unwrap();
-    std::fs::write(
-        outside.join("test.yaml"),
-        "name: t\nsteps:\n  - user: hi\n",
-    )
-    .unwrap();
+    std::fs::write(outside.join("parlance.yaml"), "bot: { name: shared }\n").unwrap();
+    std::fs::write(outside.join("test.yaml"), "name: t\nsteps:\n  - user: hi\n").unwrap();
     let bot = dir.path().join("bot");
     symlink(outside.join("shared.yaml"), bot.join("flows/shared.yaml")).unwrap();
     symlink(&outside, bot.join("flows/elsewhere")).unwrap();
     symlink(outside.join("secret.rhai"), bot.join("scripts/linked.rhai")).unwrap();
     std::fs::create_dir_all(bot.join("tests")).unwrap();
     symlink(outside.join("test.yaml"), bot.join("tests/linked.yaml")).unwrap();
+    symlink(outside.join("parlance.yaml"), bot.join("parlance.yaml")).unwrap();
     // A link that stays inside the folder is fine.
     symlink(bot.join("flows/main.yaml"), bot.join("flows/alias.yml")).unwrap();
     let d = bot.to_string_lossy().into_owned();
@@ -220,6 +218,7 @@ fn files_that_lead_out_of_the_bot_folder_are_refused() {
             "BOT/flows/scripts.yaml:5:21: error[outside_bot_folder] nodes.up.script.file: \"../outside.rhai\" leads out of the bot folder; hint: bot files must be inside the bot folder; move or copy the file into it",
             "BOT/flows/scripts.yaml:7:21: error[outside_bot_folder] nodes.linked.script.file: \"scripts/linked.rhai\" is a symbolic link that leads out of the bot folder; hint: bot files must be inside the bot folder; copy the file in instead of linking to it",
             "BOT/flows/shared.yaml:1:1: error[outside_bot_folder] \"flows/shared.yaml\" is a symbolic link that leads out of the bot folder; hint: bot files must be inside the bot folder; copy the file in instead of linking to it",
+            "BOT/parlance.yaml:1:1: error[outside_bot_folder] \"parlance.yaml\" is a symbolic link that leads out of the bot folder; hint: bot files must be inside the bot folder; copy the file in instead of linking to it",
             "BOT/tests/linked.yaml:1:1: error[outside_bot_folder] \"tests/linked.yaml\" is a symbolic link that leads out of the bot folder; hint: bot files must be inside the bot folder; copy the file in instead of linking to it",
         ]
     );
@@ -318,6 +317,56 @@ fn every_way_of_setting_a_variable_counts() {
     let out = validate(&[&d]);
     assert_eq!(stdout(&out), "");
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_wait_is_at_most_25_seconds() {
+    let flow = |wait: &str| {
+        format!(
+            "nodes:\n  hello:\n    say: \"Hello\"\n  pause:\n    wait: {wait}\n  bye:\n    say: \"Bye\"\n"
+        )
+    };
+    let ok = temp_bot(&[("flows/main.yaml", &flow("25s"))]);
+    let d = ok.path().join("bot").to_string_lossy().into_owned();
+    let out = validate(&[&d]);
+    assert_eq!((stdout(&out).as_str(), out.status.code()), ("", Some(0)));
+
+    let long = temp_bot(&[("flows/main.yaml", &flow("25s500ms"))]);
+    let d = long.path().join("bot").to_string_lossy().into_owned();
+    let out = validate(&[&d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out).replace(&d, "BOT"),
+        "BOT/flows/main.yaml:5:11: error[wait_too_long] nodes.pause.wait: 25s500ms is longer than the 25s a wait may last; hint: a wait is a typing pause within one reply; longer pauses (reminders, follow-ups) need durable timers, which are planned\n"
+    );
+}
+
+/// `validate`, `test` and `chat` load a bot through the same function, so a bot that
+/// `validate` refuses does not run anywhere.
+#[test]
+fn what_validate_refuses_does_not_run() {
+    for fixture in [
+        "not_supported",
+        "endless_loop",
+        "unset_variable",
+        "wait_too_long",
+    ] {
+        let rel = format!("fixtures/invalid/{fixture}");
+        for command in ["test", "chat"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_parlance"))
+                .args([command, &rel])
+                .current_dir(root())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("the parlance binary runs");
+            assert_eq!(out.status.code(), Some(1), "{command} {rel}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(&format!("error[{fixture}]")),
+                "{command} {rel}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 #[test]

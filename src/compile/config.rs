@@ -83,16 +83,21 @@ pub(crate) fn resolve(
                     Code::NotSupported,
                     "this build cannot run transformer scripts",
                 )
-                .with_hint("remove `transformers:` for now; transformer scripts come in a later version"),
+                .with_hint(
+                    "remove `transformers:` for now; transformer scripts come in a later version",
+                ),
             );
         }
         for (i, name) in raw.expose_env.iter().enumerate() {
             if !is_identifier(name) {
-                diags.push(file.diag_at(
-                    &YamlPath::root().key("expose_env").index(i),
-                    Code::InvalidValue,
-                    format!("\"{name}\" is not an environment variable name"),
-                ));
+                diags.push(
+                    file.diag_at(
+                        &YamlPath::root().key("expose_env").index(i),
+                        Code::InvalidValue,
+                        format!("\"{name}\" is not an environment variable name"),
+                    )
+                    .with_hint("list names only, like SHOP_URL: letters, digits and _, not starting with a digit"),
+                );
             }
         }
     }

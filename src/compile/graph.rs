@@ -319,7 +319,10 @@ mod tests {
 
     #[test]
     fn the_hint_names_the_meant_variable_or_what_is_set() {
-        assert_eq!(unset_hint("quantity", &["qty", "size"]), "did you mean vars.qty?");
+        assert_eq!(
+            unset_hint("quantity", &["qty", "size"]),
+            "did you mean vars.qty?"
+        );
         assert_eq!(unset_hint("nmae", &["name"]), "did you mean vars.name?");
         assert_eq!(
             unset_hint("total", &["name", "size"]),

@@ -202,11 +202,8 @@ impl Ctx<'_> {
                 let hint = regex_hint(source, &message);
                 self.report(path, Code::BadRegex, message, Some(hint));
                 // Its named groups are still variables the designer meant to set.
-                self.assigned_elsewhere.extend(
-                    GROUP_NAME
-                        .captures_iter(source)
-                        .map(|c| c[1].to_string()),
-                );
+                self.assigned_elsewhere
+                    .extend(GROUP_NAME.captures_iter(source).map(|c| c[1].to_string()));
                 None
             }
         }
@@ -382,7 +379,10 @@ impl Ctx<'_> {
                     &p,
                     Code::MissingField,
                     "a payload needs a \"type\" (text, image, interactive...)",
-                    Some("add e.g. `type: text` with `text: { body: ... }`, as in the Cloud API".into()),
+                    Some(
+                        "add e.g. `type: text` with `text: { body: ... }`, as in the Cloud API"
+                            .into(),
+                    ),
                 );
             }
             let json = self.raw_json(&p).unwrap_or(Value::Null);
@@ -1268,7 +1268,10 @@ impl Ctx<'_> {
                     path,
                     Code::InvalidValue,
                     "give `flow_id` or `flow_name`, not both",
-                    Some("keep one: `flow_id` is the published Flow's id, `flow_name` its name".into()),
+                    Some(
+                        "keep one: `flow_id` is the published Flow's id, `flow_name` its name"
+                            .into(),
+                    ),
                 );
                 WhatsAppFlowRef::Id(String::new())
             }
@@ -1401,10 +1404,11 @@ impl Ctx<'_> {
                 code: code.clone(),
             },
             RawScript::File(f) => {
-                let code = read_bot_file(self.dir, &f.file).unwrap_or_else(|(code, message, hint)| {
-                    self.report(&path.key("file"), code, message, Some(hint));
-                    String::new()
-                });
+                let code =
+                    read_bot_file(self.dir, &f.file).unwrap_or_else(|(code, message, hint)| {
+                        self.report(&path.key("file"), code, message, Some(hint));
+                        String::new()
+                    });
                 Script {
                     origin: f.file.clone(),
                     code,
@@ -1563,7 +1567,8 @@ fn regex_hint(source: &str, message: &str) -> String {
 
 /// What to do about a template that does not compile.
 fn template_hint(source: &str) -> String {
-    let unclosed = |open: &str, close: &str| source.matches(open).count() > source.matches(close).count();
+    let unclosed =
+        |open: &str, close: &str| source.matches(open).count() > source.matches(close).count();
     if unclosed("{{", "}}") {
         "every {{ needs a closing }}, as in {{ vars.name }}".into()
     } else if unclosed("{%", "%}") {
@@ -1636,15 +1641,13 @@ pub type BotFileError = (Code, String, String);
 /// Checks that a file named in the bot (a script, a transformer) exists inside the bot
 /// folder, and returns its real path.
 pub fn find_bot_file(dir: &Path, rel: &str) -> Result<std::path::PathBuf, BotFileError> {
-    bot_path::resolve(dir, Path::new(rel)).map_err(|problem| {
-        match problem.outside_message(rel) {
-            Some((message, hint)) => (Code::OutsideBotFolder, message, hint),
-            None => (
-                Code::NotFound,
-                format!("no file \"{rel}\" in the bot folder"),
-                "paths are relative to the bot folder".into(),
-            ),
-        }
+    bot_path::resolve(dir, Path::new(rel)).map_err(|problem| match problem.outside_message(rel) {
+        Some((message, hint)) => (Code::OutsideBotFolder, message, hint),
+        None => (
+            Code::NotFound,
+            format!("no file \"{rel}\" in the bot folder"),
+            "paths are relative to the bot folder".into(),
+        ),
     })
 }
 

@@ -16,10 +16,7 @@ use serde_json::Value;
 /// relative to it (`/buttons/body`; empty for the node itself). `None` when even the
 /// node's remaining top-level keys do not deserialize (it is not a mapping at all).
 pub(crate) fn parse_without<T: DeserializeOwned>(value: &Value, bad: &[&str]) -> Option<T> {
-    let mut cuts: Vec<Vec<String>> = bad
-        .iter()
-        .map(|p| to_key(value, segments(p)))
-        .collect();
+    let mut cuts: Vec<Vec<String>> = bad.iter().map(|p| to_key(value, segments(p))).collect();
     loop {
         let mut rest = value.clone();
         for cut in &cuts {

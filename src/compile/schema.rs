@@ -182,6 +182,14 @@ fn explain(
                             .to_string(),
                     ),
                 )
+            } else if pattern.starts_with("^[A-Za-z0-9_][A-Za-z0-9_.-]") {
+                (
+                    format!("\"{found}\" is not a valid id"),
+                    Some(
+                        "use letters, digits, _, - and ., not starting with - or ., e.g. order_status"
+                            .to_string(),
+                    ),
+                )
             } else if pattern.starts_with("^v") {
                 (
                     format!("\"{found}\" is not a Graph API version"),
@@ -472,7 +480,12 @@ fn property_description(schema: &Value, schema_path: &str, name: &str) -> Option
         .get(name)?
         .get("description")?
         .as_str()?;
-    let first = text.split(". ").next().unwrap_or(text).trim().trim_end_matches('.');
+    let first = text
+        .split(". ")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .trim_end_matches('.');
     let mut chars = first.chars();
     let head = chars.next()?;
     // Lowercase the first word unless it is code (`body`) or an acronym (URL).

@@ -93,7 +93,11 @@ mod tests {
     fn paths_inside_the_folder_resolve() {
         let dir = bot();
         let root = dir.path().join("bot");
-        for rel in ["scripts/ok.rhai", "./scripts/ok.rhai", "scripts/../scripts/ok.rhai"] {
+        for rel in [
+            "scripts/ok.rhai",
+            "./scripts/ok.rhai",
+            "scripts/../scripts/ok.rhai",
+        ] {
             let real = resolve(&root, Path::new(rel)).unwrap();
             assert!(real.ends_with("bot/scripts/ok.rhai"), "{rel}: {real:?}");
         }
@@ -104,7 +108,10 @@ mod tests {
         let dir = bot();
         let root = dir.path().join("bot");
         let outside = dir.path().join("outside.rhai");
-        assert!(matches!(resolve(&root, &outside), Err(PathProblem::Absolute)));
+        assert!(matches!(
+            resolve(&root, &outside),
+            Err(PathProblem::Absolute)
+        ));
         assert!(matches!(
             resolve(&root, Path::new("../outside.rhai")),
             Err(PathProblem::Escapes)
@@ -123,8 +130,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("outside.rhai"), root.join("link.rhai"))
             .unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
-        std::os::unix::fs::symlink(root.join("scripts/ok.rhai"), root.join("inner.rhai"))
-            .unwrap();
+        std::os::unix::fs::symlink(root.join("scripts/ok.rhai"), root.join("inner.rhai")).unwrap();
         assert!(matches!(
             resolve(&root, Path::new("link.rhai")),
             Err(PathProblem::LinksOutside)

@@ -185,10 +185,12 @@ fn io_error(path: &Path, e: &std::io::Error) -> ReadError {
 fn io_hint(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            "usually a symbolic link whose target was moved or deleted; fix the link or remove it".into()
+            "usually a symbolic link whose target was moved or deleted; fix the link or remove it"
+                .into()
         }
         std::io::ErrorKind::PermissionDenied => {
-            "give the user running Parlance permission to read it, or remove it from the bot folder".into()
+            "give the user running Parlance permission to read it, or remove it from the bot folder"
+                .into()
         }
         _ => "check the file and its permissions, or remove it from the bot folder".into(),
     }
@@ -222,7 +224,10 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
                     .map_or_else(|| e.to_string(), ToString::to_string);
                 // walkdir's own errors (no io error) are symbolic link loops.
                 let hint = e.io_error().map_or_else(
-                    || "a symbolic link leads back to a folder above it; remove the link".to_string(),
+                    || {
+                        "a symbolic link leads back to a folder above it; remove the link"
+                            .to_string()
+                    },
                     io_hint,
                 );
                 diags.push(
