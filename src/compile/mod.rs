@@ -263,6 +263,10 @@ fn read_whole<T: DeserializeOwned>(
     deserialize(file, &YamlPath::root(), json, diags)
 }
 
+/// The hint of a `schema` error, which only a Parlance bug produces.
+const SCHEMA_BUG_HINT: &str =
+    "the schema and Parlance disagree about this value, a Parlance bug; please report it with this file";
+
 /// Deserializes a part that passed the schema. Failing here means the schema and the
 /// types disagree, a bug, which we still report rather than hide.
 pub(crate) fn deserialize<T: DeserializeOwned>(
@@ -274,7 +278,10 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
     match serde_json::from_value(json) {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(file.diag_at(path, Code::Schema, e.to_string()));
+            diags.push(
+                file.diag_at(path, Code::Schema, e.to_string())
+                    .with_hint(SCHEMA_BUG_HINT),
+            );
             None
         }
     }
@@ -341,11 +348,14 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
                 match serde_json::from_value::<RawNode>(value.clone()) {
                     Ok(raw) => Some(raw),
                     Err(e) => {
-                        diags.push(file.diag_at(
-                            &YamlPath::root().key("nodes").key(id),
-                            Code::Schema,
-                            e.to_string(),
-                        ));
+                        diags.push(
+                            file.diag_at(
+                                &YamlPath::root().key("nodes").key(id),
+                                Code::Schema,
+                                e.to_string(),
+                            )
+                            .with_hint(SCHEMA_BUG_HINT),
+                        );
                         None
                     }
                 }
