@@ -2,9 +2,12 @@
 //! immutable [`Bot`].
 //!
 //! One pass collects every diagnostic: a file with a syntax error is skipped but the
-//! others are still checked, a node that breaks the schema is skipped but its siblings
-//! are checked and targets to it still resolve. The bot is built only when there is no
-//! error. Startup, `validate`, `test` and hot reload all call [`load_bot`].
+//! others are still checked; a node that breaks the schema is compiled without its
+//! broken parts (`prune`), so its other mistakes are reported too, what it saves still
+//! counts and targets to it still resolve. The bot is built only when there is no
+//! error, and "no error" includes "this build can run it" (`not_supported`,
+//! `endless_loop`, `wait_too_long`...): startup, `validate`, `test`, `chat` and hot
+//! reload all call [`load_bot`], so what `validate` passes, `serve` runs.
 
 mod config;
 mod graph;
@@ -264,8 +267,7 @@ fn read_whole<T: DeserializeOwned>(
 }
 
 /// The hint of a `schema` error, which only a Parlance bug produces.
-const SCHEMA_BUG_HINT: &str =
-    "the schema and Parlance disagree about this value, a Parlance bug; please report it with this file";
+const SCHEMA_BUG_HINT: &str = "the schema and Parlance disagree about this value, a Parlance bug; please report it with this file";
 
 /// Deserializes a part that passed the schema. Failing here means the schema and the
 /// types disagree, a bug, which we still report rather than hide.
@@ -334,13 +336,14 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
             // A repeated key (or node) keeps its last value: the node may not be what
             // the designer meant, so whole-graph checks must not trust it either.
             let node_path = YamlPath::root().key("nodes").key(id).to_string();
-            let repeated = diags.iter().any(|d| {
-                matches!(d.code, Code::DuplicateKey | Code::DuplicateNode)
-                    && d.file == file.display
-                    && d.path
-                        .strip_prefix(&node_path)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-            });
+            let repeated = !diags.is_empty()
+                && diags.iter().any(|d| {
+                    matches!(d.code, Code::DuplicateKey | Code::DuplicateNode)
+                        && d.file == file.display
+                        && d.path
+                            .strip_prefix(&node_path)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                });
             if repeated {
                 broken_nodes.insert(id.clone());
             }
