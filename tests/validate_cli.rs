@@ -319,6 +319,34 @@ fn every_way_of_setting_a_variable_counts() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// A schema error in a trigger or a node does not make the variables it sets look unset,
+/// and a value of the wrong type for a list of choices (`expect: 3`) is one mistake, not two.
+#[test]
+fn variables_set_by_broken_parts_are_not_reported_as_unset() {
+    let dir = temp_bot(&[(
+        "flows/main.yaml",
+        concat!(
+            "triggers:\n  - regex: '^order (?P<item>\\w+)$'\n    keywords: [order]\n",
+            "nodes:\n",
+            "  code:\n    ask: { text: \"Code?\", expect: { regex: '(?P<team>[A-Z]{2})-\\d+', flags: i } }\n",
+            "  qty:\n    ask: { text: \"How many?\", expect: 3 }\n    save: qty\n",
+            "  tell:\n    say: \"{{ vars.qty }} {{ vars.item }} for {{ vars.team }}\"\n",
+        ),
+    )]);
+    let d = dir.path().join("bot").to_string_lossy().into_owned();
+    let out = validate(&[&d]);
+    let codes: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split(['[', ']']).nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        ["unknown_field", "unknown_field", "wrong_type"],
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn a_wait_is_at_most_25_seconds() {
     let flow = |wait: &str| {

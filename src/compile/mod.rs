@@ -101,8 +101,8 @@ pub(crate) struct FlowSource {
     /// Nodes with schema errors: compiled from what parsed, so checks of the whole graph
     /// (loops) must not trust them.
     pub broken_nodes: HashSet<String>,
-    /// Variables that nodes with schema errors assign as written (`save`, `set` keys),
-    /// whether or not that part survived.
+    /// Variables that nodes and triggers with schema errors assign as written (`save`,
+    /// `set` keys, regex groups), whether or not that part survived.
     pub assigned_in_broken: Vec<String>,
 }
 
@@ -307,10 +307,14 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let mut triggers = Vec::new();
+    let mut assigned_in_broken = Vec::new();
     if let Some(list) = obj.get("triggers").and_then(Value::as_array) {
         for (i, t) in list.iter().enumerate() {
             let pointer = format!("/triggers/{i}");
             if check.is_bad(&pointer) {
+                // Left out, but its regex's groups are variables the flows may read.
+                let regex = t.get("regex").and_then(Value::as_str).unwrap_or_default();
+                assigned_in_broken.extend(prune::regex_group_names(regex));
                 continue;
             }
             let path = YamlPath::root().key("triggers").index(i);
@@ -321,7 +325,6 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
     }
     let mut nodes = IndexMap::new();
     let mut broken_nodes = HashSet::new();
-    let mut assigned_in_broken = Vec::new();
     if let Some(map) = obj.get("nodes").and_then(Value::as_object) {
         for (id, value) in map {
             let pointer = format!("/nodes/{}", schema::escape_pointer(id));

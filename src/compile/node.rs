@@ -203,7 +203,7 @@ impl Ctx<'_> {
                 self.report(path, Code::BadRegex, message, Some(hint));
                 // Its named groups are still variables the designer meant to set.
                 self.assigned_elsewhere
-                    .extend(GROUP_NAME.captures_iter(source).map(|c| c[1].to_string()));
+                    .extend(super::prune::regex_group_names(source));
                 None
             }
         }
@@ -1534,12 +1534,6 @@ fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
         | NodeKind::End(_) => None,
     }
 }
-
-/// Named groups written in a regex, `(?P<name>...)` or `(?<name>...)`.
-static GROUP_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(r"\(\?P?<([A-Za-z_][A-Za-z0-9_]*)>")
-        .unwrap_or_else(|_| unreachable!("a constant regex compiles"))
-});
 
 /// What to do about a regex that does not compile, from the regex crate's complaint.
 fn regex_hint(source: &str, message: &str) -> String {

@@ -95,8 +95,8 @@ fn remove(root: &mut Value, path: &[String]) {
 }
 
 /// Variable names a node assigns, read from its JSON as written: for a node with schema
-/// errors, whose `save` or `set` may have been cut, so that reading them elsewhere is not
-/// reported as a typo.
+/// errors, whose `save`, `set` or `expect` regex may have been cut, so that reading them
+/// elsewhere is not reported as a typo.
 pub(crate) fn assigned_names(node: &Value) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(save) = node.get("save").and_then(Value::as_str) {
@@ -105,7 +105,23 @@ pub(crate) fn assigned_names(node: &Value) -> Vec<String> {
     if let Some(set) = node.get("set").and_then(Value::as_object) {
         names.extend(set.keys().cloned());
     }
+    let regex = node
+        .pointer("/ask/expect/regex")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    names.extend(regex_group_names(regex));
     names
+}
+
+/// Named groups written in a regex, `(?P<name>...)` or `(?<name>...)`, read from its
+/// text: for a regex that did not compile or was cut, whose groups still name variables
+/// the designer meant to set.
+pub(crate) fn regex_group_names(source: &str) -> impl Iterator<Item = String> + '_ {
+    static GROUP_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\(\?P?<([A-Za-z_][A-Za-z0-9_]*)>")
+            .unwrap_or_else(|_| unreachable!("a constant regex compiles"))
+    });
+    GROUP_NAME.captures_iter(source).map(|c| c[1].to_string())
 }
 
 #[cfg(test)]
@@ -149,6 +165,17 @@ mod tests {
     #[test]
     fn a_node_that_is_not_a_mapping_gives_none() {
         assert!(parse_without::<RawNode>(&json!("hello"), &[""]).is_none());
+    }
+
+    #[test]
+    fn names_a_broken_node_assigns_are_read_as_written() {
+        let node = json!({
+            "ask": { "text": "Code?", "expect": { "regex": "(?P<team>[A-Z]{2})-(?<num>\\d+", "flags": "i" } },
+            "save": "code",
+        });
+        assert_eq!(assigned_names(&node), ["code", "team", "num"]);
+        let node = json!({ "set": { "a": 1, "b": [1] } });
+        assert_eq!(assigned_names(&node), ["a", "b"]);
     }
 
     #[test]

@@ -353,12 +353,24 @@ fn explain_alternatives(
 ) {
     let mut candidates: Vec<Vec<Problem>> = Vec::new();
     let mut expected_types: Vec<String> = Vec::new();
-    // Documented enums are generated as `oneOf` of constants: collect them into one list.
+    // Documented enums are generated as `oneOf` of constants (each also `type: string`):
+    // collect them into one list. A value of another type (`expect: 3`) fails both the
+    // type and the constant of every branch; that is one mistake, not two.
     let mut constants: Vec<String> = Vec::new();
     for branch in context {
-        if let [e] = branch.as_slice()
-            && let ValidationErrorKind::Constant { expected_value } = e.kind()
-            && e.instance_path().as_str() == pointer
+        let constant = branch.iter().find_map(|e| match e.kind() {
+            ValidationErrorKind::Constant { expected_value } => Some(expected_value),
+            _ => None,
+        });
+        let only_type_or_constant = branch.iter().all(|e| {
+            e.instance_path().as_str() == pointer
+                && matches!(
+                    e.kind(),
+                    ValidationErrorKind::Constant { .. } | ValidationErrorKind::Type { .. }
+                )
+        });
+        if let Some(expected_value) = constant
+            && only_type_or_constant
         {
             constants.push(
                 expected_value
@@ -436,6 +448,10 @@ fn wanted_types(errors: &[ValidationError<'static>], pointer: &str) -> Option<Ve
                     types.extend(wanted_types(branch, pointer)?);
                 }
             }
+            // A constant of another type (`type: string, const: text` against a number)
+            // also fails on the type: the type is what matters. A constant alone (the
+            // right type, another value) leaves `types` empty: not a type mismatch.
+            ValidationErrorKind::Constant { .. } => {}
             _ => return None,
         }
     }
