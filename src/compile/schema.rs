@@ -406,7 +406,13 @@ fn explain_alternatives(
             .as_str()
             .map_or_else(|| instance.to_string(), str::to_string);
         let hint = did_you_mean(&found, constants.iter().map(String::as_str))
-            .map(|c| format!("did you mean \"{c}\"?"));
+            .map(|c| format!("did you mean \"{c}\"?"))
+            .or_else(|| {
+                (last_key(pointer) == "expect").then(|| {
+                    "for answers of another form, match them with expect: { regex: '...' }"
+                        .to_string()
+                })
+            });
         out.push(Problem {
             pointer: pointer.to_string(),
             key: None,
