@@ -57,6 +57,7 @@ macro_rules! codes {
 codes! {
     NotFound => "not_found", Error, "the bot folder or a file it names does not exist";
     Io => "io", Error, "a file could not be read";
+    OutsideBotFolder => "outside_bot_folder", Error, "a file the bot names or holds lies outside the bot folder (an absolute path, `..`, or a symbolic link that leaves it)";
     FileTooLarge => "file_too_large", Error, "a file is larger than Parlance reads";
     NotUtf8 => "not_utf8", Error, "a file is not valid UTF-8 text";
     YamlSyntax => "yaml_syntax", Error, "a file is not valid YAML";
@@ -82,13 +83,14 @@ codes! {
     TemplateSyntax => "template_syntax", Error, "a text is not a valid minijinja template";
     ExpressionSyntax => "expression_syntax", Error, "an `if:`, `set:` or `validate:` value is not a valid minijinja expression";
         UnknownVariable => "unknown_variable", Error, "a template or expression reads a name that is never defined";
-    UnsetVariable => "unset_variable", Warning, "a template or expression reads a `vars.X` that nothing in the bot saves or sets";
+    UnsetVariable => "unset_variable", Error, "a template or expression reads a `vars.X` that nothing in the bot saves or sets";
     BadRegex => "bad_regex", Error, "a regular expression does not compile";
     BadDuration => "bad_duration", Error, "a duration is not written like 30s, 5m, 2h or 7d";
+    WaitTooLong => "wait_too_long", Error, "a `wait` is longer than a typing pause may be (25s)";
     DuplicateTrigger => "duplicate_trigger", Warning, "two flows claim the same keyword or reply id";
     MisplacedKey => "misplaced_key", Warning, "a key has no effect on this kind of node";
-        NotSupported => "not_supported", Warning, "a node kind this version validates but cannot run yet (http, script, handover)";
-    EndlessLoop => "endless_loop", Warning, "nodes that do not wait for the user lead back to each other unconditionally";
+    NotSupported => "not_supported", Error, "a feature this build checks but cannot run yet (http, script and handover nodes, transformers)";
+    EndlessLoop => "endless_loop", Error, "nodes that do not wait for the user lead back to each other unconditionally";
 }
 
 impl fmt::Display for Code {

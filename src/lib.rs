@@ -10,11 +10,14 @@
 //! ## Code map
 //! - [`diag`]: `Diagnostic`, the one way every problem is reported, with stable codes.
 //! - [`source`]: reads a bot folder's files into positioned YAML trees; bounds hostile
-//!   input (size, encoding, nesting, alias bombs); `${NAME}` interpolation.
+//!   input (size, encoding, nesting, alias bombs); `${NAME}` interpolation; keeps every
+//!   path inside the bot folder (`source::bot_path`).
 //! - [`spec`]: the "as written" serde types; the JSON Schemas under `schemas/` are
 //!   generated from them.
 //! - [`compile`]: schema validation with designer-friendly messages, then meaning:
-//!   targets, limits, templates, expressions, regexes, durations; builds the `Bot`.
+//!   targets, limits, templates, expressions, regexes, durations, and whether this build
+//!   can run the bot; builds the `Bot`. What `validate` passes, `serve` runs: both load
+//!   through `compile::load_bot`.
 //! - [`flow`]: the compiled, immutable bot. No serde, no I/O.
 //! - [`engine`]: one turn of one session: `step(bot, session, event, now, host)`. No I/O;
 //!   effects (http, script, handover) go through the caller's `Host`.

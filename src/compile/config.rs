@@ -1,7 +1,7 @@
 //! `parlance.yaml` → [`Settings`]: defaults applied, durations parsed, files checked,
 //! entry and fallback flows resolved.
 
-use super::node::{Names, is_identifier, parse_duration};
+use super::node::{Names, find_bot_file, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::settings::{DEFAULT_MESSAGES_PER_SECOND, TurnLimits};
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
@@ -70,26 +70,34 @@ pub(crate) fn resolve(
             ("output", &transformers.output),
             ("finished", &transformers.finished),
         ] {
-            if let Some(rel) = value
-                && !dir.join(rel).is_file()
-            {
-                diags.push(
-                    file.diag_at(
-                        &YamlPath::root().key("transformers").key(key),
-                        Code::NotFound,
-                        format!("no file \"{rel}\" in the bot folder"),
-                    )
-                    .with_hint("paths are relative to the bot folder"),
-                );
+            let Some(rel) = value else { continue };
+            let path = YamlPath::root().key("transformers").key(key);
+            // The path is checked too, so fixing it is not a second round once
+            // transformers run.
+            if let Err((code, message, hint)) = find_bot_file(dir, rel) {
+                diags.push(file.diag_at(&path, code, message).with_hint(hint));
             }
+            diags.push(
+                file.diag_at_key(
+                    &path,
+                    Code::NotSupported,
+                    "this build cannot run transformer scripts",
+                )
+                .with_hint(
+                    "remove `transformers:` for now; transformer scripts come in a later version",
+                ),
+            );
         }
         for (i, name) in raw.expose_env.iter().enumerate() {
             if !is_identifier(name) {
-                diags.push(file.diag_at(
-                    &YamlPath::root().key("expose_env").index(i),
-                    Code::InvalidValue,
-                    format!("\"{name}\" is not an environment variable name"),
-                ));
+                diags.push(
+                    file.diag_at(
+                        &YamlPath::root().key("expose_env").index(i),
+                        Code::InvalidValue,
+                        format!("\"{name}\" is not an environment variable name"),
+                    )
+                    .with_hint("list names only, like SHOP_URL: letters, digits and _, not starting with a digit"),
+                );
             }
         }
     }

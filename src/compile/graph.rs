@@ -1,5 +1,7 @@
-//! Whole-bot checks on the compiled graph: nodes nothing leads to, loops that never
-//! wait for the user, and triggers claimed by two flows. All are warnings: the bot runs.
+//! Whole-bot checks on the compiled graph: nodes nothing leads to and triggers claimed
+//! by two flows (warnings: the bot runs), loops that never wait for the user and reads of
+//! variables nothing sets (errors: one user message would run away, or a typo would leave
+//! the user in silence).
 
 use super::FlowSource;
 use crate::diag::{Code, Diagnostic};
@@ -17,9 +19,9 @@ pub(crate) fn check(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diag
         .collect();
     let mut found = Vec::new();
     unreachable_nodes(sources, flows, &mut found);
-    endless_loops(sources, flows, &mut found);
     found.retain(|d| !broken.contains(d.file.as_path()));
     diags.extend(found);
+    endless_loops(sources, flows, diags);
     duplicate_triggers(sources, flows, diags);
 }
 
@@ -98,11 +100,16 @@ fn unreachable_nodes(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Dia
 }
 
 /// Cycles of nodes that neither wait for the user nor branch: a turn entering one would
-/// run until the engine's step bound stops it.
+/// send message after message until the engine's bound stops it. A node with schema
+/// errors was compiled from what parsed (a `buttons` whose list broke no longer waits),
+/// so a cycle through one is not reported: it may not exist once the node is fixed.
 fn endless_loops(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
     let unconditional_next = |r: NodeRef| -> Option<NodeRef> {
         let node = &flows[r.flow.0 as usize].nodes[r.node as usize];
-        if node.kind.waits() || matches!(node.kind, NodeKind::End(_) | NodeKind::Call(_)) {
+        if node.kind.waits()
+            || matches!(node.kind, NodeKind::End(_) | NodeKind::Call(_))
+            || sources[r.flow.0 as usize].broken_nodes.contains(&node.id)
+        {
             return None;
         }
         match node.next {
@@ -196,14 +203,18 @@ fn duplicate_triggers(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Di
     }
 }
 
-/// `vars.X` read somewhere while nothing assigns X: almost always a typo. Scripts can set
-/// any variable, so a bot with script nodes is not checked.
-pub(crate) fn unset_variables(
+/// `vars.X` read somewhere while nothing assigns X: almost always a typo, and at run time
+/// the user would get an error instead of an answer. Scripts can set any variable, so a
+/// bot with script nodes is not checked (they are refused by this build anyway).
+/// `assigned_elsewhere` are names that parts which did not compile would assign (the
+/// `save` of a node with schema errors, a bad regex's groups).
+pub(crate) fn unset_variables<'a>(
     flows: &[Flow],
+    assigned_elsewhere: impl Iterator<Item = &'a String>,
     reads: Vec<(String, Diagnostic)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut assigned: HashSet<String> = HashSet::new();
+    let mut assigned: HashSet<String> = assigned_elsewhere.cloned().collect();
     let groups = |re: &regex::Regex| {
         re.capture_names()
             .flatten()
@@ -217,6 +228,7 @@ pub(crate) fn unset_variables(
             }
         }
         for node in &flow.nodes {
+            // `save` counts on every kind (http and handover results too).
             assigned.extend(node.save.clone());
             match &node.kind {
                 NodeKind::Script(_) => return,
@@ -228,7 +240,25 @@ pub(crate) fn unset_variables(
                         assigned.extend(groups(re));
                     }
                 }
-                _ => {}
+                // These assign nothing but what `save` names. Listed one by one so that
+                // a new kind that sets variables cannot be forgotten here.
+                NodeKind::Say(_)
+                | NodeKind::Media(..)
+                | NodeKind::Buttons(_)
+                | NodeKind::List(_)
+                | NodeKind::Template(_)
+                | NodeKind::Location(_)
+                | NodeKind::RequestLocation(_)
+                | NodeKind::Contacts(_)
+                | NodeKind::CtaUrl(_)
+                | NodeKind::WhatsAppFlow(_)
+                | NodeKind::React(_)
+                | NodeKind::Payload(_)
+                | NodeKind::Http(_)
+                | NodeKind::Handover(_)
+                | NodeKind::Wait(_)
+                | NodeKind::Call(_)
+                | NodeKind::End(_) => {}
             }
         }
     }
@@ -236,11 +266,73 @@ pub(crate) fn unset_variables(
     names.sort();
     for (var, d) in reads {
         if !assigned.contains(&var) {
-            let hint = match crate::diag::did_you_mean(&var, names.iter().copied()) {
-                Some(close) => format!("did you mean vars.{close}?"),
-                None => "variables are set by `save`, `set` and named regex groups".to_string(),
-            };
-            diags.push(d.with_hint(hint));
+            diags.push(d.with_hint(unset_hint(&var, &names)));
         }
+    }
+}
+
+/// The hint for reading `vars.{var}` that nothing sets: the likely meant variable when
+/// one is close (a typo, or an abbreviation like `qty` for `quantity`), else what the
+/// bot does set.
+fn unset_hint(var: &str, names: &[&str]) -> String {
+    let close = crate::diag::did_you_mean(var, names.iter().copied())
+        .or_else(|| names.iter().copied().find(|n| abbreviates(n, var)));
+    if let Some(close) = close {
+        return format!("did you mean vars.{close}?");
+    }
+    const SHOWN: usize = 8;
+    match names {
+        [] => "nothing in this bot sets a variable; variables are set by `save`, `set` and named regex groups".into(),
+        few if few.len() <= SHOWN => format!("the variables this bot sets are {}", few.join(", ")),
+        many => format!(
+            "the variables this bot sets include {}, and {} more",
+            many[..SHOWN].join(", "),
+            many.len() - SHOWN
+        ),
+    }
+}
+
+/// Whether one name is a shortening of the other: same first letter, and the shorter
+/// one's letters appear in order in the longer (`qty` and `quantity`, `addr` and `address`).
+fn abbreviates(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.len() < 2 || short.chars().next() != long.chars().next() {
+        return false;
+    }
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.any(|l| l == c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abbreviations_are_recognised_both_ways() {
+        assert!(abbreviates("qty", "quantity"));
+        assert!(abbreviates("quantity", "qty"));
+        assert!(abbreviates("addr", "address"));
+        assert!(!abbreviates("qty", "total"));
+        assert!(!abbreviates("ty", "quantity"));
+        assert!(!abbreviates("q", "quantity"));
+    }
+
+    #[test]
+    fn the_hint_names_the_meant_variable_or_what_is_set() {
+        assert_eq!(
+            unset_hint("quantity", &["qty", "size"]),
+            "did you mean vars.qty?"
+        );
+        assert_eq!(unset_hint("nmae", &["name"]), "did you mean vars.name?");
+        assert_eq!(
+            unset_hint("total", &["name", "size"]),
+            "the variables this bot sets are name, size"
+        );
+        let many: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            unset_hint("total", &many),
+            "the variables this bot sets include v0, v1, v2, v3, v4, v5, v6, v7, and 2 more"
+        );
     }
 }

@@ -2,13 +2,17 @@
 //! immutable [`Bot`].
 //!
 //! One pass collects every diagnostic: a file with a syntax error is skipped but the
-//! others are still checked, a node that breaks the schema is skipped but its siblings
-//! are checked and targets to it still resolve. The bot is built only when there is no
-//! error. Startup, `validate`, `test` and hot reload all call [`load_bot`].
+//! others are still checked; a node that breaks the schema is compiled without its
+//! broken parts (`prune`), so its other mistakes are reported too, what it saves still
+//! counts and targets to it still resolve. The bot is built only when there is no
+//! error, and "no error" includes "this build can run it" (`not_supported`,
+//! `endless_loop`, `wait_too_long`...): startup, `validate`, `test`, `chat` and hot
+//! reload all call [`load_bot`], so what `validate` passes, `serve` runs.
 
 mod config;
 mod graph;
 mod node;
+mod prune;
 pub mod schema;
 
 pub use node::parse_duration;
@@ -48,10 +52,31 @@ pub fn load_bot(dir: &Path) -> Loaded {
 
 /// Loads the bot in `dir` with the given environment.
 pub fn load_bot_with_env(dir: &Path, env: EnvLookup<'_>) -> Loaded {
+    load_bot_allowing(dir, env, &[])
+}
+
+/// Errors that refuse a bot this build cannot (or must not) run, although everything in
+/// it compiled: such a bot is complete, so its own tests can still build it.
+pub const COMPLETE_BUT_REFUSED: &[Code] = &[
+    Code::NotSupported,
+    Code::EndlessLoop,
+    Code::UnsetVariable,
+    Code::WaitTooLong,
+];
+
+/// Loads the bot like [`load_bot_with_env`], but still builds it when every error has
+/// one of the `allowed` codes (only those in [`COMPLETE_BUT_REFUSED`] count). For the
+/// engine's and compiler's own tests, whose fixture bots hold on purpose what `serve`
+/// refuses (effect nodes, loops, unset variables) to test how the engine handles them.
+/// `validate`, `serve`, `chat` and `test` never use it.
+pub fn load_bot_allowing(dir: &Path, env: EnvLookup<'_>, allowed: &[Code]) -> Loaded {
     let mut diags = Vec::new();
     let bot = load(dir, env, &mut diags);
     diag::sort(&mut diags);
-    let bot = if diags.iter().any(Diagnostic::is_error) {
+    let blocking = |d: &Diagnostic| {
+        d.is_error() && !(allowed.contains(&d.code) && COMPLETE_BUT_REFUSED.contains(&d.code))
+    };
+    let bot = if diags.iter().any(blocking) {
         None
     } else {
         bot
@@ -71,7 +96,14 @@ pub(crate) struct FlowSource {
     /// Triggers that deserialized, with their index in the file.
     pub triggers: Vec<(usize, RawTrigger)>,
     /// Every node id in order; `None` where the node itself is unusable (already reported).
+    /// A node with schema errors is here without its broken parts.
     pub nodes: IndexMap<String, Option<RawNode>>,
+    /// Nodes with schema errors: compiled from what parsed, so checks of the whole graph
+    /// (loops) must not trust them.
+    pub broken_nodes: HashSet<String>,
+    /// Variables that nodes and triggers with schema errors assign as written (`save`,
+    /// `set` keys, regex groups), whether or not that part survived.
+    pub assigned_in_broken: Vec<String>,
 }
 
 fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<Bot> {
@@ -100,8 +132,11 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
 
     let flow_paths = source::yaml_files(dir, "flows", diags);
     if flow_paths.is_empty() {
-        // An unreadable flows/ entry was reported already; "no flows" would mislead.
-        if !diags.iter().any(|d| d.code == Code::Io) {
+        // An unreadable or refused flows/ entry was reported already; "no flows" would mislead.
+        if !diags
+            .iter()
+            .any(|d| matches!(d.code, Code::Io | Code::OutsideBotFolder))
+        {
             diags.push(
                 Diagnostic::new(
                     diag::display_path(dir, Path::new("flows")),
@@ -142,20 +177,28 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
             templates: Templates::new(),
             template_count: 0,
             var_reads: Vec::new(),
+            assigned_elsewhere: Vec::new(),
             diags: Vec::new(),
         };
         ctx.compile_flow(src)
     });
     let mut flows: Vec<Flow> = Vec::with_capacity(sources.len());
     let mut var_reads = Vec::new();
-    for (flow, reads, found) in compiled {
-        flows.push(flow);
-        var_reads.extend(reads);
-        diags.extend(found);
+    let mut assigned_elsewhere: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.assigned_in_broken.iter().cloned())
+        .collect();
+    for c in compiled {
+        flows.push(c.flow);
+        var_reads.extend(c.var_reads);
+        assigned_elsewhere.extend(c.assigned_elsewhere);
+        diags.extend(c.diags);
     }
     graph::check(&sources, &flows, diags);
-    if settings.transformers.input.is_none() {
-        graph::unset_variables(&flows, var_reads, diags);
+    // A flow file that could not be read may save anything: report unset variables once
+    // it reads. Transformers may set any variable (and are refused by this build anyway).
+    if !names.has_unreadable() && settings.transformers.input.is_none() {
+        graph::unset_variables(&flows, assigned_elsewhere.iter(), var_reads, diags);
     }
 
     let (entry, fallback) =
@@ -223,6 +266,9 @@ fn read_whole<T: DeserializeOwned>(
     deserialize(file, &YamlPath::root(), json, diags)
 }
 
+/// The hint of a `schema` error, which only a Parlance bug produces.
+const SCHEMA_BUG_HINT: &str = "the schema and Parlance disagree about this value, a Parlance bug; please report it with this file";
+
 /// Deserializes a part that passed the schema. Failing here means the schema and the
 /// types disagree, a bug, which we still report rather than hide.
 pub(crate) fn deserialize<T: DeserializeOwned>(
@@ -234,7 +280,10 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
     match serde_json::from_value(json) {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(file.diag_at(path, Code::Schema, e.to_string()));
+            diags.push(
+                file.diag_at(path, Code::Schema, e.to_string())
+                    .with_hint(SCHEMA_BUG_HINT),
+            );
             None
         }
     }
@@ -258,10 +307,14 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let mut triggers = Vec::new();
+    let mut assigned_in_broken = Vec::new();
     if let Some(list) = obj.get("triggers").and_then(Value::as_array) {
         for (i, t) in list.iter().enumerate() {
             let pointer = format!("/triggers/{i}");
             if check.is_bad(&pointer) {
+                // Left out, but its regex's groups are variables the flows may read.
+                let regex = t.get("regex").and_then(Value::as_str).unwrap_or_default();
+                assigned_in_broken.extend(prune::regex_group_names(regex));
                 continue;
             }
             let path = YamlPath::root().key("triggers").index(i);
@@ -271,21 +324,53 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
         }
     }
     let mut nodes = IndexMap::new();
+    let mut broken_nodes = HashSet::new();
     if let Some(map) = obj.get("nodes").and_then(Value::as_object) {
         for (id, value) in map {
-            let pointer = format!("/nodes/{}", id.replace('~', "~0").replace('/', "~1"));
-            let raw = match serde_json::from_value::<RawNode>(value.clone()) {
-                Ok(raw) => Some(raw),
-                Err(e) => {
-                    if !check.is_bad(&pointer) {
-                        diags.push(file.diag_at(
-                            &YamlPath::root().key("nodes").key(id),
-                            Code::Schema,
-                            e.to_string(),
-                        ));
+            let pointer = format!("/nodes/{}", schema::escape_pointer(id));
+            let bad: Vec<&str> = check
+                .bad_pointers
+                .iter()
+                .filter_map(|p| {
+                    let rest = p.strip_prefix(&pointer)?;
+                    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+                })
+                .collect();
+            // A repeated key (or node) keeps its last value: the node may not be what
+            // the designer meant, so whole-graph checks must not trust it either.
+            let node_path = YamlPath::root().key("nodes").key(id).to_string();
+            let repeated = !diags.is_empty()
+                && diags.iter().any(|d| {
+                    matches!(d.code, Code::DuplicateKey | Code::DuplicateNode)
+                        && d.file == file.display
+                        && d.path
+                            .strip_prefix(&node_path)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                });
+            if repeated {
+                broken_nodes.insert(id.clone());
+            }
+            let raw = if bad.is_empty() {
+                match serde_json::from_value::<RawNode>(value.clone()) {
+                    Ok(raw) => Some(raw),
+                    Err(e) => {
+                        diags.push(
+                            file.diag_at(
+                                &YamlPath::root().key("nodes").key(id),
+                                Code::Schema,
+                                e.to_string(),
+                            )
+                            .with_hint(SCHEMA_BUG_HINT),
+                        );
+                        None
                     }
-                    None
                 }
+            } else {
+                // Reported by the schema check; compile the rest so the node's other
+                // mistakes show up in this run too.
+                broken_nodes.insert(id.clone());
+                assigned_in_broken.extend(prune::assigned_names(value));
+                prune::parse_without(value, &bad)
             };
             nodes.insert(id.clone(), raw);
         }
@@ -297,6 +382,8 @@ fn read_flow(file: SourceFile, stem: &str, diags: &mut Vec<Diagnostic>) -> Optio
         interruptible,
         triggers,
         nodes,
+        broken_nodes,
+        assigned_in_broken,
     })
 }
 

@@ -7,7 +7,7 @@ use crate::diag::{Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::limits;
 use crate::flow::templates::{CONTEXT_FIELDS, CONTEXT_ROOTS};
 use crate::flow::*;
-use crate::source::{SourceFile, YamlPath};
+use crate::source::{SourceFile, YamlPath, bot_path};
 use crate::spec::flow::*;
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -46,6 +46,11 @@ impl Names {
         self.unreadable.contains(id)
     }
 
+    /// Whether some flow file could not be read (so what it defines is unknown).
+    pub fn has_unreadable(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
+
     fn nodes(&self, flow: FlowIdx) -> &[String] {
         self.flows
             .get_index(flow.0 as usize)
@@ -70,8 +75,18 @@ pub(crate) struct Ctx<'a> {
     pub templates: Templates,
     /// Templates named so far in this file (names are `file#n`).
     pub template_count: usize,
-    /// Every `vars.X` read, with the warning to give if nothing sets X.
+    /// Every `vars.X` read, with the error to give if nothing sets X.
     pub var_reads: Vec<(String, Diagnostic)>,
+    /// Variables that parts which did not compile (a bad regex's named groups) would set.
+    pub assigned_elsewhere: Vec<String>,
+    pub diags: Vec<Diagnostic>,
+}
+
+/// One flow compiled, with what the whole-bot checks need from it.
+pub(crate) struct CompiledFlow {
+    pub flow: Flow,
+    pub var_reads: Vec<(String, Diagnostic)>,
+    pub assigned_elsewhere: Vec<String>,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -89,10 +104,7 @@ impl Ctx<'_> {
         self.diags.push(d);
     }
 
-    pub fn compile_flow(
-        mut self,
-        src: &FlowSource,
-    ) -> (Flow, Vec<(String, Diagnostic)>, Vec<Diagnostic>) {
+    pub fn compile_flow(mut self, src: &FlowSource) -> CompiledFlow {
         let triggers = src
             .triggers
             .iter()
@@ -129,7 +141,12 @@ impl Ctx<'_> {
             nodes,
             self.templates,
         );
-        (flow, self.var_reads, self.diags)
+        CompiledFlow {
+            flow,
+            var_reads: self.var_reads,
+            assigned_elsewhere: self.assigned_elsewhere,
+            diags: self.diags,
+        }
     }
 
     fn trigger(&mut self, raw: &RawTrigger, path: &YamlPath) -> Trigger {
@@ -143,7 +160,7 @@ impl Ctx<'_> {
                             &path.key("keywords").index(i),
                             Code::InvalidValue,
                             "empty keyword",
-                            None,
+                            Some("remove the empty entry, or write the word".into()),
                         );
                     } else {
                         out.push(n);
@@ -182,10 +199,11 @@ impl Ctx<'_> {
                     "invalid regular expression: {}",
                     last.trim().trim_start_matches("error: ")
                 );
-                let hint = source
-                    .contains("(?<")
-                    .then(|| "name groups as (?P<name>...)".to_string());
-                self.report(path, Code::BadRegex, message, hint);
+                let hint = regex_hint(source, &message);
+                self.report(path, Code::BadRegex, message, Some(hint));
+                // Its named groups are still variables the designer meant to set.
+                self.assigned_elsewhere
+                    .extend(super::prune::regex_group_names(source));
                 None
             }
         }
@@ -226,17 +244,16 @@ impl Ctx<'_> {
                     .with_hint("it replaces a free-form message sent outside the 24-hour window; templates are always allowed".to_string()),
             );
         }
-        if let Some(kind) = &kind
-            && matches!(
-                kind,
-                NodeKind::Http(_) | NodeKind::Script(_) | NodeKind::Handover(_)
-            )
-        {
-            let name = kind.name();
+        if let Some(hint) = kind.as_ref().and_then(not_runnable) {
+            let name = kind.as_ref().map_or("", NodeKind::name);
             self.diags.push(
                 self.file
-                    .diag_at_key(&path.key(name), Code::NotSupported, format!("{name} nodes are checked but not run yet"))
-                    .with_hint(format!("a conversation that reaches this node stops with an error; {name} support is planned")),
+                    .diag_at_key(
+                        &path.key(name),
+                        Code::NotSupported,
+                        format!("{name} nodes are checked but this build cannot run them"),
+                    )
+                    .with_hint(hint),
             );
         }
         let on_error = raw
@@ -362,7 +379,10 @@ impl Ctx<'_> {
                     &p,
                     Code::MissingField,
                     "a payload needs a \"type\" (text, image, interactive...)",
-                    None,
+                    Some(
+                        "add e.g. `type: text` with `text: { body: ... }`, as in the Cloud API"
+                            .into(),
+                    ),
                 );
             }
             let json = self.raw_json(&p).unwrap_or(Value::Null);
@@ -376,7 +396,7 @@ impl Ctx<'_> {
         } else if let Some(h) = &raw.handover {
             NodeKind::Handover(self.handover(h.as_ref(), &path.key("handover")))
         } else if let Some(w) = &raw.wait {
-            NodeKind::Wait(self.duration(w, &path.key("wait")))
+            NodeKind::Wait(self.wait(w, &path.key("wait")))
         } else if let Some(c) = &raw.call {
             let p = path.key("call");
             let target = match c {
@@ -430,7 +450,7 @@ impl Ctx<'_> {
                                     &p,
                                     Code::InvalidValue,
                                     "a second `else`; only the first is ever taken",
-                                    None,
+                                    Some("keep one `else`, as the last branch".into()),
                                 );
                             }
                             otherwise = Some(self.target(&e.otherwise, &p.key("else")));
@@ -514,7 +534,8 @@ impl Ctx<'_> {
                 Some(i) => i,
                 None => {
                     let hint = did_you_mean(id, nodes.iter().map(String::as_str))
-                        .map(|c| format!("did you mean \"{c}\"?"));
+                        .map(|c| format!("did you mean \"{c}\"?"))
+                        .or_else(|| Some(format!("nodes of that flow: {}", nodes.join(", "))));
                     let message = format!(
                         "flow \"{}\" has no node named \"{id}\"",
                         self.names.flow_id(f)
@@ -551,7 +572,7 @@ impl Ctx<'_> {
                     path,
                     Code::TemplateSyntax,
                     format!("invalid template: {}", e.message),
-                    None,
+                    Some(template_hint(source)),
                 );
                 Text::Static(String::new())
             }
@@ -566,13 +587,16 @@ impl Ctx<'_> {
                 expr
             }
             Err(e) => {
-                let hint = (source.contains("{{"))
-                    .then(|| "write expressions without {{ }}: if: vars.age >= 18".to_string());
+                let hint = if source.contains("{{") {
+                    "write expressions without {{ }}: if: vars.age >= 18"
+                } else {
+                    "an expression is minijinja: vars.qty * 2, vars.age >= 18 and vars.ok, 'text in quotes'"
+                };
                 self.report(
                     path,
                     Code::ExpressionSyntax,
                     format!("invalid expression: {}", e.message),
-                    hint,
+                    Some(hint.into()),
                 );
                 Expr::broken(source)
             }
@@ -669,7 +693,7 @@ impl Ctx<'_> {
             } else {
                 format!("{what} is {literal} characters; WhatsApp allows at most {max}")
             };
-            self.report(path, Code::WhatsappLimit, message, None);
+            self.report(path, Code::WhatsappLimit, message, Some(limit_hint(what)));
         }
         self.text(source, path)
     }
@@ -697,6 +721,24 @@ impl Ctx<'_> {
         })
     }
 
+    /// A `wait`: a typing pause, bounded so no user is wedged by `wait: 3650d`.
+    fn wait(&mut self, source: &str, path: &YamlPath) -> Duration {
+        let d = self.duration(source, path);
+        if d > limits::MAX_WAIT {
+            self.report(
+                path,
+                Code::WaitTooLong,
+                format!(
+                    "{} is longer than the {}s a wait may last",
+                    source.trim(),
+                    limits::MAX_WAIT.as_secs()
+                ),
+                Some("a wait is a typing pause within one reply; longer pauses (reminders, follow-ups) need durable timers, which are planned".into()),
+            );
+        }
+        d
+    }
+
     fn url(&mut self, source: &str, path: &YamlPath, what: &str) -> Text {
         let is_url = source.starts_with("https://") || source.starts_with("http://");
         if !is_url && !Templates::is_template(source) {
@@ -704,7 +746,7 @@ impl Ctx<'_> {
                 path,
                 Code::InvalidValue,
                 format!("{what} must be an http(s) URL, found \"{source}\""),
-                None,
+                Some("write the whole address, starting with https://".into()),
             );
         }
         self.text(source, path)
@@ -781,7 +823,7 @@ impl Ctx<'_> {
                     path,
                     Code::InvalidValue,
                     "give `link` or `id`, not both",
-                    None,
+                    Some("`link` is a public https URL of the file, `id` a file uploaded with the Media API; keep one".into()),
                 );
                 MediaSource::Id(Text::Static(String::new()))
             }
@@ -790,7 +832,7 @@ impl Ctx<'_> {
                     path,
                     Code::MissingField,
                     format!("the {} needs a `link` or an `id`", kind.name()),
-                    None,
+                    Some("add `link:` with a public https URL of the file, or `id:` of a file uploaded with the Media API".into()),
                 );
                 MediaSource::Id(Text::Static(String::new()))
             }
@@ -936,13 +978,18 @@ impl Ctx<'_> {
     fn check_id(&mut self, id: &str, path: &YamlPath, max: usize) {
         let n = id.chars().count();
         if n == 0 {
-            self.report(path, Code::InvalidValue, "the id is empty", None);
+            self.report(
+                path,
+                Code::InvalidValue,
+                "the id is empty",
+                Some("give each choice a short code; `save` stores it when the user picks the choice".into()),
+            );
         } else if n > max {
             self.report(
                 path,
                 Code::WhatsappLimit,
                 format!("the id is {n} characters; WhatsApp allows at most {max}"),
-                None,
+                Some("the user never sees ids; use a short code like size_large".into()),
             );
         }
     }
@@ -988,7 +1035,7 @@ impl Ctx<'_> {
                     &sp,
                     Code::MissingField,
                     "a list with several sections needs a `title` on each",
-                    None,
+                    Some(format!("add `title:` (at most {} characters) to each section, or merge them into one", limits::SECTION_TITLE)),
                 );
             }
             let title = section.title.as_ref().map(|t| {
@@ -1083,7 +1130,7 @@ impl Ctx<'_> {
                     "the template name is {n} characters; WhatsApp allows at most {}",
                     limits::TEMPLATE_NAME
                 ),
-                None,
+                Some("write the name exactly as approved in the WhatsApp Manager".into()),
             );
         } else if n == 0
             || !raw
@@ -1138,7 +1185,7 @@ impl Ctx<'_> {
                     &path.key("body"),
                     Code::InvalidValue,
                     "give the body parameters once: in `body` or in `components`",
-                    None,
+                    Some("remove `body`, or the `type: body` entry of `components`".into()),
                 );
             }
             let p = path.key("components");
@@ -1164,7 +1211,7 @@ impl Ctx<'_> {
                         &path.key(key),
                         Code::InvalidValue,
                         format!("{key} {v} is outside -{max}..{max}"),
-                        None,
+                        Some("latitude is -90..90 and longitude -180..180 degrees; check they are not swapped".into()),
                     );
                 }
                 Number::Fixed(*v)
@@ -1221,7 +1268,10 @@ impl Ctx<'_> {
                     path,
                     Code::InvalidValue,
                     "give `flow_id` or `flow_name`, not both",
-                    None,
+                    Some(
+                        "keep one: `flow_id` is the published Flow's id, `flow_name` its name"
+                            .into(),
+                    ),
                 );
                 WhatsAppFlowRef::Id(String::new())
             }
@@ -1230,7 +1280,7 @@ impl Ctx<'_> {
                     path,
                     Code::MissingField,
                     "a whatsapp_flow needs `flow_id` or `flow_name`",
-                    None,
+                    Some("add `flow_id:` (from the WhatsApp Manager) or `flow_name:`".into()),
                 );
                 WhatsAppFlowRef::Id(String::new())
             }
@@ -1320,7 +1370,7 @@ impl Ctx<'_> {
                     path,
                     Code::InvalidValue,
                     "give `json` or `form`, not both",
-                    None,
+                    Some("keep one: `json` sends a JSON body, `form` a form-encoded one".into()),
                 );
                 HttpBody::None
             }
@@ -1354,15 +1404,11 @@ impl Ctx<'_> {
                 code: code.clone(),
             },
             RawScript::File(f) => {
-                let code = read_bot_file(self.dir, &f.file).unwrap_or_else(|message| {
-                    self.report(
-                        &path.key("file"),
-                        Code::NotFound,
-                        message,
-                        Some("paths are relative to the bot folder".into()),
-                    );
-                    String::new()
-                });
+                let code =
+                    read_bot_file(self.dir, &f.file).unwrap_or_else(|(code, message, hint)| {
+                        self.report(&path.key("file"), code, message, Some(hint));
+                        String::new()
+                    });
                 Script {
                     origin: f.file.clone(),
                     code,
@@ -1455,6 +1501,89 @@ fn sends_free_form(kind: &NodeKind) -> bool {
     )
 }
 
+/// Why this build cannot run a node of this kind (the hint of its `not_supported`
+/// error), or `None` when it can. The one place that decides which kinds run; the
+/// engine's `Host` seam for the others is for the versions that will.
+fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
+    match kind {
+        NodeKind::Http(_) => Some(
+            "a conversation would stop at this node; remove it for now (http nodes come in a later version)",
+        ),
+        NodeKind::Script(_) => Some(
+            "compute values with `set:` and branch with `next: [{ if, then }]` instead; script nodes come in a later version",
+        ),
+        NodeKind::Handover(_) => Some(
+            "tell the user how to reach a person with a `say` node for now; handover comes when agents are supported",
+        ),
+        NodeKind::Say(_)
+        | NodeKind::Media(..)
+        | NodeKind::Buttons(_)
+        | NodeKind::List(_)
+        | NodeKind::Ask(_)
+        | NodeKind::Template(_)
+        | NodeKind::Location(_)
+        | NodeKind::RequestLocation(_)
+        | NodeKind::Contacts(_)
+        | NodeKind::CtaUrl(_)
+        | NodeKind::WhatsAppFlow(_)
+        | NodeKind::React(_)
+        | NodeKind::Payload(_)
+        | NodeKind::Set(_)
+        | NodeKind::Wait(_)
+        | NodeKind::Call(_)
+        | NodeKind::End(_) => None,
+    }
+}
+
+/// What to do about a regex that does not compile, from the regex crate's complaint.
+fn regex_hint(source: &str, message: &str) -> String {
+    let hint = if message.contains("look-around") {
+        "look-ahead and look-behind are not supported; match the text itself, or check it in `validate:`"
+    } else if message.contains("unclosed group") {
+        "every ( needs a ); write \\( for a literal parenthesis"
+    } else if message.contains("unclosed character class") {
+        "every [ needs a ]; write \\[ for a literal bracket"
+    } else if message.contains("counted repetition") {
+        "a repetition like {2,4} needs its closing }; write \\{ for a literal brace"
+    } else if message.contains("repetition operator missing expression") {
+        "*, + and ? repeat what comes before them; write \\* \\+ \\? for the characters themselves"
+    } else if message.contains("escape") {
+        "write a literal backslash as \\\\; in YAML, quote regexes with single quotes so backslashes stay as written"
+    } else if message.contains("size limit") {
+        "the regex is too large once compiled; simplify it, e.g. fewer or smaller repetitions"
+    } else if source.contains("(?<") {
+        "name groups as (?P<name>...)"
+    } else {
+        "regular expressions use Rust's regex syntax; quote them with single quotes in YAML"
+    };
+    hint.to_string()
+}
+
+/// What to do about a template that does not compile.
+fn template_hint(source: &str) -> String {
+    let unclosed =
+        |open: &str, close: &str| source.matches(open).count() > source.matches(close).count();
+    if unclosed("{{", "}}") {
+        "every {{ needs a closing }}, as in {{ vars.name }}".into()
+    } else if unclosed("{%", "%}") {
+        "every {% needs a closing %}, as in {% if vars.vip %}...{% endif %}".into()
+    } else {
+        "values are written {{ vars.name }} and statements {% if ... %}...{% endif %}; for a literal {{ write {{ '{{' }}".into()
+    }
+}
+
+/// What to do about a text longer than WhatsApp allows, by what the text is.
+fn limit_hint(what: &str) -> String {
+    match what {
+        "the button title" => "shorten the title; say more in the body".into(),
+        "the row title" => "shorten the title; put details in the row's `description`".into(),
+        "the text" | "the question" | "the reprompt" | "the body" | "the caption" => {
+            "shorten it, or send the rest in a second node".into()
+        }
+        other => format!("shorten {other}"),
+    }
+}
+
 pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -1500,18 +1629,48 @@ pub fn parse_duration(source: &str) -> Result<Duration, String> {
     humantime::parse_duration(trimmed).map_err(|e| format!("\"{trimmed}\" is not a duration ({e})"))
 }
 
+/// Why a file the bot names cannot be used: the code, the message and the hint.
+pub type BotFileError = (Code, String, String);
+
+/// Checks that a file named in the bot (a script, a transformer) exists inside the bot
+/// folder, and returns its real path.
+pub fn find_bot_file(dir: &Path, rel: &str) -> Result<std::path::PathBuf, BotFileError> {
+    bot_path::resolve(dir, Path::new(rel)).map_err(|problem| match problem.outside_message(rel) {
+        Some((message, hint)) => (Code::OutsideBotFolder, message, hint),
+        None => (
+            Code::NotFound,
+            format!("no file \"{rel}\" in the bot folder"),
+            "paths are relative to the bot folder".into(),
+        ),
+    })
+}
+
 /// Reads a file named in the bot (a script), relative to the bot folder and inside it.
-pub fn read_bot_file(dir: &Path, rel: &str) -> Result<String, String> {
-    let path = dir.join(rel);
-    let meta =
-        std::fs::metadata(&path).map_err(|_| format!("no file \"{rel}\" in the bot folder"))?;
+pub fn read_bot_file(dir: &Path, rel: &str) -> Result<String, BotFileError> {
+    let path = find_bot_file(dir, rel)?;
+    let too_large = |size: u64| {
+        (
+            Code::FileTooLarge,
+            format!(
+                "\"{rel}\" is {:.1} MiB; Parlance reads files of at most {} MiB",
+                size as f64 / (1024.0 * 1024.0),
+                crate::source::MAX_FILE_BYTES / (1024 * 1024)
+            ),
+            "split the file, or move what is large out of it".to_string(),
+        )
+    };
+    let io = |e: std::io::Error| {
+        (
+            Code::Io,
+            format!("cannot read \"{rel}\": {e}"),
+            "check the file's permissions".to_string(),
+        )
+    };
+    let meta = std::fs::metadata(&path).map_err(io)?;
     if meta.len() > crate::source::MAX_FILE_BYTES {
-        return Err(format!(
-            "\"{rel}\" is larger than {} MiB",
-            crate::source::MAX_FILE_BYTES / (1024 * 1024)
-        ));
+        return Err(too_large(meta.len()));
     }
-    std::fs::read_to_string(&path).map_err(|e| format!("cannot read \"{rel}\": {e}"))
+    std::fs::read_to_string(&path).map_err(io)
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use jsonschema::{JsonType, ValidationError};
 use serde_json::Value;
 
 /// The outcome of a schema check: diagnostics, and the JSON pointers that had errors (so
-/// later stages skip those parts instead of reporting the same mistake twice).
+/// later stages leave those parts out instead of reporting the same mistake twice). An
+/// unknown key's pointer is the key itself (`/nodes/menu/colour`), so that leaving it out
+/// keeps the rest of its mapping.
 #[derive(Debug, Default)]
 pub struct SchemaCheck {
     pub diagnostics: Vec<Diagnostic>,
@@ -63,9 +65,17 @@ pub fn check(file: &SourceFile, kind: FileKind, json: &Value) -> SchemaCheck {
             None => file.diag_at(&path, p.code, p.message),
         };
         check.diagnostics.push(diag.maybe_hint(p.hint));
-        check.bad_pointers.push(p.pointer);
+        check.bad_pointers.push(match &p.key {
+            Some(key) => format!("{}/{}", p.pointer, escape_pointer(key)),
+            None => p.pointer,
+        });
     }
     check
+}
+
+/// `key` as one segment of a JSON pointer (RFC 6901).
+pub fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 fn explain(
@@ -112,10 +122,12 @@ fn explain(
             let name = property
                 .as_str()
                 .map_or_else(|| property.to_string(), str::to_string);
+            let hint = property_description(schema, error.schema_path().as_str(), &name)
+                .map(|what| format!("add `{name}:`, {what}"));
             out.push(problem(
                 Code::MissingField,
                 format!("missing required key \"{name}\""),
-                None,
+                hint,
             ));
         }
         ValidationErrorKind::Type { kind: expected } => {
@@ -170,6 +182,14 @@ fn explain(
                             .to_string(),
                     ),
                 )
+            } else if pattern.starts_with("^[A-Za-z0-9_][A-Za-z0-9_.-]") {
+                (
+                    format!("\"{found}\" is not a valid id"),
+                    Some(
+                        "use letters, digits, _, - and ., not starting with - or ., e.g. order_status"
+                            .to_string(),
+                    ),
+                )
             } else if pattern.starts_with("^v") {
                 (
                     format!("\"{found}\" is not a Graph API version"),
@@ -187,33 +207,39 @@ fn explain(
             let count = instance.as_array().map_or(0, Vec::len);
             let max = matches!(error.kind(), ValidationErrorKind::MaxItems { .. });
             let what = last_key(&pointer);
-            let (code, message) = match (what, max) {
+            let (code, message, hint) = match (what, max) {
                 ("buttons", true) => (
                     Code::WhatsappLimit,
                     format!("{count} buttons; WhatsApp allows at most {limit} reply buttons"),
+                    Some("for more choices use a list node (up to 10 rows)"),
                 ),
                 ("sections", true) => (
                     Code::WhatsappLimit,
                     format!("{count} sections; WhatsApp allows at most {limit} in a list"),
+                    Some("merge sections, or split the choices over two list nodes"),
                 ),
                 ("rows", true) => (
                     Code::WhatsappLimit,
                     format!("{count} rows; WhatsApp allows at most {limit} rows in a list"),
+                    Some("split the choices over two list nodes, e.g. with a \"More…\" row"),
                 ),
                 ("contacts", true) => (
                     Code::WhatsappLimit,
                     format!("{count} contacts; WhatsApp allows at most {limit} in one message"),
+                    Some("send the others in a second contacts node"),
                 ),
                 (_, true) => (
                     Code::InvalidValue,
                     format!("{count} items; at most {limit} allowed"),
+                    None,
                 ),
                 (_, false) => (
                     Code::InvalidValue,
                     format!("{count} items; at least {limit} needed"),
+                    None,
                 ),
             };
-            out.push(problem(code, message, None));
+            out.push(problem(code, message, hint.map(str::to_string)));
         }
         ValidationErrorKind::PropertyNames { error } => {
             let name = error.instance().as_str().unwrap_or_default().to_string();
@@ -327,12 +353,24 @@ fn explain_alternatives(
 ) {
     let mut candidates: Vec<Vec<Problem>> = Vec::new();
     let mut expected_types: Vec<String> = Vec::new();
-    // Documented enums are generated as `oneOf` of constants: collect them into one list.
+    // Documented enums are generated as `oneOf` of constants (each also `type: string`):
+    // collect them into one list. A value of another type (`expect: 3`) fails both the
+    // type and the constant of every branch; that is one mistake, not two.
     let mut constants: Vec<String> = Vec::new();
     for branch in context {
-        if let [e] = branch.as_slice()
-            && let ValidationErrorKind::Constant { expected_value } = e.kind()
-            && e.instance_path().as_str() == pointer
+        let constant = branch.iter().find_map(|e| match e.kind() {
+            ValidationErrorKind::Constant { expected_value } => Some(expected_value),
+            _ => None,
+        });
+        let only_type_or_constant = branch.iter().all(|e| {
+            e.instance_path().as_str() == pointer
+                && matches!(
+                    e.kind(),
+                    ValidationErrorKind::Constant { .. } | ValidationErrorKind::Type { .. }
+                )
+        });
+        if let Some(expected_value) = constant
+            && only_type_or_constant
         {
             constants.push(
                 expected_value
@@ -368,7 +406,13 @@ fn explain_alternatives(
             .as_str()
             .map_or_else(|| instance.to_string(), str::to_string);
         let hint = did_you_mean(&found, constants.iter().map(String::as_str))
-            .map(|c| format!("did you mean \"{c}\"?"));
+            .map(|c| format!("did you mean \"{c}\"?"))
+            .or_else(|| {
+                (last_key(pointer) == "expect").then(|| {
+                    "for answers of another form, match them with expect: { regex: '...' }"
+                        .to_string()
+                })
+            });
         out.push(Problem {
             pointer: pointer.to_string(),
             key: None,
@@ -410,6 +454,10 @@ fn wanted_types(errors: &[ValidationError<'static>], pointer: &str) -> Option<Ve
                     types.extend(wanted_types(branch, pointer)?);
                 }
             }
+            // A constant of another type (`type: string, const: text` against a number)
+            // also fails on the type: the type is what matters. A constant alone (the
+            // right type, another value) leaves `types` empty: not a type mismatch.
+            ValidationErrorKind::Constant { .. } => {}
             _ => return None,
         }
     }
@@ -442,6 +490,33 @@ fn is_node(kind: FileKind, pointer: &str) -> bool {
 
 fn last_key(pointer: &str) -> &str {
     pointer.rsplit('/').next().unwrap_or_default()
+}
+
+/// The documentation of the key `name` of the schema object that holds the failing
+/// `required`, as a phrase for a hint: "the button's label, at most 20 characters".
+fn property_description(schema: &Value, schema_path: &str, name: &str) -> Option<String> {
+    let parent = schema_path.strip_suffix("/required")?;
+    let text = schema
+        .pointer(parent)?
+        .get("properties")?
+        .get(name)?
+        .get("description")?
+        .as_str()?;
+    let first = text
+        .split(". ")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .trim_end_matches('.');
+    let mut chars = first.chars();
+    let head = chars.next()?;
+    // Lowercase the first word unless it is code (`body`) or an acronym (URL).
+    let lowered = if chars.clone().next().is_some_and(char::is_lowercase) {
+        head.to_lowercase().collect::<String>()
+    } else {
+        head.to_string()
+    };
+    Some(format!("{lowered}{}", chars.as_str()))
 }
 
 /// The keys allowed by the schema object that holds the failing `additionalProperties`.
@@ -524,6 +599,15 @@ fn type_hint(found: &Value, expected: &[String], pointer: &str) -> Option<String
         }
         Value::Object(_) if wants_text => {
             Some("text containing \": \" or starting with { must be quoted".into())
+        }
+        Value::Object(_) if expected.iter().any(|e| e == "a list") => {
+            Some("write the items as a list, each line starting with `- `".into())
+        }
+        Value::Array(_) if expected.iter().any(|e| e == "a mapping") => {
+            Some("write `key: value` lines here, without `- `".into())
+        }
+        Value::Array(_) if wants_text => {
+            Some("give one text; text with commas or starting with [ must be quoted".into())
         }
         _ => None,
     }

@@ -19,3 +19,9 @@ pub const CAPTION: usize = 1024;
 pub const CTA_DISPLAY_TEXT: usize = 20;
 pub const FLOW_CTA: usize = 30;
 pub const TEMPLATE_NAME: usize = 512;
+
+/// The longest `wait:` a flow may hold. A wait is a typing pause inside one turn, shown
+/// with WhatsApp's typing indicator, which lasts at most 25 seconds; a longer wait would
+/// hold the user's turn (and every message they send meanwhile) for that long. Longer
+/// pauses need durable timers, which are planned.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(25);

@@ -4,6 +4,7 @@
 //! (size, encoding, nesting, aliases), interpolates `${NAME}` and reports problems with
 //! their positions; `spec` and `compile` give the tree its meaning.
 
+pub mod bot_path;
 pub mod env;
 pub mod yaml;
 
@@ -73,6 +74,10 @@ pub fn read_file(
         display: display.clone(),
         tree: None,
     };
+    if let Some(d) = outside(root, rel) {
+        diags.push(d);
+        return file;
+    }
     let text = match read_text(&root.join(rel)) {
         Ok(text) => text,
         Err((pos, code, message, hint)) => {
@@ -106,6 +111,22 @@ pub fn read_file(
         }
     }
     file
+}
+
+/// The diagnostic for a file or folder of the bot folder that lies outside it (through a
+/// symbolic link); `None` when it is inside or missing (missing is reported by the reader).
+fn outside(root: &Path, rel: &Path) -> Option<Diagnostic> {
+    let problem = bot_path::resolve(root, rel).err()?;
+    let (message, hint) = problem.outside_message(&rel.to_string_lossy())?;
+    Some(
+        Diagnostic::new(
+            diag::display_path(root, rel),
+            Pos::START,
+            Code::OutsideBotFolder,
+            message,
+        )
+        .with_hint(hint),
+    )
 }
 
 type ReadError = (Pos, Code, String, Option<String>);
@@ -156,8 +177,23 @@ fn io_error(path: &Path, e: &std::io::Error) -> ReadError {
         Pos::START,
         code,
         format!("cannot read {}: {e}", path.display()),
-        None,
+        Some(io_hint(e)),
     )
+}
+
+/// What to do about a file that cannot be read.
+fn io_hint(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            "usually a symbolic link whose target was moved or deleted; fix the link or remove it"
+                .into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "give the user running Parlance permission to read it, or remove it from the bot folder"
+                .into()
+        }
+        _ => "check the file and its permissions, or remove it from the bot folder".into(),
+    }
 }
 
 /// Every `*.yaml`/`*.yml` file below `root/sub`, relative to `root`, sorted, hidden
@@ -169,11 +205,15 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
         return Vec::new();
     }
     let mut files = Vec::new();
-    let walk = walkdir::WalkDir::new(&base)
+    if let Some(d) = outside(root, Path::new(sub)) {
+        diags.push(d);
+        return files;
+    }
+    let mut walk = walkdir::WalkDir::new(&base)
         .follow_links(true)
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walk {
+    while let Some(entry) = walk.next() {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -182,15 +222,37 @@ pub fn yaml_files(root: &Path, sub: &str, diags: &mut Vec<Diagnostic>) -> Vec<Pa
                 let reason = e
                     .io_error()
                     .map_or_else(|| e.to_string(), ToString::to_string);
-                diags.push(Diagnostic::new(
-                    diag::display_path(root, rel),
-                    Pos::START,
-                    Code::Io,
-                    format!("cannot read {}: {reason}", rel.display()),
-                ));
+                // walkdir's own errors (no io error) are symbolic link loops.
+                let hint = e.io_error().map_or_else(
+                    || {
+                        "a symbolic link leads back to a folder above it; remove the link"
+                            .to_string()
+                    },
+                    io_hint,
+                );
+                diags.push(
+                    Diagnostic::new(
+                        diag::display_path(root, rel),
+                        Pos::START,
+                        Code::Io,
+                        format!("cannot read {}: {reason}", rel.display()),
+                    )
+                    .with_hint(hint),
+                );
                 continue;
             }
         };
+        // A linked folder that leaves the bot folder is reported once and not walked
+        // (it could be anything, up to `/`); linked files are checked by `read_file`.
+        if entry.file_type().is_dir()
+            && entry.path_is_symlink()
+            && let Ok(rel) = entry.path().strip_prefix(root)
+            && let Some(d) = outside(root, rel)
+        {
+            diags.push(d);
+            walk.skip_current_dir();
+            continue;
+        }
         let is_yaml = entry
             .path()
             .extension()

@@ -20,7 +20,8 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     /// Rendering options.
     pub render: Option<RawRender>,
-    /// Endpoint transformer scripts (Rhai), paths relative to the bot folder.
+    /// Endpoint transformer scripts (Rhai), paths relative to the bot folder. Not run by
+    /// this build: a bot that configures one is refused.
     pub transformers: Option<RawTransformers>,
     /// The HTTP API (inject, notify, handover, erasure).
     pub api: Option<RawApi>,

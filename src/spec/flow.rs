@@ -101,17 +101,20 @@ pub struct RawNode {
     #[schemars(extend("minProperties" = 1))]
     pub set: Option<IndexMap<String, RawSetValue>>,
     /// Call an HTTP API; `save` stores the JSON answer, `on_error` is where to go when
-    /// the call fails.
+    /// the call fails. Checked, but not run by this build: a bot that uses it is refused.
     pub http: Option<RawHttp>,
     /// Run a sandboxed Rhai script, inline (`script: "..."`) or from a file
     /// (`script: { file: scripts/price.rhai }`). It may set variables and choose `next`.
+    /// Checked, but not run by this build: a bot that uses it is refused.
     pub script: Option<RawScript>,
     /// Hand the conversation to a human agent. The bot stays silent until the agent
-    /// resolves it, then continues at `next`.
+    /// resolves it, then continues at `next`. Checked, but not run by this build: a bot
+    /// that uses it is refused.
     #[serde(default, deserialize_with = "super::present")]
     #[schemars(with = "Option<RawHandover>")]
     pub handover: Option<Option<RawHandover>>,
-    /// Pause, shown to the user as typing: `wait: 2s`.
+    /// Pause, shown to the user as typing: `wait: 2s`. At most 25s; longer pauses need
+    /// durable timers (planned).
     pub wait: Option<String>,
     /// Run another flow as a subroutine, then come back and continue below this node:
     /// `call: { flow: address }` or `call: address`.
@@ -667,7 +670,7 @@ pub enum RawScript {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ScriptFile")]
 pub struct RawScriptFile {
-    /// The script's path, relative to the bot folder, e.g. `scripts/price.rhai`.
+    /// The script's path, relative to the bot folder and inside it, e.g. `scripts/price.rhai`.
     pub file: String,
 }
 
