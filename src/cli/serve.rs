@@ -2,10 +2,13 @@
 //! `phone_number_id`; a bot without credentials runs locally (nothing is sent to Meta,
 //! `POST /dev/message` drives it).
 
-use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
+use super::{EXIT_ERRORS, EXIT_OK, LogFormat, load_runnable};
 use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
 use crate::delivery::runtime::{Number, Runtime};
-use crate::server::{self, Shared};
+use crate::server::listen::{self, Limits};
+use crate::server::{self, AdminKey, Shared, WebhookAuth};
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,10 +21,13 @@ pub struct Options {
     pub bind: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Timeouts and the connection limit of the HTTP server.
+    pub limits: Limits,
+    pub log_format: LogFormat,
 }
 
 pub fn run(options: Options) -> u8 {
-    init_logging();
+    init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,13 +67,13 @@ pub fn run(options: Options) -> u8 {
                 None
             }
         };
-                spawn_sighup_reload(Arc::clone(&state.runtime));
+        spawn_sighup_reload(Arc::clone(&state.runtime));
         spawn_purge(Arc::clone(&state.runtime));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         };
-        match axum::serve(listener, server::app(state)).with_graceful_shutdown(shutdown).await {
+        match listen::serve(listener, server::app(state), options.limits, shutdown).await {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 eprintln!("error: the server stopped: {e}");
@@ -85,7 +91,9 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     })?;
     let mut numbers = Vec::new();
     let mut locals = Vec::new();
-    let (mut verify_tokens, mut app_secrets, mut api_key) = (Vec::new(), Vec::new(), None);
+    let mut verify_tokens = Vec::new();
+    let mut webhook_auth = HashMap::new();
+    let mut admin_keys = Vec::new();
     for dir in &options.dirs {
         let bot = load_runnable(dir)?;
         let wa = bot.settings.whatsapp.clone();
@@ -115,19 +123,35 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             );
             return Err(EXIT_ERRORS);
         }
-        verify_tokens.extend(wa.verify_token.filter(|t| !t.is_empty()));
-        if let Some(secret) = wa.app_secret.clone() {
-            app_secrets.push((id.clone(), secret));
+        verify_tokens.extend(wa.verify_token.clone());
+        if !wa.is_local() {
+            // The loader only lets a number that can send go without a secret when the
+            // bot says allow_unsigned.
+            let auth = match wa.app_secret.clone() {
+                Some(secret) => WebhookAuth::Secret(secret),
+                None => {
+                    tracing::warn!(
+                        bot = %dir.display(),
+                        number = %id,
+                        "whatsapp.allow_unsigned is on: unsigned webhooks are accepted and anyone who reaches this server can make the bot send messages; for test setups only"
+                    );
+                    WebhookAuth::Unsigned
+                }
+            };
+            webhook_auth.insert(id.clone(), auth);
         }
-        api_key = api_key.or(bot.settings.api_key.clone());
+        if let Some(key) = &bot.settings.api_key {
+            admin_keys.push(AdminKey::new(&id, key));
+        }
         numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
     }
     let state = Arc::new(Shared {
         runtime: Runtime::new(numbers),
         verify_tokens,
-        app_secrets,
-        api_key,
+        webhook_auth,
+        admin_keys,
         max_body_bytes: options.max_body_bytes,
+        sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
 }
@@ -180,12 +204,18 @@ fn spawn_sighup_reload(runtime: Arc<Runtime>) {
 #[cfg(not(unix))]
 fn spawn_sighup_reload(_runtime: Arc<Runtime>) {}
 
-/// Structured logs to stderr; `RUST_LOG` chooses the level (default `info`).
-fn init_logging() {
+/// Structured logs to stderr, as text (coloured only on a terminal) or JSON lines;
+/// `RUST_LOG` chooses the level (default `info`).
+fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }

@@ -24,6 +24,8 @@ pub struct SourceFile {
     pub display: PathBuf,
     /// Absent when the file could not be read or parsed; the reason is a diagnostic.
     pub tree: Option<Node>,
+    /// The values where `${NAME}` was replaced (see [`yaml::Parsed::interpolated`]).
+    pub interpolated: Vec<YamlPath>,
 }
 
 impl SourceFile {
@@ -72,6 +74,7 @@ pub fn read_file(
         rel: rel.to_path_buf(),
         display: display.clone(),
         tree: None,
+        interpolated: Vec::new(),
     };
     let text = match read_text(&root.join(rel)) {
         Ok(text) => text,
@@ -92,6 +95,7 @@ pub fn read_file(
         );
     }
     file.tree = parsed.tree;
+    file.interpolated = parsed.interpolated;
     let empty = match &file.tree {
         None => !diags.iter().any(|d| d.file == display),
         Some(node) => node.value == yaml::Value::Null,
