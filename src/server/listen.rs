@@ -57,6 +57,8 @@ impl Default for Limits {
     }
 }
 
+/// How long a refused connection may take to send its request before it gets the 503.
+const REFUSE_WAIT: Duration = Duration::from_millis(200);
 /// How long a refused connection may take to receive its 503 before it is dropped.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 /// Most refused connections lingering for their 503 at once; beyond, they are dropped.
@@ -120,13 +122,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers 503 without reading the request, then reads a little of it before closing
-/// (closing a socket with unread data resets it and the client would not see the 503).
+/// Answers 503 and closes. The request is read first (briefly: a client that sends
+/// nothing gets the 503 after [`REFUSE_WAIT`]), because an HTTP client that receives an
+/// answer before it sent its request reports an error instead of the 503; and a little
+/// is read after, because closing a socket with unread data resets it.
 async fn refuse(mut stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(REFUSE_WAIT, stream.read(&mut sink)).await;
     let _ = tokio::time::timeout(REFUSE_LINGER, async {
         stream.write_all(BUSY_RESPONSE).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })
