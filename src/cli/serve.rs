@@ -2,9 +2,10 @@
 //! `phone_number_id`; a bot without credentials runs locally (nothing is sent to Meta,
 //! `POST /dev/message` drives it).
 
-use super::{EXIT_ERRORS, EXIT_OK, LogFormat, load_runnable};
+use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
 use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
 use crate::delivery::runtime::{Number, Runtime};
+use crate::diag::Severity;
 use crate::server::listen::{self, Limits};
 use crate::server::{self, AdminKey, Shared, WebhookAuth};
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ pub fn run(options: Options) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return EXIT_ERRORS;
         }
     };
@@ -47,7 +48,7 @@ pub fn run(options: Options) -> u8 {
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
+                tracing::error!("cannot listen on {addr}: {e}");
                 return EXIT_ERRORS;
             }
         };
@@ -76,7 +77,7 @@ pub fn run(options: Options) -> u8 {
         match listen::serve(listener, server::app(state), options.limits, shutdown).await {
             Ok(()) => EXIT_OK,
             Err(e) => {
-                eprintln!("error: the server stopped: {e}");
+                tracing::error!("the server stopped: {e}");
                 EXIT_ERRORS
             }
         }
@@ -86,7 +87,7 @@ pub fn run(options: Options) -> u8 {
 /// Loads every bot and opens its store: the server's state, and the local bots.
 pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     let http = reqwest::Client::builder().build().map_err(|e| {
-        eprintln!("error: cannot create the HTTP client: {e}");
+        tracing::error!("cannot create the HTTP client: {e}");
         EXIT_ERRORS
     })?;
     let mut numbers = Vec::new();
@@ -95,10 +96,10 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     let mut webhook_auth = HashMap::new();
     let mut admin_keys = Vec::new();
     for dir in &options.dirs {
-        let bot = load_runnable(dir)?;
+        let bot = load_logged(dir)?;
         let wa = bot.settings.whatsapp.clone();
         let store = crate::store::open(&bot.settings.store, dir).map_err(|e| {
-            eprintln!("error: {}: {e}", dir.display());
+            tracing::error!(bot = %dir.display(), "{e}");
             EXIT_ERRORS
         })?;
         let (id, outbox) = if wa.is_local() {
@@ -117,9 +118,9 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             .iter()
             .any(|n: &Arc<Number>| n.phone_number_id == id)
         {
-            eprintln!(
-                "error: {}: phone number id \"{id}\" is served by another bot folder already",
-                dir.display()
+            tracing::error!(
+                bot = %dir.display(),
+                "phone number id \"{id}\" is served by another bot folder already"
             );
             return Err(EXIT_ERRORS);
         }
@@ -154,6 +155,26 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
+}
+
+/// Loads one bot folder; its diagnostics are log lines (JSON ones with
+/// `--log-format json`), and a bot with errors stops the start.
+fn load_logged(dir: &std::path::Path) -> Result<crate::flow::Bot, u8> {
+    let loaded = crate::compile::load_bot(dir);
+    for d in &loaded.diagnostics {
+        match d.severity {
+            Severity::Error => tracing::error!(bot = %dir.display(), "{d}"),
+            Severity::Warning => tracing::warn!(bot = %dir.display(), "{d}"),
+        }
+    }
+    loaded.bot.ok_or_else(|| {
+        tracing::error!(
+            bot = %dir.display(),
+            "{}",
+            crate::diag::summary(&loaded.diagnostics)
+        );
+        EXIT_ERRORS
+    })
 }
 
 /// Meta redelivers for up to 7 days: message ids older than this are forgotten.
