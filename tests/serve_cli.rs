@@ -90,6 +90,21 @@ fn help_lists_the_environment_variable_of_every_flag() {
     }
 }
 
+#[test]
+fn zero_timeouts_and_limits_are_refused_on_the_command_line() {
+    for flag in [
+        "--header-timeout",
+        "--body-timeout",
+        "--idle-timeout",
+        "--max-connections",
+    ] {
+        let out = parlance().args(["serve", flag, "0"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("0 is not in 1.."), "{flag}: {said}");
+    }
+}
+
 #[tokio::test]
 async fn the_port_and_json_logs_come_from_the_environment_and_secrets_stay_out() {
     let graph = FakeGraph::start().await.unwrap();
@@ -199,4 +214,42 @@ async fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
     assert!(up, "{logs}");
     assert!(logs.contains("listening on"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "colour codes in a pipe: {logs:?}");
+}
+
+#[tokio::test]
+async fn a_number_that_allows_unsigned_webhooks_is_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        "whatsapp:\n  access_token: t\n  phone_number_id: \"1001\"\n  verify_token: v\n  allow_unsigned: true\nsession: { store: \"memory://\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        "nodes:\n  hi:\n    say: \"hello\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let child = parlance()
+        .arg("serve")
+        .arg(dir.path())
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = wait_until_up(port).await;
+    let logs = stop(child);
+    assert!(up, "{logs}");
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("allow_unsigned"))
+        .unwrap_or_else(|| panic!("no warning in:\n{logs}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("number=1001"), "{warning}");
+    assert!(
+        warning.contains("unsigned webhooks are accepted and anyone who reaches this server can make the bot send messages; for test setups only"),
+        "{warning}"
+    );
 }

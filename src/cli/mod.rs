@@ -63,17 +63,17 @@ pub enum Command {
         #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES, env = "PARLANCE_MAX_BODY_BYTES")]
         max_body_bytes: usize,
         /// Seconds a client has to send a request's headers, from their first byte.
-        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_HEADER_TIMEOUT_SECS, env = "PARLANCE_HEADER_TIMEOUT")]
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_HEADER_TIMEOUT_SECS, env = "PARLANCE_HEADER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
         header_timeout: u64,
         /// Seconds a client has to send a request's body.
-        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_BODY_TIMEOUT_SECS, env = "PARLANCE_BODY_TIMEOUT")]
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_BODY_TIMEOUT_SECS, env = "PARLANCE_BODY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
         body_timeout: u64,
         /// Seconds a connection may stay open with no request under way (keep-alive).
-        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_IDLE_TIMEOUT_SECS, env = "PARLANCE_IDLE_TIMEOUT")]
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_IDLE_TIMEOUT_SECS, env = "PARLANCE_IDLE_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout: u64,
         /// Most open connections; beyond, new ones are answered 503 at once.
-        #[arg(long, value_name = "N", default_value_t = listen::DEFAULT_MAX_CONNECTIONS, env = "PARLANCE_MAX_CONNECTIONS")]
-        max_connections: usize,
+        #[arg(long, value_name = "N", default_value_t = listen::DEFAULT_MAX_CONNECTIONS, env = "PARLANCE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
         /// Log lines as readable text (coloured on a terminal) or as JSON, one object a line.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PARLANCE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -163,7 +163,7 @@ pub fn run(cli: Cli) -> u8 {
                 header_timeout: Duration::from_secs(header_timeout),
                 body_timeout: Duration::from_secs(body_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),
-                max_connections,
+                max_connections: max_connections as usize,
             },
             log_format,
         }),

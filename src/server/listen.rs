@@ -44,7 +44,7 @@ pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Well under the usual 1,024 open files, which the server shares with its SQLite
 /// files, the Graph API client and the sockets refused with 503.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -52,7 +52,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
 }
