@@ -1,7 +1,8 @@
 //! Whose key opens what in the admin routes. Each bot folder's `api.key` opens that
 //! bot's number only; with several bots the given key is compared with every key, in
 //! constant time and without stopping at the first match, so neither timing nor the
-//! answer tells an attacker how close a guess was or how many bots there are.
+//! answer tells an attacker how close a guess was or how many bots there are. Meta's
+//! verify token is compared the same way.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -20,6 +21,18 @@ impl AdminKey {
             digest: Sha256::digest(key.as_bytes()).into(),
         }
     }
+}
+
+/// Whether `given` equals one of `secrets`, compared like admin keys: every one, in
+/// constant time (Meta's verify token in the webhook handshake).
+pub fn any_equal<'a>(secrets: impl IntoIterator<Item = &'a str>, given: &str) -> bool {
+    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    let mut found = subtle::Choice::from(0);
+    for secret in secrets {
+        let theirs: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        found |= theirs.ct_eq(&digest);
+    }
+    found.into()
 }
 
 /// The numbers the `given` key opens (none without a key).
@@ -55,5 +68,12 @@ mod tests {
         assert!(opened_numbers(&keys, Some("key-")).is_empty());
         assert!(opened_numbers(&keys, Some("")).is_empty());
         assert!(opened_numbers(&keys, None).is_empty());
+    }
+
+    #[test]
+    fn any_equal_finds_a_secret_among_several() {
+        assert!(any_equal(["a", "let-me-in"], "let-me-in"));
+        assert!(!any_equal(["a", "let-me-in"], "let-me-i"));
+        assert!(!any_equal([], "x"));
     }
 }

@@ -1,8 +1,13 @@
 //! The HTTP side: Meta's webhook, the local development endpoint and the admin routes.
 //!
 //! `app(state)` builds the router, so tests can serve it on a loopback port or call it
-//! directly. Handlers only translate HTTP: parsing and signatures live in `whatsapp`,
-//! conversations in `delivery::runtime`.
+//! directly; [`listen::serve`] runs it with timeouts and a connection limit. Handlers
+//! only translate HTTP: parsing and signatures live in `whatsapp`, conversations in
+//! `delivery::runtime`, whose admin key opens what in [`admin`].
+//!
+//! Architecture Invariant: an item of a webhook for a number that can send is handled
+//! only when the body is signed with that number's app secret (or the bot said
+//! `allow_unsigned`); the loader refuses a sending number with neither.
 
 use crate::delivery::runtime::{Job, Number, Runtime, TurnReport, mask};
 use crate::engine::{Event, EventKind};
@@ -96,10 +101,9 @@ async fn verify(
         verify_token: q.get("hub.verify_token").cloned(),
         challenge: q.get("hub.challenge").cloned(),
     };
-    let token_ok = q
-        .verify_token
-        .as_deref()
-        .is_some_and(|t| !t.is_empty() && state.verify_tokens.iter().any(|v| v == t));
+    let token_ok = q.verify_token.as_deref().is_some_and(|t| {
+        !t.is_empty() && admin::any_equal(state.verify_tokens.iter().map(String::as_str), t)
+    });
     match (q.mode.as_deref(), token_ok, q.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             tracing::info!("webhook verified by Meta");
