@@ -126,17 +126,20 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         }
         verify_tokens.extend(wa.verify_token.clone());
         if !wa.is_local() {
-            // The loader only lets a number that can send go without a secret when the
-            // bot says allow_unsigned.
-            let auth = match wa.app_secret.clone() {
-                Some(secret) => WebhookAuth::Secret(secret),
-                None => {
+            let auth = match (wa.app_secret.clone(), wa.allow_unsigned) {
+                (Some(secret), _) => WebhookAuth::Secret(secret),
+                (None, true) => {
                     tracing::warn!(
                         bot = %dir.display(),
                         number = %id,
                         "whatsapp.allow_unsigned is on: unsigned webhooks are accepted and anyone who reaches this server can make the bot send messages; for test setups only"
                     );
                     WebhookAuth::Unsigned
+                }
+                // The loader refuses this already; never serve a sending number open.
+                (None, false) => {
+                    tracing::error!(bot = %dir.display(), "whatsapp.app_secret is required with access_token");
+                    return Err(EXIT_ERRORS);
                 }
             };
             webhook_auth.insert(id.clone(), auth);
