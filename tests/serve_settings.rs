@@ -85,6 +85,19 @@ fn interpolated_values_are_text_where_the_schema_wants_text() {
 }
 
 #[test]
+fn an_alias_of_an_interpolated_value_is_typed_like_it() {
+    let dir = bot(
+        "whatsapp:\n  app_id: &id ${ID}\n  verify_token: *id\n  message_delay_ms: &d ${D}\n  max_messages_per_second: *d\n",
+    );
+    let env: HashMap<&str, &str> = [("ID", "1001"), ("D", "20")].into_iter().collect();
+    let loaded = load_bot_with_env(dir.path(), &|n| env.get(n).map(|v| v.to_string()));
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let bot = loaded.bot.unwrap();
+    assert_eq!(bot.settings.whatsapp.verify_token.as_deref(), Some("1001"));
+    assert_eq!(bot.settings.whatsapp.max_messages_per_second, 20);
+}
+
+#[test]
 fn a_number_where_a_number_is_wanted_is_still_checked() {
     let dir = bot("whatsapp:\n  message_delay_ms: ${DELAY}\n");
     assert_eq!(

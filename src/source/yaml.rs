@@ -11,7 +11,7 @@
 //! budget instead of eating memory).
 
 use crate::diag::{Code, Pos};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -216,6 +216,7 @@ pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
         values: 0,
         problems: Vec::new(),
         interpolated: Vec::new(),
+        interpolated_anchors: HashSet::new(),
         fatal: false,
     };
     let mut parser = Parser::new_from_str(text);
@@ -290,6 +291,8 @@ struct Builder<'a> {
     values: usize,
     problems: Vec<YamlProblem>,
     interpolated: Vec<YamlPath>,
+    /// Anchors of scalars in `interpolated`.
+    interpolated_anchors: HashSet<usize>,
     /// Set when the tree cannot be trusted (too deep, too large, two documents).
     fatal: bool,
 }
@@ -538,7 +541,11 @@ impl MarkedEventReceiver for Builder<'_> {
                 if !self.count(1, pos) {
                     return;
                 }
+                let before = self.interpolated.len();
                 let value = self.scalar(text, style, tag, pos);
+                if anchor > 0 && self.interpolated.len() > before {
+                    self.interpolated_anchors.insert(anchor);
+                }
                 self.push_value(Node { pos, value }, anchor, 1);
             }
             Event::SequenceStart(anchor, _) => self.open(
@@ -562,6 +569,11 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some((node, size)) => {
                     if self.count(size, pos) {
+                        // An alias of a `${NAME}` scalar is typed like it.
+                        if self.interpolated_anchors.contains(&id) {
+                            let path = self.current_path();
+                            self.interpolated.push(path);
+                        }
                         // The alias points at the anchored value; report problems where
                         // the alias is written.
                         let node = Node {
