@@ -30,7 +30,8 @@
 //! - [`delivery`]: the runtime behind the server: per-user ordered turns, the Graph API
 //!   sender (pacing, message delay, retries, dead letters) or the local sink.
 //! - [`reload`]: watches bot folders and swaps a bot in when an edit is valid.
-//! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, admin.
+//! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, admin; the
+//!   accept loop with its timeouts and connection limit (`server::listen`).
 //! - [`cli`]: one module per subcommand.
 //!
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`

@@ -22,7 +22,8 @@ pub struct Metrics {
     pub turn_errors: Counter,
     /// Seconds from loading the session to saving it (the engine and the store).
     pub turn_seconds: Histogram,
-    /// Sessions with activity within their bot's session timeout, set on each scrape.
+    /// Sessions with activity within their bot's session timeout, recounted by a scrape
+    /// at most every `server::SESSION_COUNT_EVERY`.
     pub sessions_active: Gauge,
 }
 

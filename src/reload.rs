@@ -42,10 +42,16 @@ pub fn reload(number: &Number) -> bool {
     match loaded.bot {
         Some(bot) => {
             let old = number.bot.load();
-            if old.settings.whatsapp.access_token != bot.settings.whatsapp.access_token
-                || old.settings.whatsapp.phone_number_id != bot.settings.whatsapp.phone_number_id
+            // The server's signature checks and admin keys are built at start.
+            let (was, is) = (&old.settings.whatsapp, &bot.settings.whatsapp);
+            if was.access_token != is.access_token
+                || was.phone_number_id != is.phone_number_id
+                || was.app_secret != is.app_secret
+                || was.allow_unsigned != is.allow_unsigned
+                || was.verify_token != is.verify_token
+                || old.settings.api_key != bot.settings.api_key
             {
-                tracing::warn!(bot = %number.dir.display(), "WhatsApp credentials changed; they take effect after a restart");
+                tracing::warn!(bot = %number.dir.display(), "WhatsApp credentials, app secret, verify token or API key changed; they take effect after a restart");
             }
             number.bot.store(Arc::new(bot));
             tracing::info!(bot = %number.dir.display(), warnings = diagnostics.len(), "bot reloaded");

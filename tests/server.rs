@@ -2,7 +2,9 @@
 //! requests signed like Meta signs them, a real SQLite file, and the fake Graph API
 //! answering like Meta (errors included).
 
+use parlance::cli::LogFormat;
 use parlance::cli::serve::{self, Options};
+use parlance::server::listen::{self, Limits};
 use parlance::testing::fake_graph::{FakeGraph, Reply};
 use parlance::whatsapp::signature;
 use serde_json::{Value, json};
@@ -57,17 +59,24 @@ async fn start(dir: &Path) -> SocketAddr {
 }
 
 async fn start_many(dirs: &[&Path]) -> SocketAddr {
+    start_with(dirs, Limits::default()).await
+}
+
+async fn start_with(dirs: &[&Path], limits: Limits) -> SocketAddr {
     let options = Options {
         dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
         bind: "127.0.0.1".into(),
         port: 0,
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
+        limits,
+        log_format: LogFormat::Text,
     };
     let (state, _) = serve::build(&options).expect("the bot loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, parlance::server::app(state)).await;
+        let app = parlance::server::app(state);
+        let _ = listen::serve(listener, app, limits, std::future::pending()).await;
     });
     addr
 }
@@ -583,12 +592,13 @@ async fn two_numbers_are_routed_to_their_own_bots_and_secrets() {
         "hello",
     ))
     .unwrap();
-    // Signed with A's secret: a valid delivery, but not for B.
+    // Signed with A's secret: a valid signature, but not for B, so nothing in it is
+    // handled and the sender hears so.
     assert_eq!(
         post(addr, &for_b, Some(signature::sign(SECRET, &for_b)))
             .await
             .status(),
-        200
+        401
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

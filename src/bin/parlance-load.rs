@@ -9,7 +9,9 @@
 //!     cargo run --release --bin parlance-load -- --users 200 --messages 10 --concurrency 32
 
 use clap::Parser;
+use parlance::cli::LogFormat;
 use parlance::cli::serve::{self, Options};
+use parlance::server::listen::{self, Limits};
 use parlance::testing::fake_graph::FakeGraph;
 use parlance::whatsapp::signature;
 use serde_json::json;
@@ -74,7 +76,7 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::write(
         dir.path().join("parlance.yaml"),
         format!(
-            "whatsapp:\n  access_token: load\n  phone_number_id: \"{NUMBER}\"\n  app_secret: {SECRET}\n  base_url: {}\n  max_messages_per_second: {}\nsession: {{ store: \"sqlite://data/load.db\" }}\n",
+            "whatsapp:\n  access_token: load\n  phone_number_id: \"{NUMBER}\"\n  verify_token: load\n  app_secret: {SECRET}\n  base_url: {}\n  max_messages_per_second: {}\nsession: {{ store: \"sqlite://data/load.db\" }}\n",
             graph.base_url(),
             args.rate
         ),
@@ -91,6 +93,8 @@ async fn run(args: Args) -> Result<(), String> {
         bind: "127.0.0.1".into(),
         port: 0,
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
+        limits: Limits::default(),
+        log_format: LogFormat::Text,
     };
     let (state, _) = serve::build(&options)
         .map_err(|code| format!("the load bot did not load (exit {code})"))?;
@@ -99,7 +103,8 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, parlance::server::app(state)).await;
+        let app = parlance::server::app(state);
+        let _ = listen::serve(listener, app, Limits::default(), std::future::pending()).await;
     });
 
     let total = args.users * args.messages;

@@ -8,8 +8,10 @@ pub mod serve;
 mod test;
 mod validate;
 
+use crate::server::listen;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Exit code: everything fine.
 pub const EXIT_OK: u8 = 0;
@@ -52,14 +54,29 @@ pub enum Command {
         #[arg(default_value = ".")]
         dirs: Vec<PathBuf>,
         /// The port to listen on.
-        #[arg(long, default_value_t = 8080)]
+        #[arg(long, default_value_t = 8080, env = "PARLANCE_PORT")]
         port: u16,
         /// The address to listen on (0.0.0.0 for every interface).
-        #[arg(long, default_value = "127.0.0.1")]
+        #[arg(long, default_value = "127.0.0.1", env = "PARLANCE_BIND")]
         bind: String,
         /// Largest webhook body accepted (Meta sends up to 3 MB); larger gets 413.
-        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES, env = "PARLANCE_MAX_BODY_BYTES")]
         max_body_bytes: usize,
+        /// Seconds a client has to send a request's headers, from their first byte.
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_HEADER_TIMEOUT_SECS, env = "PARLANCE_HEADER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout: u64,
+        /// Seconds a client has to send a request's body.
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_BODY_TIMEOUT_SECS, env = "PARLANCE_BODY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
+        body_timeout: u64,
+        /// Seconds a connection may stay open with no request under way (keep-alive).
+        #[arg(long, value_name = "SECS", default_value_t = listen::DEFAULT_IDLE_TIMEOUT_SECS, env = "PARLANCE_IDLE_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout: u64,
+        /// Most open connections; beyond, new ones are answered 503 at once.
+        #[arg(long, value_name = "N", default_value_t = listen::DEFAULT_MAX_CONNECTIONS, env = "PARLANCE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Log lines as readable text (coloured on a terminal) or as JSON, one object a line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PARLANCE_LOG_FORMAT")]
+        log_format: LogFormat,
     },
     /// Talk to the bot in the terminal: type a message, a number to tap a button or
     /// row, or /help. Reads piped input one message per line, so it can be scripted.
@@ -112,6 +129,13 @@ pub enum Format {
     Json,
 }
 
+/// How `serve` writes its log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
@@ -125,11 +149,23 @@ pub fn run(cli: Cli) -> u8 {
             port,
             bind,
             max_body_bytes,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections,
+            log_format,
         } => serve::run(serve::Options {
             dirs,
             bind,
             port,
             max_body_bytes,
+            limits: listen::Limits {
+                header_timeout: Duration::from_secs(header_timeout),
+                body_timeout: Duration::from_secs(body_timeout),
+                idle_timeout: Duration::from_secs(idle_timeout),
+                max_connections: max_connections as usize,
+            },
+            log_format,
         }),
         Command::Chat {
             dir,

@@ -2,10 +2,14 @@
 //! `phone_number_id`; a bot without credentials runs locally (nothing is sent to Meta,
 //! `POST /dev/message` drives it).
 
-use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
+use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
 use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
 use crate::delivery::runtime::{Number, Runtime};
-use crate::server::{self, Shared};
+use crate::diag::Severity;
+use crate::server::listen::{self, Limits};
+use crate::server::{self, AdminKey, Shared, WebhookAuth};
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,17 +22,20 @@ pub struct Options {
     pub bind: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Timeouts and the connection limit of the HTTP server.
+    pub limits: Limits,
+    pub log_format: LogFormat,
 }
 
 pub fn run(options: Options) -> u8 {
-    init_logging();
+    init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return EXIT_ERRORS;
         }
     };
@@ -41,7 +48,7 @@ pub fn run(options: Options) -> u8 {
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
+                tracing::error!("cannot listen on {addr}: {e}");
                 return EXIT_ERRORS;
             }
         };
@@ -61,16 +68,16 @@ pub fn run(options: Options) -> u8 {
                 None
             }
         };
-                spawn_sighup_reload(Arc::clone(&state.runtime));
+        spawn_sighup_reload(Arc::clone(&state.runtime));
         spawn_purge(Arc::clone(&state.runtime));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         };
-        match axum::serve(listener, server::app(state)).with_graceful_shutdown(shutdown).await {
+        match listen::serve(listener, server::app(state), options.limits, shutdown).await {
             Ok(()) => EXIT_OK,
             Err(e) => {
-                eprintln!("error: the server stopped: {e}");
+                tracing::error!("the server stopped: {e}");
                 EXIT_ERRORS
             }
         }
@@ -80,17 +87,19 @@ pub fn run(options: Options) -> u8 {
 /// Loads every bot and opens its store: the server's state, and the local bots.
 pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     let http = reqwest::Client::builder().build().map_err(|e| {
-        eprintln!("error: cannot create the HTTP client: {e}");
+        tracing::error!("cannot create the HTTP client: {e}");
         EXIT_ERRORS
     })?;
     let mut numbers = Vec::new();
     let mut locals = Vec::new();
-    let (mut verify_tokens, mut app_secrets, mut api_key) = (Vec::new(), Vec::new(), None);
+    let mut verify_tokens = Vec::new();
+    let mut webhook_auth = HashMap::new();
+    let mut admin_keys = Vec::new();
     for dir in &options.dirs {
-        let bot = load_runnable(dir)?;
+        let bot = load_logged(dir)?;
         let wa = bot.settings.whatsapp.clone();
         let store = crate::store::open(&bot.settings.store, dir).map_err(|e| {
-            eprintln!("error: {}: {e}", dir.display());
+            tracing::error!(bot = %dir.display(), "{e}");
             EXIT_ERRORS
         })?;
         let (id, outbox) = if wa.is_local() {
@@ -109,27 +118,66 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             .iter()
             .any(|n: &Arc<Number>| n.phone_number_id == id)
         {
-            eprintln!(
-                "error: {}: phone number id \"{id}\" is served by another bot folder already",
-                dir.display()
+            tracing::error!(
+                bot = %dir.display(),
+                "phone number id \"{id}\" is served by another bot folder already"
             );
             return Err(EXIT_ERRORS);
         }
-        verify_tokens.extend(wa.verify_token.filter(|t| !t.is_empty()));
-        if let Some(secret) = wa.app_secret.clone() {
-            app_secrets.push((id.clone(), secret));
+        verify_tokens.extend(wa.verify_token.clone());
+        if !wa.is_local() {
+            let auth = match (wa.app_secret.clone(), wa.allow_unsigned) {
+                (Some(secret), _) => WebhookAuth::Secret(secret),
+                (None, true) => {
+                    tracing::warn!(
+                        bot = %dir.display(),
+                        number = %id,
+                        "whatsapp.allow_unsigned is on: unsigned webhooks are accepted and anyone who reaches this server can make the bot send messages; for test setups only"
+                    );
+                    WebhookAuth::Unsigned
+                }
+                // The loader refuses this already; never serve a sending number open.
+                (None, false) => {
+                    tracing::error!(bot = %dir.display(), "whatsapp.app_secret is required with access_token");
+                    return Err(EXIT_ERRORS);
+                }
+            };
+            webhook_auth.insert(id.clone(), auth);
         }
-        api_key = api_key.or(bot.settings.api_key.clone());
+        if let Some(key) = &bot.settings.api_key {
+            admin_keys.push(AdminKey::new(&id, key));
+        }
         numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
     }
     let state = Arc::new(Shared {
         runtime: Runtime::new(numbers),
         verify_tokens,
-        app_secrets,
-        api_key,
+        webhook_auth,
+        admin_keys,
         max_body_bytes: options.max_body_bytes,
+        sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
+}
+
+/// Loads one bot folder; its diagnostics are log lines (JSON ones with
+/// `--log-format json`), and a bot with errors stops the start.
+fn load_logged(dir: &std::path::Path) -> Result<crate::flow::Bot, u8> {
+    let loaded = crate::compile::load_bot(dir);
+    for d in &loaded.diagnostics {
+        match d.severity {
+            Severity::Error => tracing::error!(bot = %dir.display(), "{d}"),
+            Severity::Warning => tracing::warn!(bot = %dir.display(), "{d}"),
+        }
+    }
+    loaded.bot.ok_or_else(|| {
+        tracing::error!(
+            bot = %dir.display(),
+            "{}",
+            crate::diag::summary(&loaded.diagnostics)
+        );
+        EXIT_ERRORS
+    })
 }
 
 /// Meta redelivers for up to 7 days: message ids older than this are forgotten.
@@ -180,12 +228,18 @@ fn spawn_sighup_reload(runtime: Arc<Runtime>) {
 #[cfg(not(unix))]
 fn spawn_sighup_reload(_runtime: Arc<Runtime>) {}
 
-/// Structured logs to stderr; `RUST_LOG` chooses the level (default `info`).
-fn init_logging() {
+/// Structured logs to stderr, as text (coloured only on a terminal) or JSON lines;
+/// `RUST_LOG` chooses the level (default `info`).
+fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }

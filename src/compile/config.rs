@@ -47,12 +47,20 @@ pub(crate) fn resolve(
     );
 
     let wa = raw.whatsapp.clone().unwrap_or_default();
+    let store = session.store.unwrap_or_else(|| DEFAULT_STORE.into());
+    if let Some(file) = file {
+        super::serving::check_whatsapp(file, &wa, diags);
+        super::serving::check_store(file, &store, diags);
+    }
+    // An empty value is an absent one: `${WA_ACCESS_TOKEN:-}` means "local unless set".
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
     let whatsapp = WhatsAppSettings {
-        app_id: wa.app_id,
-        access_token: wa.access_token,
-        phone_number_id: wa.phone_number_id,
-        verify_token: wa.verify_token,
-        app_secret: wa.app_secret.filter(|s| !s.is_empty()),
+        app_id: given(wa.app_id),
+        access_token: given(wa.access_token),
+        phone_number_id: given(wa.phone_number_id),
+        verify_token: given(wa.verify_token),
+        app_secret: given(wa.app_secret),
+        allow_unsigned: wa.allow_unsigned.unwrap_or(false),
         message_delay: Duration::from_millis(wa.message_delay_ms.unwrap_or(0)),
         api_version: wa.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into()),
         base_url: wa.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into()),
@@ -116,7 +124,7 @@ pub(crate) fn resolve(
         name,
         whatsapp,
         session_timeout,
-        store: session.store.unwrap_or_else(|| DEFAULT_STORE.into()),
+        store,
         overflow: raw
             .render
             .as_ref()

@@ -11,9 +11,11 @@
 
 mod config;
 mod graph;
+mod interpolated;
 mod node;
 mod prune;
 pub mod schema;
+mod serving;
 
 pub use node::parse_duration;
 
@@ -256,7 +258,8 @@ fn read_whole<T: DeserializeOwned>(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
     let tree = file.tree.as_ref()?;
-    let json = tree.to_json();
+    let mut json = tree.to_json();
+    interpolated::retype(&mut json, &file.interpolated, kind.cached_schema());
     let check = schema::check(file, kind, &json);
     let ok = check.diagnostics.is_empty();
     diags.extend(check.diagnostics);

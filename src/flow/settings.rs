@@ -59,6 +59,8 @@ pub struct WhatsAppSettings {
     pub phone_number_id: Option<String>,
     pub verify_token: Option<String>,
     pub app_secret: Option<String>,
+    /// Unsigned webhook POSTs are accepted for this number (test setups only).
+    pub allow_unsigned: bool,
     pub message_delay: Duration,
     pub api_version: String,
     pub base_url: String,
@@ -69,6 +71,7 @@ pub struct WhatsAppSettings {
 
 impl WhatsAppSettings {
     /// Without a token and a phone number id nothing can be sent: the bot runs locally.
+    /// (The loader refuses one without the other, so either both are set or neither.)
     pub fn is_local(&self) -> bool {
         self.access_token.as_deref().is_none_or(str::is_empty)
             || self.phone_number_id.as_deref().is_none_or(str::is_empty)
@@ -84,6 +87,7 @@ impl fmt::Debug for WhatsAppSettings {
             .field("phone_number_id", &self.phone_number_id)
             .field("verify_token", &secret(&self.verify_token))
             .field("app_secret", &secret(&self.app_secret))
+            .field("allow_unsigned", &self.allow_unsigned)
             .field("message_delay", &self.message_delay)
             .field("api_version", &self.api_version)
             .field("base_url", &self.base_url)

@@ -1,8 +1,13 @@
 //! The HTTP side: Meta's webhook, the local development endpoint and the admin routes.
 //!
 //! `app(state)` builds the router, so tests can serve it on a loopback port or call it
-//! directly. Handlers only translate HTTP: parsing and signatures live in `whatsapp`,
-//! conversations in `delivery::runtime`.
+//! directly; [`listen::serve`] runs it with timeouts and a connection limit. Handlers
+//! only translate HTTP: parsing and signatures live in `whatsapp`, conversations in
+//! `delivery::runtime`, whose admin key opens what in [`admin`].
+//!
+//! Architecture Invariant: an item of a webhook for a number that can send is handled
+//! only when the body is signed with that number's app secret (or the bot said
+//! `allow_unsigned`); the loader refuses a sending number with neither.
 
 use crate::delivery::runtime::{Job, Number, Runtime, TurnReport, mask};
 use crate::engine::{Event, EventKind};
@@ -19,6 +24,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub mod admin;
+pub mod listen;
+
+pub use admin::AdminKey;
 
 /// Meta sends webhooks of up to 3 MB; anything larger is refused with 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -28,13 +39,22 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     /// Tokens accepted in Meta's verification handshake (one per configured number).
     pub verify_tokens: Vec<String>,
-    /// Each number's app secret. A POST must be signed with one of them (401
-    /// otherwise), and only the items for numbers whose secret signed it are handled.
-    /// Without any, POSTs are not checked (local development).
-    pub app_secrets: Vec<(String, String)>,
-    /// The Bearer key of the admin routes; without one they are closed.
-    pub api_key: Option<String>,
+    /// How webhook POSTs for each number that can send are checked. An item for one of
+    /// these numbers is handled only when its check passes; local numbers are absent.
+    pub webhook_auth: HashMap<String, WebhookAuth>,
+    /// Each bot's `api.key` and the number it opens in the admin routes.
+    pub admin_keys: Vec<AdminKey>,
     pub max_body_bytes: usize,
+    /// When `/metrics` last counted the sessions (see [`SESSION_COUNT_EVERY`]).
+    pub sessions_counted_at: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// How a number that can send checks webhook POSTs.
+pub enum WebhookAuth {
+    /// Signed with this app secret (`X-Hub-Signature-256`), or refused.
+    Secret(String),
+    /// `allow_unsigned: true` without an app secret: anything is accepted (test setups).
+    Unsigned,
 }
 
 pub type AppState = Arc<Shared>;
@@ -81,10 +101,9 @@ async fn verify(
         verify_token: q.get("hub.verify_token").cloned(),
         challenge: q.get("hub.challenge").cloned(),
     };
-    let token_ok = q
-        .verify_token
-        .as_deref()
-        .is_some_and(|t| !t.is_empty() && state.verify_tokens.iter().any(|v| v == t));
+    let token_ok = q.verify_token.as_deref().is_some_and(|t| {
+        !t.is_empty() && admin::any_equal(state.verify_tokens.iter().map(String::as_str), t)
+    });
     match (q.mode.as_deref(), token_ok, q.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             tracing::info!("webhook verified by Meta");
@@ -114,26 +133,21 @@ async fn receive(
         tracing::warn!(%status, %reason, "webhook rejected");
         ApiError(status, reason)
     };
-    // The numbers whose app secret signed this body.
-    let mut signed_for: Vec<&str> = Vec::new();
-    if !state.app_secrets.is_empty() {
-        let given = headers
-            .get("x-hub-signature-256")
-            .and_then(|v| v.to_str().ok());
-        let mut last = None;
-        for (number, secret) in &state.app_secrets {
-            match signature::verify(secret, &body, given) {
-                Ok(()) => signed_for.push(number),
-                Err(e) => last = Some(e),
-            }
-        }
-        if signed_for.is_empty() {
-            let why = last.map_or_else(|| "bad signature".to_string(), |e| e.to_string());
-            return Err(reject(StatusCode::UNAUTHORIZED, why));
-        }
+    let signed_for = signed_numbers(&state, &headers, &body);
+    // Refuse before parsing when nothing here takes an unsigned or wrongly signed body.
+    let open_to_unsigned = state.webhook_auth.is_empty()
+        || state
+            .webhook_auth
+            .values()
+            .any(|a| matches!(a, WebhookAuth::Unsigned));
+    if signed_for.is_err() && !open_to_unsigned {
+        let why = signed_for.err().unwrap_or_default();
+        return Err(reject(StatusCode::UNAUTHORIZED, why));
     }
+    let signed_for = signed_for.unwrap_or_default();
     let webhook =
         inbound::parse(&body).map_err(|e| reject(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (mut handled, mut refused) = (0, 0);
     for item in webhook.items {
         let number = match &item {
             Item::Message {
@@ -147,14 +161,53 @@ async fn receive(
             } => phone_number_id.as_deref(),
             Item::Other { .. } => None,
         };
-        let needs_secret = number.is_some_and(|n| state.app_secrets.iter().any(|(id, _)| id == n));
-        if needs_secret && !number.is_some_and(|n| signed_for.contains(&n)) {
+        let allowed = match number.and_then(|n| state.webhook_auth.get(n)) {
+            Some(WebhookAuth::Secret(_)) => number.is_some_and(|n| signed_for.contains(&n)),
+            Some(WebhookAuth::Unsigned) => true,
+            // Not a number that can send: unknown ones are dropped by `handle_item`.
+            None => true,
+        };
+        if !allowed {
             tracing::warn!(number = ?number, "an item for a number whose app secret did not sign the delivery; dropped");
+            refused += 1;
             continue;
         }
+        handled += 1;
         handle_item(&state, item).await;
     }
+    if refused > 0 && handled == 0 {
+        return Err(reject(
+            StatusCode::UNAUTHORIZED,
+            "not signed with the app secret of the number it is for".into(),
+        ));
+    }
     Ok("ok\n")
+}
+
+/// The numbers whose app secret signed `body`, or why none did.
+fn signed_numbers<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<&'a str>, String> {
+    let given = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    let mut signed_for = Vec::new();
+    let mut last = None;
+    for (number, auth) in &state.webhook_auth {
+        match auth {
+            WebhookAuth::Secret(secret) => match signature::verify(secret, body, given) {
+                Ok(()) => signed_for.push(number.as_str()),
+                Err(e) => last = Some(e),
+            },
+            WebhookAuth::Unsigned => {}
+        }
+    }
+    if signed_for.is_empty() {
+        return Err(last.map_or_else(|| "bad signature".to_string(), |e| e.to_string()));
+    }
+    Ok(signed_for)
 }
 
 async fn handle_item(state: &AppState, item: Item) {
@@ -376,30 +429,37 @@ fn rand_suffix() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
-/// What is loaded and what could not be delivered. Needs `Authorization: Bearer KEY`.
+/// What is loaded and what could not be delivered, for the numbers whose `api.key` is
+/// given as `Authorization: Bearer KEY` (each bot's key opens its own number only).
 async fn admin_status(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let Some(key) = &state.api_key else {
+    if state.admin_keys.is_empty() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "set api.key in parlance.yaml to open the admin routes".into(),
         ));
-    };
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given != Some(key.as_str()) {
+    let opened = admin::opened_numbers(&state.admin_keys, given);
+    if opened.is_empty() {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "a valid Bearer API key is required".into(),
         ));
     }
-    let bots: Vec<Value> = state
+    let mut bots: Vec<&Arc<Number>> = state
         .runtime
         .numbers()
+        .filter(|n| opened.contains(&n.phone_number_id.as_str()))
+        .collect();
+    bots.sort_by(|a, b| a.phone_number_id.cmp(&b.phone_number_id));
+    let bots: Vec<Value> = bots
+        .into_iter()
         .map(|n| {
             let bot = n.bot.load();
             json!({
@@ -413,6 +473,12 @@ async fn admin_status(
             })
         })
         .collect();
+    let dead_letters: Vec<_> = state
+        .runtime
+        .dead_letters()
+        .into_iter()
+        .filter(|d| opened.contains(&d.phone_number_id.as_str()))
+        .collect();
     let m = &state.runtime.metrics;
     Ok(axum::Json(json!({
         "bots": bots,
@@ -423,26 +489,17 @@ async fn admin_status(
             "retried": m.messages_retried.get(),
         },
         "turns": m.turns.get(),
-        "dead_letters": state.runtime.dead_letters(),
+        "dead_letters": dead_letters,
     })))
 }
 
+/// Sessions are counted for `/metrics` at most this often; scrapes in between answer
+/// the last count from memory.
+pub const SESSION_COUNT_EVERY: Duration = Duration::from_secs(10);
+
 /// Prometheus metrics. Open like `/healthz`: counters carry no personal data.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let runtime = Arc::clone(&state.runtime);
-    let active = tokio::task::spawn_blocking(move || {
-        let now = chrono::Utc::now().timestamp();
-        runtime
-            .numbers()
-            .map(|n| {
-                let timeout = n.bot.load().settings.session_timeout.as_secs() as i64;
-                n.store.count_sessions(now - timeout).unwrap_or(0)
-            })
-            .sum::<usize>()
-    })
-    .await
-    .unwrap_or(0);
-    state.runtime.metrics.sessions_active.set(active as i64);
+    refresh_session_gauge(&state).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -451,4 +508,38 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.runtime.metrics.render(),
     )
         .into_response()
+}
+
+/// Recounts active sessions when the last count is older than [`SESSION_COUNT_EVERY`].
+/// Concurrent scrapes wait for one count instead of starting their own, and the count
+/// runs on the store's own reading connection: webhooks and turns never wait for it.
+async fn refresh_session_gauge(state: &AppState) {
+    let mut counted_at = state.sessions_counted_at.lock().await;
+    if counted_at.is_some_and(|at| at.elapsed() < SESSION_COUNT_EVERY) {
+        return;
+    }
+    let runtime = Arc::clone(&state.runtime);
+    let counted = tokio::task::spawn_blocking(move || {
+        let now = chrono::Utc::now().timestamp();
+        runtime
+            .numbers()
+            .map(|n| {
+                let timeout = n.bot.load().settings.session_timeout.as_secs() as i64;
+                n.store.count_sessions(now - timeout)
+            })
+            .sum::<Result<usize, _>>()
+    })
+    .await;
+    match counted {
+        Ok(Ok(active)) => {
+            state
+                .runtime
+                .metrics
+                .sessions_active
+                .set(i64::try_from(active).unwrap_or(i64::MAX));
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
+        Err(e) => tracing::warn!(error = %e, "counting sessions for /metrics failed"),
+    }
+    *counted_at = Some(Instant::now());
 }

@@ -1,9 +1,11 @@
 //! `${NAME}` interpolation from the environment in `parlance.yaml`, applied to every
-//! scalar before its type is decided, so secrets stay out of git and `${DELAY:-500}` is a
-//! number. Flow files are not interpolated: there `${{ vars.total }}` is how a designer
-//! writes a dollar price, and flows read the environment as `env.NAME` at run time.
+//! scalar, so secrets stay out of git. A replaced value is text unless the schema wants a
+//! number or a boolean there (`compile::interpolated`), so `${DELAY:-500}` is a number and
+//! an all-digit phone number id stays text. Flow files are not interpolated: there
+//! `${{ vars.total }}` is how a designer writes a dollar price, and flows read the
+//! environment as `env.NAME` at run time.
 //!
-//! - `${NAME}`: the variable's value; unset is an error naming it.
+//! - `${NAME}`: the variable's value; unset or empty is an error naming it.
 //! - `${NAME:-default}`: the default when the variable is unset or empty.
 //! - `$${`: a literal `${` (for text that must contain it).
 
@@ -50,12 +52,20 @@ pub fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<String, EnvError> {
                     Some("names are letters, digits and _, e.g. ${WA_ACCESS_TOKEN}; write $${ for a literal ${".into()),
                 ));
             }
-            match (
-                env(name).filter(|v| !v.is_empty() || default.is_none()),
-                default,
-            ) {
+            match (env(name).filter(|v| !v.is_empty()), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
+                // Set but empty is most often a deployment mistake (an unfilled secret);
+                // a bot that means "empty" says so with `${NAME:-}`.
+                (None, None) if env(name).is_some() => {
+                    return Err((
+                        Code::EnvMissing,
+                        format!("environment variable {name} is set but empty"),
+                        Some(format!(
+                            "give {name} a value, or write ${{{name}:-}} where an empty value is meant"
+                        )),
+                    ));
+                }
                 (None, None) => {
                     return Err((
                         Code::EnvMissing,
@@ -102,7 +112,7 @@ mod tests {
         );
         assert_eq!(interpolate("${NOPE:-500}", &env).unwrap(), "500");
         assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "x");
-        assert_eq!(interpolate("${EMPTY}", &env).unwrap(), "");
+        assert_eq!(interpolate("${EMPTY:-}", &env).unwrap(), "");
         assert_eq!(interpolate("${NOPE:-}", &env).unwrap(), "");
         assert_eq!(
             interpolate("costs $5, $${literal}", &env).unwrap(),
@@ -118,6 +128,13 @@ mod tests {
         assert_eq!(
             hint.unwrap(),
             "set WA_TOKEN, or give a default with ${WA_TOKEN:-default}"
+        );
+        let (code, message, hint) = interpolate("${EMPTY}", &env).unwrap_err();
+        assert_eq!(code, Code::EnvMissing);
+        assert_eq!(message, "environment variable EMPTY is set but empty");
+        assert_eq!(
+            hint.unwrap(),
+            "give EMPTY a value, or write ${EMPTY:-} where an empty value is meant"
         );
         assert!(interpolate("${unclosed", &env).is_err());
         assert_eq!(

@@ -25,6 +25,8 @@ pub struct SourceFile {
     pub display: PathBuf,
     /// Absent when the file could not be read or parsed; the reason is a diagnostic.
     pub tree: Option<Node>,
+    /// The values where `${NAME}` was replaced (see [`yaml::Parsed::interpolated`]).
+    pub interpolated: Vec<YamlPath>,
 }
 
 impl SourceFile {
@@ -73,6 +75,7 @@ pub fn read_file(
         rel: rel.to_path_buf(),
         display: display.clone(),
         tree: None,
+        interpolated: Vec::new(),
     };
     if let Some(d) = outside(root, rel) {
         diags.push(d);
@@ -97,6 +100,7 @@ pub fn read_file(
         );
     }
     file.tree = parsed.tree;
+    file.interpolated = parsed.interpolated;
     let empty = match &file.tree {
         None => !diags.iter().any(|d| d.file == display),
         Some(node) => node.value == yaml::Value::Null,

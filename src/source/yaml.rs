@@ -11,7 +11,7 @@
 //! budget instead of eating memory).
 
 use crate::diag::{Code, Pos};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -195,13 +195,17 @@ pub struct YamlProblem {
 pub struct Parsed {
     pub tree: Option<Node>,
     pub problems: Vec<YamlProblem>,
+    /// Where `${NAME}` was replaced in an unquoted value: such a value is text, whatever
+    /// it looks like (an all-digit phone number id, `true`, `1e5`); the loader gives it
+    /// another type only where the schema has no room for text.
+    pub interpolated: Vec<YamlPath>,
 }
 
 /// Turns a scalar as written into text; the caller decides (`${NAME}` interpolation).
 pub type ScalarHook<'a> = &'a dyn Fn(&str, Pos) -> Result<String, (Code, String, Option<String>)>;
 
-/// Parses one YAML document. `hook` is applied to every scalar (and key) before plain
-/// scalars get their type, so `delay: ${DELAY:-500}` is the number 500.
+/// Parses one YAML document. `hook` is applied to every scalar (and key); an unquoted
+/// scalar it changed stays text and its path is listed in [`Parsed::interpolated`].
 pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
     let mut builder = Builder {
         hook,
@@ -211,6 +215,8 @@ pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
         documents: 0,
         values: 0,
         problems: Vec::new(),
+        interpolated: Vec::new(),
+        interpolated_anchors: HashSet::new(),
         fatal: false,
     };
     let mut parser = Parser::new_from_str(text);
@@ -231,6 +237,7 @@ pub fn parse(text: &str, hook: Option<ScalarHook<'_>>) -> Parsed {
     Parsed {
         tree: builder.root,
         problems: builder.problems,
+        interpolated: builder.interpolated,
     }
 }
 
@@ -283,6 +290,9 @@ struct Builder<'a> {
     /// Values created so far, aliases counted as often as they are used.
     values: usize,
     problems: Vec<YamlProblem>,
+    interpolated: Vec<YamlPath>,
+    /// Anchors of scalars in `interpolated`.
+    interpolated_anchors: HashSet<usize>,
     /// Set when the tree cannot be trusted (too deep, too large, two documents).
     fatal: bool,
 }
@@ -341,9 +351,13 @@ impl Builder<'_> {
     }
 
     fn scalar(&mut self, text: String, style: TScalarStyle, tag: Option<Tag>, pos: Pos) -> Value {
+        let mut interpolated = false;
         let text = match self.hook {
             Some(hook) if text.contains('$') => match hook(&text, pos) {
-                Ok(t) => t,
+                Ok(t) => {
+                    interpolated = t != text;
+                    t
+                }
                 Err((code, message, hint)) => {
                     self.report(pos, code, message, hint);
                     text
@@ -353,6 +367,12 @@ impl Builder<'_> {
         };
         let explicit_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
         if style != TScalarStyle::Plain || explicit_str {
+            return Value::Str(text);
+        }
+        if interpolated {
+            // Typed by the schema later, not by what the variable's value looks like.
+            let path = self.current_path();
+            self.interpolated.push(path);
             return Value::Str(text);
         }
         resolve_plain(text)
@@ -521,7 +541,11 @@ impl MarkedEventReceiver for Builder<'_> {
                 if !self.count(1, pos) {
                     return;
                 }
+                let before = self.interpolated.len();
                 let value = self.scalar(text, style, tag, pos);
+                if anchor > 0 && self.interpolated.len() > before {
+                    self.interpolated_anchors.insert(anchor);
+                }
                 self.push_value(Node { pos, value }, anchor, 1);
             }
             Event::SequenceStart(anchor, _) => self.open(
@@ -545,6 +569,11 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some((node, size)) => {
                     if self.count(size, pos) {
+                        // An alias of a `${NAME}` scalar is typed like it.
+                        if self.interpolated_anchors.contains(&id) {
+                            let path = self.current_path();
+                            self.interpolated.push(path);
+                        }
                         // The alias points at the anchored value; report problems where
                         // the alias is written.
                         let node = Node {
@@ -572,6 +601,15 @@ fn size_of(node: &Node) -> usize {
         Value::Map(entries) => 1 + entries.iter().map(|e| 1 + size_of(&e.value)).sum::<usize>(),
         _ => 1,
     }
+}
+
+/// The JSON value an unquoted scalar with this text has (YAML 1.2 core schema).
+pub fn plain_json(text: &str) -> serde_json::Value {
+    Node {
+        pos: Pos::START,
+        value: resolve_plain(text.to_string()),
+    }
+    .to_json()
 }
 
 /// YAML 1.2 core schema resolution of an unquoted scalar.

@@ -61,8 +61,15 @@ pub struct RawWhatsApp {
     pub phone_number_id: Option<String>,
     /// The string you enter as "Verify token" when you set the callback URL in Meta's app dashboard.
     pub verify_token: Option<String>,
-    /// The app secret; when set, every webhook POST must carry a valid X-Hub-Signature-256.
+    /// The app secret (Meta app dashboard: App settings, Basic). Required with
+    /// `access_token`: every webhook POST for this number must carry a valid
+    /// X-Hub-Signature-256 made with it. Keep it in the environment: `${WA_APP_SECRET}`.
     pub app_secret: Option<String>,
+    /// For test setups only: accept unsigned webhook POSTs for a number that has an
+    /// `access_token` but no `app_secret`. Anyone who can reach the server can then make
+    /// the bot send messages; `serve` logs a warning at every start. Ignored when
+    /// `app_secret` is set (signatures are then checked).
+    pub allow_unsigned: Option<bool>,
     /// Pause between consecutive replies to one user, in milliseconds (default 0).
     pub message_delay_ms: Option<u64>,
     /// The Graph API version, e.g. `v23.0`.
@@ -86,8 +93,8 @@ pub struct RawWhatsApp {
 pub struct RawSession {
     /// After this much silence a conversation starts afresh, e.g. `30m` (default 30m).
     pub timeout: Option<String>,
-    /// Where sessions are kept: `sqlite://data/parlance.db` (default), `redis://host:6379`,
-    /// or `memory://` (lost on restart).
+    /// Where sessions are kept: `sqlite://data/parlance.db` (default, relative to the bot
+    /// folder) or `memory://` (lost on restart). This build has no Redis store.
     pub store: Option<String>,
 }
 

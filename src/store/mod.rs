@@ -13,7 +13,7 @@ pub mod sqlite;
 
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Sessions are per business phone number and user.
@@ -103,29 +103,70 @@ pub trait Store: Send + Sync {
     fn purge(&self, sessions_before: i64, seen_before: i64) -> Result<usize, StoreError>;
 }
 
-/// Opens the store a bot's `session.store` names: `sqlite://PATH` (relative to the bot
-/// folder unless absolute; created with its folders on first use) or `memory://`.
-pub fn open(url: &str, bot_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// A session store URL, understood: what `session.store` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An SQLite file, relative to the bot folder unless absolute.
+    Sqlite(PathBuf),
+    /// Kept in memory, lost on restart (tests, throwaway setups).
+    Memory,
+}
+
+/// Why a `session.store` URL cannot be used by this build: a message and a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrlError {
+    pub message: String,
+    pub hint: String,
+}
+
+/// Reads a `session.store` URL without touching the disk. The loader (so `validate`)
+/// and [`open`] (so `serve`) both call it: a URL that passes here is one `serve` opens.
+pub fn parse_url(url: &str) -> Result<StoreUrl, StoreUrlError> {
+    const SQLITE_HINT: &str = "this build stores sessions in SQLite: sqlite://data/parlance.db (or memory:// for sessions lost on restart)";
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let path = Path::new(path);
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            bot_dir.join(path)
-        };
-        return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
+        if path.trim().is_empty() {
+            return Err(StoreUrlError {
+                message: format!("\"{url}\" names no database file"),
+                hint: "write the file after sqlite://, e.g. sqlite://data/parlance.db".into(),
+            });
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }
     if url == "memory://" || url == "memory" {
-        return Ok(Arc::new(memory::MemoryStore::default()));
+        return Ok(StoreUrl::Memory);
     }
-    let hint = if url.starts_with("redis://") {
-        "Redis is not supported yet; use sqlite://data/parlance.db"
-    } else {
-        "use sqlite://data/parlance.db or memory://"
+    let message = match url.split_once("://") {
+        Some(("redis" | "rediss", _)) => {
+            return Err(StoreUrlError {
+                message: format!("this build cannot keep sessions in Redis (\"{url}\")"),
+                hint: "this build stores sessions in SQLite: sqlite://data/parlance.db; Redis comes with the release that serves one number from several instances".into(),
+            });
+        }
+        Some((scheme, _)) => format!("unknown session store \"{scheme}://\""),
+        None => format!("\"{url}\" is not a store URL"),
     };
-    Err(StoreError(format!(
-        "unknown session store \"{url}\"; {hint}"
-    )))
+    Err(StoreUrlError {
+        message,
+        hint: SQLITE_HINT.into(),
+    })
+}
+
+/// Opens the store a bot's `session.store` names (see [`parse_url`]): `sqlite://PATH`
+/// (relative to the bot folder unless absolute; created with its folders on first use)
+/// or `memory://`.
+pub fn open(url: &str, bot_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match parse_url(url) {
+        Ok(StoreUrl::Sqlite(path)) => {
+            let path = if path.is_absolute() {
+                path
+            } else {
+                bot_dir.join(path)
+            };
+            Ok(Arc::new(sqlite::SqliteStore::open(&path)?))
+        }
+        Ok(StoreUrl::Memory) => Ok(Arc::new(memory::MemoryStore::default())),
+        Err(e) => Err(StoreError(format!("{}; hint: {}", e.message, e.hint))),
+    }
 }
 
 /// Decodes a stored session; a session from another format version, or one that no
