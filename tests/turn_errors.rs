@@ -3,7 +3,9 @@
 //! and the log says why and where (the node's file:line) without the user's whole phone
 //! number.
 
+use parlance::cli::LogFormat;
 use parlance::cli::serve::{self, Options};
+use parlance::server::listen::{self, Limits};
 use parlance::testing::fake_graph::FakeGraph;
 use parlance::whatsapp::signature;
 use serde_json::{Value, json};
@@ -117,12 +119,15 @@ async fn start(dir: &Path) -> std::net::SocketAddr {
         bind: "127.0.0.1".into(),
         port: 0,
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
+        limits: Limits::default(),
+        log_format: LogFormat::Text,
     };
     let (state, _) = serve::build(&options).expect("the bot loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, parlance::server::app(state)).await;
+        let app = parlance::server::app(state);
+        let _ = listen::serve(listener, app, Limits::default(), std::future::pending()).await;
     });
     addr
 }

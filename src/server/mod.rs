@@ -10,7 +10,7 @@
 //! `allow_unsigned`); the loader refuses a sending number with neither.
 
 use crate::delivery::runtime::{Job, Number, Runtime, TurnReport, mask};
-use crate::engine::{Event, EventKind};
+use crate::engine::{Event, EventKind, NO_FAILURE_REASON};
 use crate::store::StatusRecord;
 use crate::whatsapp::inbound::{self, Item};
 use crate::whatsapp::signature;
@@ -325,7 +325,7 @@ async fn report_failure(
             flow: sent.flow,
             node: sent.node,
             code: error.map(|e| e.code),
-            reason: error.map_or_else(|| "no reason given".to_string(), |e| e.title.clone()),
+            reason: error.map_or_else(|| NO_FAILURE_REASON.to_string(), |e| e.title.clone()),
         },
     };
     if let Err(e) = state.runtime.submit(
