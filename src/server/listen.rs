@@ -61,7 +61,8 @@ impl Default for Limits {
 const REFUSE_WAIT: Duration = Duration::from_millis(200);
 /// How long a refused connection may take to receive its 503 before it is dropped.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
-/// Most refused connections lingering for their 503 at once; beyond, they are dropped.
+/// Most refused connections lingering for their 503 at once; beyond, the 503 is written
+/// at once without reading the request.
 const MAX_REFUSING: usize = 64;
 /// How long open connections may take to finish after Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -96,11 +97,19 @@ pub async fn serve(
             },
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse(stream).await;
-                    drop(permit);
-                });
+            match Arc::clone(&refusing).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        refuse(stream).await;
+                        drop(permit);
+                    });
+                }
+                // Too many refusals lingering already: answer at once, without waiting
+                // for the request, so the client still gets a 503 rather than a bare
+                // reset, and no descriptor is held.
+                Err(_) => {
+                    let _ = stream.try_write(BUSY_RESPONSE);
+                }
             }
             continue;
         };
