@@ -13,6 +13,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The phone number id a bot without credentials answers as.
 pub const LOCAL_NUMBER: &str = "local";
@@ -27,7 +28,17 @@ pub struct Options {
     pub log_format: LogFormat,
 }
 
-pub fn run(options: Options) -> u8 {
+/// How long a shutdown waits for turns and sends under way (`--shutdown-timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// How long open HTTP requests may take once the drain is over: what is left then are
+/// 503 answers and probes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves until SIGTERM or Ctrl-C, then drains (see [`shut_down`]) for at most
+/// `shutdown_timeout`. The timeout is an argument of its own, not an `Options` field,
+/// because `Options` also builds the in-process servers of tests, which never shut down.
+pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
     init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +50,15 @@ pub fn run(options: Options) -> u8 {
             return EXIT_ERRORS;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
+        // Before anything else: a signal that arrives while the bots load is not lost.
+        let signals = match Signals::listen() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM and Ctrl-C: {e}");
+                return EXIT_ERRORS;
+            }
+        };
         let (state, locals) = match build(&options) {
             Ok(s) => s,
             Err(code) => return code,
@@ -70,18 +89,104 @@ pub fn run(options: Options) -> u8 {
         };
         spawn_sighup_reload(Arc::clone(&state.runtime));
         spawn_purge(Arc::clone(&state.runtime));
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+        // The HTTP server keeps answering while the runtime drains, so `/readyz` says
+        // why it is not ready and new webhooks get 503; it stops once the drain is over.
+        let (drained, drain_over) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(shut_down(
+            signals,
+            Arc::clone(&state.runtime),
+            shutdown_timeout,
+            drained,
+        ));
+        let stop_http = async {
+            let _ = drain_over.await;
         };
-        match listen::serve(listener, server::app(state), options.limits, shutdown).await {
+        match listen::serve_with_grace(
+            listener,
+            server::app(state),
+            options.limits,
+            stop_http,
+            CLOSE_GRACE,
+        )
+        .await
+        {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 tracing::error!("the server stopped: {e}");
                 EXIT_ERRORS
             }
         }
-    })
+    });
+    // Blocking store calls of turns cut off by the deadline must not hold the exit.
+    runtime.shutdown_timeout(CLOSE_GRACE);
+    code
+}
+
+/// On the first SIGTERM or Ctrl-C: take no new work, wait for the turns and sends under
+/// way (up to `within`), log what was left, then tell the HTTP server to stop.
+async fn shut_down(
+    signals: Signals,
+    runtime: Arc<Runtime>,
+    within: Duration,
+    drained: tokio::sync::oneshot::Sender<()>,
+) {
+    let signal = signals.first().await;
+    runtime.stop_accepting(&format!("shutting down ({signal})"));
+    tracing::info!(
+        signal,
+        timeout_secs = within.as_secs_f64(),
+        "shutting down: new webhooks get 503; finishing the turns and sends under way"
+    );
+    match runtime.drain(within).await {
+        None => tracing::info!("every turn and send finished; stopping"),
+        Some(left) => tracing::warn!(
+            users = left.users,
+            waiting_messages = left.waiting,
+            webhooks = left.webhooks,
+            "the shutdown timeout passed with work still pending; stopping anyway"
+        ),
+    }
+    let _ = drained.send(());
+}
+
+/// SIGTERM (docker stop, systemd, rollouts) and SIGINT (Ctrl-C), listened for from the
+/// start.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> std::io::Result<Self> {
+        Ok(Signals {})
+    }
+
+    /// The name of the first signal received.
+    #[cfg(unix)]
+    async fn first(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "Ctrl-C",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn first(self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 /// Loads every bot and opens its store: the server's state, and the local bots.

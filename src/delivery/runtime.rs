@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// How often a retryable failure is retried before the message is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -126,6 +126,45 @@ pub struct Runtime {
     queues: Mutex<HashMap<SessionKey, UserQueue>>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
     pub metrics: crate::metrics::Metrics,
+    /// Whether new work is taken, and how much admitted work has not reached a queue.
+    intake: Mutex<Intake>,
+    /// Woken when admitted work ends or a user's queue empties, for [`Runtime::drain`].
+    settled: Notify,
+}
+
+/// The door for new work: open until shutdown begins.
+#[derive(Default)]
+struct Intake {
+    /// Why no new work is taken (the signal that began the shutdown), once closed.
+    closed: Option<String>,
+    /// Webhooks and requests admitted whose jobs may still be on their way to a queue.
+    admitted: usize,
+}
+
+/// Admitted work under way (a webhook being handled); the drain waits for it.
+pub struct Admitted {
+    runtime: Arc<Runtime>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut intake = self.runtime.intake();
+        intake.admitted = intake.admitted.saturating_sub(1);
+        drop(intake);
+        self.runtime.settled.notify_waiters();
+    }
+}
+
+/// What was still under way when the shutdown deadline passed. Counts only: no phone
+/// numbers reach the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Users with a turn under way or messages waiting for one.
+    pub users: usize,
+    /// Messages waiting behind the turn under way, all users together.
+    pub waiting: usize,
+    /// Webhooks still being handled.
+    pub webhooks: usize,
 }
 
 /// The inbound message names a number this server does not serve.
@@ -142,7 +181,68 @@ impl Runtime {
             queues: Mutex::new(HashMap::new()),
             dead_letters: Mutex::new(VecDeque::new()),
             metrics: crate::metrics::Metrics::default(),
+            intake: Mutex::new(Intake::default()),
+            settled: Notify::new(),
         })
+    }
+
+    fn intake(&self) -> std::sync::MutexGuard<'_, Intake> {
+        self.intake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits new work (a webhook, a `/dev/message`), or `None` once shutdown began:
+    /// the caller answers 503 so Meta redelivers later. Hold the guard until the work
+    /// is queued; [`Runtime::drain`] waits for it.
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut intake = self.intake();
+        if intake.closed.is_some() {
+            return None;
+        }
+        intake.admitted += 1;
+        Some(Admitted {
+            runtime: Arc::clone(self),
+        })
+    }
+
+    /// Takes no new work from now on; `why` is what `/readyz` says.
+    pub fn stop_accepting(&self, why: &str) {
+        self.intake().closed = Some(why.to_string());
+    }
+
+    /// Why no new work is taken, once shutdown began.
+    pub fn closed(&self) -> Option<String> {
+        self.intake().closed.clone()
+    }
+
+    /// What is under way: turns, waiting messages, webhooks being handled; `None` when
+    /// nothing is.
+    pub fn pending(&self) -> Option<Pending> {
+        let webhooks = self.intake().admitted;
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = Pending {
+            users: queues.len(),
+            waiting: queues.values().map(|q| q.jobs.len()).sum(),
+            webhooks,
+        };
+        (pending.users > 0 || pending.webhooks > 0).then_some(pending)
+    }
+
+    /// Waits until every admitted webhook is queued and every queued turn has run and
+    /// sent its replies, or until `within` passed. Returns what was still under way
+    /// then. Call [`Runtime::stop_accepting`] first, or it may never settle.
+    pub async fn drain(&self, within: std::time::Duration) -> Option<Pending> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before looking, so a change between the look and the wait
+            // still wakes us.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            self.pending()?;
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.pending();
+            }
+        }
     }
 
     pub fn number(&self, phone_number_id: &str) -> Option<&Arc<Number>> {
@@ -196,6 +296,8 @@ impl Runtime {
                     Some(job) => job,
                     None => {
                         queues.remove(&key);
+                        drop(queues);
+                        self.settled.notify_waiters();
                         return;
                     }
                 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub mod admin;
 pub mod listen;
+pub mod ready;
 
 pub use admin::AdminKey;
 
@@ -59,13 +60,15 @@ pub enum WebhookAuth {
 
 pub type AppState = Arc<Shared>;
 
-/// The router: `/webhook`, `/dev/message`, `/healthz`, `/admin/status`.
+/// The router: `/webhook`, `/dev/message`, `/healthz` (liveness), `/readyz`
+/// (readiness, see [`ready`]), `/admin/status`, `/metrics`.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/webhook", get(verify).post(receive))
         .route("/dev/message", post(dev_message))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready::readyz))
         .route("/admin/status", get(admin_status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -79,6 +82,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
     }
+}
+
+/// The answer to new work once shutdown began: 503, so Meta redelivers the webhook to
+/// this server after its restart (or to another instance).
+fn shutting_down() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting down; retry later".into(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -125,6 +137,10 @@ async fn receive(
 ) -> Result<&'static str, ApiError> {
     let metrics = &state.runtime.metrics;
     metrics.webhooks_received.inc();
+    // Held until every item is queued, so the shutdown drain waits for them.
+    let Some(_admitted) = state.runtime.admit() else {
+        return Err(shutting_down());
+    };
     let reject = |status: StatusCode, reason: String| {
         metrics.reject(match status {
             StatusCode::UNAUTHORIZED => "signature",
@@ -364,6 +380,9 @@ async fn dev_message(
             StatusCode::NOT_FOUND,
             "/dev/message only exists in local mode (a bot without WhatsApp credentials)".into(),
         ));
+    };
+    let Some(_admitted) = state.runtime.admit() else {
+        return Err(shutting_down());
     };
     let msg: DevMessage = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
