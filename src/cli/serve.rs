@@ -3,9 +3,10 @@
 //! `POST /dev/message` drives it).
 
 use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
-use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
 use crate::delivery::runtime::{Number, Runtime};
+use crate::delivery::transport::{GraphClient, LocalSink, Transport};
 use crate::diag::Severity;
+use crate::live::LiveBot;
 use crate::server::listen::{self, Limits};
 use crate::server::{self, AdminKey, Shared, WebhookAuth};
 use std::collections::HashMap;
@@ -80,7 +81,7 @@ pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
             );
         }
         // Edits are picked up while serving; SIGHUP reloads too.
-        let _watching = match crate::reload::watch(Arc::clone(&state.runtime)) {
+        let _watching = match crate::reload::watch(live_bots(&state.runtime)) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("hot reload is off: {e}");
@@ -207,16 +208,16 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             tracing::error!(bot = %dir.display(), "{e}");
             EXIT_ERRORS
         })?;
-        let (id, outbox) = if wa.is_local() {
+        let (id, transport) = if wa.is_local() {
             locals.push(dir.clone());
             (
                 LOCAL_NUMBER.to_string(),
-                Outbox::Local(LocalSink::default()),
+                Transport::Local(LocalSink::default()),
             )
         } else {
             (
                 wa.phone_number_id.clone().unwrap_or_default(),
-                Outbox::Graph(GraphClient::new(http.clone(), &wa)),
+                Transport::Graph(GraphClient::new(http.clone(), &wa)),
             )
         };
         if numbers
@@ -252,7 +253,8 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         if let Some(key) = &bot.settings.api_key {
             admin_keys.push(AdminKey::new(&id, key));
         }
-        numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
+        let live = Arc::new(LiveBot::new(dir.clone(), bot));
+        numbers.push(Arc::new(Number::new(&id, live, store, transport)));
     }
     let state = Arc::new(Shared {
         runtime: Runtime::new(numbers),
@@ -263,6 +265,11 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
+}
+
+/// Every bot the runtime serves, for the reloader (which knows bots, not numbers).
+fn live_bots(runtime: &Runtime) -> Vec<Arc<LiveBot>> {
+    runtime.numbers().map(|n| Arc::clone(&n.live)).collect()
 }
 
 /// Loads one bot folder; its diagnostics are log lines (JSON ones with
@@ -319,10 +326,9 @@ fn spawn_sighup_reload(runtime: Arc<Runtime>) {
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading every bot");
-                    let runtime = Arc::clone(&runtime);
+                    let bots = live_bots(&runtime);
                     let _ =
-                        tokio::task::spawn_blocking(move || crate::reload::reload_all(&runtime))
-                            .await;
+                        tokio::task::spawn_blocking(move || crate::reload::reload_all(&bots)).await;
                 }
             });
         }

@@ -8,18 +8,17 @@
 //! different users never wait on each other.
 
 use super::graph::{Verdict, backoff, classify};
-use super::outbox::Outbox;
+use super::transport::Transport;
 use crate::engine::{self, Action, Event, Message, OfflineHost, Outgoing, Session};
 use crate::flow::Bot;
+use crate::live::LiveBot;
 use crate::render;
 use crate::store::{SentRecord, SessionKey, StatusRecord, Store};
-use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 
@@ -31,56 +30,36 @@ pub const DEAD_LETTERS_KEPT: usize = 1000;
 /// One phone number and the bot that answers it.
 pub struct Number {
     pub phone_number_id: String,
-    pub dir: PathBuf,
-    /// Swapped atomically by hot reload; a turn keeps the bot it started with.
-    pub bot: ArcSwap<Bot>,
+    /// The bot folder and the bot serving now (swapped by hot reload; a turn keeps the
+    /// bot it started with).
+    pub live: Arc<LiveBot>,
     pub store: Arc<dyn Store>,
-    pub outbox: Outbox,
+    pub transport: Transport,
     /// Meta's throughput limit per number (80 messages per second by default).
     limiter: DefaultDirectRateLimiter,
     /// The environment variables templates may read (`expose_env`).
     host: OfflineHost,
-    /// How the last reload went, for `/admin/status`.
-    last_reload: Mutex<Option<crate::reload::ReloadReport>>,
 }
 
 impl Number {
     pub fn new(
         phone_number_id: &str,
-        dir: PathBuf,
-        bot: Bot,
+        live: Arc<LiveBot>,
         store: Arc<dyn Store>,
-        outbox: Outbox,
+        transport: Transport,
     ) -> Self {
+        let bot = live.bot();
         let rate = NonZeroU32::new(bot.settings.whatsapp.max_messages_per_second)
             .unwrap_or(NonZeroU32::MIN);
         let env = exposed_env(&bot.settings.expose_env);
         Number {
             phone_number_id: phone_number_id.to_string(),
-            dir,
-            bot: ArcSwap::from_pointee(bot),
+            live,
             store,
-            outbox,
+            transport,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
-            last_reload: Mutex::new(Some(crate::reload::ReloadReport {
-                at: chrono::Utc::now().timestamp(),
-                version: 1,
-                ok: true,
-                diagnostics: Vec::new(),
-            })),
         }
-    }
-
-    pub fn set_reload_report(&self, report: crate::reload::ReloadReport) {
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
-    }
-
-    pub fn reload_report(&self) -> Option<crate::reload::ReloadReport> {
-        self.last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 }
 
@@ -329,7 +308,7 @@ impl Runtime {
                 Session::new(&key.user, now)
             }
         };
-        let bot = number.bot.load_full();
+        let bot = number.live.bot();
         let turn = engine::step(&bot, session, event, now, &number.host);
         let store = Arc::clone(&number.store);
         let save_key = key.clone();
@@ -381,7 +360,7 @@ impl Runtime {
     /// Marks the user's message read (and shows typing), when the bot says so.
     async fn mark_read(&self, number: &Number, bot: &Bot, message_id: &str) {
         let wa = &bot.settings.whatsapp;
-        if number.outbox.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
+        if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
             return;
         }
         let mut body =
@@ -389,7 +368,7 @@ impl Runtime {
         if wa.typing_indicator {
             body["typing_indicator"] = json!({ "type": "text" });
         }
-        if let Err(e) = number.outbox.post(&body).await {
+        if let Err(e) = number.transport.post(&body).await {
             tracing::debug!(error = %e, "mark as read failed");
         }
     }
@@ -412,7 +391,7 @@ impl Runtime {
                 return None;
             }
             number.limiter.until_ready().await;
-            match number.outbox.post(&body).await {
+            match number.transport.post(&body).await {
                 Ok(accepted) => {
                     self.metrics.messages_sent.inc();
                     let sent = SentRecord {

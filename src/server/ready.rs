@@ -45,7 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
         // A bot is loaded once it is served: startup refuses a bot with errors, and a
         // failed reload keeps the last good version serving (`/admin/status` shows why).
-        let version = number.reload_report().map_or(1, |r| r.version);
+        let version = number.live.report().version;
         bots.push(json!({
             "phone_number_id": number.phone_number_id,
             "version": version,
