@@ -287,3 +287,53 @@ async fn a_shutdown_timeout_that_passes_logs_what_was_left_and_still_exits_0() {
     assert!(left.contains("webhooks=0"), "{left}");
     assert!(!log.contains(user), "a phone number logged:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once_and_says_what_was_left() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 5000);
+    let port = free_port();
+    let mut child = start(dir.path(), port, 60);
+    if !wait_until_up(port).await {
+        panic!("the server did not start:\n{}", logs(child));
+    }
+    let client = reqwest::Client::new();
+    let status = post_signed(&client, port, webhook("4915112345678", "wamid.1", "hi")).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while graph.messages().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    terminate(&child);
+    // The first signal is taken once /readyz says so; the drain would take 10 s more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        if ready == 503 || Instant::now() > deadline {
+            assert_eq!(ready, 503, "/readyz after SIGTERM");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    terminate(&child);
+    let signalled = Instant::now();
+    let status = exit_within(&mut child, Duration::from_secs(6)).await;
+    let exited_after = signalled.elapsed();
+    let log = logs(child);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert!(
+        exited_after < Duration::from_secs(3),
+        "exited {exited_after:?} after the second SIGTERM:\n{log}"
+    );
+    let left = log
+        .lines()
+        .find(|l| l.contains("a second signal came with work still pending"))
+        .unwrap_or_else(|| panic!("no line about what was left:\n{log}"));
+    assert!(left.contains("users=1"), "{left}");
+    assert!(left.contains("waiting_messages=0"), "{left}");
+}

@@ -124,27 +124,32 @@ pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
 }
 
 /// On the first SIGTERM or Ctrl-C: take no new work, wait for the turns and sends under
-/// way (up to `within`), log what was left, then tell the HTTP server to stop.
+/// way (up to `within`, or until a second signal: someone who presses Ctrl-C twice
+/// means now), log what was left, then tell the HTTP server to stop.
 async fn shut_down(
-    signals: Signals,
+    mut signals: Signals,
     runtime: Arc<Runtime>,
     within: Duration,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
-    let signal = signals.first().await;
+    let signal = signals.next().await;
     runtime.stop_accepting(&format!("shutting down ({signal})"));
     tracing::info!(
         signal,
         timeout_secs = within.as_secs_f64(),
-        "shutting down: new webhooks get 503; finishing the turns and sends under way"
+        "shutting down: new webhooks get 503; finishing the turns and sends under way (a second signal stops at once)"
     );
-    match runtime.drain(within).await {
+    let (left, why) = tokio::select! {
+        left = runtime.drain(within) => (left, "the shutdown timeout passed"),
+        _ = signals.next() => (runtime.pending(), "a second signal came"),
+    };
+    match left {
         None => tracing::info!("every turn and send finished; stopping"),
         Some(left) => tracing::warn!(
             users = left.users,
             waiting_messages = left.waiting,
             webhooks = left.webhooks,
-            "the shutdown timeout passed with work still pending; stopping anyway"
+            "{why} with work still pending; stopping anyway"
         ),
     }
     let _ = drained.send(());
@@ -174,9 +179,9 @@ impl Signals {
         Ok(Signals {})
     }
 
-    /// The name of the first signal received.
+    /// The name of the next signal received.
     #[cfg(unix)]
-    async fn first(mut self) -> &'static str {
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "Ctrl-C",
@@ -184,7 +189,7 @@ impl Signals {
     }
 
     #[cfg(not(unix))]
-    async fn first(self) -> &'static str {
+    async fn next(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }
