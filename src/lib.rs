@@ -27,12 +27,22 @@
 //! - [`store`]: sessions, seen message ids and statuses: SQLite (default) or memory.
 //! - [`whatsapp`]: WhatsApp's inbound webhook JSON and its signature; the only place that
 //!   knows them.
-//! - [`delivery`]: the runtime behind the server: per-user ordered turns, the Graph API
-//!   sender (pacing, message delay, retries, dead letters) or the local sink.
-//! - [`reload`]: watches bot folders and swaps a bot in when an edit is valid.
-//! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, admin; the
-//!   accept loop with its timeouts and connection limit (`server::listen`).
+//! - [`live`]: `LiveBot`, the bot a folder serves now (folder, swappable compiled bot,
+//!   last reload report): what `reload` swaps and `delivery` and `server` read.
+//! - [`delivery`]: the runtime behind the server: what a webhook item becomes
+//!   (`delivery::inbox`: dedupe, queueing, statuses), per-user ordered turns, the sender
+//!   (pacing, message delay, retries, dead letters) over a `delivery::transport` (the
+//!   Graph API or the local sink), and the shutdown drain.
+//! - [`reload`]: watches bot folders and swaps a `LiveBot`'s bot in when an edit is
+//!   valid.
+//! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, `/healthz`,
+//!   `/readyz`, admin, metrics; handlers only translate HTTP. The accept loop with its
+//!   timeouts and connection limit is `server::listen`.
 //! - [`cli`]: one module per subcommand.
+//!
+//! Architecture Invariant: `delivery` and `reload` do not import each other; both
+//! depend on `live`. `server` never touches a store for a webhook item: it hands items to
+//! `delivery`.
 //!
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`
 //! nothing of positions, `flow` nothing of files; only `compile` sees all three.
@@ -43,6 +53,7 @@ pub mod delivery;
 pub mod diag;
 pub mod engine;
 pub mod flow;
+pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod render;

@@ -5,10 +5,10 @@
 //! gone restarts its flow (see `engine`).
 
 use crate::compile::load_bot;
-use crate::delivery::runtime::{Number, Runtime};
+use crate::live::LiveBot;
+pub use crate::live::ReloadReport;
 use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,32 +16,19 @@ use std::time::Duration;
 /// Editors save in bursts (write, rename, chmod): wait this long for the burst to end.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// The outcome of the last (re)load of a bot.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadReport {
-    /// Unix seconds.
-    pub at: i64,
-    /// The version of the bot serving after this load: 1 at startup, one more for
-    /// every successful reload.
-    pub version: u64,
-    pub ok: bool,
-    /// Every diagnostic of that load, as `validate` prints them.
-    pub diagnostics: Vec<String>,
-}
-
 /// Keeps the file watcher alive; dropping it stops watching.
 pub struct Watching {
     _debouncer: Debouncer<notify::RecommendedWatcher>,
 }
 
-/// Reloads `number`'s bot from its folder now. Returns whether the new bot is serving.
-pub fn reload(number: &Number) -> bool {
-    let loaded = load_bot(&number.dir);
+/// Reloads `live`'s bot from its folder now. Returns whether the new bot is serving.
+pub fn reload(live: &LiveBot) -> bool {
+    let loaded = load_bot(&live.dir);
     let diagnostics: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     let ok = loaded.bot.is_some();
     match loaded.bot {
         Some(bot) => {
-            let old = number.bot.load();
+            let old = live.bot();
             // The server's signature checks and admin keys are built at start.
             let (was, is) = (&old.settings.whatsapp, &bot.settings.whatsapp);
             if was.access_token != is.access_token
@@ -51,22 +38,20 @@ pub fn reload(number: &Number) -> bool {
                 || was.verify_token != is.verify_token
                 || old.settings.api_key != bot.settings.api_key
             {
-                tracing::warn!(bot = %number.dir.display(), "WhatsApp credentials, app secret, verify token or API key changed; they take effect after a restart");
+                tracing::warn!(bot = %live.dir.display(), "WhatsApp credentials, app secret, verify token or API key changed; they take effect after a restart");
             }
-            number.bot.store(Arc::new(bot));
-            tracing::info!(bot = %number.dir.display(), warnings = diagnostics.len(), "bot reloaded");
+            live.swap(bot);
+            tracing::info!(bot = %live.dir.display(), warnings = diagnostics.len(), "bot reloaded");
         }
         None => {
             for d in &diagnostics {
-                tracing::warn!(bot = %number.dir.display(), "{d}");
+                tracing::warn!(bot = %live.dir.display(), "{d}");
             }
-            tracing::error!(bot = %number.dir.display(), "the edit has errors; the previous version keeps serving");
+            tracing::error!(bot = %live.dir.display(), "the edit has errors; the previous version keeps serving");
         }
     }
-    let version = number
-        .reload_report()
-        .map_or(1, |r| r.version + u64::from(ok));
-    number.set_reload_report(ReloadReport {
+    let version = live.report().version + u64::from(ok);
+    live.set_report(ReloadReport {
         at: chrono::Utc::now().timestamp(),
         version,
         ok,
@@ -76,14 +61,14 @@ pub fn reload(number: &Number) -> bool {
 }
 
 /// Reloads every bot (SIGHUP).
-pub fn reload_all(runtime: &Runtime) {
-    for number in runtime.numbers() {
-        reload(number);
+pub fn reload_all(bots: &[Arc<LiveBot>]) {
+    for live in bots {
+        reload(live);
     }
 }
 
-/// Starts watching every bot folder of `runtime`.
-pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
+/// Starts watching every bot folder in `bots`.
+pub fn watch(bots: Vec<Arc<LiveBot>>) -> Result<Watching, String> {
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
         if let Ok(events) = result {
@@ -94,14 +79,14 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
     })
     .map_err(|e| format!("cannot watch files: {e}"))?;
     let mut folders = Vec::new();
-    for number in runtime.numbers() {
-        let dir = std::fs::canonicalize(&number.dir).unwrap_or_else(|_| number.dir.clone());
+    for live in bots {
+        let dir = std::fs::canonicalize(&live.dir).unwrap_or_else(|_| live.dir.clone());
         debouncer
             .watcher()
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
         let seen = fingerprint(&dir);
-        folders.push((dir, Arc::clone(number), seen));
+        folders.push((dir, live, seen));
     }
     std::thread::Builder::new()
         .name("parlance-reload".into())
@@ -109,7 +94,7 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
             while let Ok(first) = rx.recv() {
                 let mut changed = vec![first];
                 changed.extend(rx.try_iter());
-                for (dir, number, seen) in &mut folders {
+                for (dir, live, seen) in &mut folders {
                     if !changed.iter().any(|p| is_bot_file(dir, p)) {
                         continue;
                     }
@@ -118,7 +103,7 @@ pub fn watch(runtime: Arc<Runtime>) -> Result<Watching, String> {
                     let now = fingerprint(dir);
                     if now != *seen {
                         *seen = now;
-                        reload(number);
+                        reload(live);
                     }
                 }
             }

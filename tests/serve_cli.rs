@@ -82,6 +82,7 @@ fn help_lists_the_environment_variable_of_every_flag() {
         "PARLANCE_IDLE_TIMEOUT",
         "PARLANCE_MAX_CONNECTIONS",
         "PARLANCE_LOG_FORMAT",
+        "PARLANCE_SHUTDOWN_TIMEOUT",
     ] {
         assert!(
             help.contains(&format!("[env: {name}=")),

@@ -77,6 +77,10 @@ pub enum Command {
         /// Log lines as readable text (coloured on a terminal) or as JSON, one object a line.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PARLANCE_LOG_FORMAT")]
         log_format: LogFormat,
+        /// Seconds SIGTERM or Ctrl-C waits for the turns and sends under way (new
+        /// webhooks get 503 meanwhile) before the server exits.
+        #[arg(long, value_name = "SECS", default_value_t = serve::DEFAULT_SHUTDOWN_TIMEOUT_SECS, env = "PARLANCE_SHUTDOWN_TIMEOUT")]
+        shutdown_timeout: u64,
     },
     /// Talk to the bot in the terminal: type a message, a number to tap a button or
     /// row, or /help. Reads piped input one message per line, so it can be scripted.
@@ -154,19 +158,23 @@ pub fn run(cli: Cli) -> u8 {
             idle_timeout,
             max_connections,
             log_format,
-        } => serve::run(serve::Options {
-            dirs,
-            bind,
-            port,
-            max_body_bytes,
-            limits: listen::Limits {
-                header_timeout: Duration::from_secs(header_timeout),
-                body_timeout: Duration::from_secs(body_timeout),
-                idle_timeout: Duration::from_secs(idle_timeout),
-                max_connections: max_connections as usize,
+            shutdown_timeout,
+        } => serve::run(
+            serve::Options {
+                dirs,
+                bind,
+                port,
+                max_body_bytes,
+                limits: listen::Limits {
+                    header_timeout: Duration::from_secs(header_timeout),
+                    body_timeout: Duration::from_secs(body_timeout),
+                    idle_timeout: Duration::from_secs(idle_timeout),
+                    max_connections: max_connections as usize,
+                },
+                log_format,
             },
-            log_format,
-        }),
+            Duration::from_secs(shutdown_timeout),
+        ),
         Command::Chat {
             dir,
             json,

@@ -3,9 +3,10 @@
 //! `POST /dev/message` drives it).
 
 use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
-use crate::delivery::outbox::{GraphClient, LocalSink, Outbox};
 use crate::delivery::runtime::{Number, Runtime};
+use crate::delivery::transport::{GraphClient, LocalSink, Transport};
 use crate::diag::Severity;
+use crate::live::LiveBot;
 use crate::server::listen::{self, Limits};
 use crate::server::{self, AdminKey, Shared, WebhookAuth};
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The phone number id a bot without credentials answers as.
 pub const LOCAL_NUMBER: &str = "local";
@@ -27,7 +29,17 @@ pub struct Options {
     pub log_format: LogFormat,
 }
 
-pub fn run(options: Options) -> u8 {
+/// How long a shutdown waits for turns and sends under way (`--shutdown-timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// How long open HTTP requests may take once the drain is over: what is left then are
+/// 503 answers and probes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves until SIGTERM or Ctrl-C, then drains (see [`shut_down`]) for at most
+/// `shutdown_timeout`. The timeout is an argument of its own, not an `Options` field,
+/// because `Options` also builds the in-process servers of tests, which never shut down.
+pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
     init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +51,15 @@ pub fn run(options: Options) -> u8 {
             return EXIT_ERRORS;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
+        // Before anything else: a signal that arrives while the bots load is not lost.
+        let signals = match Signals::listen() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM and Ctrl-C: {e}");
+                return EXIT_ERRORS;
+            }
+        };
         let (state, locals) = match build(&options) {
             Ok(s) => s,
             Err(code) => return code,
@@ -61,7 +81,7 @@ pub fn run(options: Options) -> u8 {
             );
         }
         // Edits are picked up while serving; SIGHUP reloads too.
-        let _watching = match crate::reload::watch(Arc::clone(&state.runtime)) {
+        let _watching = match crate::reload::watch(live_bots(&state.runtime)) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("hot reload is off: {e}");
@@ -70,18 +90,109 @@ pub fn run(options: Options) -> u8 {
         };
         spawn_sighup_reload(Arc::clone(&state.runtime));
         spawn_purge(Arc::clone(&state.runtime));
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+        // The HTTP server keeps answering while the runtime drains, so `/readyz` says
+        // why it is not ready and new webhooks get 503; it stops once the drain is over.
+        let (drained, drain_over) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(shut_down(
+            signals,
+            Arc::clone(&state.runtime),
+            shutdown_timeout,
+            drained,
+        ));
+        let stop_http = async {
+            let _ = drain_over.await;
         };
-        match listen::serve(listener, server::app(state), options.limits, shutdown).await {
+        match listen::serve_with_grace(
+            listener,
+            server::app(state),
+            options.limits,
+            stop_http,
+            CLOSE_GRACE,
+        )
+        .await
+        {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 tracing::error!("the server stopped: {e}");
                 EXIT_ERRORS
             }
         }
-    })
+    });
+    // Blocking store calls of turns cut off by the deadline must not hold the exit.
+    runtime.shutdown_timeout(CLOSE_GRACE);
+    code
+}
+
+/// On the first SIGTERM or Ctrl-C: take no new work, wait for the turns and sends under
+/// way (up to `within`, or until a second signal: someone who presses Ctrl-C twice
+/// means now), log what was left, then tell the HTTP server to stop.
+async fn shut_down(
+    mut signals: Signals,
+    runtime: Arc<Runtime>,
+    within: Duration,
+    drained: tokio::sync::oneshot::Sender<()>,
+) {
+    let signal = signals.next().await;
+    runtime.stop_accepting(&format!("shutting down ({signal})"));
+    tracing::info!(
+        signal,
+        timeout_secs = within.as_secs_f64(),
+        "shutting down: new webhooks get 503; finishing the turns and sends under way (a second signal stops at once)"
+    );
+    let (left, why) = tokio::select! {
+        left = runtime.drain(within) => (left, "the shutdown timeout passed"),
+        _ = signals.next() => (runtime.pending(), "a second signal came"),
+    };
+    match left {
+        None => tracing::info!("every turn and send finished; stopping"),
+        Some(left) => tracing::warn!(
+            users = left.users,
+            waiting_messages = left.waiting,
+            webhooks = left.webhooks,
+            "{why} with work still pending; stopping anyway"
+        ),
+    }
+    let _ = drained.send(());
+}
+
+/// SIGTERM (docker stop, systemd, rollouts) and SIGINT (Ctrl-C), listened for from the
+/// start.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> std::io::Result<Self> {
+        Ok(Signals {})
+    }
+
+    /// The name of the next signal received.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "Ctrl-C",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 /// Loads every bot and opens its store: the server's state, and the local bots.
@@ -102,16 +213,16 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
             tracing::error!(bot = %dir.display(), "{e}");
             EXIT_ERRORS
         })?;
-        let (id, outbox) = if wa.is_local() {
+        let (id, transport) = if wa.is_local() {
             locals.push(dir.clone());
             (
                 LOCAL_NUMBER.to_string(),
-                Outbox::Local(LocalSink::default()),
+                Transport::Local(LocalSink::default()),
             )
         } else {
             (
                 wa.phone_number_id.clone().unwrap_or_default(),
-                Outbox::Graph(GraphClient::new(http.clone(), &wa)),
+                Transport::Graph(GraphClient::new(http.clone(), &wa)),
             )
         };
         if numbers
@@ -147,7 +258,8 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         if let Some(key) = &bot.settings.api_key {
             admin_keys.push(AdminKey::new(&id, key));
         }
-        numbers.push(Arc::new(Number::new(&id, dir.clone(), bot, store, outbox)));
+        let live = Arc::new(LiveBot::new(dir.clone(), bot));
+        numbers.push(Arc::new(Number::new(&id, live, store, transport)));
     }
     let state = Arc::new(Shared {
         runtime: Runtime::new(numbers),
@@ -158,6 +270,11 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
+}
+
+/// Every bot the runtime serves, for the reloader (which knows bots, not numbers).
+fn live_bots(runtime: &Runtime) -> Vec<Arc<LiveBot>> {
+    runtime.numbers().map(|n| Arc::clone(&n.live)).collect()
 }
 
 /// Loads one bot folder; its diagnostics are log lines (JSON ones with
@@ -214,10 +331,9 @@ fn spawn_sighup_reload(runtime: Arc<Runtime>) {
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading every bot");
-                    let runtime = Arc::clone(&runtime);
+                    let bots = live_bots(&runtime);
                     let _ =
-                        tokio::task::spawn_blocking(move || crate::reload::reload_all(&runtime))
-                            .await;
+                        tokio::task::spawn_blocking(move || crate::reload::reload_all(&bots)).await;
                 }
             });
         }

@@ -8,20 +8,19 @@
 //! different users never wait on each other.
 
 use super::graph::{Verdict, backoff, classify};
-use super::outbox::Outbox;
+use super::transport::Transport;
 use crate::engine::{self, Action, Event, Message, OfflineHost, Outgoing, Session};
 use crate::flow::Bot;
+use crate::live::LiveBot;
 use crate::render;
 use crate::store::{SentRecord, SessionKey, StatusRecord, Store};
-use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// How often a retryable failure is retried before the message is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -31,56 +30,36 @@ pub const DEAD_LETTERS_KEPT: usize = 1000;
 /// One phone number and the bot that answers it.
 pub struct Number {
     pub phone_number_id: String,
-    pub dir: PathBuf,
-    /// Swapped atomically by hot reload; a turn keeps the bot it started with.
-    pub bot: ArcSwap<Bot>,
+    /// The bot folder and the bot serving now (swapped by hot reload; a turn keeps the
+    /// bot it started with).
+    pub live: Arc<LiveBot>,
     pub store: Arc<dyn Store>,
-    pub outbox: Outbox,
+    pub transport: Transport,
     /// Meta's throughput limit per number (80 messages per second by default).
     limiter: DefaultDirectRateLimiter,
     /// The environment variables templates may read (`expose_env`).
     host: OfflineHost,
-    /// How the last reload went, for `/admin/status`.
-    last_reload: Mutex<Option<crate::reload::ReloadReport>>,
 }
 
 impl Number {
     pub fn new(
         phone_number_id: &str,
-        dir: PathBuf,
-        bot: Bot,
+        live: Arc<LiveBot>,
         store: Arc<dyn Store>,
-        outbox: Outbox,
+        transport: Transport,
     ) -> Self {
+        let bot = live.bot();
         let rate = NonZeroU32::new(bot.settings.whatsapp.max_messages_per_second)
             .unwrap_or(NonZeroU32::MIN);
         let env = exposed_env(&bot.settings.expose_env);
         Number {
             phone_number_id: phone_number_id.to_string(),
-            dir,
-            bot: ArcSwap::from_pointee(bot),
+            live,
             store,
-            outbox,
+            transport,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
-            last_reload: Mutex::new(Some(crate::reload::ReloadReport {
-                at: chrono::Utc::now().timestamp(),
-                version: 1,
-                ok: true,
-                diagnostics: Vec::new(),
-            })),
         }
-    }
-
-    pub fn set_reload_report(&self, report: crate::reload::ReloadReport) {
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
-    }
-
-    pub fn reload_report(&self) -> Option<crate::reload::ReloadReport> {
-        self.last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 }
 
@@ -126,6 +105,45 @@ pub struct Runtime {
     queues: Mutex<HashMap<SessionKey, UserQueue>>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
     pub metrics: crate::metrics::Metrics,
+    /// Whether new work is taken, and how much admitted work has not reached a queue.
+    intake: Mutex<Intake>,
+    /// Woken when admitted work ends or a user's queue empties, for [`Runtime::drain`].
+    settled: Notify,
+}
+
+/// The door for new work: open until shutdown begins.
+#[derive(Default)]
+struct Intake {
+    /// Why no new work is taken (the signal that began the shutdown), once closed.
+    closed: Option<String>,
+    /// Webhooks and requests admitted whose jobs may still be on their way to a queue.
+    admitted: usize,
+}
+
+/// Admitted work under way (a webhook being handled); the drain waits for it.
+pub struct Admitted {
+    runtime: Arc<Runtime>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut intake = self.runtime.intake();
+        intake.admitted = intake.admitted.saturating_sub(1);
+        drop(intake);
+        self.runtime.settled.notify_waiters();
+    }
+}
+
+/// What was still under way when the shutdown deadline passed. Counts only: no phone
+/// numbers reach the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Users with a turn under way or messages waiting for one.
+    pub users: usize,
+    /// Messages waiting behind the turn under way, all users together.
+    pub waiting: usize,
+    /// Webhooks still being handled.
+    pub webhooks: usize,
 }
 
 /// The inbound message names a number this server does not serve.
@@ -142,7 +160,68 @@ impl Runtime {
             queues: Mutex::new(HashMap::new()),
             dead_letters: Mutex::new(VecDeque::new()),
             metrics: crate::metrics::Metrics::default(),
+            intake: Mutex::new(Intake::default()),
+            settled: Notify::new(),
         })
+    }
+
+    fn intake(&self) -> std::sync::MutexGuard<'_, Intake> {
+        self.intake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits new work (a webhook, a `/dev/message`), or `None` once shutdown began:
+    /// the caller answers 503 so Meta redelivers later. Hold the guard until the work
+    /// is queued; [`Runtime::drain`] waits for it.
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut intake = self.intake();
+        if intake.closed.is_some() {
+            return None;
+        }
+        intake.admitted += 1;
+        Some(Admitted {
+            runtime: Arc::clone(self),
+        })
+    }
+
+    /// Takes no new work from now on; `why` is what `/readyz` says.
+    pub fn stop_accepting(&self, why: &str) {
+        self.intake().closed = Some(why.to_string());
+    }
+
+    /// Why no new work is taken, once shutdown began.
+    pub fn closed(&self) -> Option<String> {
+        self.intake().closed.clone()
+    }
+
+    /// What is under way: turns, waiting messages, webhooks being handled; `None` when
+    /// nothing is.
+    pub fn pending(&self) -> Option<Pending> {
+        let webhooks = self.intake().admitted;
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = Pending {
+            users: queues.len(),
+            waiting: queues.values().map(|q| q.jobs.len()).sum(),
+            webhooks,
+        };
+        (pending.users > 0 || pending.webhooks > 0).then_some(pending)
+    }
+
+    /// Waits until every admitted webhook is queued and every queued turn has run and
+    /// sent its replies, or until `within` passed. Returns what was still under way
+    /// then. Call [`Runtime::stop_accepting`] first, or it may never settle.
+    pub async fn drain(&self, within: std::time::Duration) -> Option<Pending> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before looking, so a change between the look and the wait
+            // still wakes us.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            self.pending()?;
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.pending();
+            }
+        }
     }
 
     pub fn number(&self, phone_number_id: &str) -> Option<&Arc<Number>> {
@@ -196,6 +275,8 @@ impl Runtime {
                     Some(job) => job,
                     None => {
                         queues.remove(&key);
+                        drop(queues);
+                        self.settled.notify_waiters();
                         return;
                     }
                 }
@@ -227,7 +308,7 @@ impl Runtime {
                 Session::new(&key.user, now)
             }
         };
-        let bot = number.bot.load_full();
+        let bot = number.live.bot();
         let turn = engine::step(&bot, session, event, now, &number.host);
         let store = Arc::clone(&number.store);
         let save_key = key.clone();
@@ -279,7 +360,7 @@ impl Runtime {
     /// Marks the user's message read (and shows typing), when the bot says so.
     async fn mark_read(&self, number: &Number, bot: &Bot, message_id: &str) {
         let wa = &bot.settings.whatsapp;
-        if number.outbox.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
+        if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
             return;
         }
         let mut body =
@@ -287,7 +368,7 @@ impl Runtime {
         if wa.typing_indicator {
             body["typing_indicator"] = json!({ "type": "text" });
         }
-        if let Err(e) = number.outbox.post(&body).await {
+        if let Err(e) = number.transport.post(&body).await {
             tracing::debug!(error = %e, "mark as read failed");
         }
     }
@@ -310,7 +391,7 @@ impl Runtime {
                 return None;
             }
             number.limiter.until_ready().await;
-            match number.outbox.post(&body).await {
+            match number.transport.post(&body).await {
                 Ok(accepted) => {
                     self.metrics.messages_sent.inc();
                     let sent = SentRecord {

@@ -64,7 +64,7 @@ const REFUSE_LINGER: Duration = Duration::from_millis(500);
 /// Most refused connections lingering for their 503 at once; beyond, the 503 is written
 /// at once without reading the request.
 const MAX_REFUSING: usize = 64;
-/// How long open connections may take to finish after Ctrl-C.
+/// How long open connections may take to finish once the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 46\r\n\r\n{\"error\": \"too many open connections; retry\"}\n";
@@ -76,6 +76,18 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with_grace(listener, app, limits, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// [`serve`], with the time open requests get after `shutdown` resolves. `parlance
+/// serve` drains its turns before it stops the HTTP server, so little is left by then.
+pub async fn serve_with_grace(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) -> io::Result<()> {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -124,7 +136,7 @@ pub async fn serve(
     let _ = stop.send(true);
     // Every connection holds a slot: all slots back means all connections ended.
     let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await;
+    let drained = tokio::time::timeout(grace, slots.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }

@@ -2,16 +2,16 @@
 //!
 //! `app(state)` builds the router, so tests can serve it on a loopback port or call it
 //! directly; [`listen::serve`] runs it with timeouts and a connection limit. Handlers
-//! only translate HTTP: parsing and signatures live in `whatsapp`, conversations in
-//! `delivery::runtime`, whose admin key opens what in [`admin`].
+//! only translate HTTP: parsing and signatures live in `whatsapp`; what an item becomes
+//! (dedupe, its user's queue, status records) in `delivery::inbox`; conversations in
+//! `delivery::runtime`; whose admin key opens what in [`admin`]; readiness in [`ready`].
 //!
 //! Architecture Invariant: an item of a webhook for a number that can send is handled
 //! only when the body is signed with that number's app secret (or the bot said
 //! `allow_unsigned`); the loader refuses a sending number with neither.
 
-use crate::delivery::runtime::{Job, Number, Runtime, TurnReport, mask};
-use crate::engine::{Event, EventKind, NO_FAILURE_REASON};
-use crate::store::StatusRecord;
+use crate::delivery::runtime::{Job, Number, Runtime, TurnReport};
+use crate::engine::{Event, EventKind};
 use crate::whatsapp::inbound::{self, Item};
 use crate::whatsapp::signature;
 use axum::Router;
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub mod admin;
 pub mod listen;
+pub mod ready;
 
 pub use admin::AdminKey;
 
@@ -59,13 +60,15 @@ pub enum WebhookAuth {
 
 pub type AppState = Arc<Shared>;
 
-/// The router: `/webhook`, `/dev/message`, `/healthz`, `/admin/status`.
+/// The router: `/webhook`, `/dev/message`, `/healthz` (liveness), `/readyz`
+/// (readiness, see [`ready`]), `/admin/status`, `/metrics`.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/webhook", get(verify).post(receive))
         .route("/dev/message", post(dev_message))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready::readyz))
         .route("/admin/status", get(admin_status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -79,6 +82,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
     }
+}
+
+/// The answer to new work once shutdown began: 503, so Meta redelivers the webhook to
+/// this server after its restart (or to another instance).
+fn shutting_down() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting down; retry later".into(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -116,8 +128,9 @@ async fn verify(
     }
 }
 
-/// A delivery from Meta: check the signature, parse, drop what was seen before, queue
-/// each message for its user, record statuses, answer 200 at once.
+/// A delivery from Meta: check the signature, parse, hand each item the numbers' app
+/// secrets allow to the delivery side (`Runtime::accept`), answer 200 at once; 503 once
+/// shutdown began.
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -125,6 +138,10 @@ async fn receive(
 ) -> Result<&'static str, ApiError> {
     let metrics = &state.runtime.metrics;
     metrics.webhooks_received.inc();
+    // Held until every item is queued, so the shutdown drain waits for them.
+    let Some(_admitted) = state.runtime.admit() else {
+        return Err(shutting_down());
+    };
     let reject = |status: StatusCode, reason: String| {
         metrics.reject(match status {
             StatusCode::UNAUTHORIZED => "signature",
@@ -164,7 +181,7 @@ async fn receive(
         let allowed = match number.and_then(|n| state.webhook_auth.get(n)) {
             Some(WebhookAuth::Secret(_)) => number.is_some_and(|n| signed_for.contains(&n)),
             Some(WebhookAuth::Unsigned) => true,
-            // Not a number that can send: unknown ones are dropped by `handle_item`.
+            // Not a number that can send: unknown ones are dropped by `Runtime::accept`.
             None => true,
         };
         if !allowed {
@@ -173,7 +190,7 @@ async fn receive(
             continue;
         }
         handled += 1;
-        handle_item(&state, item).await;
+        state.runtime.accept(item).await;
     }
     if refused > 0 && handled == 0 {
         return Err(reject(
@@ -210,133 +227,6 @@ fn signed_numbers<'a>(
     Ok(signed_for)
 }
 
-async fn handle_item(state: &AppState, item: Item) {
-    match item {
-        Item::Message {
-            phone_number_id,
-            user,
-            event,
-            raw_type,
-        } => {
-            let number_id = phone_number_id.unwrap_or_default();
-            let Some(number) = state.runtime.number(&number_id) else {
-                tracing::warn!(number = %number_id, "a message for a number this server does not serve");
-                return;
-            };
-            let user = user.to_string();
-            if let Some(id) = event.id.clone() {
-                let store = Arc::clone(&number.store);
-                let at = event.at;
-                let first =
-                    tokio::task::spawn_blocking(move || store.first_delivery(&id, at)).await;
-                match first {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::debug!(to = %mask(&user), "duplicate delivery dropped");
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "cannot check for duplicates; handling the message")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "duplicate check failed; handling the message")
-                    }
-                }
-            }
-            if let EventKind::Unsupported(what) = &event.kind {
-                tracing::info!(kind = %what, raw = %raw_type, "a message type the bot cannot use; the fallback flow answers");
-            }
-            if let Err(e) = state
-                .runtime
-                .submit(&number_id, &user, Job { event, done: None })
-            {
-                tracing::warn!(number = %e.0, "message for an unknown number");
-            }
-        }
-        Item::Status {
-            phone_number_id,
-            message_id,
-            status,
-            recipient,
-            at,
-            errors,
-            ..
-        } => {
-            let Some(number) = phone_number_id
-                .as_deref()
-                .and_then(|n| state.runtime.number(n))
-            else {
-                return;
-            };
-            let first_error = errors.first();
-            if status == "failed" {
-                tracing::warn!(message = %message_id, code = ?first_error.map(|e| e.code), "WhatsApp reports a message failed");
-                report_failure(state, number, &message_id, at, first_error).await;
-            }
-            let record = StatusRecord {
-                message_id,
-                status,
-                at,
-                recipient,
-                error_code: first_error.map(|e| e.code),
-                error_title: first_error.map(|e| e.title.clone()),
-            };
-            let store = Arc::clone(&number.store);
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || store.record_status(&record)).await
-            {
-                tracing::error!(error = %e, "cannot record a status");
-            }
-        }
-        Item::Error { errors, .. } => {
-            for e in errors {
-                tracing::warn!(code = e.code, title = %e.title, "WhatsApp reports an error");
-            }
-        }
-        Item::Other { field } => tracing::debug!(%field, "webhook field not handled"),
-    }
-}
-
-/// A `failed` status: the conversation of the message hears of it (its node's
-/// `on_error`), in order with the user's own messages.
-async fn report_failure(
-    state: &AppState,
-    number: &Number,
-    message_id: &str,
-    at: i64,
-    error: Option<&inbound::ApiError>,
-) {
-    let store = Arc::clone(&number.store);
-    let id = message_id.to_string();
-    let sent = match tokio::task::spawn_blocking(move || store.sent(&id)).await {
-        Ok(Ok(Some(sent))) => sent,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot look up a failed message");
-            return;
-        }
-        Err(_) => return,
-    };
-    let event = Event {
-        id: None,
-        at,
-        contact_name: None,
-        kind: EventKind::DeliveryFailed {
-            flow: sent.flow,
-            node: sent.node,
-            code: error.map(|e| e.code),
-            reason: error.map_or_else(|| NO_FAILURE_REASON.to_string(), |e| e.title.clone()),
-        },
-    };
-    if let Err(e) = state.runtime.submit(
-        &sent.key.phone_number_id,
-        &sent.key.user,
-        Job { event, done: None },
-    ) {
-        tracing::warn!(number = %e.0, "a failed message for a number this server does not serve");
-    }
-}
-
 #[derive(Deserialize)]
 struct DevMessage {
     /// The simulated user's WhatsApp id.
@@ -357,13 +247,16 @@ async fn dev_message(
     let Some(number) = state
         .runtime
         .numbers()
-        .find(|n| n.outbox.is_local())
+        .find(|n| n.transport.is_local())
         .cloned()
     else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "/dev/message only exists in local mode (a bot without WhatsApp credentials)".into(),
         ));
+    };
+    let Some(_admitted) = state.runtime.admit() else {
+        return Err(shutting_down());
     };
     let msg: DevMessage = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -461,15 +354,15 @@ async fn admin_status(
     let bots: Vec<Value> = bots
         .into_iter()
         .map(|n| {
-            let bot = n.bot.load();
+            let bot = n.live.bot();
             json!({
                 "phone_number_id": n.phone_number_id,
-                "dir": n.dir.display().to_string(),
+                "dir": n.live.dir.display().to_string(),
                 "name": bot.settings.name,
                 "flows": bot.flows.len(),
                 "nodes": bot.node_count(),
-                "local": n.outbox.is_local(),
-                "last_reload": n.reload_report(),
+                "local": n.transport.is_local(),
+                "last_reload": n.live.report(),
             })
         })
         .collect();
@@ -524,7 +417,7 @@ async fn refresh_session_gauge(state: &AppState) {
         runtime
             .numbers()
             .map(|n| {
-                let timeout = n.bot.load().settings.session_timeout.as_secs() as i64;
+                let timeout = n.live.bot().settings.session_timeout.as_secs() as i64;
                 n.store.count_sessions(now - timeout)
             })
             .sum::<Result<usize, _>>()

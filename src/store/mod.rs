@@ -91,6 +91,10 @@ pub trait Store: Send + Sync {
     /// Every status recorded for one sent message, oldest first.
     fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
 
+    /// Answers when the store can be read (`/readyz`): cheap, and never waits behind
+    /// the writes of turns.
+    fn ping(&self) -> Result<(), StoreError>;
+
     /// How many sessions were active at or after `since` (Unix seconds).
     fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
 

@@ -198,6 +198,18 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(err)
     }
 
+    fn ping(&self) -> Result<(), StoreError> {
+        // On the reading connection, like the session count: a probe never queues
+        // behind turns, and reading a table proves the file and its schema are there.
+        self.counter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prepare_cached("SELECT 1 FROM sessions LIMIT 1")
+            .and_then(|mut s| s.exists([]))
+            .map(|_| ())
+            .map_err(err)
+    }
+
     fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
         self.counter
             .lock()
@@ -259,6 +271,20 @@ mod tests {
         behaviour::statuses_are_kept_per_message(&store().1);
         behaviour::sent_messages_are_found_by_id(&store().1);
         behaviour::purge_removes_only_old_data(&store().1);
+    }
+
+    #[test]
+    fn ping_answers_until_the_database_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parlance.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.ping().unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE sessions")
+            .unwrap();
+        let e = store.ping().unwrap_err();
+        assert_eq!(e.to_string(), "store: no such table: sessions");
     }
 
     #[test]

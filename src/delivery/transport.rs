@@ -100,22 +100,23 @@ impl LocalSink {
     }
 }
 
-/// Where one bot's messages go.
+/// Where one bot's messages go. (Not the outbox: that name is kept for the durable
+/// queue of messages waiting to be sent.)
 #[derive(Debug)]
-pub enum Outbox {
+pub enum Transport {
     Graph(GraphClient),
     Local(LocalSink),
 }
 
-impl Outbox {
+impl Transport {
     pub async fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
         match self {
-            Outbox::Graph(g) => g.post(body).await,
-            Outbox::Local(l) => Ok(l.post(body)),
+            Transport::Graph(g) => g.post(body).await,
+            Transport::Local(l) => Ok(l.post(body)),
         }
     }
 
     pub fn is_local(&self) -> bool {
-        matches!(self, Outbox::Local(_))
+        matches!(self, Transport::Local(_))
     }
 }

@@ -1,0 +1,71 @@
+//! The bot a folder serves right now: its folder, the compiled bot (swapped whole by
+//! hot reload) and how the last load went. `reload` owns the swapping, `delivery` and
+//! `server` only read; neither needs the other, which is why this value lives apart.
+//!
+//! Architecture Invariant: a turn takes the bot once (`LiveBot::bot`) and keeps it to
+//! its end, so a reload never changes a bot in the middle of a turn.
+
+use crate::flow::Bot;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The outcome of the last (re)load of a bot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Unix seconds.
+    pub at: i64,
+    /// The version of the bot serving after this load: 1 at startup, one more for
+    /// every successful reload.
+    pub version: u64,
+    pub ok: bool,
+    /// Every diagnostic of that load, as `validate` prints them.
+    pub diagnostics: Vec<String>,
+}
+
+/// One bot folder and the bot compiled from it that serves now.
+pub struct LiveBot {
+    /// The bot folder, as given on the command line.
+    pub dir: PathBuf,
+    bot: ArcSwap<Bot>,
+    last_reload: Mutex<ReloadReport>,
+}
+
+impl LiveBot {
+    /// A bot just loaded at startup: version 1.
+    pub fn new(dir: PathBuf, bot: Bot) -> Self {
+        LiveBot {
+            dir,
+            bot: ArcSwap::from_pointee(bot),
+            last_reload: Mutex::new(ReloadReport {
+                at: chrono::Utc::now().timestamp(),
+                version: 1,
+                ok: true,
+                diagnostics: Vec::new(),
+            }),
+        }
+    }
+
+    /// The bot serving now; hold it for a whole turn.
+    pub fn bot(&self) -> Arc<Bot> {
+        self.bot.load_full()
+    }
+
+    /// Serves `bot` from now on (turns under way finish with the one they took).
+    pub fn swap(&self, bot: Bot) {
+        self.bot.store(Arc::new(bot));
+    }
+
+    /// How the last (re)load went.
+    pub fn report(&self) -> ReloadReport {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_report(&self, report: ReloadReport) {
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+}
