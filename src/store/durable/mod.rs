@@ -30,6 +30,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod sqlite;
 
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};
 use crate::engine::Session;
