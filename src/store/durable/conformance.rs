@@ -1336,18 +1336,42 @@ pub async fn ping_answers(store: Arc<dyn Durable>) {
 
 /// Several tasks accept items for the same users at once while two holders ("two
 /// instances") race for leases with short ttls and a clock that runs, so leases expire
-/// mid-turn and stale holders get Fenced: every item is handled exactly once, each
-/// user's items in acceptance order, and every session counts every turn.
+/// mid-turn and stale holders get Fenced (a third holder that stalled past its lease
+/// always is): every item is handled exactly once, each user's items in acceptance
+/// order, and every session counts every turn.
 pub async fn concurrent_accepts_and_two_holders_keep_order(store: Arc<dyn Durable>) {
     const USERS: usize = 4;
     const PRODUCERS: usize = 4;
     const PER_PRODUCER: usize = 25;
     let users: Vec<SessionKey> = (0..USERS).map(|u| key(&format!("user{u}"))).collect();
     let clock = Arc::new(AtomicI64::new(1));
-    let total = PRODUCERS * PER_PRODUCER;
+    // The producers' items and one the stalled holder below takes.
+    let total = PRODUCERS * PER_PRODUCER + 1;
     let done = Arc::new(AtomicUsize::new(0));
     // Bounds the holders' loops, so a store that loses an item fails instead of hanging.
     let give_up = std::time::Instant::now() + Duration::from_secs(60);
+
+    // A third instance takes user0's lease and first item, then stalls past its lease.
+    let stalled_item =
+        accept_one(&*store, msg(&users[0], Some("wamid.stalled"), "stalled", 0)).await;
+    let stalled = store
+        .acquire(
+            &users[0],
+            "instance-stalled",
+            clock.fetch_add(1, Ordering::SeqCst),
+            Duration::from_millis(10),
+        )
+        .await
+        .expect("acquire")
+        .expect("user0's lease is free");
+    assert_eq!(
+        store
+            .next_item(&users[0])
+            .await
+            .expect("next_item")
+            .map(|i| i.id),
+        Some(stalled_item)
+    );
 
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
@@ -1450,7 +1474,7 @@ pub async fn concurrent_accepts_and_two_holders_keep_order(store: Arc<dyn Durabl
         }));
     }
 
-    let mut accepted = Vec::new();
+    let mut accepted = vec![(stalled_item, "stalled".to_string())];
     for p in producers {
         accepted.extend(p.await.expect("producer"));
     }
@@ -1460,6 +1484,20 @@ pub async fn concurrent_accepts_and_two_holders_keep_order(store: Arc<dyn Durabl
         handled.extend(mine);
     }
     assert_eq!(accepted.len(), total);
+    // The stalled instance wakes up: its lease was taken over and its item handled.
+    let mut late = Session::new(&users[0].user, 0);
+    late.turn = 1_000;
+    assert_fenced(
+        store
+            .commit_turn(
+                &stalled,
+                clock.fetch_add(1, Ordering::SeqCst),
+                turn(stalled_item, late, vec![]),
+            )
+            .await,
+        "the stalled instance's commit",
+    );
+    store.release(&stalled).await.expect("release");
     // Exactly once.
     let ids: HashSet<ItemId> = handled.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(ids.len(), handled.len(), "an item was handled twice");

@@ -26,6 +26,10 @@
 //! the store never parses them. Time is always passed in (`now`), never read here, so
 //! the conformance suite can drive the clock.
 //!
+//! Implementations: [`sqlite::SqliteDurable`] (one writer thread with group commit; its
+//! module docs say why) and [`memory::MemoryDurable`] (a Mutex around maps, the
+//! reference for tests).
+//!
 //! Not wired into `serve` yet: today's `Store` trait (`super::Store`) still serves.
 
 pub mod conformance;
