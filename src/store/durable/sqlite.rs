@@ -40,7 +40,9 @@ use super::{
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, encode};
+use lock::lock;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use schema::SCHEMA;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use threads::{Pending, ReadJob, WriteError, WriteJob, WriteResult, read_loop, write_loop};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction carries: bounds how long the first caller of a
@@ -56,181 +59,9 @@ pub const MAX_BATCH: usize = 256;
 /// Read threads (and connections).
 pub const READERS: usize = 2;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS d_meta (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS d_items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS d_items_key ON d_items (phone_number_id, user, id);
-CREATE INDEX IF NOT EXISTS d_items_user ON d_items (user);
-CREATE TABLE IF NOT EXISTS d_dedupe (
-    key TEXT PRIMARY KEY,
-    at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS d_dedupe_at ON d_dedupe (at);
-CREATE TABLE IF NOT EXISTS d_leases (
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    token INTEGER NOT NULL,
-    until INTEGER NOT NULL,
-    PRIMARY KEY (phone_number_id, user)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS d_leases_user ON d_leases (user);
-CREATE TABLE IF NOT EXISTS d_sessions (
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (phone_number_id, user)
-);
-CREATE INDEX IF NOT EXISTS d_sessions_user ON d_sessions (user);
-CREATE INDEX IF NOT EXISTS d_sessions_updated ON d_sessions (updated_at);
-CREATE TABLE IF NOT EXISTS d_outbox (
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    turn INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    ambiguous INTEGER NOT NULL,
-    not_before INTEGER NOT NULL,
-    PRIMARY KEY (phone_number_id, user, turn, idx)
-);
-CREATE INDEX IF NOT EXISTS d_outbox_due ON d_outbox (not_before);
-CREATE INDEX IF NOT EXISTS d_outbox_user ON d_outbox (user);
-CREATE TABLE IF NOT EXISTS d_dead (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    turn INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    since INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS d_dead_number ON d_dead (phone_number_id, id);
-CREATE INDEX IF NOT EXISTS d_dead_user ON d_dead (user);
-CREATE TABLE IF NOT EXISTS d_timers (
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    name TEXT NOT NULL,
-    due INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (phone_number_id, user, name)
-);
-CREATE INDEX IF NOT EXISTS d_timers_due ON d_timers (due);
-CREATE INDEX IF NOT EXISTS d_timers_user ON d_timers (user);
-CREATE TABLE IF NOT EXISTS d_sent (
-    message_id TEXT PRIMARY KEY,
-    phone_number_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    flow TEXT NOT NULL,
-    node TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS d_sent_at ON d_sent (at);
-CREATE INDEX IF NOT EXISTS d_sent_user ON d_sent (user);
-CREATE TABLE IF NOT EXISTS d_statuses (
-    message_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    recipient TEXT,
-    error_code INTEGER,
-    error_title TEXT,
-    PRIMARY KEY (message_id, status)
-);
-CREATE TABLE IF NOT EXISTS d_quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    phone_number_id TEXT,
-    user TEXT,
-    reason TEXT NOT NULL,
-    data TEXT
-);
-CREATE INDEX IF NOT EXISTS d_quarantine_user ON d_quarantine (user);
-";
-
-/// What a write did not do: fenced, or the store failed.
-#[derive(Debug)]
-enum WriteError {
-    Fenced,
-    Store(StoreError),
-}
-
-impl From<rusqlite::Error> for WriteError {
-    fn from(e: rusqlite::Error) -> Self {
-        WriteError::Store(err(e))
-    }
-}
-
-impl From<StoreError> for WriteError {
-    fn from(e: StoreError) -> Self {
-        WriteError::Store(e)
-    }
-}
-
 fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
-
-/// Several writes share one transaction: each is run, then answered after the commit.
-trait WriteJob: Send {
-    /// Runs the write inside the batch's transaction; `false` when it failed (or was
-    /// fenced) and its savepoint must be rolled back.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the transaction's fate is known.
-    fn answer(self: Box<Self>, committed: Result<(), String>);
-}
-
-type WriteResult<T> = Result<T, WriteError>;
-
-struct Pending<T, F> {
-    work: Option<F>,
-    out: Option<WriteResult<T>>,
-    reply: oneshot::Sender<WriteResult<T>>,
-}
-
-impl<T, F> WriteJob for Pending<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> WriteResult<T> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let out = match self.work.take() {
-            Some(work) => work(conn),
-            None => Err(WriteError::Store(StoreError("a write ran twice".into()))),
-        };
-        let ok = out.is_ok();
-        self.out = Some(out);
-        ok
-    }
-
-    fn answer(self: Box<Self>, committed: Result<(), String>) {
-        let Pending { out, reply, .. } = *self;
-        let answer = match committed {
-            Ok(()) => out.unwrap_or_else(|| {
-                Err(WriteError::Store(StoreError("a write did not run".into())))
-            }),
-            Err(e) => Err(WriteError::Store(StoreError(e))),
-        };
-        // The caller may have gone (its future dropped): the write stands regardless.
-        let _ = reply.send(answer);
-    }
-}
-
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
 /// The durable store on one SQLite file; see the module docs.
 pub struct SqliteDurable {
     path: PathBuf,
@@ -262,59 +93,6 @@ impl Drop for SqliteDurable {
         }
         self._lock.take();
     }
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".lock");
-    PathBuf::from(p)
-}
-
-/// Takes the exclusive OS lock that keeps a second process off the file.
-fn lock(path: &Path) -> Result<File, StoreError> {
-    use std::io::{Read, Seek, Write};
-    let lock_path = lock_path(path);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
-    if !try_lock(&file)? {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        let pid = match pid.trim() {
-            "" => "unknown".to_string(),
-            p => p.to_string(),
-        };
-        return Err(StoreError(format!(
-            "{} is in use by another parlance process (pid {pid}?); two instances cannot share one SQLite file: use Redis (session.store: redis://...)",
-            path.display()
-        )));
-    }
-    // Who holds it, for the message above; a failure to write it loses only that.
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "{}", std::process::id());
-    let _ = file.flush();
-    Ok(file)
-}
-
-#[cfg(unix)]
-fn try_lock(file: &File) -> Result<bool, StoreError> {
-    use rustix::fs::{FlockOperation, flock};
-    match flock(file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(true),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
-        Err(e) => Err(StoreError(format!("cannot lock the SQLite file: {e}"))),
-    }
-}
-
-/// Elsewhere nothing keeps a second process off the file: the docs say so.
-#[cfg(not(unix))]
-fn try_lock(_file: &File) -> Result<bool, StoreError> {
-    Ok(true)
 }
 
 impl SqliteDurable {
@@ -482,67 +260,6 @@ impl SqliteDurable {
 
 fn stopped(which: &str) -> StoreError {
     StoreError(format!("the SQLite {which} thread stopped"))
-}
-
-/// The writer thread: group commits until the store is dropped.
-fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, commits: &AtomicU64) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let committed = run_batch(&conn, &mut batch);
-        match &committed {
-            Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "an SQLite commit failed");
-            }
-        }
-        for job in batch {
-            job.answer(committed.clone());
-        }
-    }
-}
-
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| e.to_string())?;
-    let result = (|| -> rusqlite::Result<()> {
-        for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
-            // A write that panicked is a failed write: the writer, and every other
-            // caller, go on.
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
-            if ran.unwrap_or(false) {
-                conn.execute_batch("RELEASE job")?;
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
-            }
-        }
-        conn.execute_batch("COMMIT")
-    })();
-    if let Err(e) = result {
-        // Nothing of the batch stands; every caller is told.
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.to_string());
-    }
-    Ok(())
-}
-
-fn read_loop(conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
-    loop {
-        // Only waiting for the next job holds the lock; reads run side by side.
-        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        job(&conn);
-    }
 }
 
 // ---- values in and out of SQLite
@@ -1307,6 +1024,10 @@ impl Durable for SqliteDurable {
         .await
     }
 }
+
+mod lock;
+mod schema;
+mod threads;
 
 #[cfg(test)]
 mod tests;
