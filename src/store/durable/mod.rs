@@ -138,7 +138,8 @@ pub struct Lease {
     /// Who holds it (an instance id).
     pub holder: String,
     /// Larger than the token of every earlier lease on this user (fencing), even after a
-    /// release, an expiry or [`Durable::delete_user`].
+    /// release or an expiry. (After [`Durable::delete_user`] only SQLite and memory
+    /// promise it: their tokens come from one store-wide counter.)
     pub token: u64,
     /// When it expires unless renewed.
     pub until: Millis,
