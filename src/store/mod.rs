@@ -8,6 +8,7 @@
 //! Architecture Invariant: a store keeps data, it does not decide. Expiry is the
 //! engine's (a session carries `updated_at`); `purge` only removes what is long dead.
 
+pub mod durable;
 pub mod memory;
 pub mod sqlite;
 

@@ -1,0 +1,402 @@
+//! The durable store: what the per-user event loop (issue 8) stands on.
+//!
+//! One async interface, [`Durable`], with one conformance suite ([`conformance`]) that
+//! every implementation runs: SQLite (the embedded default), Redis (several instances)
+//! and memory (tests). It holds, for each (phone number, user):
+//!
+//! - the **inbox**: every inbound item (user message, status, and later inject, agent
+//!   reply, timer, effect result), stored before the webhook is acknowledged. The
+//!   dedupe record is written in the same atomic step, so an item that was never
+//!   stored is never dropped as a duplicate when Meta redelivers it;
+//! - the **session**;
+//! - the **outbox**: each outgoing message keyed by (user, turn, index), committed
+//!   atomically with the session by the turn that produced it, drained in order by the
+//!   sender, which records the wamid Graph gave it;
+//! - **dead letters**, durable and replayable, and **timers** (`wait`, session expiry,
+//!   handover timeouts) that fire as inbox items.
+//!
+//! Ordering across instances comes from a per-user **lease with fencing**: whoever
+//! holds a user's lease runs that user's turns and sends. Each acquisition gets a token
+//! larger than every earlier one for that user, and every write made under a lease
+//! carries it: an instance that stalled past its lease cannot commit over the one that
+//! took over ([`CommitError::Fenced`]).
+//!
+//! Architecture Invariant: the store keeps data, it does not decide. Item and message
+//! bodies are opaque text encoded by the delivery side (with their own format version);
+//! the store never parses them. Time is always passed in (`now`), never read here, so
+//! the conformance suite can drive the clock.
+//!
+//! Implementations: [`sqlite::SqliteDurable`] (one writer thread with group commit; its
+//! module docs say why) and [`memory::MemoryDurable`] (a Mutex around maps, the
+//! reference for tests).
+//!
+//! Not wired into `serve` yet: today's `Store` trait (`super::Store`) still serves.
+
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+use super::{SentRecord, SessionKey, StatusRecord, StoreError};
+use crate::engine::Session;
+use std::time::Duration;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// A stored inbox item's id. Ids increase in the order items were accepted, across the
+/// whole store, so a user's items are handled in id order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemId(pub u64);
+
+/// What an inbox item is. Stored as its [`ItemKind::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// A message from the user (webhook, `/dev/message`).
+    Message,
+    /// A delivery status for a message the bot sent.
+    Status,
+    /// A message injected through the API, handled as if the user sent it.
+    Inject,
+    /// An agent's reply during a handover.
+    AgentReply,
+    /// A timer that fell due ([`NewTimer`]).
+    Timer,
+    /// The result of an effect (an `http` call, a handover event).
+    EffectResult,
+}
+
+impl ItemKind {
+    pub const ALL: [ItemKind; 6] = [
+        ItemKind::Message,
+        ItemKind::Status,
+        ItemKind::Inject,
+        ItemKind::AgentReply,
+        ItemKind::Timer,
+        ItemKind::EffectResult,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Message => "message",
+            ItemKind::Status => "status",
+            ItemKind::Inject => "inject",
+            ItemKind::AgentReply => "agent_reply",
+            ItemKind::Timer => "timer",
+            ItemKind::EffectResult => "effect_result",
+        }
+    }
+
+    /// The kind named `name`; `None` for a name this build does not know (an item
+    /// written by a newer version: moved aside, never a panic).
+    pub fn parse(name: &str) -> Option<ItemKind> {
+        ItemKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// An item to store in a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewItem {
+    pub key: SessionKey,
+    /// Meta's wamid, or another producer's idempotency key. An item whose dedupe key
+    /// was stored before (within the dedupe TTL, 8 days) is a duplicate and is not
+    /// stored again. Keys are global (not per user or number): wamids are unique.
+    /// `None`: never a duplicate.
+    pub dedupe: Option<String>,
+    pub kind: ItemKind,
+    /// The item, encoded by the delivery side; opaque to the store.
+    pub body: String,
+    /// When it happened. Also the dedupe key's age for [`Durable::purge`].
+    pub at: Millis,
+}
+
+/// What [`Durable::accept`] did with one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Stored(ItemId),
+    /// Its dedupe key was stored before: nothing was written.
+    Duplicate,
+}
+
+/// A stored inbox item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub id: ItemId,
+    pub key: SessionKey,
+    pub kind: ItemKind,
+    pub body: String,
+    pub at: Millis,
+}
+
+/// The right to run one user's turns and sends, held by one instance at a time.
+///
+/// A lease is *held at `now`* when the store's lease for `key` has this holder and
+/// this token and `now < until`. An expired lease is not held even if nobody took it
+/// over: its holder must `acquire` again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: SessionKey,
+    /// Who holds it (an instance id).
+    pub holder: String,
+    /// Larger than the token of every earlier lease on this user (fencing), even after a
+    /// release or an expiry. (After [`Durable::delete_user`] only SQLite and memory
+    /// promise it: their tokens come from one store-wide counter.)
+    pub token: u64,
+    /// When it expires unless renewed.
+    pub until: Millis,
+}
+
+/// Where one outgoing message sits in its user's order: the turn that produced it
+/// (the session's `turn`) and its index in that turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutKey {
+    pub turn: u64,
+    pub index: u32,
+}
+
+/// An outgoing message a turn produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutgoing {
+    pub at: OutKey,
+    /// The Cloud API payload and what the sender needs with it (the sending node, the
+    /// `on_window_closed` template), encoded by the delivery side; opaque to the store.
+    pub body: String,
+}
+
+/// A message waiting in a user's outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub key: SessionKey,
+    pub at: OutKey,
+    pub body: String,
+    /// Send attempts made so far (0 when queued).
+    pub attempts: u32,
+    /// Attempts whose outcome is unknown (a timeout after the request went out):
+    /// Graph may have accepted them, so the sender retries such a message at most once.
+    pub ambiguous: u32,
+    /// Not to be sent before this time (backoff, `message_delay_ms`). A turn queues its
+    /// messages with `not_before` = the commit's `now`.
+    pub not_before: Millis,
+}
+
+/// A message given up on: kept until replayed or erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The dead letter's id, for replay.
+    pub id: u64,
+    pub key: SessionKey,
+    pub at: OutKey,
+    pub body: String,
+    pub attempts: u32,
+    /// Why it was given up on (the last error).
+    pub reason: String,
+    /// When it was given up on.
+    pub since: Millis,
+}
+
+/// A timer: when it falls due it becomes an inbox item of kind [`ItemKind::Timer`]
+/// with this body. A user has at most one timer per name: setting it again replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTimer {
+    /// e.g. `wait`, `expiry`, `handover_timeout`.
+    pub name: String,
+    pub due: Millis,
+    pub body: String,
+}
+
+/// What one turn changes, committed atomically under the user's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnCommit {
+    /// The inbox item the turn handled: removed from the inbox.
+    pub item: ItemId,
+    /// The user's session after the turn.
+    pub session: Session,
+    /// Messages to send, appended to the user's outbox in [`OutKey`] order.
+    pub outgoing: Vec<NewOutgoing>,
+    /// Timers to set (replacing any of the same name).
+    pub timers: Vec<NewTimer>,
+    /// Names of timers to cancel.
+    pub cancel_timers: Vec<String>,
+}
+
+/// Why a write under a lease did not happen.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The lease expired and was taken by someone else (or the item was already
+    /// handled): nothing was written. The caller drops its work for this user.
+    Fenced,
+    Store(StoreError),
+}
+
+impl From<StoreError> for CommitError {
+    fn from(e: StoreError) -> Self {
+        CommitError::Store(e)
+    }
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Fenced => f.write_str("the user's lease was lost; nothing was written"),
+            CommitError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CommitError {}
+
+/// The durable store. Every method is one atomic step: it happens entirely or not at
+/// all, even when the process dies in the middle.
+#[async_trait::async_trait]
+pub trait Durable: Send + Sync {
+    // ---- inbox
+
+    /// Stores items in their users' inboxes, deciding duplicates in the same step.
+    /// All or nothing: on `Err` nothing was stored and the webhook must not be
+    /// acknowledged (5xx, so Meta redelivers). Duplicates within `items` count too: the
+    /// second is a `Duplicate`. Answers one [`Accepted`] per item, in order.
+    async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError>;
+
+    /// The oldest unhandled item of the user, if any.
+    async fn next_item(&self, key: &SessionKey) -> Result<Option<Item>, StoreError>;
+
+    // ---- leases
+
+    /// Takes the user's lease until `now + ttl` when it is free or expired (or already
+    /// held by `holder`, which then gets a new token: its older copy becomes stale);
+    /// `None` while another holder's lease runs (`now < until`).
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        holder: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a lease held at `now` (same holder and token, not expired) to
+    /// `now + ttl`, keeping its token; `None` when it was lost or expired.
+    async fn renew(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives the lease up (when the store's lease still has this holder and token; a
+    /// stale copy releases nothing); the next `acquire` by anyone succeeds.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    // ---- turns
+
+    /// The user's session; `None` for a new user or an unreadable/older-format session
+    /// (see `super::decode`).
+    async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
+
+    /// Commits one turn atomically under `lease`: removes the item, saves the session,
+    /// appends the outgoing messages (due at `now`), sets timers (then cancels the
+    /// named ones). [`CommitError::Fenced`], with nothing written, when the lease is not
+    /// held at `now`, or the item is gone (handled already) or not this user's.
+    async fn commit_turn(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        commit: TurnCommit,
+    ) -> Result<(), CommitError>;
+
+    // ---- outbox
+
+    /// The user's first unsent message (smallest [`OutKey`]), whatever its `not_before`.
+    async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError>;
+
+    /// Graph accepted the message: it leaves the outbox and `sent` is recorded (for
+    /// statuses and `failed` matching), in one step. This and the next two methods are
+    /// [`CommitError::Fenced`], with nothing written, when the lease is not held at `now`
+    /// or the user has no queued message at `at`.
+    async fn mark_sent(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        sent: SentRecord,
+    ) -> Result<(), CommitError>;
+
+    /// An attempt failed and will be retried: counts it (and whether its outcome is
+    /// unknown) and sets when to try again.
+    async fn mark_attempt(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        ambiguous: bool,
+        not_before: Millis,
+    ) -> Result<(), CommitError>;
+
+    /// Gives the message up: it leaves the outbox and becomes a dead letter (its
+    /// attempts kept, `since` = `now`). Dead letter ids increase.
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        reason: &str,
+    ) -> Result<(), CommitError>;
+
+    /// Dead letters, oldest (smallest id) first, at most `limit`; only one number's when
+    /// given.
+    async fn dead_letters(
+        &self,
+        phone_number_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Puts a dead letter back at the end of its user's outbox (after everything queued,
+    /// attempts reset, due now). `false` when there is no such dead letter.
+    async fn replay_dead_letter(&self, id: u64, now: Millis) -> Result<bool, StoreError>;
+
+    // ---- finding work (after a restart, or another instance's death)
+
+    /// Users with unhandled items, or outgoing messages due at `now`
+    /// (`not_before <= now`), whose lease is free or expired at `now`; at most `limit`,
+    /// oldest work first: by the smallest of their items' `at` and their due messages'
+    /// `not_before`, then by key.
+    async fn users_with_work(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionKey>, StoreError>;
+
+    /// Moves timers due at `now` into their users' inboxes as [`ItemKind::Timer`]
+    /// items (their body unchanged, `at` = the due time), at most `limit`, in one step
+    /// each: a timer fires exactly once. Returns how many fired.
+    async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError>;
+
+    /// The user's pending timers, soonest first (then by name) (for the trace and tests).
+    async fn timers(&self, key: &SessionKey) -> Result<Vec<NewTimer>, StoreError>;
+
+    // ---- records
+
+    /// Keeps a status; a second one with the same message id and status is ignored.
+    async fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
+
+    /// The message with this wamid, if this store sent it.
+    async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError>;
+
+    /// Every status recorded for one sent message, oldest first (then by status).
+    async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
+
+    /// Sessions active at or after `since` (Unix seconds). May be slow: callers cache it.
+    async fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
+
+    /// Erases everything about a user on every number: sessions, inbox, outbox, timers,
+    /// dead letters, leases, sent records (not dedupe keys: they hold no user, and
+    /// forgetting them would let a redelivery run again). Idempotent. Returns how many
+    /// sessions went.
+    async fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Forgets dedupe keys (by their item's `at`) and sent records (by their `at`) older
+    /// than `before` (Unix ms; Meta redelivers for 7 days, so callers pass now − 8 days).
+    /// Returns how many went, both counted.
+    async fn purge(&self, before: Millis) -> Result<usize, StoreError>;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,107 @@
+//! The durable store's tables. All prefixed `d_`, so one file can also hold today's
+//! `SqliteStore` tables; `d_sessions` has the shape of `sessions`.
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS d_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS d_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_items_key ON d_items (phone_number_id, user, id);
+CREATE INDEX IF NOT EXISTS d_items_user ON d_items (user);
+CREATE TABLE IF NOT EXISTS d_dedupe (
+    key TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS d_dedupe_at ON d_dedupe (at);
+CREATE TABLE IF NOT EXISTS d_leases (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS d_leases_user ON d_leases (user);
+CREATE TABLE IF NOT EXISTS d_sessions (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user)
+);
+CREATE INDEX IF NOT EXISTS d_sessions_user ON d_sessions (user);
+CREATE INDEX IF NOT EXISTS d_sessions_updated ON d_sessions (updated_at);
+CREATE TABLE IF NOT EXISTS d_outbox (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    ambiguous INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user, turn, idx)
+);
+CREATE INDEX IF NOT EXISTS d_outbox_due ON d_outbox (not_before);
+CREATE INDEX IF NOT EXISTS d_outbox_user ON d_outbox (user);
+CREATE TABLE IF NOT EXISTS d_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    since INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_dead_number ON d_dead (phone_number_id, id);
+CREATE INDEX IF NOT EXISTS d_dead_user ON d_dead (user);
+CREATE TABLE IF NOT EXISTS d_timers (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    due INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (phone_number_id, user, name)
+);
+CREATE INDEX IF NOT EXISTS d_timers_due ON d_timers (due);
+CREATE INDEX IF NOT EXISTS d_timers_user ON d_timers (user);
+CREATE TABLE IF NOT EXISTS d_sent (
+    message_id TEXT PRIMARY KEY,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    node TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_sent_at ON d_sent (at);
+CREATE INDEX IF NOT EXISTS d_sent_user ON d_sent (user);
+CREATE TABLE IF NOT EXISTS d_statuses (
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recipient TEXT,
+    error_code INTEGER,
+    error_title TEXT,
+    PRIMARY KEY (message_id, status)
+);
+CREATE TABLE IF NOT EXISTS d_quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    phone_number_id TEXT,
+    user TEXT,
+    reason TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS d_quarantine_user ON d_quarantine (user);
+";
