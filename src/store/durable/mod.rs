@@ -29,6 +29,7 @@
 //! Not wired into `serve` yet: today's `Store` trait (`super::Store`) still serves.
 
 pub mod conformance;
+pub mod redis;
 
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};
 use crate::engine::Session;
