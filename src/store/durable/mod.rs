@@ -29,7 +29,9 @@
 //! Not wired into `serve` yet: today's `Store` trait (`super::Store`) still serves.
 
 pub mod conformance;
+pub mod memory;
 pub mod redis;
+pub mod sqlite;
 
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};
 use crate::engine::Session;
@@ -94,12 +96,13 @@ pub struct NewItem {
     pub key: SessionKey,
     /// Meta's wamid, or another producer's idempotency key. An item whose dedupe key
     /// was stored before (within the dedupe TTL, 8 days) is a duplicate and is not
-    /// stored again. `None`: never a duplicate.
+    /// stored again. Keys are global (not per user or number): wamids are unique.
+    /// `None`: never a duplicate.
     pub dedupe: Option<String>,
     pub kind: ItemKind,
     /// The item, encoded by the delivery side; opaque to the store.
     pub body: String,
-    /// When it happened.
+    /// When it happened. Also the dedupe key's age for [`Durable::purge`].
     pub at: Millis,
 }
 
@@ -122,12 +125,17 @@ pub struct Item {
 }
 
 /// The right to run one user's turns and sends, held by one instance at a time.
+///
+/// A lease is *held at `now`* when the store's lease for `key` has this holder and
+/// this token and `now < until`. An expired lease is not held even if nobody took it
+/// over: its holder must `acquire` again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub key: SessionKey,
     /// Who holds it (an instance id).
     pub holder: String,
-    /// Larger than the token of every earlier lease on this user (fencing).
+    /// Larger than the token of every earlier lease on this user (fencing), even after a
+    /// release, an expiry or [`Durable::delete_user`].
     pub token: u64,
     /// When it expires unless renewed.
     pub until: Millis,
@@ -156,12 +164,13 @@ pub struct Outgoing {
     pub key: SessionKey,
     pub at: OutKey,
     pub body: String,
-    /// Send attempts made so far.
+    /// Send attempts made so far (0 when queued).
     pub attempts: u32,
     /// Attempts whose outcome is unknown (a timeout after the request went out):
     /// Graph may have accepted them, so the sender retries such a message at most once.
     pub ambiguous: u32,
-    /// Not to be sent before this time (backoff, `message_delay_ms`).
+    /// Not to be sent before this time (backoff, `message_delay_ms`). A turn queues its
+    /// messages with `not_before` = the commit's `now`.
     pub not_before: Millis,
 }
 
@@ -248,9 +257,9 @@ pub trait Durable: Send + Sync {
 
     // ---- leases
 
-    /// Takes the user's lease for `ttl` when it is free or expired (or already held by
-    /// `holder`, which then renews it with a new token); `None` while another holder's
-    /// lease runs.
+    /// Takes the user's lease until `now + ttl` when it is free or expired (or already
+    /// held by `holder`, which then gets a new token: its older copy becomes stale);
+    /// `None` while another holder's lease runs (`now < until`).
     async fn acquire(
         &self,
         key: &SessionKey,
@@ -259,8 +268,8 @@ pub trait Durable: Send + Sync {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
 
-    /// Extends a lease still held (same holder and token) to `now + ttl`; `None` when it
-    /// was lost.
+    /// Extends a lease held at `now` (same holder and token, not expired) to
+    /// `now + ttl`, keeping its token; `None` when it was lost or expired.
     async fn renew(
         &self,
         lease: &Lease,
@@ -268,7 +277,8 @@ pub trait Durable: Send + Sync {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
 
-    /// Gives the lease up (when still held); the next `acquire` by anyone succeeds.
+    /// Gives the lease up (when the store's lease still has this holder and token; a
+    /// stale copy releases nothing); the next `acquire` by anyone succeeds.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
 
     // ---- turns
@@ -278,8 +288,9 @@ pub trait Durable: Send + Sync {
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
 
     /// Commits one turn atomically under `lease`: removes the item, saves the session,
-    /// appends the outgoing messages, sets and cancels timers. [`CommitError::Fenced`]
-    /// when the lease is no longer held at `now` with that token, or the item is gone.
+    /// appends the outgoing messages (due at `now`), sets timers (then cancels the
+    /// named ones). [`CommitError::Fenced`], with nothing written, when the lease is not
+    /// held at `now`, or the item is gone (handled already) or not this user's.
     async fn commit_turn(
         &self,
         lease: &Lease,
@@ -293,7 +304,9 @@ pub trait Durable: Send + Sync {
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError>;
 
     /// Graph accepted the message: it leaves the outbox and `sent` is recorded (for
-    /// statuses and `failed` matching), in one step.
+    /// statuses and `failed` matching), in one step. This and the next two methods are
+    /// [`CommitError::Fenced`], with nothing written, when the lease is not held at `now`
+    /// or the user has no queued message at `at`.
     async fn mark_sent(
         &self,
         lease: &Lease,
@@ -313,7 +326,8 @@ pub trait Durable: Send + Sync {
         not_before: Millis,
     ) -> Result<(), CommitError>;
 
-    /// Gives the message up: it leaves the outbox and becomes a dead letter.
+    /// Gives the message up: it leaves the outbox and becomes a dead letter (its
+    /// attempts kept, `since` = `now`). Dead letter ids increase.
     async fn dead_letter(
         &self,
         lease: &Lease,
@@ -322,7 +336,8 @@ pub trait Durable: Send + Sync {
         reason: &str,
     ) -> Result<(), CommitError>;
 
-    /// Dead letters, oldest first; only one number's when given.
+    /// Dead letters, oldest (smallest id) first, at most `limit`; only one number's when
+    /// given.
     async fn dead_letters(
         &self,
         phone_number_id: Option<&str>,
@@ -335,8 +350,10 @@ pub trait Durable: Send + Sync {
 
     // ---- finding work (after a restart, or another instance's death)
 
-    /// Users with unhandled items, or outgoing messages due at `now`, whose lease is
-    /// free or expired at `now`; at most `limit`, oldest work first.
+    /// Users with unhandled items, or outgoing messages due at `now`
+    /// (`not_before <= now`), whose lease is free or expired at `now`; at most `limit`,
+    /// oldest work first: by the smallest of their items' `at` and their due messages'
+    /// `not_before`, then by key.
     async fn users_with_work(
         &self,
         now: Millis,
@@ -348,28 +365,32 @@ pub trait Durable: Send + Sync {
     /// each: a timer fires exactly once. Returns how many fired.
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError>;
 
-    /// The user's pending timers by name, soonest first (for the trace and tests).
+    /// The user's pending timers, soonest first (then by name) (for the trace and tests).
     async fn timers(&self, key: &SessionKey) -> Result<Vec<NewTimer>, StoreError>;
 
     // ---- records
 
+    /// Keeps a status; a second one with the same message id and status is ignored.
     async fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
 
     /// The message with this wamid, if this store sent it.
     async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError>;
 
-    /// Every status recorded for one sent message, oldest first.
+    /// Every status recorded for one sent message, oldest first (then by status).
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
 
     /// Sessions active at or after `since` (Unix seconds). May be slow: callers cache it.
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
 
     /// Erases everything about a user on every number: sessions, inbox, outbox, timers,
-    /// dead letters, leases, sent records. Idempotent. Returns how many sessions went.
+    /// dead letters, leases, sent records (not dedupe keys: they hold no user, and
+    /// forgetting them would let a redelivery run again). Idempotent. Returns how many
+    /// sessions went.
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
-    /// Forgets dedupe keys and sent records older than `before` (Unix ms; Meta
-    /// redelivers for 7 days, so callers pass now − 8 days). Returns how many went.
+    /// Forgets dedupe keys (by their item's `at`) and sent records (by their `at`) older
+    /// than `before` (Unix ms; Meta redelivers for 7 days, so callers pass now − 8 days).
+    /// Returns how many went, both counted.
     async fn purge(&self, before: Millis) -> Result<usize, StoreError>;
 
     /// A cheap round trip, for `/readyz`.

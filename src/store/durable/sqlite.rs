@@ -1,0 +1,1309 @@
+//! [`SqliteDurable`]: the durable store in one SQLite file (WAL), the embedded default.
+//!
+//! ## Design
+//! - **One writer.** SQLite lets one transaction write at a time whatever we do; with
+//!   several writer connections they queue on its file lock with busy-waits and
+//!   retries. So every write goes to one connection on one dedicated thread, fed by a
+//!   channel: no lock contention, no `SQLITE_BUSY`, and no blocking-pool thread per call
+//!   (the old store's cost: hundreds of parked threads).
+//! - **Group commit.** The writer takes the first waiting write, then every write that
+//!   arrived meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, each in
+//!   its own savepoint: one that fails (or is fenced) is rolled back alone. Each caller
+//!   is answered only after the transaction committed, so an answer always means
+//!   "durable". Under load a commit carries many turns, which is where the throughput
+//!   comes from; alone, a write commits at once (no waiting for a batch to fill).
+//! - **Reads** run on [`READERS`] threads with their own read-only connections: WAL lets
+//!   them read the last committed state while the writer writes. A caller that awaited
+//!   a write and then reads sees it.
+//! - **Durability.** WAL with `synchronous=NORMAL`: a committed transaction survives the
+//!   process being killed (the OS has it); a power loss may lose the last commits
+//!   (FULL would fsync every commit, several times slower).
+//! - **One process per file.** Leases are only as good as the clock and the file they
+//!   live in; two processes on one file would also fight for the writer lock. `open`
+//!   takes an exclusive OS lock on `<file>.lock` and fails clearly when another process
+//!   holds it; several instances use Redis.
+//! - **Leases and fencing** live in `d_leases`; tokens come from one counter
+//!   (`d_meta.last_token`), so a user's tokens keep growing across releases, expiries
+//!   and erasure. Item and dead-letter ids are `AUTOINCREMENT`: never reused, so a
+//!   commit for a handled item can never match a newer one.
+//! - **Bad rows** (an item kind from a newer version, a value of the wrong type) are
+//!   moved to `d_quarantine` with a log line when read, so a user is never stuck behind
+//!   them and nothing panics.
+//!
+//! Tables are prefixed `d_` so the same file can also hold today's `SqliteStore` tables;
+//! `d_sessions` has the shape of `sessions`, for a later migration.
+
+use super::{
+    Accepted, CommitError, DeadLetter, Durable, Item, ItemId, ItemKind, Lease, Millis, NewItem,
+    NewTimer, OutKey, Outgoing, TurnCommit, memory::after,
+};
+use crate::engine::Session;
+use crate::engine::session::SESSION_VERSION;
+use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, encode};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The most writes one transaction carries: bounds how long the first caller of a
+/// batch waits behind the others.
+pub const MAX_BATCH: usize = 256;
+/// Read threads (and connections).
+pub const READERS: usize = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS d_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS d_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_items_key ON d_items (phone_number_id, user, id);
+CREATE INDEX IF NOT EXISTS d_items_user ON d_items (user);
+CREATE TABLE IF NOT EXISTS d_dedupe (
+    key TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS d_dedupe_at ON d_dedupe (at);
+CREATE TABLE IF NOT EXISTS d_leases (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS d_leases_user ON d_leases (user);
+CREATE TABLE IF NOT EXISTS d_sessions (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user)
+);
+CREATE INDEX IF NOT EXISTS d_sessions_user ON d_sessions (user);
+CREATE INDEX IF NOT EXISTS d_sessions_updated ON d_sessions (updated_at);
+CREATE TABLE IF NOT EXISTS d_outbox (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    ambiguous INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, user, turn, idx)
+);
+CREATE INDEX IF NOT EXISTS d_outbox_due ON d_outbox (not_before);
+CREATE INDEX IF NOT EXISTS d_outbox_user ON d_outbox (user);
+CREATE TABLE IF NOT EXISTS d_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    since INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_dead_number ON d_dead (phone_number_id, id);
+CREATE INDEX IF NOT EXISTS d_dead_user ON d_dead (user);
+CREATE TABLE IF NOT EXISTS d_timers (
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    due INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (phone_number_id, user, name)
+);
+CREATE INDEX IF NOT EXISTS d_timers_due ON d_timers (due);
+CREATE INDEX IF NOT EXISTS d_timers_user ON d_timers (user);
+CREATE TABLE IF NOT EXISTS d_sent (
+    message_id TEXT PRIMARY KEY,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    node TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_sent_at ON d_sent (at);
+CREATE INDEX IF NOT EXISTS d_sent_user ON d_sent (user);
+CREATE TABLE IF NOT EXISTS d_statuses (
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recipient TEXT,
+    error_code INTEGER,
+    error_title TEXT,
+    PRIMARY KEY (message_id, status)
+);
+CREATE TABLE IF NOT EXISTS d_quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    phone_number_id TEXT,
+    user TEXT,
+    reason TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS d_quarantine_user ON d_quarantine (user);
+";
+
+/// What a write did not do: fenced, or the store failed.
+#[derive(Debug)]
+enum WriteError {
+    Fenced,
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Store(err(e))
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Several writes share one transaction: each is run, then answered after the commit.
+trait WriteJob: Send {
+    /// Runs the write inside the batch's transaction; `false` when it failed (or was
+    /// fenced) and its savepoint must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn answer(self: Box<Self>, committed: Result<(), String>);
+}
+
+type WriteResult<T> = Result<T, WriteError>;
+
+struct Pending<T, F> {
+    work: Option<F>,
+    out: Option<WriteResult<T>>,
+    reply: oneshot::Sender<WriteResult<T>>,
+}
+
+impl<T, F> WriteJob for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> WriteResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let out = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(WriteError::Store(StoreError("a write ran twice".into()))),
+        };
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), String>) {
+        let Pending { out, reply, .. } = *self;
+        let answer = match committed {
+            Ok(()) => out.unwrap_or_else(|| {
+                Err(WriteError::Store(StoreError("a write did not run".into())))
+            }),
+            Err(e) => Err(WriteError::Store(StoreError(e))),
+        };
+        // The caller may have gone (its future dropped): the write stands regardless.
+        let _ = reply.send(answer);
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The durable store on one SQLite file; see the module docs.
+pub struct SqliteDurable {
+    path: PathBuf,
+    writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    reads: Option<mpsc::Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Transactions committed so far.
+    commits: Arc<AtomicU64>,
+    /// Held (and so the OS lock) until the threads above have stopped.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for SqliteDurable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteDurable")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteDurable {
+    fn drop(&mut self) {
+        // Closing the channels ends the threads once the work already sent is done;
+        // the file lock goes last, so a new `open` never runs beside our last commit.
+        self.writes.take();
+        self.reads.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self._lock.take();
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes the exclusive OS lock that keeps a second process off the file.
+fn lock(path: &Path) -> Result<File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = lock_path(path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+    if !try_lock(&file)? {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = match pid.trim() {
+            "" => "unknown".to_string(),
+            p => p.to_string(),
+        };
+        return Err(StoreError(format!(
+            "{} is in use by another parlance process (pid {pid}?); two instances cannot share one SQLite file: use Redis (session.store: redis://...)",
+            path.display()
+        )));
+    }
+    // Who holds it, for the message above; a failure to write it loses only that.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    let _ = file.flush();
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn try_lock(file: &File) -> Result<bool, StoreError> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(StoreError(format!("cannot lock the SQLite file: {e}"))),
+    }
+}
+
+/// Elsewhere nothing keeps a second process off the file: the docs say so.
+#[cfg(not(unix))]
+fn try_lock(_file: &File) -> Result<bool, StoreError> {
+    Ok(true)
+}
+
+impl SqliteDurable {
+    /// Opens (or creates, with its folders) the store at `path`. Fails when another
+    /// process has it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let lock = lock(path)?;
+        let writer = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        writer
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // Only for today's SqliteStore sharing the file: our own writes never wait.
+        writer.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        writer.execute_batch(SCHEMA).map_err(err)?;
+
+        let mut threads = Vec::with_capacity(READERS + 1);
+        let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        threads.push(
+            std::thread::Builder::new()
+                .name("parlance-sqlite-writer".into())
+                .spawn(move || write_loop(writer, write_rx, &counted))
+                .map_err(|e| StoreError(format!("cannot start the SQLite writer: {e}")))?,
+        );
+        let (reads, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for n in 0..READERS {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| StoreError(format!("cannot open {} for reading: {e}", path.display())))?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+            let rx = Arc::clone(&read_rx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("parlance-sqlite-reader-{n}"))
+                    .spawn(move || read_loop(conn, rx))
+                    .map_err(|e| StoreError(format!("cannot start an SQLite reader: {e}")))?,
+            );
+        }
+        Ok(SqliteDurable {
+            path: path.to_path_buf(),
+            writes: Some(writes),
+            reads: Some(reads),
+            threads,
+            commits,
+            _lock: Some(lock),
+        })
+    }
+
+    /// How many transactions the writer committed (each carries one or more writes).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` in the next group commit and answers after it committed.
+    async fn write<T, F>(&self, work: F) -> WriteResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending {
+            work: Some(work),
+            out: None,
+            reply,
+        });
+        let sent = self.writes.as_ref().is_some_and(|w| w.send(job).is_ok());
+        if !sent {
+            return Err(WriteError::Store(stopped("writer")));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WriteError::Store(stopped("writer"))))
+    }
+
+    /// A write that cannot be fenced (no lease involved).
+    async fn write_plain<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
+    {
+        self.write(work).await.map_err(|e| match e {
+            WriteError::Store(e) => e,
+            WriteError::Fenced => StoreError("an unleased write was fenced".into()),
+        })
+    }
+
+    /// A write under a lease.
+    async fn write_leased<F>(&self, work: F) -> Result<(), CommitError>
+    where
+        F: FnOnce(&Connection) -> WriteResult<()> + Send + 'static,
+    {
+        self.write(work).await.map_err(|e| match e {
+            WriteError::Store(e) => CommitError::Store(e),
+            WriteError::Fenced => CommitError::Fenced,
+        })
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        let sent = self.reads.as_ref().is_some_and(|r| r.send(job).is_ok());
+        if !sent {
+            return Err(stopped("reader"));
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped("reader")))
+    }
+
+    /// Moves one bad row aside, with a log line, so its user is not stuck behind it.
+    async fn quarantine(&self, bad: BadRow) -> Result<(), StoreError> {
+        tracing::warn!(
+            table = bad.table,
+            rowid = bad.rowid,
+            reason = %bad.reason,
+            "moved an unreadable stored row to d_quarantine"
+        );
+        self.write_plain(move |conn| {
+            let data = format!("SELECT * FROM {} WHERE rowid = ?1", bad.table);
+            // The row as text (whatever its types) for whoever looks at it later.
+            let row: Option<(Option<String>, Option<String>, String)> = conn
+                .query_row(&data, params![bad.rowid], |r| {
+                    let cols = r.as_ref().column_count();
+                    let mut text = Vec::with_capacity(cols);
+                    for i in 0..cols {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        text.push(format!("{v:?}"));
+                    }
+                    let pnid = r.get::<_, String>("phone_number_id").ok();
+                    let user = r.get::<_, String>("user").ok();
+                    Ok((pnid, user, text.join(", ")))
+                })
+                .optional()?;
+            if let Some((pnid, user, text)) = row {
+                conn.prepare_cached(
+                    "INSERT INTO d_quarantine (source, phone_number_id, user, reason, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![bad.table, pnid, user, bad.reason, text])?;
+                conn.execute(
+                    &format!("DELETE FROM {} WHERE rowid = ?1", bad.table),
+                    params![bad.rowid],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn stopped(which: &str) -> StoreError {
+    StoreError(format!("the SQLite {which} thread stopped"))
+}
+
+/// The writer thread: group commits until the store is dropped.
+fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, commits: &AtomicU64) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&conn, &mut batch);
+        match &committed {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "an SQLite commit failed");
+            }
+        }
+        for job in batch {
+            job.answer(committed.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())?;
+    let result = (|| -> rusqlite::Result<()> {
+        for job in batch.iter_mut() {
+            conn.execute_batch("SAVEPOINT job")?;
+            if job.run(conn) {
+                conn.execute_batch("RELEASE job")?;
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = result {
+        // Nothing of the batch stands; every caller is told.
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+fn read_loop(conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
+    loop {
+        // Only waiting for the next job holds the lock; reads run side by side.
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job(&conn);
+    }
+}
+
+// ---- values in and out of SQLite
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn uint(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn until(now: Millis, ttl: Duration) -> Millis {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A stored row this build cannot read.
+struct BadRow {
+    table: &'static str,
+    rowid: i64,
+    reason: String,
+}
+
+fn item_row(key: &SessionKey, r: &Row) -> Result<Item, BadRow> {
+    let rowid: i64 = r.get(0).unwrap_or(0);
+    let bad = |reason: String| BadRow {
+        table: "d_items",
+        rowid,
+        reason,
+    };
+    let kind: String = r.get(1).map_err(|e| bad(e.to_string()))?;
+    let kind =
+        ItemKind::parse(&kind).ok_or_else(|| bad(format!("unknown item kind \"{kind}\"")))?;
+    Ok(Item {
+        id: ItemId(uint(rowid)),
+        key: key.clone(),
+        kind,
+        body: r.get(2).map_err(|e| bad(e.to_string()))?,
+        at: r.get(3).map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+fn outgoing_row(key: &SessionKey, r: &Row) -> Result<Outgoing, BadRow> {
+    let rowid: i64 = r.get(0).unwrap_or(0);
+    let bad = |e: rusqlite::Error| BadRow {
+        table: "d_outbox",
+        rowid,
+        reason: e.to_string(),
+    };
+    let turn: i64 = r.get(1).map_err(bad)?;
+    let index: u32 = r.get(2).map_err(bad)?;
+    Ok(Outgoing {
+        key: key.clone(),
+        at: OutKey {
+            turn: uint(turn),
+            index,
+        },
+        body: r.get(3).map_err(bad)?,
+        attempts: r.get(4).map_err(bad)?,
+        ambiguous: r.get(5).map_err(bad)?,
+        not_before: r.get(6).map_err(bad)?,
+    })
+}
+
+/// Whether `lease` is held at `now` (see [`Lease`]).
+fn holds(conn: &Connection, lease: &Lease, now: Millis) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM d_leases WHERE phone_number_id = ?1 AND user = ?2 AND holder = ?3 AND token = ?4 AND until > ?5",
+    )?
+    .exists(params![
+        lease.key.phone_number_id,
+        lease.key.user,
+        lease.holder,
+        int(lease.token),
+        now
+    ])
+}
+
+fn require_lease(conn: &Connection, lease: &Lease, now: Millis) -> WriteResult<()> {
+    if holds(conn, lease, now)? {
+        Ok(())
+    } else {
+        Err(WriteError::Fenced)
+    }
+}
+
+fn insert_item(conn: &Connection, item: &NewItem) -> rusqlite::Result<ItemId> {
+    conn.prepare_cached(
+        "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        item.key.phone_number_id,
+        item.key.user,
+        item.kind.as_str(),
+        item.body,
+        item.at
+    ])?;
+    Ok(ItemId(uint(conn.last_insert_rowid())))
+}
+
+fn insert_outgoing(
+    conn: &Connection,
+    key: &SessionKey,
+    at: OutKey,
+    body: &str,
+    not_before: Millis,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO d_outbox (phone_number_id, user, turn, idx, body, attempts, ambiguous, not_before)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6)",
+    )?
+    .execute(params![
+        key.phone_number_id,
+        key.user,
+        int(at.turn),
+        at.index,
+        body,
+        not_before
+    ])?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Durable for SqliteDurable {
+    async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_plain(move |conn| {
+            let mut answers = Vec::with_capacity(items.len());
+            for item in &items {
+                if let Some(dedupe) = &item.dedupe {
+                    let fresh = conn
+                        .prepare_cached("INSERT OR IGNORE INTO d_dedupe (key, at) VALUES (?1, ?2)")?
+                        .execute(params![dedupe, item.at])?;
+                    if fresh == 0 {
+                        answers.push(Accepted::Duplicate);
+                        continue;
+                    }
+                }
+                answers.push(Accepted::Stored(insert_item(conn, item)?));
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    async fn next_item(&self, key: &SessionKey) -> Result<Option<Item>, StoreError> {
+        loop {
+            let k = key.clone();
+            let found = self
+                .read(move |conn| {
+                    conn.prepare_cached(
+                        "SELECT id, kind, body, at FROM d_items WHERE phone_number_id = ?1 AND user = ?2 ORDER BY id LIMIT 1",
+                    )
+                    .and_then(|mut q| {
+                        q.query_row(params![k.phone_number_id, k.user], |r| Ok(item_row(&k, r)))
+                            .optional()
+                    })
+                    .map_err(err)
+                })
+                .await?;
+            match found {
+                None => return Ok(None),
+                Some(Ok(item)) => return Ok(Some(item)),
+                // Each pass moves one row away, so this ends.
+                Some(Err(bad)) => self.quarantine(bad).await?,
+            }
+        }
+    }
+
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        holder: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let key = key.clone();
+        let holder = holder.to_string();
+        self.write_plain(move |conn| {
+            let current: Option<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT holder, until FROM d_leases WHERE phone_number_id = ?1 AND user = ?2",
+                )?
+                .query_row(params![key.phone_number_id, key.user], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((other, other_until)) = current
+                && other != holder
+                && now < other_until
+            {
+                return Ok(None);
+            }
+            let token: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO d_meta (name, value) VALUES ('last_token', 1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                )?
+                .query_row([], |r| r.get(0))?;
+            let lease = Lease {
+                key,
+                holder,
+                token: uint(token),
+                until: until(now, ttl),
+            };
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO d_leases (phone_number_id, user, holder, token, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                lease.key.phone_number_id,
+                lease.key.user,
+                lease.holder,
+                token,
+                lease.until
+            ])?;
+            Ok(Some(lease))
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = lease.clone();
+        self.write_plain(move |conn| {
+            if !holds(conn, &lease, now)? {
+                return Ok(None);
+            }
+            let renewed = Lease {
+                until: until(now, ttl),
+                ..lease
+            };
+            conn.prepare_cached(
+                "UPDATE d_leases SET until = ?3 WHERE phone_number_id = ?1 AND user = ?2",
+            )?
+            .execute(params![
+                renewed.key.phone_number_id,
+                renewed.key.user,
+                renewed.until
+            ])?;
+            Ok(Some(renewed))
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write_plain(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM d_leases WHERE phone_number_id = ?1 AND user = ?2 AND holder = ?3 AND token = ?4",
+            )?
+            .execute(params![
+                lease.key.phone_number_id,
+                lease.key.user,
+                lease.holder,
+                int(lease.token)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| {
+            let row: Option<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT version, data FROM d_sessions WHERE phone_number_id = ?1 AND user = ?2",
+                )
+                .and_then(|mut q| {
+                    q.query_row(params![key.phone_number_id, key.user], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(err)?;
+            Ok(row.and_then(|(version, data)| decode(version, &data)))
+        })
+        .await
+    }
+
+    async fn commit_turn(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        commit: TurnCommit,
+    ) -> Result<(), CommitError> {
+        let lease = lease.clone();
+        // Encoded here, off the writer thread: the writer only writes.
+        let data = encode(&commit.session)?;
+        self.write_leased(move |conn| {
+            require_lease(conn, &lease, now)?;
+            let key = &lease.key;
+            let TurnCommit {
+                item,
+                session,
+                outgoing,
+                timers,
+                cancel_timers,
+            } = commit;
+            let removed = conn
+                .prepare_cached(
+                    "DELETE FROM d_items WHERE id = ?1 AND phone_number_id = ?2 AND user = ?3",
+                )?
+                .execute(params![int(item.0), key.phone_number_id, key.user])?;
+            if removed == 0 {
+                return Err(WriteError::Fenced);
+            }
+            conn.prepare_cached(
+                "INSERT INTO d_sessions (phone_number_id, user, version, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (phone_number_id, user) DO UPDATE SET version = ?3, data = ?4, updated_at = ?5",
+            )?
+            .execute(params![
+                key.phone_number_id,
+                key.user,
+                SESSION_VERSION,
+                data,
+                session.updated_at
+            ])?;
+            for o in &outgoing {
+                insert_outgoing(conn, key, o.at, &o.body, now)?;
+            }
+            for t in &timers {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO d_timers (phone_number_id, user, name, due, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![key.phone_number_id, key.user, t.name, t.due, t.body])?;
+            }
+            for name in &cancel_timers {
+                conn.prepare_cached(
+                    "DELETE FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 AND name = ?3",
+                )?
+                .execute(params![key.phone_number_id, key.user, name])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
+        loop {
+            let k = key.clone();
+            let found = self
+                .read(move |conn| {
+                    conn.prepare_cached(
+                        "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
+                         WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn, idx LIMIT 1",
+                    )
+                    .and_then(|mut q| {
+                        q.query_row(params![k.phone_number_id, k.user], |r| {
+                            Ok(outgoing_row(&k, r))
+                        })
+                        .optional()
+                    })
+                    .map_err(err)
+                })
+                .await?;
+            match found {
+                None => return Ok(None),
+                Some(Ok(o)) => return Ok(Some(o)),
+                Some(Err(bad)) => self.quarantine(bad).await?,
+            }
+        }
+    }
+
+    async fn mark_sent(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        sent: SentRecord,
+    ) -> Result<(), CommitError> {
+        let lease = lease.clone();
+        self.write_leased(move |conn| {
+            require_lease(conn, &lease, now)?;
+            let key = &lease.key;
+            let removed = conn
+                .prepare_cached(
+                    "DELETE FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
+                )?
+                .execute(params![key.phone_number_id, key.user, int(at.turn), at.index])?;
+            if removed == 0 {
+                return Err(WriteError::Fenced);
+            }
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO d_sent (message_id, phone_number_id, user, flow, node, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                sent.message_id,
+                sent.key.phone_number_id,
+                sent.key.user,
+                sent.flow,
+                sent.node,
+                sent.at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_attempt(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        ambiguous: bool,
+        not_before: Millis,
+    ) -> Result<(), CommitError> {
+        let lease = lease.clone();
+        self.write_leased(move |conn| {
+            require_lease(conn, &lease, now)?;
+            let key = &lease.key;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE d_outbox SET attempts = attempts + 1, ambiguous = ambiguous + ?5, not_before = ?6
+                     WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
+                )?
+                .execute(params![
+                    key.phone_number_id,
+                    key.user,
+                    int(at.turn),
+                    at.index,
+                    i64::from(ambiguous),
+                    not_before
+                ])?;
+            if changed == 0 {
+                return Err(WriteError::Fenced);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        reason: &str,
+    ) -> Result<(), CommitError> {
+        let lease = lease.clone();
+        let reason = reason.to_string();
+        self.write_leased(move |conn| {
+            require_lease(conn, &lease, now)?;
+            let key = &lease.key;
+            let moved = conn
+                .prepare_cached(
+                    "INSERT INTO d_dead (phone_number_id, user, turn, idx, body, attempts, reason, since)
+                     SELECT phone_number_id, user, turn, idx, body, attempts, ?5, ?6 FROM d_outbox
+                     WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
+                )?
+                .execute(params![key.phone_number_id, key.user, int(at.turn), at.index, reason, now])?;
+            if moved == 0 {
+                return Err(WriteError::Fenced);
+            }
+            conn.prepare_cached(
+                "DELETE FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
+            )?
+            .execute(params![key.phone_number_id, key.user, int(at.turn), at.index])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        phone_number_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let number = phone_number_id.map(str::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut q = conn
+                .prepare_cached(
+                    "SELECT id, phone_number_id, user, turn, idx, body, attempts, reason, since FROM d_dead
+                     WHERE ?1 IS NULL OR phone_number_id = ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(err)?;
+            let rows = q
+                .query_map(params![number, limit], |r| {
+                    Ok(DeadLetter {
+                        id: uint(r.get(0)?),
+                        key: SessionKey {
+                            phone_number_id: r.get(1)?,
+                            user: r.get(2)?,
+                        },
+                        at: OutKey {
+                            turn: uint(r.get(3)?),
+                            index: r.get(4)?,
+                        },
+                        body: r.get(5)?,
+                        attempts: r.get(6)?,
+                        reason: r.get(7)?,
+                        since: r.get(8)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn replay_dead_letter(&self, id: u64, now: Millis) -> Result<bool, StoreError> {
+        self.write_plain(move |conn| {
+            let dead: Option<(SessionKey, OutKey, String)> = conn
+                .prepare_cached("SELECT phone_number_id, user, turn, idx, body FROM d_dead WHERE id = ?1")?
+                .query_row(params![int(id)], |r| {
+                    Ok((
+                        SessionKey {
+                            phone_number_id: r.get(0)?,
+                            user: r.get(1)?,
+                        },
+                        OutKey {
+                            turn: uint(r.get(2)?),
+                            index: r.get(3)?,
+                        },
+                        r.get(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((key, own, body)) = dead else {
+                return Ok(false);
+            };
+            let last: Option<OutKey> = conn
+                .prepare_cached(
+                    "SELECT turn, idx FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn DESC, idx DESC LIMIT 1",
+                )?
+                .query_row(params![key.phone_number_id, key.user], |r| {
+                    Ok(OutKey {
+                        turn: uint(r.get(0)?),
+                        index: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            insert_outgoing(conn, &key, after(own, last), &body, now)?;
+            conn.prepare_cached("DELETE FROM d_dead WHERE id = ?1")?
+                .execute(params![int(id)])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn users_with_work(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut q = conn
+                .prepare_cached(
+                    "SELECT w.phone_number_id, w.user, MIN(w.at) AS since FROM (
+                        SELECT phone_number_id, user, at FROM d_items
+                        UNION ALL
+                        SELECT phone_number_id, user, not_before FROM d_outbox WHERE not_before <= ?1
+                     ) AS w
+                     LEFT JOIN d_leases AS l ON l.phone_number_id = w.phone_number_id AND l.user = w.user
+                     WHERE l.until IS NULL OR l.until <= ?1
+                     GROUP BY w.phone_number_id, w.user
+                     ORDER BY since, w.phone_number_id, w.user
+                     LIMIT ?2",
+                )
+                .map_err(err)?;
+            let rows = q
+                .query_map(params![now, limit], |r| {
+                    Ok(SessionKey {
+                        phone_number_id: r.get(0)?,
+                        user: r.get(1)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write_plain(move |conn| {
+            let due: Vec<(SessionKey, String, Millis, String)> = {
+                let mut q = conn.prepare_cached(
+                    "SELECT phone_number_id, user, name, due, body FROM d_timers WHERE due <= ?1
+                     ORDER BY due, phone_number_id, user, name LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![now, limit], |r| {
+                    Ok((
+                        SessionKey {
+                            phone_number_id: r.get(0)?,
+                            user: r.get(1)?,
+                        },
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (key, name, at, body) in &due {
+                insert_item(
+                    conn,
+                    &NewItem {
+                        key: key.clone(),
+                        dedupe: None,
+                        kind: ItemKind::Timer,
+                        body: body.clone(),
+                        at: *at,
+                    },
+                )?;
+                conn.prepare_cached(
+                    "DELETE FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 AND name = ?3",
+                )?
+                .execute(params![key.phone_number_id, key.user, name])?;
+            }
+            Ok(due.len())
+        })
+        .await
+    }
+
+    async fn timers(&self, key: &SessionKey) -> Result<Vec<NewTimer>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| {
+            let mut q = conn
+                .prepare_cached(
+                    "SELECT name, due, body FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 ORDER BY due, name",
+                )
+                .map_err(err)?;
+            let rows = q
+                .query_map(params![key.phone_number_id, key.user], |r| {
+                    Ok(NewTimer {
+                        name: r.get(0)?,
+                        due: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError> {
+        let s = status.clone();
+        self.write_plain(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO d_statuses (message_id, status, at, recipient, error_code, error_title)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![s.message_id, s.status, s.at, s.recipient, s.error_code, s.error_title])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
+        let message_id = message_id.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
+            )
+            .and_then(|mut q| {
+                q.query_row(params![message_id], |r| {
+                    Ok(SentRecord {
+                        message_id: r.get(0)?,
+                        key: SessionKey {
+                            phone_number_id: r.get(1)?,
+                            user: r.get(2)?,
+                        },
+                        flow: r.get(3)?,
+                        node: r.get(4)?,
+                        at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
+        let message_id = message_id.to_string();
+        self.read(move |conn| {
+            let mut q = conn
+                .prepare_cached(
+                    "SELECT message_id, status, at, recipient, error_code, error_title FROM d_statuses
+                     WHERE message_id = ?1 ORDER BY at, status",
+                )
+                .map_err(err)?;
+            let rows = q
+                .query_map(params![message_id], |r| {
+                    Ok(StatusRecord {
+                        message_id: r.get(0)?,
+                        status: r.get(1)?,
+                        at: r.get(2)?,
+                        recipient: r.get(3)?,
+                        error_code: r.get(4)?,
+                        error_title: r.get(5)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM d_sessions WHERE updated_at >= ?1",
+                params![since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        let user = user.to_string();
+        self.write_plain(move |conn| {
+            let sessions = conn.execute("DELETE FROM d_sessions WHERE user = ?1", params![user])?;
+            for table in [
+                "d_items",
+                "d_leases",
+                "d_outbox",
+                "d_dead",
+                "d_timers",
+                "d_sent",
+                "d_quarantine",
+            ] {
+                conn.execute(
+                    &format!("DELETE FROM {table} WHERE user = ?1"),
+                    params![user],
+                )?;
+            }
+            Ok(sessions)
+        })
+        .await
+    }
+
+    async fn purge(&self, before: Millis) -> Result<usize, StoreError> {
+        self.write_plain(move |conn| {
+            let dedupe = conn.execute("DELETE FROM d_dedupe WHERE at < ?1", params![before])?;
+            let sent = conn.execute("DELETE FROM d_sent WHERE at < ?1", params![before])?;
+            Ok(dedupe + sent)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Through the writer: a store that cannot write is not ready.
+        self.write_plain(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,301 @@
+use super::*;
+use crate::store::durable::conformance;
+
+fn open_in(dir: &tempfile::TempDir) -> SqliteDurable {
+    SqliteDurable::open(&dir.path().join("data/parlance.db")).expect("open")
+}
+
+fn item(user: &str, dedupe: Option<&str>, body: &str) -> NewItem {
+    NewItem {
+        key: SessionKey::new("1001", user),
+        dedupe: dedupe.map(str::to_string),
+        kind: ItemKind::Message,
+        body: body.to_string(),
+        at: 1,
+    }
+}
+
+/// Another connection to the file, as a newer version or a broken disk would write.
+fn raw(dir: &tempfile::TempDir) -> Connection {
+    let conn = Connection::open(dir.path().join("data/parlance.db")).expect("raw open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+    conn
+}
+
+#[tokio::test]
+async fn conforms() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    conformance::run_all(|| {
+        let dirs = Arc::clone(&dirs);
+        async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open_in(&dir);
+            // The folder must outlive the store.
+            dirs.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+            Arc::new(store) as Arc<dyn Durable>
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conforms_under_a_multi_threaded_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::concurrent_accepts_and_two_holders_keep_order(Arc::new(open_in(&dir))).await;
+}
+
+#[tokio::test]
+async fn a_second_open_of_one_file_fails_clearly_until_the_first_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/parlance.db");
+    let first = SqliteDurable::open(&path).unwrap();
+    let e = SqliteDurable::open(&path).unwrap_err();
+    assert_eq!(
+        e.0,
+        format!(
+            "{} is in use by another parlance process (pid {}?); two instances cannot share one SQLite file: use Redis (session.store: redis://...)",
+            path.display(),
+            std::process::id()
+        )
+    );
+    // The first one still works, and the lock goes with it.
+    first.ping().await.unwrap();
+    drop(first);
+    let again = SqliteDurable::open(&path).unwrap();
+    again.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reopened_store_has_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let ada = SessionKey::new("1001", "ada");
+    let token;
+    {
+        let store = open_in(&dir);
+        let a = store.accept(vec![
+            item("ada", Some("wamid.1"), "one"),
+            item("ada", None, "two"),
+        ]);
+        let ids = a.await.unwrap();
+        let Accepted::Stored(first) = ids[0] else {
+            panic!("{ids:?}")
+        };
+        let l = store
+            .acquire(&ada, "a", 0, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        token = l.token;
+        store
+            .commit_turn(
+                &l,
+                1,
+                TurnCommit {
+                    item: first,
+                    session: Session::new("ada", 1),
+                    outgoing: vec![super::super::NewOutgoing {
+                        at: OutKey { turn: 1, index: 0 },
+                        body: "reply".into(),
+                    }],
+                    timers: vec![NewTimer {
+                        name: "wait".into(),
+                        due: 500,
+                        body: "t".into(),
+                    }],
+                    cancel_timers: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let store = open_in(&dir);
+    assert_eq!(
+        store.load_session(&ada).await.unwrap(),
+        Some(Session::new("ada", 1))
+    );
+    assert_eq!(store.next_item(&ada).await.unwrap().unwrap().body, "two");
+    assert_eq!(
+        store.next_outgoing(&ada).await.unwrap().unwrap().body,
+        "reply"
+    );
+    assert_eq!(store.timers(&ada).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .accept(vec![item("ada", Some("wamid.1"), "one")])
+            .await
+            .unwrap(),
+        vec![Accepted::Duplicate],
+        "dedupe keys survive a restart"
+    );
+    // The lease survived too (another holder must wait), and tokens keep growing.
+    assert_eq!(
+        store
+            .acquire(&ada, "b", 2, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+    let next = store
+        .acquire(&ada, "b", 60_000, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.token > token);
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_moved_aside_and_the_user_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let ada = SessionKey::new("1001", "ada");
+    let conn = raw(&dir);
+    // An item kind from a newer version, then one whose body is not text.
+    conn.execute(
+        "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES ('1001', 'ada', 'future_kind', '{}', 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES ('1001', 'ada', 'message', x'00ff', 2)",
+        [],
+    )
+    .unwrap();
+    let ids = store
+        .accept(vec![item("ada", None, "readable")])
+        .await
+        .unwrap();
+    let Accepted::Stored(good) = ids[0] else {
+        panic!("{ids:?}")
+    };
+    assert_eq!(
+        store.next_item(&ada).await.unwrap().map(|i| (i.id, i.body)),
+        Some((good, "readable".to_string()))
+    );
+    // An outgoing message with a negative attempt count, ahead of a good one.
+    conn.execute(
+        "INSERT INTO d_outbox VALUES ('1001', 'ada', 1, 0, 'bad', -1, 0, 0), ('1001', 'ada', 1, 1, 'good', 0, 0, 0)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        store.next_outgoing(&ada).await.unwrap().unwrap().body,
+        "good"
+    );
+    let moved: Vec<(String, String, String)> = conn
+        .prepare("SELECT source, user, reason FROM d_quarantine ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(moved.len(), 3, "{moved:?}");
+    assert_eq!(
+        moved[0],
+        (
+            "d_items".into(),
+            "ada".into(),
+            "unknown item kind \"future_kind\"".into()
+        )
+    );
+    assert_eq!(
+        (moved[1].0.as_str(), moved[2].0.as_str()),
+        ("d_items", "d_outbox")
+    );
+    // Erasure covers the quarantine too.
+    store.delete_user("ada").await.unwrap();
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM d_quarantine", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_failed_accept_stores_nothing_and_leaves_its_batch_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    // A disk-level failure on one item, provoked by a trigger.
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON d_items WHEN NEW.body = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    let e = store
+        .accept(vec![
+            item("ada", Some("wamid.1"), "fine"),
+            item("ada", Some("wamid.2"), "poison"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(e.0, "disk says no");
+    // Neither the item nor its dedupe key stayed: Meta's redelivery is stored.
+    let ada = SessionKey::new("1001", "ada");
+    assert_eq!(store.next_item(&ada).await.unwrap(), None);
+    let again = store
+        .accept(vec![item("ada", Some("wamid.1"), "fine")])
+        .await
+        .unwrap();
+    assert!(matches!(again[0], Accepted::Stored(_)), "{again:?}");
+}
+
+#[tokio::test]
+async fn writes_waiting_behind_a_commit_share_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_in(&dir));
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON d_items WHEN NEW.body = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    // Hold the writer inside a transaction until the other writes are queued.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let blocker = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .write_plain(move |_| {
+                    let _ = wait.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let before = store.commits();
+    let writers: Vec<_> = (0..50)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let body = if n == 7 {
+                "poison".to_string()
+            } else {
+                format!("m{n}")
+            };
+            tokio::spawn(async move {
+                store
+                    .accept(vec![item(&format!("u{n}"), Some(&format!("w{n}")), &body)])
+                    .await
+            })
+        })
+        .collect();
+    // On this single-threaded runtime, one yield lets every writer queue its write.
+    tokio::task::yield_now().await;
+    go.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let mut stored = 0;
+    for (n, w) in writers.into_iter().enumerate() {
+        match w.await.unwrap() {
+            Ok(a) => {
+                assert!(matches!(a[0], Accepted::Stored(_)), "{n}: {a:?}");
+                stored += 1;
+            }
+            Err(e) => assert_eq!((n, e.0.as_str()), (7, "disk says no")),
+        }
+    }
+    assert_eq!(stored, 49, "the failed write was rolled back alone");
+    assert_eq!(
+        store.commits() - before,
+        2,
+        "the held commit, then one for the 50 writes queued behind it"
+    );
+}
