@@ -254,29 +254,95 @@ impl RedisDurable {
         Ok(last + 1 - n as u64)
     }
 
-    /// Stores one user's part of an accept; `None` when the ids raced.
+    /// Claims a dedupe key for the user across the store. `false`: it is a duplicate
+    /// (another user's, or this user's and stored); `true`: go on to the user's script,
+    /// whose own dedupe record decides (a claim left by a crash between claim and
+    /// store, or a concurrent accept of the same item, is settled there, atomically).
+    async fn claim(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> Result<bool, StoreError> {
+        let claim = keys::dedupe_claim(&self.prefix, dedupe);
+        let mine = keys::fingerprint(&keys.tag);
+        let mut con = self.con();
+        let set: Option<String> = ::redis::cmd("SET")
+            .arg(&claim)
+            .arg(format!("{mine} c {at}"))
+            .arg("NX")
+            .arg("PX")
+            .arg(DEDUPE_TTL.as_millis() as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(err)?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let held: Option<String> = con.get(&claim).await.map_err(err)?;
+        let Some(held) = held else {
+            // Purged or expired in between: claim again next time; the user's record
+            // still decides now.
+            return Ok(true);
+        };
+        let mut parts = held.split(' ');
+        Ok(parts.next() == Some(mine.as_str()) && parts.next() == Some("c"))
+    }
+
+    /// Marks a claim as stored: later copies are duplicates without asking the user.
+    async fn claimed_and_stored(
+        &self,
+        keys: &UserKeys,
+        dedupe: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let claim = keys::dedupe_claim(&self.prefix, dedupe);
+        let mine = keys::fingerprint(&keys.tag);
+        let _: Option<String> = ::redis::cmd("SET")
+            .arg(&claim)
+            .arg(format!("{mine} s {at}"))
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.con())
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Stores one user's part of an accept; `None` when the ids raced. One answer per
+    /// item: its id, or 0 for a duplicate.
     async fn accept_user(
         &self,
         keys: &UserKeys,
         items: &[(ItemId, &NewItem)],
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        let (Some(first), Some(last)) = (items.first(), items.last()) else {
-            return Ok(Some(Vec::new()));
+        let mut answers = vec![0; items.len()];
+        let mut part = Vec::new();
+        for (n, (id, item)) in items.iter().enumerate() {
+            let fresh = match &item.dedupe {
+                Some(d) => self.claim(keys, d, item.at).await?,
+                None => true,
+            };
+            if fresh {
+                part.push((n, *id, *item));
+            }
+        }
+        let (Some(first), Some(last)) = (part.first(), part.last()) else {
+            return Ok(Some(answers));
         };
-        let oldest = items.iter().map(|(_, i)| i.at).min().unwrap_or(first.1.at);
+        let oldest = part
+            .iter()
+            .map(|(_, _, i)| i.at)
+            .min()
+            .unwrap_or(first.2.at);
         self.hint(Index::Work, &keys.tag, oldest).await?;
         let mut call = self.scripts.accept.prepare_invoke();
         call.key(keys.last_id()).key(keys.inbox()).key(keys.items());
-        for (_, item) in items {
+        for (_, _, item) in &part {
             if let Some(d) = &item.dedupe {
                 call.key(keys.dedupe(d));
             }
         }
-        call.arg(first.0.0)
-            .arg(items.len())
+        call.arg(first.1.0)
+            .arg(part.len())
             .arg(DEDUPE_TTL.as_millis() as u64)
-            .arg(last.0.0);
-        for (id, item) in items {
+            .arg(last.1.0);
+        for (_, id, item) in &part {
             call.arg(id.0)
                 .arg(if item.dedupe.is_some() { "1" } else { "0" })
                 .arg(item.kind.as_str())
@@ -289,13 +355,16 @@ impl RedisDurable {
         }
         let ids: Vec<String> = ::redis::from_redis_value(reply)
             .map_err(|e| StoreError(format!("redis: unreadable accept reply: {e}")))?;
-        let ids = ids
-            .iter()
-            .map(|s| s.parse::<u64>().map_err(|_| corrupt("accept reply")))
-            .collect::<Result<Vec<u64>, _>>()?;
         // Again after the write: a removal that raced the write sees a new version.
         self.hint(Index::Work, &keys.tag, oldest).await?;
-        Ok(Some(ids))
+        for ((n, _, item), id) in part.iter().zip(ids) {
+            let id = parse_u64(&id, "accept reply")?;
+            answers[*n] = id;
+            if let (Some(d), true) = (&item.dedupe, id != 0) {
+                self.claimed_and_stored(keys, d, item.at).await?;
+            }
+        }
+        Ok(Some(answers))
     }
 
     async fn read_item(&self, keys: &UserKeys) -> Result<Option<Vec<String>>, StoreError> {
@@ -354,7 +423,13 @@ impl RedisDurable {
     ) -> Result<Vec<(String, f64)>, StoreError> {
         let (zset, _) = self.index_keys(index);
         self.con()
-            .zrangebyscore_limit_withscores(zset, "-inf", now, offset as isize, INDEX_BATCH as isize)
+            .zrangebyscore_limit_withscores(
+                zset,
+                "-inf",
+                now,
+                offset as isize,
+                INDEX_BATCH as isize,
+            )
             .await
             .map_err(err)
     }
@@ -420,9 +495,7 @@ impl RedisDurable {
                 break;
             }
             if !done {
-                return Err(StoreError(
-                    "redis: item ids kept racing; try again".into(),
-                ));
+                return Err(StoreError("redis: item ids kept racing; try again".into()));
             }
             self.hint(Index::Work, tag, now).await?;
         } else {
@@ -454,14 +527,16 @@ fn member(at: OutKey) -> String {
 }
 
 fn out_key(member: &str) -> Result<OutKey, StoreError> {
-    let (turn, index) = member.split_once(':').ok_or_else(|| corrupt("outbox entry"))?;
+    let (turn, index) = member
+        .split_once(':')
+        .ok_or_else(|| corrupt("outbox entry"))?;
     Ok(OutKey {
         turn: parse_u64(turn, "outbox entry")?,
         index: index.parse().map_err(|_| corrupt("outbox entry"))?,
     })
 }
 
-fn sent_json(sent: &SentRecord, now: Millis) -> String {
+fn sent_json(sent: &SentRecord) -> String {
     serde_json::json!({
         "message_id": sent.message_id,
         "phone_number_id": sent.key.phone_number_id,
@@ -469,13 +544,11 @@ fn sent_json(sent: &SentRecord, now: Millis) -> String {
         "flow": sent.flow,
         "node": sent.node,
         "at": sent.at,
-        // When it was recorded, for purge (whatever unit `at` is in).
-        "recorded": now,
     })
     .to_string()
 }
 
-fn sent_from_json(text: &str) -> Option<(SentRecord, Millis)> {
+fn sent_from_json(text: &str) -> Option<SentRecord> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     let s = |name: &str| v.get(name)?.as_str().map(str::to_string);
     let record = SentRecord {
@@ -488,7 +561,7 @@ fn sent_from_json(text: &str) -> Option<(SentRecord, Millis)> {
         node: s("node")?,
         at: v.get("at")?.as_i64()?,
     };
-    Some((record, v.get("recorded")?.as_i64()?))
+    Some(record)
 }
 
 fn status_json(s: &StatusRecord) -> String {
@@ -520,12 +593,15 @@ fn status_from_json(text: &str) -> Option<StatusRecord> {
 impl Durable for RedisDurable {
     async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError> {
         let mut answers = vec![Accepted::Duplicate; items.len()];
-        // Each user's items, in order: one script per user (one slot each).
-        let mut groups: BTreeMap<SessionKey, Vec<usize>> = BTreeMap::new();
+        // Each user's items, in order: one script per user (one slot each), users in
+        // the order they first appear (the first copy of a dedupe key wins).
+        let mut pending: Vec<(SessionKey, Vec<usize>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            groups.entry(item.key.clone()).or_default().push(i);
+            match pending.iter_mut().find(|(k, _)| *k == item.key) {
+                Some((_, group)) => group.push(i),
+                None => pending.push((item.key.clone(), vec![i])),
+            }
         }
-        let mut pending: Vec<(SessionKey, Vec<usize>)> = groups.into_iter().collect();
         for _ in 0..ID_RACE_RETRIES {
             if pending.is_empty() {
                 return Ok(answers);
@@ -617,26 +693,38 @@ impl Durable for RedisDurable {
     ) -> Result<Option<Lease>, StoreError> {
         let keys = self.user(key);
         let until = now.saturating_add(ttl.as_millis() as Millis);
-        let token: Option<String> = self
-            .scripts
-            .acquire
-            .key(keys.lease())
-            .key(keys.fence())
-            .arg(holder)
-            .arg(now)
-            .arg(until)
-            .invoke_async(&mut self.con())
-            .await
-            .map_err(err)?;
-        let Some(token) = token else {
-            return Ok(None);
-        };
-        Ok(Some(Lease {
-            key: key.clone(),
-            holder: holder.to_string(),
-            token: parse_u64(&token, "lease token")?,
-            until,
-        }))
+        for _ in 0..ID_RACE_RETRIES {
+            // Tokens come from one counter, so they keep growing after an erasure
+            // removed the user's own record of the last one.
+            let token: u64 = self.con().incr(&self.global.fence, 1).await.map_err(err)?;
+            let reply: Option<String> = self
+                .scripts
+                .acquire
+                .key(keys.lease())
+                .key(keys.fence())
+                .arg(holder)
+                .arg(now)
+                .arg(until)
+                .arg(token)
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(err)?;
+            match reply.as_deref() {
+                None => return Ok(None),
+                Some("-1") => continue,
+                Some(token) => {
+                    return Ok(Some(Lease {
+                        key: key.clone(),
+                        holder: holder.to_string(),
+                        token: parse_u64(token, "lease token")?,
+                        until,
+                    }));
+                }
+            }
+        }
+        Err(StoreError(
+            "redis: lease tokens kept racing; try again".into(),
+        ))
     }
 
     async fn renew(
@@ -800,7 +888,7 @@ impl Durable for RedisDurable {
             .arg(now)
             .arg(member(at))
             .arg(&sent.message_id)
-            .arg(sent_json(&sent, now));
+            .arg(sent_json(&sent));
         self.fenced_write(&mut call).await
     }
 
@@ -835,18 +923,12 @@ impl Durable for RedisDurable {
     ) -> Result<(), CommitError> {
         let keys = self.user(&lease.key);
         let mut con = self.con();
-        let id: u64 = con
-            .incr(&self.global.dead_next, 1)
-            .await
-            .map_err(err)?;
+        let id: u64 = con.incr(&self.global.dead_next, 1).await.map_err(err)?;
         let _: i64 = con
             .hset(&self.global.dead_owner, id, &keys.tag)
             .await
             .map_err(err)?;
-        let _: i64 = con
-            .zadd(&self.global.dead_ids, id, id)
-            .await
-            .map_err(err)?;
+        let _: i64 = con.zadd(&self.global.dead_ids, id, id).await.map_err(err)?;
         let mut call = self.scripts.dead_letter.prepare_invoke();
         call.key(keys.lease())
             .key(keys.outbox())
@@ -882,10 +964,7 @@ impl Durable for RedisDurable {
             if found.len() >= limit {
                 break;
             }
-            let tag: Option<String> = con
-                .hget(&self.global.dead_owner, id)
-                .await
-                .map_err(err)?;
+            let tag: Option<String> = con.hget(&self.global.dead_owner, id).await.map_err(err)?;
             let Some(key) = tag.as_deref().and_then(keys::key_of) else {
                 continue;
             };
@@ -921,10 +1000,7 @@ impl Durable for RedisDurable {
 
     async fn replay_dead_letter(&self, id: u64, now: Millis) -> Result<bool, StoreError> {
         let mut con = self.con();
-        let tag: Option<String> = con
-            .hget(&self.global.dead_owner, id)
-            .await
-            .map_err(err)?;
+        let tag: Option<String> = con.hget(&self.global.dead_owner, id).await.map_err(err)?;
         let Some(key) = tag.as_deref().and_then(keys::key_of) else {
             return Ok(false);
         };
@@ -955,22 +1031,23 @@ impl Durable for RedisDurable {
         now: Millis,
         limit: usize,
     ) -> Result<Vec<SessionKey>, StoreError> {
-        let mut found = Vec::new();
+        // Candidates come from the index in score order; a score is never later than
+        // the user's true oldest work (hints keep the smallest), so once `limit` users
+        // are found and the index has passed the last of them, nothing later can rank
+        // before them.
+        let mut found: Vec<(Millis, SessionKey)> = Vec::new();
         let mut offset = 0;
-        while found.len() < limit {
+        loop {
             let batch = self.due_in(Index::Work, now, offset).await?;
-            if batch.is_empty() {
+            let Some(&(_, last_score)) = batch.last() else {
                 break;
-            }
+            };
             let read = batch.len();
-            let mut removed = 0;
-            for (tag, _) in batch {
-                if found.len() >= limit {
-                    break;
-                }
+            let mut moved = 0;
+            for (tag, score) in batch {
                 let Some(key) = keys::key_of(&tag) else {
                     self.drop_hint(Index::Work, &tag).await?;
-                    removed += 1;
+                    moved += 1;
                     continue;
                 };
                 let keys = self.user(&key);
@@ -979,33 +1056,50 @@ impl Durable for RedisDurable {
                     .scripts
                     .work
                     .key(keys.inbox())
-                    .key(keys.outbox())
+                    .key(keys.items())
                     .key(keys.outgoing())
                     .key(keys.lease())
                     .arg(now)
                     .invoke_async(&mut self.con())
                     .await
                     .map_err(err)?;
-                let [has_items, head_due, free] = truth.as_slice() else {
+                let [has_items, oldest, due, free] = truth.as_slice() else {
                     return Err(corrupt("work reply"));
                 };
-                let head_due = parse_i64(head_due, "not_before")?;
-                let has_items = has_items == "1";
-                if !has_items && head_due < 0 {
+                let oldest = (has_items == "1").then(|| oldest.parse::<Millis>().unwrap_or(0));
+                let due = due.parse::<Millis>().ok();
+                let earliest = match (oldest, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let Some(earliest) = earliest else {
+                    // Nothing left: the hint goes (unless one was added meanwhile).
                     self.settle(Index::Work, &tag, &version, None).await?;
-                    removed += 1;
-                } else if !has_items && head_due > now {
-                    // Only a message waiting for its time: look again then.
-                    self.settle(Index::Work, &tag, &version, Some(head_due))
+                    moved += 1;
+                    continue;
+                };
+                if earliest != score as Millis {
+                    self.settle(Index::Work, &tag, &version, Some(earliest))
                         .await?;
-                    removed += 1;
+                }
+                if earliest > now {
+                    // Only messages waiting for their time: looked at again then.
+                    moved += 1;
                 } else if free == "1" {
-                    found.push(key);
+                    found.push((earliest, key));
                 }
             }
-            offset += read - removed;
+            found.sort();
+            if let Some((kth, _)) = found.get(limit.saturating_sub(1))
+                && found.len() >= limit
+                && last_score as Millis > *kth
+            {
+                break;
+            }
+            offset += read - moved;
         }
-        Ok(found)
+        found.truncate(limit);
+        Ok(found.into_iter().map(|(_, key)| key).collect())
     }
 
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
@@ -1081,16 +1175,13 @@ impl Durable for RedisDurable {
             .hget(self.user(&key).sent(), message_id)
             .await
             .map_err(err)?;
-        Ok(text.as_deref().and_then(sent_from_json).map(|(r, _)| r))
+        Ok(text.as_deref().and_then(sent_from_json))
     }
 
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
         let key = keys::statuses(&self.prefix, message_id);
         let texts: Vec<String> = self.con().hvals(key).await.map_err(err)?;
-        let mut all: Vec<StatusRecord> = texts
-            .iter()
-            .filter_map(|t| status_from_json(t))
-            .collect();
+        let mut all: Vec<StatusRecord> = texts.iter().filter_map(|t| status_from_json(t)).collect();
         all.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.status.cmp(&b.status)));
         Ok(all)
     }
@@ -1144,10 +1235,7 @@ impl Durable for RedisDurable {
             for field in dead {
                 if let Some(id) = field.strip_suffix(":m") {
                     let _: i64 = con.zrem(&self.global.dead_ids, id).await.map_err(err)?;
-                    let _: i64 = con
-                        .hdel(&self.global.dead_owner, id)
-                        .await
-                        .map_err(err)?;
+                    let _: i64 = con.hdel(&self.global.dead_owner, id).await.map_err(err)?;
                 }
             }
             scanned.extend(keys.all_fixed());
@@ -1161,7 +1249,19 @@ impl Durable for RedisDurable {
     async fn purge(&self, before: Millis) -> Result<usize, StoreError> {
         let mut con = self.con();
         let mut gone = 0;
+        // The users' own dedupe records go silently: each stands for the same key as
+        // a global claim, which is what is counted.
         for key in self.scan(&keys::dedupe_pattern(&self.prefix)).await? {
+            let _: i64 = self
+                .scripts
+                .purge_dedupe
+                .key(&key)
+                .arg(before)
+                .invoke_async(&mut con)
+                .await
+                .map_err(err)?;
+        }
+        for key in self.scan(&keys::claims_pattern(&self.prefix)).await? {
             let n: i64 = self
                 .scripts
                 .purge_dedupe
@@ -1175,7 +1275,7 @@ impl Durable for RedisDurable {
         for key in self.scan(&keys::sent_pattern(&self.prefix)).await? {
             let all: Vec<(String, String)> = con.hgetall(&key).await.map_err(err)?;
             for (wamid, text) in all {
-                let old = sent_from_json(&text).is_none_or(|(_, recorded)| recorded < before);
+                let old = sent_from_json(&text).is_none_or(|record| record.at < before);
                 if old {
                     let n: i64 = con.hdel(&key, &wamid).await.map_err(err)?;
                     let _: i64 = con

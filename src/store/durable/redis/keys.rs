@@ -115,6 +115,8 @@ impl UserKeys {
 pub(crate) struct GlobalKeys {
     /// Item id counter.
     pub ids: String,
+    /// Lease token counter: tokens grow across users and erasures.
+    pub fence: String,
     /// Users that may have work: sorted set tag → when it is due (ms), plus a hash tag →
     /// version of the last hint, for removals that must not race an addition.
     pub work: String,
@@ -134,6 +136,7 @@ impl GlobalKeys {
     pub fn new(prefix: &str) -> GlobalKeys {
         GlobalKeys {
             ids: format!("{prefix}{{ids}}:next"),
+            fence: format!("{prefix}{{fence}}:next"),
             work: format!("{prefix}{{work}}:due"),
             work_ver: format!("{prefix}{{work}}:ver"),
             timers: format!("{prefix}{{timers}}:due"),
@@ -149,6 +152,24 @@ impl GlobalKeys {
 /// The statuses of one sent message: its own slot, tagged by the wamid.
 pub(crate) fn statuses(prefix: &str, message_id: &str) -> String {
     format!("{prefix}{{w:{}}}:st", encode(message_id))
+}
+
+/// The global claim on a dedupe key: its own slot, tagged by the key (`#` never starts
+/// a user's tag, whose parts are encoded).
+pub(crate) fn dedupe_claim(prefix: &str, dedupe: &str) -> String {
+    format!("{prefix}{{#{}}}:dedupe", encode(dedupe))
+}
+
+/// A SCAN pattern matching every global dedupe claim.
+pub(crate) fn claims_pattern(prefix: &str) -> String {
+    format!("{}{{#*}}:dedupe", glob_escape(prefix))
+}
+
+/// Stands for a user in a dedupe claim without naming them: the claim outlives an
+/// erasure (`delete_user`), so a redelivery after it is still a duplicate.
+pub(crate) fn fingerprint(tag: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(tag.as_bytes())[..8])
 }
 
 /// `number:user`, each part encoded.

@@ -66,18 +66,17 @@ redis.call('HDEL', KEYS[2], id .. ':k', id .. ':b', id .. ':a')
 return 1
 ";
 
-/// KEYS: lease, fence. ARGV: holder, now, until. Returns nil while another holder's
-/// lease runs, else the new token: above every earlier token of the user (the fence
-/// counter) and at least `now`, so tokens keep growing even after `delete_user`
-/// erased the counter with the rest of the user's keys.
+/// KEYS: lease, fence. ARGV: holder, now, until, token. Returns nil while another
+/// holder's lease runs; '-1' when the token (from the global counter) is not above the
+/// user's last one (another acquire raced: take a new token and call again; nothing
+/// written); else the token.
 pub(crate) const ACQUIRE: &str = r"
 local l = redis.call('HMGET', KEYS[1], 'holder', 'until')
 if l[1] and l[1] ~= ARGV[1] and tonumber(l[2] or '0') > tonumber(ARGV[2]) then return false end
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, tonumber(ARGV[2]))
-token = string.format('%.0f', token)
-redis.call('SET', KEYS[2], token)
-redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', token, 'until', ARGV[3])
-return token
+if tonumber(ARGV[4]) <= tonumber(redis.call('GET', KEYS[2]) or '0') then return '-1' end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', ARGV[4], 'until', ARGV[3])
+return ARGV[4]
 ";
 
 /// KEYS: lease. ARGV: holder, token, now, until. 1 when renewed, 0 when lost.
@@ -220,19 +219,33 @@ redis.call('HDEL', KEYS[1], d .. ':m', d .. ':b', d .. ':n', d .. ':r', d .. ':s
 return 1
 ";
 
-/// KEYS: inbox, out, outmsg, lease. ARGV: now. The truth behind the work index:
-/// {has items (1/0), the outbox head's not_before or -1, lease free at now (1/0)}.
+/// KEYS: inbox, items, outmsg, lease. ARGV: now. The truth behind the work index:
+/// {has items (1/0), the oldest item's `at` or '', the smallest `not_before` in the
+/// outbox or '', lease free at now (1/0)}.
 pub(crate) const WORK: &str = r"
-local items = redis.call('ZCARD', KEYS[1])
-local head = redis.call('ZRANGE', KEYS[2], 0, 0)
-local due = '-1'
-if #head > 0 then due = redis.call('HGET', KEYS[3], head[1] .. ':t') or '0' end
+local function smallest(hash, suffix)
+  local best = nil
+  local f = redis.call('HGETALL', hash)
+  for j = 1, #f, 2 do
+    if string.sub(f[j], -2) == suffix then
+      local v = tonumber(f[j + 1])
+      if v and ((not best) or v < best) then best = v end
+    end
+  end
+  if best then return string.format('%.0f', best) end
+  return ''
+end
+local has = '0'
+local oldest = ''
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  has = '1'
+  oldest = smallest(KEYS[2], ':a')
+end
+local due = smallest(KEYS[3], ':t')
 local u = redis.call('HGET', KEYS[4], 'until')
 local free = '1'
 if u and tonumber(u) > tonumber(ARGV[1]) then free = '0' end
-local has = '0'
-if items > 0 then has = '1' end
-return {has, due, free}
+return {has, oldest, due, free}
 ";
 
 /// KEYS: timers, timerbody, last, inbox, items. ARGV: now, most to fire, first id.
@@ -297,9 +310,11 @@ end
 return 1
 ";
 
-/// KEYS: a dedupe key. ARGV: before. Deletes it when it was written before `before`.
+/// KEYS: a dedupe key (a user's record: `at`; a global claim: `fingerprint state at`).
+/// ARGV: before. Deletes it when its item's `at` is before `before`.
 pub(crate) const PURGE_DEDUPE: &str = r"
-local v = tonumber(redis.call('GET', KEYS[1]) or '')
+local text = redis.call('GET', KEYS[1]) or ''
+local v = tonumber(string.match(text, '(-?%d+)$') or '')
 if v and v < tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
   return 1
