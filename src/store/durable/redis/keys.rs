@@ -290,8 +290,11 @@ mod tests {
 
     #[test]
     fn crc16_matches_redis_cluster_spec() {
-        // The reference value from the Redis Cluster specification.
-        assert_eq!(slot("123456789"), 0x31C3 % 16384);
+        // The check value of CRC16/XMODEM, and CLUSTER KEYSLOT answers from Redis's docs.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("somekey"), 11058);
+        assert_eq!(slot("foo{hash_tag}"), 2515);
+        assert_eq!(slot("bar{hash_tag}"), 2515);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
     }
 
