@@ -222,16 +222,17 @@ impl RedisDurable {
     }
 
     /// Removes the hint (`None`) or moves it to `score`, unless a hint was added since
-    /// `version` was read.
+    /// `version` was read; whether it did.
     async fn settle(
         &self,
         index: Index,
         tag: &str,
         version: &str,
         score: Option<Millis>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (zset, ver) = self.index_keys(index);
-        self.scripts
+        let done = self
+            .scripts
             .hint_settle
             .key(zset)
             .key(ver)
@@ -241,7 +242,7 @@ impl RedisDurable {
             .invoke_async::<i64>(&mut self.con())
             .await
             .map_err(err)?;
-        Ok(())
+        Ok(done == 1)
     }
 
     /// Reserves `n` consecutive item ids; returns the first.
@@ -443,11 +444,17 @@ impl RedisDurable {
         Ok(())
     }
 
-    /// Fires up to `limit` of one user's due timers; how many fired.
-    async fn fire_user(&self, tag: &str, now: Millis, limit: usize) -> Result<usize, StoreError> {
+    /// Fires up to `limit` of one user's due timers: how many fired, and whether the
+    /// user's hint left the due range.
+    async fn fire_user(
+        &self,
+        tag: &str,
+        now: Millis,
+        limit: usize,
+    ) -> Result<(usize, bool), StoreError> {
         let Some(key) = keys::key_of(tag) else {
             self.drop_hint(Index::Timers, tag).await?;
-            return Ok(0);
+            return Ok((0, true));
         };
         let keys = self.user(&key);
         let version = self.hint_version(Index::Timers, tag).await?;
@@ -509,8 +516,8 @@ impl RedisDurable {
             }
         }
         let score = (next_due >= 0).then_some(next_due);
-        self.settle(Index::Timers, tag, &version, score).await?;
-        Ok(fired)
+        let settled = self.settle(Index::Timers, tag, &version, score).await?;
+        Ok((fired, settled && score.is_none_or(|due| due > now)))
     }
 }
 
@@ -1074,18 +1081,22 @@ impl Durable for RedisDurable {
                 };
                 let Some(earliest) = earliest else {
                     // Nothing left: the hint goes (unless one was added meanwhile).
-                    self.settle(Index::Work, &tag, &version, None).await?;
-                    moved += 1;
+                    if self.settle(Index::Work, &tag, &version, None).await? {
+                        moved += 1;
+                    }
                     continue;
                 };
+                let mut settled = false;
                 if earliest != score as Millis {
-                    self.settle(Index::Work, &tag, &version, Some(earliest))
+                    settled = self
+                        .settle(Index::Work, &tag, &version, Some(earliest))
                         .await?;
                 }
-                if earliest > now {
-                    // Only messages waiting for their time: looked at again then.
-                    moved += 1;
-                } else if free == "1" {
+                // A settled entry changed place (out of the range, or further on):
+                // not stepping over it may visit it twice (hence the check below),
+                // but never skips another.
+                moved += usize::from(settled);
+                if earliest <= now && free == "1" && !found.iter().any(|(_, k)| *k == key) {
                     found.push((earliest, key));
                 }
             }
@@ -1111,17 +1122,18 @@ impl Durable for RedisDurable {
                 break;
             }
             let read = batch.len();
-            let mut settled = 0;
+            let mut left = 0;
             for (tag, _) in batch {
                 if fired >= limit {
                     break;
                 }
-                fired += self.fire_user(&tag, now, limit - fired).await?;
-                settled += 1;
+                let (n, gone) = self.fire_user(&tag, now, limit - fired).await?;
+                fired += n;
+                left += usize::from(gone);
             }
-            // Settled entries left the due range (or were refreshed by a new hint,
-            // which the next call picks up); the rest keep their place.
-            offset += read - settled;
+            // Entries that left the due range shift the rest down; the others (a new
+            // hint raced the settle: the next call sees them) are stepped over.
+            offset += read - left;
         }
         Ok(fired)
     }

@@ -407,3 +407,71 @@ async fn a_redis_restart_gives_errors_then_works_again_by_itself() {
     let first = store.next_item(&frank).await.unwrap().unwrap();
     assert_eq!(first.body, "before");
 }
+
+#[tokio::test]
+async fn an_item_of_an_unknown_kind_is_moved_aside_and_the_next_one_runs() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let gus = SessionKey::new("1001", "gus");
+    let answers = store
+        .accept(vec![item(&gus, None, "new", 1), item(&gus, None, "old", 2)])
+        .await
+        .unwrap();
+    let (Accepted::Stored(first), Accepted::Stored(second)) = (answers[0], answers[1]) else {
+        panic!("{answers:?}");
+    };
+    // As a newer version would have written it.
+    let keys = UserKeys::new(&store.prefix, &gus);
+    let _: i64 = store
+        .con()
+        .hset(keys.items(), format!("{}:k", first.0), "from_the_future")
+        .await
+        .unwrap();
+    let next = store.next_item(&gus).await.unwrap().unwrap();
+    assert_eq!((next.id, next.body.as_str()), (second, "old"));
+    let aside: Option<String> = store
+        .con()
+        .hget(keys.aside(), format!("{}:b", first.0))
+        .await
+        .unwrap();
+    assert_eq!(aside.as_deref(), Some("new"), "kept aside, not erased");
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let hal = SessionKey::new("1001", "hal");
+    let tag = UserKeys::new(&store.prefix, &hal).tag;
+    // An instance claimed wamid.H1 for hal, then died before hal's script ran.
+    let _: () = store
+        .con()
+        .set(
+            keys::dedupe_claim(&store.prefix, "wamid.H1"),
+            format!("{} c 5", keys::fingerprint(&tag)),
+        )
+        .await
+        .unwrap();
+    let redelivered = store
+        .accept(vec![item(&hal, Some("wamid.H1"), "hello", 5)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(redelivered[0], Accepted::Stored(_)),
+        "{redelivered:?}"
+    );
+    // Now stored: the next copy is a duplicate, for hal and for anyone else.
+    for user in ["hal", "ivy"] {
+        let again = store
+            .accept(vec![item(
+                &SessionKey::new("1001", user),
+                Some("wamid.H1"),
+                "hello",
+                5,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
+    }
+    assert_eq!(store.next_item(&hal).await.unwrap().unwrap().body, "hello");
+}
