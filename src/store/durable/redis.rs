@@ -23,6 +23,23 @@
 //!   or the version changed: a user with work is never dropped from the index.
 //! - A stale hint (a user without work) costs one check, then goes.
 //!
+//! ## Dedupe
+//! Dedupe keys are global (a wamid is unique), but the record that makes an accept
+//! atomic must sit in the user's slot. So a key has two records, both with an 8-day TTL:
+//! a global *claim* (`{#key}:dedupe`, in its own slot, naming the user only by a hash
+//! of their tag, with a state: claimed or stored) and the user's own record, written by
+//! the accept script with `SET NX` in the same step as the inbox append. The claim
+//! answers "duplicate" for another user's key, or for this user's key once stored; a
+//! claim still in the "claimed" state (its accept died before or during the user's
+//! script, or runs right now) lets the item through to the script, whose own record
+//! decides atomically. So an item that was never stored is never a duplicate, and two
+//! copies racing store one.
+//!
+//! A batch with several users' items runs one script per user: each user's part is
+//! atomic, the batch as a whole is not. When a later part fails, the earlier ones
+//! stay stored while `accept` answers `Err`; the webhook is not acknowledged, and the
+//! redelivery finds those items duplicates: nothing lost, nothing twice.
+//!
 //! ## Item ids
 //! Ids come from one counter (`INCRBY` on `{ids}:next`, reserved before the user's
 //! script). On a cluster that key lives in its own slot, so two concurrent accepts for
