@@ -1059,6 +1059,9 @@ impl Durable for RedisDurable {
         // the user's true oldest work (hints keep the smallest), so once `limit` users
         // are found and the index has passed the last of them, nothing later can rank
         // before them.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut found: Vec<(Millis, SessionKey)> = Vec::new();
         let mut offset = 0;
         loop {

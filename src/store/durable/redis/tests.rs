@@ -475,3 +475,30 @@ async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery()
     }
     assert_eq!(store.next_item(&hal).await.unwrap().unwrap().body, "hello");
 }
+
+#[tokio::test]
+async fn a_stale_hint_costs_one_check_then_goes() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let jo = SessionKey::new("1001", "jo");
+    let tag = UserKeys::new(&store.prefix, &jo).tag;
+    // A hint without work behind it (its accept died before the user's script ran).
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, Some(5.0));
+    assert_eq!(store.users_with_work(10, 10).await.unwrap(), vec![]);
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, None, "the stale hint was removed");
+    // A hint added after the check read its version survives the removal.
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    let version = store.hint_version(Index::Work, &tag).await.unwrap();
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    assert!(
+        !store
+            .settle(Index::Work, &tag, &version, None)
+            .await
+            .unwrap()
+    );
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, Some(5.0), "a racing hint is not lost");
+}
