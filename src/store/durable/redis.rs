@@ -979,45 +979,57 @@ impl Durable for RedisDurable {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let mut con = self.con();
-        let ids: Vec<u64> = con
-            .zrange(&self.global.dead_ids, 0, -1)
-            .await
-            .map_err(err)?;
         let mut found = Vec::new();
-        for id in ids {
-            if found.len() >= limit {
-                break;
-            }
-            let tag: Option<String> = con.hget(&self.global.dead_owner, id).await.map_err(err)?;
-            let Some(key) = tag.as_deref().and_then(keys::key_of) else {
-                continue;
-            };
-            if phone_number_id.is_some_and(|n| n != key.phone_number_id) {
-                continue;
-            }
-            let keys = self.user(&key);
-            let fields: Option<Vec<String>> = self
-                .scripts
-                .read_dead
-                .key(keys.dead())
-                .arg(id)
-                .invoke_async(&mut con)
+        let mut start = 0;
+        'pages: while found.len() < limit {
+            let ids: Vec<u64> = con
+                .zrange(
+                    &self.global.dead_ids,
+                    start,
+                    start + INDEX_BATCH as isize - 1,
+                )
                 .await
                 .map_err(err)?;
-            // Not there (yet): a dead letter being written, or a stale entry.
-            let Some(fields) = fields else { continue };
-            let [m, body, attempts, reason, since] = fields.as_slice() else {
-                return Err(corrupt("dead letter"));
-            };
-            found.push(DeadLetter {
-                id,
-                key,
-                at: out_key(m)?,
-                body: body.clone(),
-                attempts: attempts.parse().map_err(|_| corrupt("attempts"))?,
-                reason: reason.clone(),
-                since: parse_i64(since, "dead letter time")?,
-            });
+            if ids.is_empty() {
+                break;
+            }
+            start += ids.len() as isize;
+            for id in ids {
+                if found.len() >= limit {
+                    break 'pages;
+                }
+                let tag: Option<String> =
+                    con.hget(&self.global.dead_owner, id).await.map_err(err)?;
+                let Some(key) = tag.as_deref().and_then(keys::key_of) else {
+                    continue;
+                };
+                if phone_number_id.is_some_and(|n| n != key.phone_number_id) {
+                    continue;
+                }
+                let keys = self.user(&key);
+                let fields: Option<Vec<String>> = self
+                    .scripts
+                    .read_dead
+                    .key(keys.dead())
+                    .arg(id)
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(err)?;
+                // Not there (yet): a dead letter being written, or a stale entry.
+                let Some(fields) = fields else { continue };
+                let [m, body, attempts, reason, since] = fields.as_slice() else {
+                    return Err(corrupt("dead letter"));
+                };
+                found.push(DeadLetter {
+                    id,
+                    key,
+                    at: out_key(m)?,
+                    body: body.clone(),
+                    attempts: attempts.parse().map_err(|_| corrupt("attempts"))?,
+                    reason: reason.clone(),
+                    since: parse_i64(since, "dead letter time")?,
+                });
+            }
         }
         Ok(found)
     }
@@ -1221,11 +1233,18 @@ impl Durable for RedisDurable {
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
         let mut con = self.con();
         let mut count = 0;
-        for key in self.scan(&keys::sessions_pattern(&self.prefix)).await? {
-            let at: Option<i64> = con.hget(&key, "at").await.map_err(err)?;
-            if at.is_some_and(|at| at >= since) {
-                count += 1;
+        let found = self.scan(&keys::sessions_pattern(&self.prefix)).await?;
+        // One round trip per thousand sessions, not per session.
+        for batch in found.chunks(1000) {
+            let mut pipe = ::redis::pipe();
+            for key in batch {
+                pipe.hget(key, "at");
             }
+            let ats: Vec<Option<i64>> = pipe.query_async(&mut con).await.map_err(err)?;
+            count += ats
+                .into_iter()
+                .filter(|at| at.is_some_and(|at| at >= since))
+                .count();
         }
         Ok(count)
     }
