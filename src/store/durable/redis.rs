@@ -843,13 +843,13 @@ impl Durable for RedisDurable {
         for out in &outgoing {
             call.arg(member(out.at)).arg(&out.body);
         }
-        call.arg(commit.cancel_timers.len());
-        for name in &commit.cancel_timers {
-            call.arg(name);
-        }
         call.arg(commit.timers.len());
         for timer in &commit.timers {
             call.arg(&timer.name).arg(timer.due).arg(&timer.body);
+        }
+        call.arg(commit.cancel_timers.len());
+        for name in &commit.cancel_timers {
+            call.arg(name);
         }
         self.fenced_write(&mut call).await?;
         if let Some(due) = soonest_timer {

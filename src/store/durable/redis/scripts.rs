@@ -100,8 +100,9 @@ return 1
 
 /// KEYS: lease, inbox, items, session, out, outseq, outmsg, timers, timerbody.
 /// ARGV: holder, token, now, item id, session version, session data, session at,
-/// outgoing count, (member, body)*, cancel count, name*, timer count,
-/// (name, due, body)*. Returns 0 when fenced (lease lost or item gone), else 1.
+/// outgoing count, (member, body)*, timer count, (name, due, body)*, cancel count,
+/// name*: timers are set, then the named ones cancelled. Returns 0 when fenced (lease
+/// lost or item gone), else 1.
 pub(crate) fn commit_turn() -> String {
     format!(
         "{HELD}
@@ -123,16 +124,16 @@ end
 n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
-  redis.call('ZREM', KEYS[8], ARGV[i])
-  redis.call('HDEL', KEYS[9], ARGV[i])
-  i = i + 1
+  redis.call('ZADD', KEYS[8], ARGV[i + 1], ARGV[i])
+  redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 2])
+  i = i + 3
 end
 n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
-  redis.call('ZADD', KEYS[8], ARGV[i + 1], ARGV[i])
-  redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 2])
-  i = i + 3
+  redis.call('ZREM', KEYS[8], ARGV[i])
+  redis.call('HDEL', KEYS[9], ARGV[i])
+  i = i + 1
 end
 return 1
 "

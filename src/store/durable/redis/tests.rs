@@ -502,3 +502,33 @@ async fn a_stale_hint_costs_one_check_then_goes() {
     let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
     assert_eq!(score, Some(5.0), "a racing hint is not lost");
 }
+
+#[tokio::test]
+async fn a_turn_sets_its_timers_then_cancels_the_named_ones() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let kim = SessionKey::new("1001", "kim");
+    let answers = store.accept(vec![item(&kim, None, "a", 1)]).await.unwrap();
+    let Accepted::Stored(id) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let lease = store
+        .acquire(&kim, "i1", 0, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let timer = |name: &str| NewTimer {
+        name: name.into(),
+        due: 100,
+        body: name.into(),
+    };
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("kim", 1),
+        outgoing: vec![],
+        timers: vec![timer("wait"), timer("expiry")],
+        cancel_timers: vec!["wait".into()],
+    };
+    store.commit_turn(&lease, 1, commit).await.unwrap();
+    assert_eq!(store.timers(&kim).await.unwrap(), vec![timer("expiry")]);
+}
