@@ -935,7 +935,11 @@ impl Durable for RedisDurable {
             .arg(member(at))
             .arg(if ambiguous { "1" } else { "0" })
             .arg(not_before);
-        self.fenced_write(&mut call).await
+        self.fenced_write(&mut call).await?;
+        // The hint may now be later than the message (a retry sooner than the time the
+        // index was settled to); it only ever moves earlier here.
+        self.hint(Index::Work, &keys.tag, not_before).await?;
+        Ok(())
     }
 
     async fn dead_letter(

@@ -532,3 +532,43 @@ async fn a_turn_sets_its_timers_then_cancels_the_named_ones() {
     store.commit_turn(&lease, 1, commit).await.unwrap();
     assert_eq!(store.timers(&kim).await.unwrap(), vec![timer("expiry")]);
 }
+
+#[tokio::test]
+async fn a_sooner_retry_is_found_at_its_time() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let lou = SessionKey::new("1001", "lou");
+    let answers = store.accept(vec![item(&lou, None, "a", 1)]).await.unwrap();
+    let Accepted::Stored(id) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let ttl = Duration::from_millis(10);
+    let lease = store.acquire(&lou, "i1", 0, ttl).await.unwrap().unwrap();
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("lou", 1),
+        outgoing: vec![NewOutgoing {
+            at: OutKey { turn: 1, index: 0 },
+            body: "hi".into(),
+        }],
+        timers: vec![],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, 1, commit).await.unwrap();
+    let at = OutKey { turn: 1, index: 0 };
+    store
+        .mark_attempt(&lease, 2, at, false, 5_000)
+        .await
+        .unwrap();
+    store.release(&lease).await.unwrap();
+    // Looked at before it is due: the index moves Lou to 5_000.
+    assert_eq!(store.users_with_work(100, 10).await.unwrap(), vec![]);
+    // Another holder retries sooner than that.
+    let lease = store.acquire(&lou, "i2", 200, ttl).await.unwrap().unwrap();
+    store
+        .mark_attempt(&lease, 201, at, false, 1_000)
+        .await
+        .unwrap();
+    store.release(&lease).await.unwrap();
+    assert_eq!(store.users_with_work(1_000, 10).await.unwrap(), vec![lou]);
+}
