@@ -515,7 +515,10 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
             conn.execute_batch("SAVEPOINT job")?;
-            if job.run(conn) {
+            // A write that panicked is a failed write: the writer, and every other
+            // caller, go on.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
+            if ran.unwrap_or(false) {
                 conn.execute_batch("RELEASE job")?;
             } else {
                 conn.execute_batch("ROLLBACK TO job; RELEASE job")?;

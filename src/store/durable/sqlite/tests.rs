@@ -299,3 +299,155 @@ async fn writes_waiting_behind_a_commit_share_the_next_one() {
         "the held commit, then one for the 50 writes queued behind it"
     );
 }
+
+/// Set in the child process of [`a_killed_process_loses_nothing_it_acknowledged`].
+const CRASH_CHILD: &str = "PARLANCE_DURABLE_CRASH_CHILD";
+
+/// The child: accepts items from four tasks and runs turns from a fifth, printing
+/// `acked N` after each accept and `turn N` after each commit returned, until killed
+/// (or 60 s, should the parent be gone).
+fn crash_child(path: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Arc::new(SqliteDurable::open(path).expect("child open"));
+        let ada = SessionKey::new("1001", "ada");
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let id = format!("{t}-{n}");
+                    store
+                        .accept(vec![item("ada", Some(&format!("w{id}")), &id)])
+                        .await
+                        .expect("accept");
+                    println!("acked {id}");
+                }
+            }));
+        }
+        let turns = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let lease = turns
+                .acquire(&ada, "child", 0, Duration::from_secs(3600))
+                .await
+                .expect("acquire")
+                .expect("free");
+            let mut session = Session::new("ada", 1);
+            loop {
+                let Some(next) = turns.next_item(&ada).await.expect("next") else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                session.turn += 1;
+                turns
+                    .commit_turn(
+                        &lease,
+                        1,
+                        TurnCommit {
+                            item: next.id,
+                            session: session.clone(),
+                            outgoing: Vec::new(),
+                            timers: Vec::new(),
+                            cancel_timers: Vec::new(),
+                        },
+                    )
+                    .await
+                    .expect("commit");
+                println!("turn {}", session.turn);
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(tasks);
+    });
+}
+
+#[test]
+fn a_killed_process_loses_nothing_it_acknowledged() {
+    if let Some(path) = std::env::var_os(CRASH_CHILD) {
+        crash_child(Path::new(&path));
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/parlance.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "store::durable::sqlite::tests::a_killed_process_loses_nothing_it_acknowledged",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Kill it in the middle of the work: after 300 acknowledged items and 50 turns.
+    let (mut acked, mut turns) = (Vec::new(), 0u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.len() < 300 || turns < 50 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(id) = line.strip_prefix("acked ") {
+                    acked.push(id.to_string());
+                } else if let Some(n) = line.strip_prefix("turn ") {
+                    turns = turns.max(n.parse().unwrap());
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "the child stopped or stalled ({e}) after {} acks, {turns} turns",
+                    acked.len()
+                );
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The lock died with the process; everything acknowledged is there.
+    let store = SqliteDurable::open(&path).expect("reopen after the kill");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ada = SessionKey::new("1001", "ada");
+    let session_turn = rt
+        .block_on(store.load_session(&ada))
+        .unwrap()
+        .map_or(0, |s| s.turn);
+    assert!(
+        session_turn >= turns,
+        "turn {session_turn} < acknowledged {turns}"
+    );
+    for id in &acked {
+        let again = rt.block_on(store.accept(vec![item("ada", Some(&format!("w{id}")), id)]));
+        assert_eq!(
+            again.unwrap(),
+            vec![Accepted::Duplicate],
+            "item {id} was acknowledged"
+        );
+    }
+    // Every stored item was either handled by a committed turn or is still in the inbox:
+    // no turn committed without removing its item, none removed without its session.
+    let conn = raw(&dir);
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let keys = count("SELECT COUNT(*) FROM d_dedupe");
+    let pending = count("SELECT COUNT(*) FROM d_items");
+    assert_eq!(keys, pending + i64::try_from(session_turn).unwrap());
+}
