@@ -34,6 +34,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};

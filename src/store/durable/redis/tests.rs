@@ -1,0 +1,574 @@
+//! The Redis store against a real Redis: `REDIS_URL` (CI sets it), else
+//! redis://127.0.0.1:6379. Every store gets a unique key prefix; its keys are deleted
+//! when the test ends, passed or not.
+
+use super::keys::{self, UserKeys};
+use super::*;
+use crate::store::durable::{NewOutgoing, conformance};
+use std::sync::{Arc, Mutex};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes every key under the prefixes it made, when dropped (also on a failed test).
+struct Prefixes {
+    url: String,
+    made: Mutex<Vec<String>>,
+}
+
+impl Prefixes {
+    fn new(url: &str) -> Prefixes {
+        Prefixes {
+            url: url.to_string(),
+            made: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn next(&self) -> String {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let prefix = format!(
+            "parlance-test:{}-{nanos}-{}:",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        if let Ok(mut made) = self.made.lock() {
+            made.push(prefix.clone());
+        }
+        prefix
+    }
+
+    async fn store(&self) -> RedisDurable {
+        let prefix = self.next();
+        RedisDurable::connect(&self.url, &prefix)
+            .await
+            .expect("Redis at REDIS_URL (default redis://127.0.0.1:6379) must be reachable")
+    }
+}
+
+impl Drop for Prefixes {
+    fn drop(&mut self) {
+        let Ok(client) = ::redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut con) = client.get_connection() else {
+            return;
+        };
+        let made = self.made.lock().map(|m| m.clone()).unwrap_or_default();
+        for prefix in made {
+            let found: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut con)
+                .unwrap_or_default();
+            if !found.is_empty() {
+                let _: Result<i64, _> = ::redis::cmd("DEL").arg(found).query(&mut con);
+            }
+        }
+    }
+}
+
+fn item(key: &SessionKey, dedupe: Option<&str>, body: &str, at: Millis) -> NewItem {
+    NewItem {
+        key: key.clone(),
+        dedupe: dedupe.map(str::to_string),
+        kind: ItemKind::Message,
+        body: body.into(),
+        at,
+    }
+}
+
+#[tokio::test]
+async fn conformance_suite_passes_on_redis() {
+    let prefixes = Prefixes::new(&redis_url());
+    conformance::run_all(|| async { Arc::new(prefixes.store().await) as Arc<dyn Durable> }).await;
+}
+
+#[tokio::test]
+async fn every_key_of_one_user_shares_one_cluster_slot() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let alice = SessionKey::new("1001", "4915112345678");
+    let now = 1_000_000;
+    // Touch every kind of per-user key: inbox + dedupe, lease, session, outbox,
+    // timers, a sent record and a dead letter.
+    let accepted = store
+        .accept(vec![item(&alice, Some("wamid.A1"), "hi", now)])
+        .await
+        .unwrap();
+    let Accepted::Stored(id) = accepted[0] else {
+        panic!("not stored: {accepted:?}");
+    };
+    let lease = store
+        .acquire(&alice, "i1", now, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("4915112345678", 1000),
+        outgoing: vec![
+            NewOutgoing {
+                at: OutKey { turn: 1, index: 0 },
+                body: "one".into(),
+            },
+            NewOutgoing {
+                at: OutKey { turn: 1, index: 1 },
+                body: "two".into(),
+            },
+        ],
+        timers: vec![NewTimer {
+            name: "wait".into(),
+            due: now + 5000,
+            body: "t".into(),
+        }],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, now, commit).await.unwrap();
+    let sent = SentRecord {
+        message_id: "wamid.OUT1".into(),
+        key: alice.clone(),
+        flow: "main".into(),
+        node: "hello".into(),
+        at: 1000,
+    };
+    store
+        .mark_sent(&lease, now, OutKey { turn: 1, index: 0 }, sent.clone())
+        .await
+        .unwrap();
+    store
+        .dead_letter(&lease, now, OutKey { turn: 1, index: 1 }, "gave up")
+        .await
+        .unwrap();
+    assert_eq!(store.sent("wamid.OUT1").await.unwrap(), Some(sent));
+
+    let mut con = store.con();
+    let all: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{}*", store.prefix))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let user_tag = format!("{}{{1001:4915112345678}}:", store.prefix);
+    let user_keys: Vec<&String> = all.iter().filter(|k| k.starts_with(&user_tag)).collect();
+    for name in ["lease", "session", "timers", "sent", "dead", "d:wamid.A1"] {
+        assert!(
+            user_keys.iter().any(|k| k.ends_with(&format!(":{name}"))),
+            "no {name} key among {user_keys:?}"
+        );
+    }
+    let slot = keys::slot(user_keys[0]);
+    for k in &user_keys {
+        assert_eq!(keys::slot(k), slot, "{k} is in another slot");
+    }
+    // Everything else is a global index, each tagged for a slot of its own.
+    for k in all.iter().filter(|k| !k.starts_with(&user_tag)) {
+        let tag = keys::tag_in(&store.prefix, k).unwrap_or_default();
+        assert!(
+            ["ids", "fence", "work", "timers", "dead", "sent"].contains(&tag.as_str())
+                || tag == "#wamid.A1",
+            "unexpected key {k}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dedupe_records_expire_after_eight_days() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let bob = SessionKey::new("1001", "bob");
+    let first = store
+        .accept(vec![item(&bob, Some("wamid.B1"), "hi", 10)])
+        .await
+        .unwrap();
+    assert!(matches!(first[0], Accepted::Stored(_)));
+    let again = store
+        .accept(vec![item(&bob, Some("wamid.B1"), "hi", 11)])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Accepted::Duplicate]);
+    let ttl: i64 = store
+        .con()
+        .pttl(UserKeys::new(&store.prefix, &bob).dedupe("wamid.B1"))
+        .await
+        .unwrap();
+    let eight_days = 8 * 24 * 3600 * 1000;
+    assert!(
+        ttl > eight_days - 60_000 && ttl <= eight_days,
+        "the dedupe record's TTL is {ttl} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lease_cannot_commit_and_ids_increase_per_user() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let carol = SessionKey::new("1001", "carol");
+    let ttl = Duration::from_secs(10);
+    let ids: Vec<Accepted> = store
+        .accept(vec![
+            item(&carol, Some("w1"), "a", 1),
+            item(&carol, Some("w1"), "dup", 2),
+            item(&carol, None, "b", 3),
+        ])
+        .await
+        .unwrap();
+    let (Accepted::Stored(a), Accepted::Duplicate, Accepted::Stored(b)) = (ids[0], ids[1], ids[2])
+    else {
+        panic!("{ids:?}");
+    };
+    assert!(b > a);
+    let old = store.acquire(&carol, "i1", 0, ttl).await.unwrap().unwrap();
+    assert_eq!(store.acquire(&carol, "i2", 5_000, ttl).await.unwrap(), None);
+    // i1 stalls past its lease; i2 takes over with a larger token.
+    let new = store
+        .acquire(&carol, "i2", 10_001, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.token > old.token);
+    let commit = |item| TurnCommit {
+        item,
+        session: Session::new("carol", 10),
+        outgoing: vec![],
+        timers: vec![],
+        cancel_timers: vec![],
+    };
+    let stale = store.commit_turn(&old, 10_002, commit(a)).await;
+    assert!(matches!(stale, Err(CommitError::Fenced)), "{stale:?}");
+    assert_eq!(
+        store.next_item(&carol).await.unwrap().map(|i| i.id),
+        Some(a)
+    );
+    store.commit_turn(&new, 10_002, commit(a)).await.unwrap();
+    // The same item again: already handled.
+    let twice = store.commit_turn(&new, 10_003, commit(a)).await;
+    assert!(matches!(twice, Err(CommitError::Fenced)), "{twice:?}");
+    assert_eq!(
+        store.next_item(&carol).await.unwrap().map(|i| i.id),
+        Some(b)
+    );
+}
+
+#[tokio::test]
+async fn work_and_timers_are_found_through_the_indexes() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let dave = SessionKey::new("1001", "dave");
+    let erin = SessionKey::new("1002", "erin");
+    store
+        .accept(vec![item(&dave, None, "a", 1), item(&erin, None, "b", 2)])
+        .await
+        .unwrap();
+    let mut users = store.users_with_work(100, 10).await.unwrap();
+    users.sort();
+    assert_eq!(users, vec![dave.clone(), erin.clone()]);
+    // Dave's turn: the item goes, a timer comes; nothing else for him.
+    let lease = store
+        .acquire(&dave, "i1", 100, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let id = store.next_item(&dave).await.unwrap().unwrap().id;
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("dave", 1),
+        outgoing: vec![],
+        timers: vec![NewTimer {
+            name: "wait".into(),
+            due: 5_000,
+            body: "wake".into(),
+        }],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, 100, commit).await.unwrap();
+    store.release(&lease).await.unwrap();
+    assert_eq!(store.users_with_work(200, 10).await.unwrap(), vec![erin]);
+    assert_eq!(store.fire_due_timers(4_999, 10).await.unwrap(), 0);
+    assert_eq!(store.fire_due_timers(5_000, 10).await.unwrap(), 1);
+    assert_eq!(store.fire_due_timers(5_001, 10).await.unwrap(), 0);
+    let fired = store.next_item(&dave).await.unwrap().unwrap();
+    assert_eq!(
+        (fired.kind, fired.body.as_str(), fired.at),
+        (ItemKind::Timer, "wake", 5_000)
+    );
+    assert!(
+        store
+            .users_with_work(5_001, 10)
+            .await
+            .unwrap()
+            .contains(&dave)
+    );
+    assert!(store.timers(&dave).await.unwrap().is_empty());
+}
+
+/// A redis-server of our own on a free loopback port, stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16, dir: &std::path::Path) -> Option<OwnRedis> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(OwnRedis { child })
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+async fn until_ok<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_gives_errors_then_works_again_by_itself() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!(
+            "redis-server is not installed: this test starts its own (apt-get install redis-server)"
+        );
+    }
+    let port = free_port();
+    let dir = tempfile::TempDir::new().unwrap();
+    let server = OwnRedis::start(port, dir.path()).unwrap();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let store = until_ok("connect", || RedisDurable::connect(&url, "p:")).await;
+    let frank = SessionKey::new("1001", "frank");
+    store
+        .accept(vec![item(&frank, Some("w1"), "before", 1)])
+        .await
+        .unwrap();
+
+    // Redis goes away: calls fail (the webhook would answer 503), nothing panics.
+    drop(server);
+    let down = store
+        .accept(vec![item(&frank, Some("w2"), "during", 2)])
+        .await;
+    assert!(down.is_err(), "{down:?}");
+    assert!(store.ping().await.is_err());
+
+    // Back on the same port with its append-only file: the same store works again,
+    // without being rebuilt, and nothing acknowledged before was lost.
+    let _server = OwnRedis::start(port, dir.path()).unwrap();
+    until_ok("ping after restart", || store.ping()).await;
+    let after = until_ok("accept after restart", || {
+        store.accept(vec![item(&frank, Some("w2"), "after", 3)])
+    })
+    .await;
+    assert!(matches!(after[0], Accepted::Stored(_)), "{after:?}");
+    let dup = store
+        .accept(vec![item(&frank, Some("w1"), "before", 1)])
+        .await
+        .unwrap();
+    assert_eq!(dup, vec![Accepted::Duplicate]);
+    let first = store.next_item(&frank).await.unwrap().unwrap();
+    assert_eq!(first.body, "before");
+}
+
+#[tokio::test]
+async fn an_item_of_an_unknown_kind_is_moved_aside_and_the_next_one_runs() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let gus = SessionKey::new("1001", "gus");
+    let answers = store
+        .accept(vec![item(&gus, None, "new", 1), item(&gus, None, "old", 2)])
+        .await
+        .unwrap();
+    let (Accepted::Stored(first), Accepted::Stored(second)) = (answers[0], answers[1]) else {
+        panic!("{answers:?}");
+    };
+    // As a newer version would have written it.
+    let keys = UserKeys::new(&store.prefix, &gus);
+    let _: i64 = store
+        .con()
+        .hset(keys.items(), format!("{}:k", first.0), "from_the_future")
+        .await
+        .unwrap();
+    let next = store.next_item(&gus).await.unwrap().unwrap();
+    assert_eq!((next.id, next.body.as_str()), (second, "old"));
+    let aside: Option<String> = store
+        .con()
+        .hget(keys.aside(), format!("{}:b", first.0))
+        .await
+        .unwrap();
+    assert_eq!(aside.as_deref(), Some("new"), "kept aside, not erased");
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let hal = SessionKey::new("1001", "hal");
+    let tag = UserKeys::new(&store.prefix, &hal).tag;
+    // An instance claimed wamid.H1 for hal, then died before hal's script ran.
+    let _: () = store
+        .con()
+        .set(
+            keys::dedupe_claim(&store.prefix, "wamid.H1"),
+            format!("{} c 5", keys::fingerprint(&tag)),
+        )
+        .await
+        .unwrap();
+    let redelivered = store
+        .accept(vec![item(&hal, Some("wamid.H1"), "hello", 5)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(redelivered[0], Accepted::Stored(_)),
+        "{redelivered:?}"
+    );
+    // Now stored: the next copy is a duplicate, for hal and for anyone else.
+    for user in ["hal", "ivy"] {
+        let again = store
+            .accept(vec![item(
+                &SessionKey::new("1001", user),
+                Some("wamid.H1"),
+                "hello",
+                5,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
+    }
+    assert_eq!(store.next_item(&hal).await.unwrap().unwrap().body, "hello");
+}
+
+#[tokio::test]
+async fn a_stale_hint_costs_one_check_then_goes() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let jo = SessionKey::new("1001", "jo");
+    let tag = UserKeys::new(&store.prefix, &jo).tag;
+    // A hint without work behind it (its accept died before the user's script ran).
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, Some(5.0));
+    assert_eq!(store.users_with_work(10, 10).await.unwrap(), vec![]);
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, None, "the stale hint was removed");
+    // A hint added after the check read its version survives the removal.
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    let version = store.hint_version(Index::Work, &tag).await.unwrap();
+    store.hint(Index::Work, &tag, 5).await.unwrap();
+    assert!(
+        !store
+            .settle(Index::Work, &tag, &version, None)
+            .await
+            .unwrap()
+    );
+    let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(score, Some(5.0), "a racing hint is not lost");
+}
+
+#[tokio::test]
+async fn a_turn_sets_its_timers_then_cancels_the_named_ones() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let kim = SessionKey::new("1001", "kim");
+    let answers = store.accept(vec![item(&kim, None, "a", 1)]).await.unwrap();
+    let Accepted::Stored(id) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let lease = store
+        .acquire(&kim, "i1", 0, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let timer = |name: &str| NewTimer {
+        name: name.into(),
+        due: 100,
+        body: name.into(),
+    };
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("kim", 1),
+        outgoing: vec![],
+        timers: vec![timer("wait"), timer("expiry")],
+        cancel_timers: vec!["wait".into()],
+    };
+    store.commit_turn(&lease, 1, commit).await.unwrap();
+    assert_eq!(store.timers(&kim).await.unwrap(), vec![timer("expiry")]);
+}
+
+#[tokio::test]
+async fn a_sooner_retry_is_found_at_its_time() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let lou = SessionKey::new("1001", "lou");
+    let answers = store.accept(vec![item(&lou, None, "a", 1)]).await.unwrap();
+    let Accepted::Stored(id) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let ttl = Duration::from_millis(10);
+    let lease = store.acquire(&lou, "i1", 0, ttl).await.unwrap().unwrap();
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new("lou", 1),
+        outgoing: vec![NewOutgoing {
+            at: OutKey { turn: 1, index: 0 },
+            body: "hi".into(),
+        }],
+        timers: vec![],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, 1, commit).await.unwrap();
+    let at = OutKey { turn: 1, index: 0 };
+    store
+        .mark_attempt(&lease, 2, at, false, 5_000)
+        .await
+        .unwrap();
+    store.release(&lease).await.unwrap();
+    // Looked at before it is due: the index moves Lou to 5_000.
+    assert_eq!(store.users_with_work(100, 10).await.unwrap(), vec![]);
+    // Another holder retries sooner than that.
+    let lease = store.acquire(&lou, "i2", 200, ttl).await.unwrap().unwrap();
+    store
+        .mark_attempt(&lease, 201, at, false, 1_000)
+        .await
+        .unwrap();
+    store.release(&lease).await.unwrap();
+    assert_eq!(store.users_with_work(1_000, 10).await.unwrap(), vec![lou]);
+}
