@@ -25,6 +25,11 @@
 //!   `schemas/whatsapp/`), and → text for the terminal.
 //! - [`testing`]: the conversation test runner behind `parlance test`.
 //! - [`store`]: sessions, seen message ids and statuses: SQLite (default) or memory.
+//!   `store::durable` is the durable store the per-user event loop will stand on (inbox
+//!   with dedupe, per-user leases with fencing, atomic turn commits with the outbox, dead
+//!   letters, timers) with one conformance suite and three implementations: SQLite (one
+//!   writer, group commit), Redis (one Lua script per atomic step, one cluster slot per
+//!   user) and memory. Not wired into `serve` yet.
 //! - [`whatsapp`]: WhatsApp's inbound webhook JSON and its signature; the only place that
 //!   knows them.
 //! - [`live`]: `LiveBot`, the bot a folder serves now (folder, swappable compiled bot,

@@ -320,10 +320,12 @@ async fn scrapes_do_not_slow_webhook_acks_with_many_sessions() {
         scrapes += s.await.unwrap();
     }
     assert!(scrapes >= 20, "the scrapers ran alongside: {scrapes}");
-    // Had a scrape counted sessions under the lock webhooks need, each ack would wait for
-    // a good part of a count.
+    // Had a scrape counted sessions under the lock webhooks need, each ack would wait
+    // behind the counts of four scrapers: measured on the old code, acks slowed by about
+    // 2.3 counts. One whole count of slack keeps a loaded machine's jitter (2 ms seen)
+    // from failing the test while that slowdown still fails it.
     assert!(
-        scraped < quiet + one_count / 2,
+        scraped < quiet + one_count,
         "webhook acks slowed from {quiet:?} to {scraped:?} by scrapes (one count takes {one_count:?})"
     );
     let text = reqwest::get(format!("http://{addr}/metrics"))

@@ -252,9 +252,12 @@ pub trait Durable: Send + Sync {
     // ---- inbox
 
     /// Stores items in their users' inboxes, deciding duplicates in the same step.
-    /// All or nothing: on `Err` nothing was stored and the webhook must not be
-    /// acknowledged (5xx, so Meta redelivers). Duplicates within `items` count too: the
-    /// second is a `Duplicate`. Answers one [`Accepted`] per item, in order.
+    /// All or nothing for each user: on `Err` the webhook must not be acknowledged (5xx,
+    /// so Meta redelivers). SQLite and memory store nothing of a failed batch; Redis
+    /// stores per user, so some users' items may be stored already, and the redelivery
+    /// finds them `Duplicate`: nothing is lost and nothing handled twice either way.
+    /// Duplicates within `items` count too: the second is a `Duplicate`. Answers one
+    /// [`Accepted`] per item, in order.
     async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError>;
 
     /// The oldest unhandled item of the user, if any.
