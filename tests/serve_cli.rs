@@ -5,51 +5,22 @@ use parlance::testing::fake_graph::FakeGraph;
 use parlance::whatsapp::signature;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{free_port, parlance, wait_until_up};
 
 const TOKEN: &str = "EAAGtoken1234567890";
 const SECRET: &str = "5550123987654321";
 const API_KEY: &str = "admin-key-9f8e7d";
 const USER: &str = "4915112345678";
 
-fn parlance() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parlance"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PARLANCE_") || name == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Stops the server and returns what it logged.
 fn stop(mut child: Child) -> String {
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn wait_until_up(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 fn write_bot(dir: &Path, graph: &FakeGraph) {

@@ -98,18 +98,6 @@ async fn post(addr: SocketAddr, body: &[u8], secret: Option<&str>) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
-/// Waits until the fake has `n` messages (or 10 s).
-async fn wait_for(graph: &FakeGraph, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = graph.messages();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_number_that_can_send_without_an_app_secret_does_not_start() {
     let graph = FakeGraph::start().await.unwrap();
@@ -153,13 +141,13 @@ async fn unsigned_posts_reach_only_numbers_that_allow_them() {
     // The number that says allow_unsigned takes it (a test setup).
     let for_unsigned = text_webhook("2002", "4915100000002", "wamid.u.2", "hi");
     assert_eq!(post(addr, &for_unsigned, None).await, 200);
-    let sent = wait_for(&graph, 1).await;
+    let sent = graph.wait_for_messages(1).await;
     assert_eq!(sent[0]["text"]["body"], "unsigned heard hi");
     assert_eq!(graph.received()[0].phone_number_id, "2002");
 
     // Correctly signed, the first number answers too.
     assert_eq!(post(addr, &for_signed, Some("secret-a")).await, 200);
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(sent[1]["text"]["body"], "signed heard hello");
 }
 
@@ -340,5 +328,5 @@ async fn scrapes_do_not_slow_webhook_acks_with_many_sessions() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_default();
     assert!(active >= SESSIONS, "{text}");
-    assert_eq!(wait_for(&graph, 30).await.len(), 30);
+    assert_eq!(graph.wait_for_messages(30).await.len(), 30);
 }

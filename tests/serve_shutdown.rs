@@ -12,26 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{free_port, parlance, wait_until_up};
+
 const SECRET: &str = "shutdown-app-secret";
 const NUMBER: &str = "1001";
-
-fn parlance() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parlance"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PARLANCE_") || name == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A bot whose every turn sends three replies naming the message, `delay_ms` apart.
 fn write_bot(dir: &Path, graph: &FakeGraph, delay_ms: u64) {
@@ -61,20 +46,6 @@ fn start(dir: &Path, port: u16, shutdown_timeout: u64) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-async fn wait_until_up(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 fn terminate(child: &Child) {

@@ -10,7 +10,7 @@ use parlance::whatsapp::signature;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "test-app-secret";
 const NUMBER: &str = "1001";
@@ -117,18 +117,6 @@ async fn send_signed(addr: SocketAddr, webhook: &Value) -> reqwest::Response {
     post(addr, &body, Some(signature::sign(SECRET, &body))).await
 }
 
-/// Waits until the fake has `n` messages (or 10 s).
-async fn wait_for(graph: &FakeGraph, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = graph.messages();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn bodies(messages: &[Value]) -> Vec<String> {
     messages
         .iter()
@@ -190,7 +178,7 @@ async fn only_correctly_signed_deliveries_are_processed() {
 
     let signed = post(addr, &body, Some(signature::sign(SECRET, &body))).await;
     assert_eq!(signed.status(), 200);
-    let sent = wait_for(&graph, 1).await;
+    let sent = graph.wait_for_messages(1).await;
     assert_eq!(bodies(&sent), ["echo hello"]);
     assert_eq!(sent[0]["to"], "4915100000001");
     assert_eq!(
@@ -234,7 +222,7 @@ async fn two_replies_arrive_in_order_with_the_message_delay_between_them() {
             .status(),
         200
     );
-    wait_for(&graph, 2).await;
+    graph.wait_for_messages(2).await;
     let received: Vec<_> = graph
         .received()
         .into_iter()
@@ -277,7 +265,7 @@ async fn a_429_is_retried_and_the_message_is_delivered_once() {
         &text_webhook("4915100000004", "wamid.429.1", "retry me"),
     )
     .await;
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(
         bodies(&sent),
         ["echo retry me", "echo retry me"],
@@ -299,7 +287,7 @@ async fn a_closed_window_sends_the_template_instead() {
     write_bot(dir.path(), &graph, 0);
     let addr = start(dir.path()).await;
     send_signed(addr, &text_webhook("4915100000005", "wamid.late.1", "late")).await;
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(sent[0]["text"]["body"], "free-form text");
     assert_eq!(sent[1]["type"], "template");
     assert_eq!(sent[1]["template"]["name"], "we_miss_you");
@@ -332,7 +320,7 @@ async fn a_burst_from_twenty_users_is_answered_in_each_users_order() {
             assert_eq!(p.await.unwrap(), 200);
         }
     }
-    let sent = wait_for(&graph, 100).await;
+    let sent = graph.wait_for_messages(100).await;
     assert_eq!(sent.len(), 100);
     for user in 0..20 {
         let to = format!("49151{user:08}");
@@ -363,11 +351,14 @@ async fn a_restart_continues_the_conversation() {
     .unwrap();
     let first = start(dir.path()).await;
     send_signed(first, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
-    assert_eq!(bodies(&wait_for(&graph, 1).await), ["Your name?"]);
+    assert_eq!(bodies(&graph.wait_for_messages(1).await), ["Your name?"]);
     // A second server on the same bot folder and database, as after a restart.
     let second = start(dir.path()).await;
     send_signed(second, &text_webhook("4915100000006", "wamid.r.2", "Ada")).await;
-    assert_eq!(bodies(&wait_for(&graph, 2).await), ["Your name?", "Hi Ada"]);
+    assert_eq!(
+        bodies(&graph.wait_for_messages(2).await),
+        ["Your name?", "Hi Ada"]
+    );
     send_signed(second, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -431,7 +422,7 @@ async fn metrics_count_webhooks_messages_and_turns() {
         &text_webhook("4915100000007", "wamid.m.1", "count me"),
     )
     .await;
-    wait_for(&graph, 1).await;
+    graph.wait_for_messages(1).await;
     let body = b"{}";
     assert_eq!(
         post(addr, body, Some("sha256=00".into())).await.status(),
@@ -470,7 +461,7 @@ async fn a_failed_delivery_status_takes_the_nodes_on_error_branch() {
     .unwrap();
     let addr = start(dir.path()).await;
     send_signed(addr, &text_webhook("4915100000008", "wamid.p.1", "promo")).await;
-    let sent = wait_for(&graph, 1).await;
+    let sent = graph.wait_for_messages(1).await;
     assert_eq!(bodies(&sent), ["A special offer"]);
 
     // WhatsApp reports the message failed (the fake numbers its messages from 1).
@@ -487,7 +478,7 @@ async fn a_failed_delivery_status_takes_the_nodes_on_error_branch() {
         }}]}]
     });
     assert_eq!(send_signed(addr, &status).await.status(), 200);
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(bodies(&sent), ["A special offer", "Sorry, code 131026"]);
 }
 
@@ -512,7 +503,7 @@ async fn a_failed_status_step_in_parlance_test_sends_what_serve_sends() {
     webhook["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] =
         json!(sent_at.to_string());
     send_signed(addr, &webhook).await;
-    let sent = wait_for(&graph, 1).await;
+    let sent = graph.wait_for_messages(1).await;
     assert_eq!(sent[0]["template"]["name"], "order_update", "{sent:?}");
     let status = json!({
         "object": "whatsapp_business_account",
@@ -527,7 +518,7 @@ async fn a_failed_status_step_in_parlance_test_sends_what_serve_sends() {
         }}]}]
     });
     assert_eq!(send_signed(addr, &status).await.status(), 200);
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     let from_serve = &sent[1];
     assert_eq!(
@@ -613,7 +604,7 @@ async fn two_numbers_are_routed_to_their_own_bots_and_secrets() {
         200
     );
     send_signed(addr, &text_webhook("4915100000010", "wamid.a.1", "hi")).await;
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     let by_number: Vec<(String, String)> = graph
         .received()
         .into_iter()
@@ -652,7 +643,7 @@ async fn handled_messages_are_marked_read_with_a_typing_indicator() {
     std::fs::write(dir.path().join("parlance.yaml"), config).unwrap();
     let addr = start(dir.path()).await;
     send_signed(addr, &text_webhook("4915100000011", "wamid.read.1", "hi")).await;
-    wait_for(&graph, 1).await;
+    graph.wait_for_messages(1).await;
     let received = graph.received();
     assert_eq!(
         received[0].body,

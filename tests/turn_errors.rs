@@ -11,7 +11,6 @@ use parlance::whatsapp::signature;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 const SECRET: &str = "test-app-secret";
 const NUMBER: &str = "1001";
@@ -167,18 +166,6 @@ async fn send(addr: std::net::SocketAddr, id: &str, message: Value) {
     assert_eq!(status, 200);
 }
 
-/// Waits until the fake has `n` messages (or 10 s).
-async fn wait_for(graph: &FakeGraph, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = graph.messages();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn bodies(messages: &[Value]) -> Vec<String> {
     messages
         .iter()
@@ -210,7 +197,7 @@ async fn a_runaway_turn_sends_ten_messages_then_the_fallback_and_logs_its_path()
         json!({ "type": "text", "text": { "body": "loop" } }),
     )
     .await;
-    let sent = wait_for(&graph, 11).await;
+    let sent = graph.wait_for_messages(11).await;
     assert_eq!(
         bodies(&sent),
         ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "Sorry."]
@@ -237,7 +224,7 @@ async fn an_undefined_variable_is_logged_by_name_and_the_fallback_answers() {
         json!({ "type": "text", "text": { "body": "price" } }),
     )
     .await;
-    wait_for(&graph, 1).await;
+    graph.wait_for_messages(1).await;
     send(
         addr,
         "wamid.price.2",
@@ -246,7 +233,7 @@ async fn an_undefined_variable_is_logged_by_name_and_the_fallback_answers() {
         } }),
     )
     .await;
-    let sent = wait_for(&graph, 2).await;
+    let sent = graph.wait_for_messages(2).await;
     assert_eq!(bodies(&sent[1..]), ["Sorry."]);
     let log = logs.text();
     assert!(

@@ -115,6 +115,19 @@ impl FakeGraph {
             .collect()
     }
 
+    /// The messages sent, once there are at least `n` of them or 10 s have passed
+    /// (then the caller's assertion on what arrived says what is missing).
+    pub async fn wait_for_messages(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.messages();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
