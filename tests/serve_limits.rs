@@ -170,6 +170,21 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_new_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let server = start(limits(700, 5_000, 5_000, 64)).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    let (rest, closed) = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    let took = started.elapsed();
+    assert!(closed, "a silent connection was still open after 3 s");
+    assert_eq!(rest, "");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(2000),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_body_is_cut_off_within_the_body_timeout() {
     let server = start(limits(5_000, 600, 5_000, 64)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();

@@ -266,7 +266,9 @@ impl Activity {
 
     /// When the connection is to be closed if nothing changes: never while a request
     /// is handled (the body timeout bounds that), the header timeout from the first
-    /// byte of a head, the idle timeout from the last byte otherwise.
+    /// byte of a head (or from the start, for a connection that sent nothing yet, when
+    /// that is shorter than the idle timeout), the idle timeout from the last byte
+    /// otherwise.
     fn deadline(&self, limits: &Limits) -> Instant {
         let now = Instant::now();
         if self.in_flight.load(Ordering::Acquire) > 0 {
@@ -275,8 +277,13 @@ impl Activity {
         if let Some(started) = *self.head() {
             return started + limits.header_timeout;
         }
-        let last = self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
-        last + limits.idle_timeout
+        let last_io = self.last_io_ms.load(Ordering::Relaxed);
+        if last_io == 0 {
+            // A new connection that has sent nothing yet owes us a request head: it
+            // gets no longer than one would (an idle flood frees its slots sooner).
+            return self.epoch + limits.header_timeout.min(limits.idle_timeout);
+        }
+        self.epoch + Duration::from_millis(last_io) + limits.idle_timeout
     }
 }
 

@@ -139,7 +139,7 @@ async fn receive(
     let metrics = &state.runtime.metrics;
     metrics.webhooks_received.inc();
     // Held until every item is queued, so the shutdown drain waits for them.
-    let Some(_admitted) = state.runtime.admit() else {
+    let Some(admitted) = state.runtime.admit() else {
         return Err(shutting_down());
     };
     let reject = |status: StatusCode, reason: String| {
@@ -164,7 +164,7 @@ async fn receive(
     let signed_for = signed_for.unwrap_or_default();
     let webhook =
         inbound::parse(&body).map_err(|e| reject(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let (mut handled, mut refused) = (0, 0);
+    let (mut handled, mut refused) = (Vec::new(), 0);
     for item in webhook.items {
         let number = match &item {
             Item::Message {
@@ -189,13 +189,29 @@ async fn receive(
             refused += 1;
             continue;
         }
-        handled += 1;
-        state.runtime.accept(item).await;
+        handled.push(item);
     }
-    if refused > 0 && handled == 0 {
+    if refused > 0 && handled.is_empty() {
         return Err(reject(
             StatusCode::UNAUTHORIZED,
             "not signed with the app secret of the number it is for".into(),
+        ));
+    }
+    // Queue the items in a task of their own and wait for it: when Meta's connection
+    // drops mid-way, axum drops this handler, and a message already recorded as seen
+    // but not yet queued would be lost for good (its redelivery is a duplicate).
+    let runtime = Arc::clone(&state.runtime);
+    let queued = tokio::spawn(async move {
+        for item in handled {
+            runtime.accept(item).await;
+        }
+        drop(admitted);
+    });
+    if let Err(e) = queued.await {
+        tracing::error!(error = %e, "queueing a webhook's items failed");
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the delivery could not be queued; Meta will retry".into(),
         ));
     }
     Ok("ok\n")

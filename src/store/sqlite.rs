@@ -201,9 +201,14 @@ impl Store for SqliteStore {
     fn ping(&self) -> Result<(), StoreError> {
         // On the reading connection, like the session count: a probe never queues
         // behind turns, and reading a table proves the file and its schema are there.
-        self.counter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        // While a `/metrics` count runs on that connection the store is evidently
+        // answering: say so rather than wait behind a count that may take seconds.
+        let counter = match self.counter.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        counter
             .prepare_cached("SELECT 1 FROM sessions LIMIT 1")
             .and_then(|mut s| s.exists([]))
             .map(|_| ())
@@ -271,6 +276,22 @@ mod tests {
         behaviour::statuses_are_kept_per_message(&store().1);
         behaviour::sent_messages_are_found_by_id(&store().1);
         behaviour::purge_removes_only_old_data(&store().1);
+    }
+
+    #[test]
+    fn ping_does_not_wait_behind_a_session_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("p.db")).unwrap());
+        // A `/metrics` count holds the reading connection (here: for as long as we like).
+        let counting = store.counter.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            let _ = tx.send(probe.ping().is_ok());
+        });
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(2));
+        drop(counting);
+        assert_eq!(answered, Ok(true), "the probe waited behind the count");
     }
 
     #[test]
