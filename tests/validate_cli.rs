@@ -176,6 +176,15 @@ fn temp_bot(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 const HELLO: &str = "nodes:\n  hello:\n    say: \"Hello\"\n";
 
+/// Validates a bot made of `files`: the exit code and what was printed, with the bot's
+/// temporary path written as `BOT`.
+fn validate_bot(files: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = temp_bot(files);
+    let d = dir.path().join("bot").to_string_lossy().into_owned();
+    let out = validate(&[&d]);
+    (out.status.code(), stdout(&out).replace(&d, "BOT"))
+}
+
 #[cfg(unix)]
 #[test]
 fn files_that_lead_out_of_the_bot_folder_are_refused() {
@@ -248,16 +257,14 @@ fn absolute_paths_are_refused_even_to_files_that_exist() {
 /// build cannot run transformers, so configuring one is an error.
 #[test]
 fn a_configured_transformer_is_an_error() {
-    let dir = temp_bot(&[
+    let (code, printed) = validate_bot(&[
         ("flows/main.yaml", HELLO),
         ("parlance.yaml", "transformers:\n  output: t/out.rhai\n"),
         ("t/out.rhai", "this is { not rhai"),
     ]);
-    let d = dir.path().join("bot").to_string_lossy().into_owned();
-    let out = validate(&[&d]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     assert_eq!(
-        stdout(&out).replace(&d, "BOT"),
+        printed,
         "BOT/parlance.yaml:2:3: error[not_supported] transformers.output: this build cannot run transformer scripts; hint: remove `transformers:` for now; transformer scripts come in a later version\n"
     );
 }
@@ -265,30 +272,26 @@ fn a_configured_transformer_is_an_error() {
 /// One user message made a `say` whose `next` is itself send 100 WhatsApp messages.
 #[test]
 fn a_say_that_leads_to_itself_is_a_load_error() {
-    let dir = temp_bot(&[(
+    let (code, printed) = validate_bot(&[(
         "flows/main.yaml",
         "nodes:\n  hello:\n    say: \"Hello\"\n    next: hello\n",
     )]);
-    let d = dir.path().join("bot").to_string_lossy().into_owned();
-    let out = validate(&[&d]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     assert_eq!(
-        stdout(&out).replace(&d, "BOT"),
+        printed,
         "BOT/flows/main.yaml:2:3: error[endless_loop] nodes.hello: hello → hello loop forever without waiting for the user; hint: add a node that waits (ask, buttons, list) or a branch that leaves the loop\n"
     );
 }
 
 #[test]
 fn reading_a_variable_nothing_sets_is_an_error_naming_the_saved_one() {
-    let dir = temp_bot(&[(
+    let (code, printed) = validate_bot(&[(
         "flows/main.yaml",
         "nodes:\n  how_many:\n    ask: { text: \"How many?\", expect: integer }\n    save: qty\n  confirm:\n    say: \"{{ vars.quantity }} pizzas\"\n",
     )]);
-    let d = dir.path().join("bot").to_string_lossy().into_owned();
-    let out = validate(&[&d]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     assert_eq!(
-        stdout(&out).replace(&d, "BOT"),
+        printed,
         "BOT/flows/main.yaml:6:10: error[unset_variable] nodes.confirm.say: vars.quantity is never saved or set in this bot; hint: did you mean vars.qty?\n"
     );
 }
