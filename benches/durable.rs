@@ -58,6 +58,7 @@ async fn one_turn(store: &dyn Durable, user: &mut User, seq: u64) {
                 session: user.session.clone(),
                 outgoing: vec![NewOutgoing {
                     at,
+                    not_before: 0,
                     body: r#"{"type":"text","text":{"body":"hi there"}}"#.into(),
                 }],
                 timers: Vec::new(),

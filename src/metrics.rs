@@ -18,6 +18,10 @@ pub struct Metrics {
     pub messages_sent: Counter,
     pub messages_failed: Counter,
     pub messages_retried: Counter,
+    /// Send attempts whose outcome is unknown (a timeout after the request went out).
+    pub messages_ambiguous: Counter,
+    /// 1 for each phone number whose sending is paused by an auth error.
+    pub sending_paused: Family<ReasonLabels, Gauge>,
     pub turns: Counter,
     pub turn_errors: Counter,
     /// Seconds from loading the session to saving it (the engine and the store).
@@ -36,6 +40,8 @@ impl Default for Metrics {
             messages_sent: Counter::default(),
             messages_failed: Counter::default(),
             messages_retried: Counter::default(),
+            messages_ambiguous: Counter::default(),
+            sending_paused: Family::default(),
             turns: Counter::default(),
             turn_errors: Counter::default(),
             // 10 µs to ~2.6 s.
@@ -67,6 +73,16 @@ impl Default for Metrics {
             "messages_retried",
             "Send attempts retried",
             m.messages_retried.clone(),
+        );
+        registry.register(
+            "messages_ambiguous",
+            "Send attempts that timed out after the request went out (Graph may have accepted them; each is retried at most once)",
+            m.messages_ambiguous.clone(),
+        );
+        registry.register(
+            "sending_paused",
+            "1 while a phone number's sending is paused because the Graph API refused its access token",
+            m.sending_paused.clone(),
         );
         registry.register("turns", "Conversation turns run", m.turns.clone());
         registry.register(

@@ -47,8 +47,9 @@ async fn readyz_says_which_store_does_not_answer_while_healthz_stays_ok() {
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
         limits: Limits::default(),
         log_format: LogFormat::Text,
+        delivery: Default::default(),
     };
-    let (state, _) = serve::build(&options).expect("the bot loads");
+    let (state, _) = serve::build(&options).await.expect("the bot loads");
     let app = parlance::server::app(state);
 
     let (status, body) = get(app.clone(), "/readyz").await;
@@ -59,14 +60,14 @@ async fn readyz_says_which_store_does_not_answer_while_healthz_stays_ok() {
         json!({
             "ready": true,
             "problems": [],
-            "bots": [{ "phone_number_id": "local", "version": 1, "store": "ok" }]
+            "bots": [{ "phone_number_id": "local", "version": 1, "store": "ok", "sending": "ok" }]
         })
     );
 
     // Someone breaks the database under the running server.
     rusqlite::Connection::open(dir.path().join("data/ready.db"))
         .unwrap()
-        .execute_batch("DROP TABLE sessions")
+        .execute_batch("DROP TABLE d_sessions")
         .unwrap();
     let (status, body) = get(app.clone(), "/readyz").await;
     assert_eq!(status, 503);
@@ -75,8 +76,8 @@ async fn readyz_says_which_store_does_not_answer_while_healthz_stays_ok() {
         body,
         json!({
             "ready": false,
-            "problems": ["local: store: no such table: sessions"],
-            "bots": [{ "phone_number_id": "local", "version": 1, "store": "store: no such table: sessions" }]
+            "problems": ["local: store: no such table: d_sessions"],
+            "bots": [{ "phone_number_id": "local", "version": 1, "store": "store: no such table: d_sessions", "sending": "ok" }]
         })
     );
     let (status, body) = get(app, "/healthz").await;

@@ -38,8 +38,9 @@ async fn start(limits: Limits) -> Server {
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
         limits,
         log_format: LogFormat::Text,
+        delivery: Default::default(),
     };
-    let (state, _) = serve::build(&options).expect("the bot loads");
+    let (state, _) = serve::build(&options).await.expect("the bot loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

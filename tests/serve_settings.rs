@@ -218,16 +218,20 @@ fn an_empty_variable_is_an_error_naming_the_key_but_an_empty_default_is_local_mo
 fn the_session_store_is_one_this_build_can_open() {
     let cases = [
         (
-            "redis://localhost:6379",
-            "parlance.yaml:1:19: error[invalid_value] session.store: this build cannot keep sessions in Redis (\"redis://localhost:6379\"); hint: this build stores sessions in SQLite: sqlite://data/parlance.db; Redis comes with the release that serves one number from several instances",
+            "redis://",
+            "parlance.yaml:1:19: error[invalid_value] session.store: the Redis URL is not usable: it names no host; hint: e.g. redis://127.0.0.1:6379/0 or redis://127.0.0.1:6379/0?prefix=shop:",
+        ),
+        (
+            "redis://127.0.0.1:6379/0?db=2",
+            "parlance.yaml:1:19: error[invalid_value] session.store: the Redis URL is not usable: unknown parameter \"db=2\" (only prefix=NAME is known); hint: e.g. redis://127.0.0.1:6379/0 or redis://127.0.0.1:6379/0?prefix=shop:",
         ),
         (
             "postgres://db/bot",
-            "parlance.yaml:1:19: error[invalid_value] session.store: unknown session store \"postgres://\"; hint: this build stores sessions in SQLite: sqlite://data/parlance.db (or memory:// for sessions lost on restart)",
+            "parlance.yaml:1:19: error[invalid_value] session.store: unknown session store \"postgres://\"; hint: sqlite://data/parlance.db for one instance, redis://host:6379/0 for several (memory:// keeps nothing across restarts)",
         ),
         (
             "data/bot.db",
-            "parlance.yaml:1:19: error[invalid_value] session.store: \"data/bot.db\" is not a store URL; hint: this build stores sessions in SQLite: sqlite://data/parlance.db (or memory:// for sessions lost on restart)",
+            "parlance.yaml:1:19: error[invalid_value] session.store: \"data/bot.db\" is not a store URL; hint: sqlite://data/parlance.db for one instance, redis://host:6379/0 for several (memory:// keeps nothing across restarts)",
         ),
         (
             "sqlite://",
@@ -254,7 +258,11 @@ fn the_session_store_is_one_this_build_can_open() {
         let first = want.split_once(": error").map_or(want, |(_, rest)| rest);
         assert!(said.contains(first), "{url}: {said}");
     }
-    for url in ["sqlite://data/bot.db", "memory://"] {
+    for url in [
+        "sqlite://data/bot.db",
+        "memory://",
+        "redis://127.0.0.1:6379/0?prefix=shop:",
+    ] {
         let dir = bot(&format!("session: {{ store: \"{url}\" }}\n"));
         assert_eq!(diagnostics(dir.path(), &[]), Vec::<String>::new(), "{url}");
     }

@@ -70,8 +70,9 @@ async fn start_with(dirs: &[&Path], limits: Limits) -> SocketAddr {
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
         limits,
         log_format: LogFormat::Text,
+        delivery: Default::default(),
     };
-    let (state, _) = serve::build(&options).expect("the bot loads");
+    let (state, _) = serve::build(&options).await.expect("the bot loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -337,35 +338,6 @@ async fn a_burst_from_twenty_users_is_answered_in_each_users_order() {
             "user {user}"
         );
     }
-}
-
-#[tokio::test]
-async fn a_restart_continues_the_conversation() {
-    let graph = FakeGraph::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_bot(dir.path(), &graph, 0);
-    std::fs::write(
-        dir.path().join("flows/ask.yaml"),
-        "triggers:\n  - keywords: [ask]\nnodes:\n  q:\n    ask: { text: \"Your name?\" }\n    save: name\n  hi:\n    say: \"Hi {{ vars.name }}\"\n",
-    )
-    .unwrap();
-    let first = start(dir.path()).await;
-    send_signed(first, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
-    assert_eq!(bodies(&graph.wait_for_messages(1).await), ["Your name?"]);
-    // A second server on the same bot folder and database, as after a restart.
-    let second = start(dir.path()).await;
-    send_signed(second, &text_webhook("4915100000006", "wamid.r.2", "Ada")).await;
-    assert_eq!(
-        bodies(&graph.wait_for_messages(2).await),
-        ["Your name?", "Hi Ada"]
-    );
-    send_signed(second, &text_webhook("4915100000006", "wamid.r.1", "ask")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        graph.messages().len(),
-        2,
-        "a redelivery after the restart is still a duplicate"
-    );
 }
 
 #[tokio::test]

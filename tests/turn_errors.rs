@@ -120,8 +120,9 @@ async fn start(dir: &Path) -> std::net::SocketAddr {
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
         limits: Limits::default(),
         log_format: LogFormat::Text,
+        delivery: Default::default(),
     };
-    let (state, _) = serve::build(&options).expect("the bot loads");
+    let (state, _) = serve::build(&options).await.expect("the bot loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

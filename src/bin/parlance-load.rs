@@ -95,8 +95,10 @@ async fn run(args: Args) -> Result<(), String> {
         max_body_bytes: parlance::server::DEFAULT_MAX_BODY_BYTES,
         limits: Limits::default(),
         log_format: LogFormat::Text,
+        delivery: Default::default(),
     };
     let (state, _) = serve::build(&options)
+        .await
         .map_err(|code| format!("the load bot did not load (exit {code})"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -8,6 +8,7 @@ pub mod serve;
 mod test;
 mod validate;
 
+use crate::delivery::runtime::LoopSettings;
 use crate::server::listen;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -81,6 +82,20 @@ pub enum Command {
         /// webhooks get 503 meanwhile) before the server exits.
         #[arg(long, value_name = "SECS", default_value_t = serve::DEFAULT_SHUTDOWN_TIMEOUT_SECS, env = "PARLANCE_SHUTDOWN_TIMEOUT")]
         shutdown_timeout: u64,
+        /// How long a failed send is retried (with backoff) before it becomes a dead
+        /// letter, e.g. `6h`, `30m`.
+        #[arg(long, value_name = "DURATION", default_value = "6h", env = "PARLANCE_RETRY_DEADLINE", value_parser = humantime::parse_duration)]
+        retry_deadline: Duration,
+        /// How long a user's lease lasts without renewal: how soon another instance
+        /// takes over the users of one that died, e.g. `20s` (longer than
+        /// --graph-timeout plus 5s: a lease must outlast one Graph API request).
+        #[arg(long, value_name = "DURATION", default_value = "20s", env = "PARLANCE_LEASE_TTL", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
+        /// How long one Graph API request may take before it counts as failed; a
+        /// request that timed out may have been accepted, so its message is retried at
+        /// most once.
+        #[arg(long, value_name = "DURATION", default_value = "10s", env = "PARLANCE_GRAPH_TIMEOUT", value_parser = humantime::parse_duration)]
+        graph_timeout: Duration,
     },
     /// Talk to the bot in the terminal: type a message, a number to tap a button or
     /// row, or /help. Reads piped input one message per line, so it can be scripted.
@@ -159,6 +174,9 @@ pub fn run(cli: Cli) -> u8 {
             max_connections,
             log_format,
             shutdown_timeout,
+            retry_deadline,
+            lease_ttl,
+            graph_timeout,
         } => serve::run(
             serve::Options {
                 dirs,
@@ -172,6 +190,12 @@ pub fn run(cli: Cli) -> u8 {
                     max_connections: max_connections as usize,
                 },
                 log_format,
+                delivery: LoopSettings {
+                    retry_deadline,
+                    lease_ttl,
+                    graph_timeout,
+                    ..LoopSettings::default()
+                },
             },
             Duration::from_secs(shutdown_timeout),
         ),

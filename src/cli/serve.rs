@@ -3,12 +3,14 @@
 //! `POST /dev/message` drives it).
 
 use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
-use crate::delivery::runtime::{Number, Runtime};
+use crate::delivery::runtime::{LoopSettings, Number, Runtime};
 use crate::delivery::transport::{GraphClient, LocalSink, Transport};
 use crate::diag::Severity;
 use crate::live::LiveBot;
 use crate::server::listen::{self, Limits};
 use crate::server::{self, AdminKey, Shared, WebhookAuth};
+use crate::store::StoreUrl;
+use crate::store::durable::Durable;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -27,6 +29,8 @@ pub struct Options {
     /// Timeouts and the connection limit of the HTTP server.
     pub limits: Limits,
     pub log_format: LogFormat,
+    /// Leases, retry deadline and scan interval of the per-user loop.
+    pub delivery: LoopSettings,
 }
 
 /// How long a shutdown waits for turns and sends under way (`--shutdown-timeout`).
@@ -60,7 +64,7 @@ pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
                 return EXIT_ERRORS;
             }
         };
-        let (state, locals) = match build(&options) {
+        let (state, locals) = match build(&options).await {
             Ok(s) => s,
             Err(code) => return code,
         };
@@ -89,7 +93,6 @@ pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
             }
         };
         spawn_sighup_reload(Arc::clone(&state.runtime));
-        spawn_purge(Arc::clone(&state.runtime));
         // The HTTP server keeps answering while the runtime drains, so `/readyz` says
         // why it is not ready and new webhooks get 503; it stops once the drain is over.
         let (drained, drain_over) = tokio::sync::oneshot::channel::<()>();
@@ -143,13 +146,16 @@ async fn shut_down(
         left = runtime.drain(within) => (left, "the shutdown timeout passed"),
         _ = signals.next() => (runtime.pending(), "a second signal came"),
     };
+    if left.is_some() {
+        // Workers give their users' leases up (another instance takes over at once).
+        runtime.hurry(CLOSE_GRACE).await;
+    }
     match left {
         None => tracing::info!("every turn and send finished; stopping"),
         Some(left) => tracing::warn!(
             users = left.users,
-            waiting_messages = left.waiting,
             webhooks = left.webhooks,
-            "{why} with work still pending; stopping anyway"
+            "{why} with work still under way; stopping (what is left is in the store: the next start goes on with it)"
         ),
     }
     let _ = drained.send(());
@@ -195,8 +201,14 @@ impl Signals {
     }
 }
 
-/// Loads every bot and opens its store: the server's state, and the local bots.
-pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
+/// Loads every bot and opens its store: the server's state, and the local bots. Starts
+/// the per-user loop's scanner, which at once goes on with any work a previous run left
+/// in the stores.
+pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
+    if let Err(e) = options.delivery.check() {
+        tracing::error!("{e}");
+        return Err(EXIT_ERRORS);
+    }
     let http = reqwest::Client::builder().build().map_err(|e| {
         tracing::error!("cannot create the HTTP client: {e}");
         EXIT_ERRORS
@@ -206,13 +218,12 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
     let mut verify_tokens = Vec::new();
     let mut webhook_auth = HashMap::new();
     let mut admin_keys = Vec::new();
+    // Bots naming the same store share one connection (and, for SQLite, one lock).
+    let mut stores: Vec<(String, Arc<dyn Durable>)> = Vec::new();
     for dir in &options.dirs {
         let bot = load_logged(dir)?;
         let wa = bot.settings.whatsapp.clone();
-        let store = crate::store::open(&bot.settings.store, dir).map_err(|e| {
-            tracing::error!(bot = %dir.display(), "{e}");
-            EXIT_ERRORS
-        })?;
+        let store = open_store(&bot.settings.store, dir, &mut stores).await?;
         let (id, transport) = if wa.is_local() {
             locals.push(dir.clone());
             (
@@ -222,7 +233,11 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         } else {
             (
                 wa.phone_number_id.clone().unwrap_or_default(),
-                Transport::Graph(GraphClient::new(http.clone(), &wa)),
+                Transport::Graph(GraphClient::new(
+                    http.clone(),
+                    &wa,
+                    options.delivery.graph_timeout,
+                )),
             )
         };
         if numbers
@@ -261,8 +276,10 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         let live = Arc::new(LiveBot::new(dir.clone(), bot));
         numbers.push(Arc::new(Number::new(&id, live, store, transport)));
     }
+    let runtime = Runtime::new(numbers, options.delivery);
+    runtime.spawn_scanner();
     let state = Arc::new(Shared {
-        runtime: Runtime::new(numbers),
+        runtime,
         verify_tokens,
         webhook_auth,
         admin_keys,
@@ -270,6 +287,38 @@ pub fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8> {
         sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))
+}
+
+/// The store `url` names for the bot in `dir`: one already opened for another bot, or
+/// a new one. Errors are logged with the bot folder.
+async fn open_store(
+    url: &str,
+    dir: &std::path::Path,
+    opened: &mut Vec<(String, Arc<dyn Durable>)>,
+) -> Result<Arc<dyn Durable>, u8> {
+    let fail = |e: String| {
+        tracing::error!(bot = %dir.display(), "session.store: {e}");
+        EXIT_ERRORS
+    };
+    let parsed = crate::store::parse_url(url)
+        .map_err(|e| fail(format!("{}; hint: {}", e.message, e.hint)))?;
+    let identity = match &parsed {
+        StoreUrl::Sqlite(path) if path.is_absolute() => format!("sqlite:{}", path.display()),
+        StoreUrl::Sqlite(path) => {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            format!("sqlite:{}", dir.join(path).display())
+        }
+        StoreUrl::Redis { url, prefix } => format!("redis:{url}#{prefix}"),
+        StoreUrl::Memory => "memory".to_string(),
+    };
+    if let Some((_, store)) = opened.iter().find(|(id, _)| *id == identity) {
+        return Ok(Arc::clone(store));
+    }
+    let store = crate::store::open(&parsed, dir)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    opened.push((identity, Arc::clone(&store)));
+    Ok(store)
 }
 
 /// Every bot the runtime serves, for the reloader (which knows bots, not numbers).
@@ -295,32 +344,6 @@ fn load_logged(dir: &std::path::Path) -> Result<crate::flow::Bot, u8> {
         );
         EXIT_ERRORS
     })
-}
-
-/// Meta redelivers for up to 7 days: message ids older than this are forgotten.
-pub const KEEP_MESSAGE_IDS: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
-
-/// Every hour, forget inbound and sent message ids older than [`KEEP_MESSAGE_IDS`].
-/// Sessions stay: they hold each user's profile (erasure removes them).
-fn spawn_purge(runtime: Arc<Runtime>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            every.tick().await;
-            let runtime = Arc::clone(&runtime);
-            let _ = tokio::task::spawn_blocking(move || {
-                let before = chrono::Utc::now().timestamp() - KEEP_MESSAGE_IDS.as_secs() as i64;
-                for number in runtime.numbers() {
-                    match number.store.purge(i64::MIN, before) {
-                        Ok(n) if n > 0 => tracing::info!(removed = n, "forgot old message ids"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "purge failed"),
-                    }
-                }
-            })
-            .await;
-        }
-    });
 }
 
 #[cfg(unix)]

@@ -24,6 +24,9 @@ pub struct GraphError {
     /// `error_data.details`: the useful sentence.
     pub details: Option<String>,
     pub fbtrace_id: Option<String>,
+    /// The request went out but no answer came (a timeout): Graph may have accepted
+    /// the message, so it is retried at most once.
+    pub ambiguous: bool,
 }
 
 impl std::fmt::Display for GraphError {
@@ -53,8 +56,12 @@ pub enum Verdict {
     /// More than 24 hours since the user last wrote (131047): a free-form message can
     /// never go out; send the node's `on_window_closed` template instead, or report.
     WindowClosed,
-    /// Retrying cannot help (bad request, unknown user, expired token, policy...):
-    /// report it with Meta's code and details.
+    /// The access token is expired, revoked or lacks permission (190, 10, 200–299, or
+    /// HTTP 401): nothing this number sends can go out until its credentials change.
+    /// Sending pauses for the number with everything kept queued.
+    Auth,
+    /// Retrying cannot help (bad request, unknown user, policy...): report it with
+    /// Meta's code and details.
     Permanent,
 }
 
@@ -63,6 +70,7 @@ pub fn classify(status: u16, code: Option<i64>) -> Verdict {
     match code {
         Some(131056) => Verdict::RetryRecipient,
         Some(131047) => Verdict::WindowClosed,
+        Some(190 | 10 | 200..=299) => Verdict::Auth,
         // Throughput, app and account rate limits, unknown and temporary errors,
         // maintenance.
         Some(130429 | 4 | 80007 | 131000 | 131016 | 2 | 133004 | 131057) => Verdict::Retry,
@@ -70,11 +78,12 @@ pub fn classify(status: u16, code: Option<i64>) -> Verdict {
         // per-user marketing limits, opted out, spam limit (do not hot-retry).
         Some(
             100 | 131026 | 131051 | 131053 | 132000 | 132001 | 132005 | 132007 | 132012 | 132015
-            | 132016 | 132068 | 132069 | 190 | 368 | 131031 | 131049 | 131050 | 131048,
+            | 132016 | 132068 | 132069 | 368 | 131031 | 131049 | 131050 | 131048,
         ) => Verdict::Permanent,
         // An unknown code: trust the HTTP status class.
         Some(_) | None => match status {
             0 | 429 | 500..=599 => Verdict::Retry,
+            401 => Verdict::Auth,
             _ => Verdict::Permanent,
         },
     }
@@ -142,6 +151,7 @@ pub fn read_response(status: u16, body: &[u8]) -> Result<Accepted, GraphError> {
             message: error.message,
             details: error.error_data.and_then(|d| d.details),
             fbtrace_id: error.fbtrace_id,
+            ambiguous: false,
         }),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
@@ -159,6 +169,7 @@ fn unreadable(status: u16, message: &str) -> GraphError {
         message: message.to_string(),
         details: None,
         fbtrace_id: None,
+        ambiguous: false,
     }
 }
 
@@ -207,11 +218,15 @@ mod tests {
         assert_eq!(classify(429, Some(131056)), Verdict::RetryRecipient);
         assert_eq!(classify(400, Some(131047)), Verdict::WindowClosed);
         for code in [
-            100, 131026, 131051, 131053, 132000, 132001, 132012, 132015, 132016, 190, 368, 131031,
+            100, 131026, 131051, 131053, 132000, 132001, 132012, 132015, 132016, 368, 131031,
             131049, 131050,
         ] {
             assert_eq!(classify(400, Some(code)), Verdict::Permanent, "{code}");
         }
+        for code in [190, 10, 200, 299] {
+            assert_eq!(classify(401, Some(code)), Verdict::Auth, "{code}");
+        }
+        assert_eq!(classify(401, None), Verdict::Auth, "a proxy's 401 too");
         assert_eq!(classify(503, None), Verdict::Retry);
         assert_eq!(
             classify(0, None),

@@ -1,137 +1,166 @@
 //! The delivery side of a webhook: what each item becomes once the server checked its
-//! signature. The HTTP handler only translates HTTP; dedupe, queueing and status
-//! records happen here, where the durable inbox is to come.
+//! signature. The HTTP handler only translates HTTP; here items are stored in the
+//! durable inbox (deduplicated in the same step) and statuses recorded, before the
+//! webhook is acknowledged. `Err` means nothing may be acknowledged: the server answers
+//! 503 and Meta redelivers.
 
-use super::runtime::{Job, Number, Runtime, mask};
-use crate::engine::{Event, EventKind, NO_FAILURE_REASON};
-use crate::store::StatusRecord;
-use crate::whatsapp::inbound::{self, Item};
+use super::codec::{self, FailedItem, MessageItem};
+use super::runtime::Runtime;
+use crate::engine::{Event, EventKind};
+use crate::store::durable::{Accepted, Durable, ItemKind, NewItem};
+use crate::store::{SessionKey, StatusRecord, StoreError};
+use crate::whatsapp::inbound::Item;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Runtime {
-    /// Takes one item of a webhook whose signature was checked: a message is queued
-    /// for its user (once: a redelivered id is dropped), a status is recorded and a
-    /// `failed` one reported to the conversation of its message. Call in arrival
-    /// order: a user's messages are answered in the order they are queued here.
-    pub async fn accept(self: &Arc<Self>, item: Item) {
-        match item {
-            Item::Message {
-                phone_number_id,
-                user,
-                event,
-                raw_type,
-            } => {
-                let number_id = phone_number_id.unwrap_or_default();
-                let Some(number) = self.number(&number_id) else {
-                    tracing::warn!(number = %number_id, "a message for a number this server does not serve");
-                    return;
-                };
-                let user = user.to_string();
-                if let Some(id) = event.id.clone() {
-                    let store = Arc::clone(&number.store);
-                    let at = event.at;
-                    let first =
-                        tokio::task::spawn_blocking(move || store.first_delivery(&id, at)).await;
-                    match first {
-                        Ok(Ok(true)) => {}
-                        Ok(Ok(false)) => {
-                            tracing::debug!(to = %mask(&user), "duplicate delivery dropped");
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "cannot check for duplicates; handling the message")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "duplicate check failed; handling the message")
-                        }
+    /// Stores every item of one webhook (whose signature was checked), in order, and
+    /// starts the workers of the users who got new items. Messages for a number this
+    /// server does not serve are dropped with a log line.
+    pub async fn accept_webhook(self: &Arc<Self>, items: Vec<Item>) -> Result<(), StoreError> {
+        // Items are grouped by store (numbers may keep different stores); a user's
+        // items keep their order within their store's batch.
+        let mut batches: Vec<(Arc<dyn Durable>, Vec<NewItem>)> = Vec::new();
+        let mut statuses: Vec<(Arc<dyn Durable>, StatusRecord)> = Vec::new();
+        for item in items {
+            match item {
+                Item::Message {
+                    phone_number_id,
+                    user,
+                    event,
+                    raw_type,
+                } => {
+                    let number_id = phone_number_id.unwrap_or_default();
+                    let Some(number) = self.number(&number_id) else {
+                        tracing::warn!(number = %number_id, "a message for a number this server does not serve");
+                        continue;
+                    };
+                    if let EventKind::Unsupported(what) = &event.kind {
+                        tracing::info!(kind = %what, raw = %raw_type, "a message type the bot cannot use; the fallback flow answers");
                     }
+                    let new = message_item(SessionKey::new(&number_id, &user.to_string()), event);
+                    push(&mut batches, &number.store, new);
                 }
-                if let EventKind::Unsupported(what) = &event.kind {
-                    tracing::info!(kind = %what, raw = %raw_type, "a message type the bot cannot use; the fallback flow answers");
-                }
-                if let Err(e) = self.submit(&number_id, &user, Job { event, done: None }) {
-                    tracing::warn!(number = %e.0, "message for an unknown number");
-                }
-            }
-            Item::Status {
-                phone_number_id,
-                message_id,
-                status,
-                recipient,
-                at,
-                errors,
-                ..
-            } => {
-                let Some(number) = phone_number_id.as_deref().and_then(|n| self.number(n)) else {
-                    return;
-                };
-                let first_error = errors.first();
-                if status == "failed" {
-                    tracing::warn!(message = %message_id, code = ?first_error.map(|e| e.code), "WhatsApp reports a message failed");
-                    self.report_failure(number, &message_id, at, first_error)
-                        .await;
-                }
-                let record = StatusRecord {
+                Item::Status {
+                    phone_number_id,
                     message_id,
                     status,
-                    at,
                     recipient,
-                    error_code: first_error.map(|e| e.code),
-                    error_title: first_error.map(|e| e.title.clone()),
-                };
-                let store = Arc::clone(&number.store);
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || store.record_status(&record)).await
-                {
-                    tracing::error!(error = %e, "cannot record a status");
+                    at,
+                    errors,
+                    ..
+                } => {
+                    let Some(number) = phone_number_id.as_deref().and_then(|n| self.number(n))
+                    else {
+                        continue;
+                    };
+                    let first_error = errors.first();
+                    // A `failed` status is an item of the user's loop: the node that
+                    // sent the message takes its `on_error`, in order with the user's
+                    // own messages.
+                    if let ("failed", Some(user)) = (status.as_str(), recipient.as_deref()) {
+                        tracing::warn!(message = %message_id, code = ?first_error.map(|e| e.code), "WhatsApp reports a message failed");
+                        let body = FailedItem {
+                            v: codec::BODY_VERSION,
+                            message_id: message_id.clone(),
+                            at,
+                            code: first_error.map(|e| e.code),
+                            title: first_error.map(|e| e.title.clone()),
+                        };
+                        let new = NewItem {
+                            key: SessionKey::new(&number.phone_number_id, user),
+                            dedupe: Some(format!("failed:{message_id}")),
+                            kind: ItemKind::Status,
+                            body: codec::encode(&body),
+                            at: at.saturating_mul(1000),
+                        };
+                        push(&mut batches, &number.store, new);
+                    }
+                    let record = StatusRecord {
+                        message_id,
+                        status,
+                        at,
+                        recipient,
+                        error_code: first_error.map(|e| e.code),
+                        error_title: first_error.map(|e| e.title.clone()),
+                    };
+                    statuses.push((Arc::clone(&number.store), record));
                 }
-            }
-            Item::Error { errors, .. } => {
-                for e in errors {
-                    tracing::warn!(code = e.code, title = %e.title, "WhatsApp reports an error");
+                Item::Error { errors, .. } => {
+                    for e in errors {
+                        tracing::warn!(code = e.code, title = %e.title, "WhatsApp reports an error");
+                    }
                 }
+                Item::Other { field } => tracing::debug!(%field, "webhook field not handled"),
             }
-            Item::Other { field } => tracing::debug!(%field, "webhook field not handled"),
         }
+        for (store, record) in statuses {
+            store.record_status(&record).await?;
+        }
+        self.store_and_kick(batches).await
     }
 
-    /// A `failed` status: the conversation of the message hears of it (its node's
-    /// `on_error`), in order with the user's own messages.
-    async fn report_failure(
+    /// Stores one message for a user and starts their worker (`/dev/message`).
+    pub async fn accept_message(
         self: &Arc<Self>,
-        number: &Number,
-        message_id: &str,
-        at: i64,
-        error: Option<&inbound::ApiError>,
-    ) {
+        key: SessionKey,
+        event: Event,
+    ) -> Result<(), StoreError> {
+        let Some(number) = self.number(&key.phone_number_id) else {
+            return Err(StoreError(format!("no bot serves {}", key.phone_number_id)));
+        };
         let store = Arc::clone(&number.store);
-        let id = message_id.to_string();
-        let sent = match tokio::task::spawn_blocking(move || store.sent(&id)).await {
-            Ok(Ok(Some(sent))) => sent,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot look up a failed message");
-                return;
+        self.store_and_kick(vec![(store, vec![message_item(key, event)])])
+            .await
+    }
+
+    async fn store_and_kick(
+        self: &Arc<Self>,
+        batches: Vec<(Arc<dyn Durable>, Vec<NewItem>)>,
+    ) -> Result<(), StoreError> {
+        let mut kicks: HashMap<SessionKey, ()> = HashMap::new();
+        for (store, items) in batches {
+            let keys: Vec<SessionKey> = items.iter().map(|i| i.key.clone()).collect();
+            let accepted = store.accept(items).await?;
+            for (key, a) in keys.into_iter().zip(accepted) {
+                match a {
+                    Accepted::Stored(_) => {
+                        kicks.insert(key, ());
+                    }
+                    Accepted::Duplicate => {
+                        tracing::debug!(number = %key.phone_number_id, "duplicate delivery dropped");
+                    }
+                }
             }
-            Err(_) => return,
-        };
-        let event = Event {
-            id: None,
-            at,
-            contact_name: None,
-            kind: EventKind::DeliveryFailed {
-                flow: sent.flow,
-                node: sent.node,
-                code: error.map(|e| e.code),
-                reason: error.map_or_else(|| NO_FAILURE_REASON.to_string(), |e| e.title.clone()),
-            },
-        };
-        if let Err(e) = self.submit(
-            &sent.key.phone_number_id,
-            &sent.key.user,
-            Job { event, done: None },
-        ) {
-            tracing::warn!(number = %e.0, "a failed message for a number this server does not serve");
         }
+        for key in kicks.keys() {
+            self.kick(key);
+        }
+        Ok(())
+    }
+}
+
+fn message_item(key: SessionKey, event: Event) -> NewItem {
+    let at = event.at.saturating_mul(1000);
+    NewItem {
+        key,
+        dedupe: event.id.clone(),
+        kind: ItemKind::Message,
+        body: codec::encode(&MessageItem {
+            v: codec::BODY_VERSION,
+            event,
+        }),
+        at,
+    }
+}
+
+fn push(
+    batches: &mut Vec<(Arc<dyn Durable>, Vec<NewItem>)>,
+    store: &Arc<dyn Durable>,
+    item: NewItem,
+) {
+    match batches.iter_mut().find(|(s, _)| Arc::ptr_eq(s, store)) {
+        Some((_, items)) => items.push(item),
+        None => batches.push((Arc::clone(store), vec![item])),
     }
 }

@@ -1,13 +1,22 @@
-//! Stage 6, send: getting rendered payloads to WhatsApp, exactly once and in order.
+//! Stage 6, send: the per-user event loop on the durable store, getting rendered
+//! payloads to WhatsApp exactly once and in order.
 //!
+//! - [`inbox`]: what a webhook item becomes: stored in its user's durable inbox
+//!   (deduplicated in the same step) or recorded as a status, before the ack.
+//! - [`runtime`]: the per-user workers (lease, turns, sends), intake and shutdown drain.
+//! - [`turn`]: one item → the engine → one atomic commit of session and outbox.
+//! - [`sender`]: one outgoing message: pacing, window template, retries until the
+//!   deadline, auth pause, dead letters.
+//! - [`scan`]: finding work nobody is doing (restarts, dead instances, due retries).
+//! - [`codec`]: the versioned bodies the store keeps for items and messages.
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
-//! - [`inbox`]: what a webhook item becomes: dedupe, a job in its user's queue, a
-//!   recorded status, a failed message reported back to its conversation.
-//! - [`runtime`]: per-user ordered processing, the turn, pacing, retries, dead letters,
-//!   and the shutdown drain.
 
+pub mod codec;
 pub mod graph;
 pub mod inbox;
 pub mod runtime;
+pub mod scan;
+pub mod sender;
 pub mod transport;
+pub mod turn;

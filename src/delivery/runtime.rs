@@ -1,31 +1,81 @@
-//! The conversation runtime behind the server: per-user ordered processing, the turn
-//! (load session → engine → save → send), and sending with pacing, message delay,
-//! retries and a dead-letter list.
+//! The per-user event loop: the only path that runs turns and sends.
 //!
-//! Ordering: every inbound message is queued per (phone number, user) the moment it
-//! arrives; one worker per user with work drains that queue in order, so one user's
-//! messages are handled, and their replies sent, strictly one after the other, while
-//! different users never wait on each other.
+//! Every inbound item is in the durable inbox before the webhook is acknowledged
+//! (`inbox`). A user with work gets one worker, on whichever instance takes the user's
+//! lease (`Durable::acquire`): the worker handles the user's items strictly in order,
+//! one turn at a time (`turn`), and drains the user's outbox in order (`sender`). Every
+//! write it makes carries the lease's fencing token, so an instance that stalled past
+//! its lease cannot commit over the one that took over. Different users never wait on
+//! each other.
+//!
+//! Work is found three ways: a webhook this instance stored kicks the worker at once;
+//! the scanner (`scan`) finds users whose work nobody is doing (after a restart, another
+//! instance's death, a retry or a `wait` falling due); and a worker that goes idle
+//! checks once more after giving its lease up, so an item another instance stored
+//! meanwhile is never left waiting for the scanner.
 
-use super::graph::{Verdict, backoff, classify};
 use super::transport::Transport;
-use crate::engine::{self, Action, Event, Message, OfflineHost, Outgoing, Session};
-use crate::flow::Bot;
+use crate::engine::OfflineHost;
 use crate::live::LiveBot;
-use crate::render;
-use crate::store::{SentRecord, SessionKey, StatusRecord, Store};
+use crate::store::SessionKey;
+use crate::store::durable::{Durable, Lease, Millis};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
-use std::collections::{HashMap, VecDeque};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
-/// How often a retryable failure is retried before the message is dead-lettered.
-pub const MAX_ATTEMPTS: u32 = 6;
-/// Dead letters kept for `/admin/status` (the oldest go first).
-pub const DEAD_LETTERS_KEPT: usize = 1000;
+/// How the loop behaves (`serve` flags).
+#[derive(Debug, Clone, Copy)]
+pub struct LoopSettings {
+    /// How long a user's lease lasts unless renewed: how soon another instance takes
+    /// over the users of one that died.
+    pub lease_ttl: Duration,
+    /// A failed send is retried with backoff until this long after its turn queued it;
+    /// then it becomes a dead letter.
+    pub retry_deadline: Duration,
+    /// How often the store is scanned for work nobody is doing.
+    pub scan_every: Duration,
+    /// How long one Graph API request may take before it counts as failed (and, since
+    /// it went out, ambiguous).
+    pub graph_timeout: Duration,
+}
+
+impl LoopSettings {
+    /// A lease is renewed before a turn or send when less than this is left of it:
+    /// more than one Graph request can take, so a lease never lapses while a send is
+    /// out (another instance would send the same message).
+    pub fn renew_when_left(&self) -> Duration {
+        self.graph_timeout + Duration::from_secs(5)
+    }
+
+    /// Why these settings cannot work, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.lease_ttl <= self.renew_when_left() {
+            return Err(format!(
+                "--lease-ttl ({}) must be longer than --graph-timeout ({}) plus 5s: a lease must outlast a Graph API request",
+                humantime::format_duration(self.lease_ttl),
+                humantime::format_duration(self.graph_timeout)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        LoopSettings {
+            lease_ttl: Duration::from_secs(20),
+            retry_deadline: Duration::from_secs(6 * 3600),
+            scan_every: Duration::from_secs(1),
+            graph_timeout: super::transport::REQUEST_TIMEOUT,
+        }
+    }
+}
 
 /// One phone number and the bot that answers it.
 pub struct Number {
@@ -33,19 +83,32 @@ pub struct Number {
     /// The bot folder and the bot serving now (swapped by hot reload; a turn keeps the
     /// bot it started with).
     pub live: Arc<LiveBot>,
-    pub store: Arc<dyn Store>,
+    /// Where this number's sessions, inbox and outbox live (shared by the numbers
+    /// whose bots name the same `session.store`).
+    pub store: Arc<dyn Durable>,
     pub transport: Transport,
     /// Meta's throughput limit per number (80 messages per second by default).
-    limiter: DefaultDirectRateLimiter,
+    pub(super) limiter: DefaultDirectRateLimiter,
     /// The environment variables templates may read (`expose_env`).
-    host: OfflineHost,
+    pub(super) host: OfflineHost,
+    /// Why sending is paused (an auth error), until the credentials change.
+    paused: Mutex<Option<Paused>>,
+}
+
+/// Sending stopped for a number because Graph refused its token.
+#[derive(Debug, Clone)]
+struct Paused {
+    /// A digest of the token Graph refused: another token (a reload) resumes sending.
+    token: [u8; 32],
+    /// Graph's error, for `/readyz` and the log.
+    reason: String,
 }
 
 impl Number {
     pub fn new(
         phone_number_id: &str,
         live: Arc<LiveBot>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Durable>,
         transport: Transport,
     ) -> Self {
         let bot = live.bot();
@@ -59,55 +122,83 @@ impl Number {
             transport,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
+            paused: Mutex::new(None),
         }
+    }
+
+    /// The access token of the bot serving now.
+    pub(super) fn token(&self) -> String {
+        self.live
+            .bot()
+            .settings
+            .whatsapp
+            .access_token
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Why sending is paused, if it is: `None` once the bot's token is not the one
+    /// Graph refused (a reload brought new credentials).
+    pub fn paused(&self) -> Option<String> {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let p = paused.as_ref()?;
+        if p.token != digest(&self.token()) {
+            tracing::info!(number = %self.phone_number_id, "the access token changed: sending resumes");
+            *paused = None;
+            return None;
+        }
+        Some(p.reason.clone())
+    }
+
+    /// Graph refused `token`: nothing goes out for this number until it changes.
+    pub(super) fn pause(&self, token: &str, reason: String) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none() {
+            tracing::error!(number = %self.phone_number_id, %reason, "the Graph API refused the access token: sending is paused for this number, every message stays queued; fix whatsapp.access_token (a reload resumes sending)");
+        }
+        *paused = Some(Paused {
+            token: digest(token),
+            reason,
+        });
     }
 }
 
-/// A message that could not be delivered, kept for people to see.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub phone_number_id: String,
-    pub to: String,
-    pub node: String,
-    pub at: i64,
-    pub attempts: u32,
-    pub error: String,
-    pub error_code: Option<i64>,
-    pub payload: Value,
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// What a turn did, for `/dev/message` and tests.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TurnReport {
-    /// The payloads accepted for sending, in order.
+    /// The payloads the turn queued for sending, in order.
     pub sent: Vec<Value>,
     /// Errors and warnings the designer should see.
     pub problems: Vec<String>,
 }
 
-/// One inbound message waiting for its turn.
-pub struct Job {
-    pub event: Event,
-    /// Told what the turn did, when someone waits for it.
-    pub done: Option<oneshot::Sender<TurnReport>>,
-}
-
-/// One user's waiting messages. `busy` while a worker runs for the user: the worker
-/// takes jobs one by one and removes the queue when it finds it empty.
-#[derive(Default)]
-struct UserQueue {
-    jobs: VecDeque<Job>,
-    busy: bool,
+/// A user's worker on this instance. A kick while it runs sets `again`, so the worker
+/// looks at the store once more before it stops.
+struct Worker {
+    again: bool,
+    wake: Arc<Notify>,
 }
 
 pub struct Runtime {
     numbers: HashMap<String, Arc<Number>>,
-    queues: Mutex<HashMap<SessionKey, UserQueue>>,
-    dead_letters: Mutex<VecDeque<DeadLetter>>,
+    /// Every distinct store, once (for the scanner and the purge).
+    stores: Vec<Arc<dyn Durable>>,
+    /// This process, as lease holder: unique per start.
+    pub(super) instance: String,
+    pub(super) settings: LoopSettings,
+    workers: Mutex<HashMap<SessionKey, Worker>>,
+    /// Who waits for the turn of a message (`/dev/message`), by the message's id.
+    pub waiters: Mutex<HashMap<String, oneshot::Sender<TurnReport>>>,
     pub metrics: crate::metrics::Metrics,
-    /// Whether new work is taken, and how much admitted work has not reached a queue.
+    /// Whether new work is taken, and how much admitted work has not been stored.
     intake: Mutex<Intake>,
-    /// Woken when admitted work ends or a user's queue empties, for [`Runtime::drain`].
+    /// The shutdown deadline passed: workers give their leases up at their next step.
+    hurry: std::sync::atomic::AtomicBool,
+    /// Woken when admitted work ends or a worker stops, for [`Runtime::drain`].
     settled: Notify,
 }
 
@@ -116,11 +207,11 @@ pub struct Runtime {
 struct Intake {
     /// Why no new work is taken (the signal that began the shutdown), once closed.
     closed: Option<String>,
-    /// Webhooks and requests admitted whose jobs may still be on their way to a queue.
+    /// Webhooks and requests admitted whose items may still be on their way to the store.
     admitted: usize,
 }
 
-/// Admitted work under way (a webhook being handled); the drain waits for it.
+/// Admitted work under way (a webhook being stored); the drain waits for it.
 pub struct Admitted {
     runtime: Arc<Runtime>,
 }
@@ -135,32 +226,37 @@ impl Drop for Admitted {
 }
 
 /// What was still under way when the shutdown deadline passed. Counts only: no phone
-/// numbers reach the log.
+/// numbers reach the log. What is left is durable: a restart (or another instance)
+/// goes on with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
-    /// Users with a turn under way or messages waiting for one.
+    /// Users whose worker was still running (a turn, a send, a short wait).
     pub users: usize,
-    /// Messages waiting behind the turn under way, all users together.
-    pub waiting: usize,
-    /// Webhooks still being handled.
+    /// Webhooks still being stored.
     pub webhooks: usize,
 }
 
-/// The inbound message names a number this server does not serve.
-#[derive(Debug)]
-pub struct UnknownNumber(pub String);
-
 impl Runtime {
-    pub fn new(numbers: Vec<Arc<Number>>) -> Arc<Self> {
+    pub fn new(numbers: Vec<Arc<Number>>, settings: LoopSettings) -> Arc<Self> {
+        let mut stores: Vec<Arc<dyn Durable>> = Vec::new();
+        for n in &numbers {
+            if !stores.iter().any(|s| Arc::ptr_eq(s, &n.store)) {
+                stores.push(Arc::clone(&n.store));
+            }
+        }
         Arc::new(Runtime {
             numbers: numbers
                 .into_iter()
                 .map(|n| (n.phone_number_id.clone(), n))
                 .collect(),
-            queues: Mutex::new(HashMap::new()),
-            dead_letters: Mutex::new(VecDeque::new()),
+            stores,
+            instance: instance_id(),
+            settings,
+            workers: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
             intake: Mutex::new(Intake::default()),
+            hurry: std::sync::atomic::AtomicBool::new(false),
             settled: Notify::new(),
         })
     }
@@ -171,7 +267,7 @@ impl Runtime {
 
     /// Admits new work (a webhook, a `/dev/message`), or `None` once shutdown began:
     /// the caller answers 503 so Meta redelivers later. Hold the guard until the work
-    /// is queued; [`Runtime::drain`] waits for it.
+    /// is stored; [`Runtime::drain`] waits for it.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut intake = self.intake();
         if intake.closed.is_some() {
@@ -183,9 +279,32 @@ impl Runtime {
         })
     }
 
-    /// Takes no new work from now on; `why` is what `/readyz` says.
+    /// Takes no new work from now on; `why` is what `/readyz` says. Workers finish what
+    /// they are doing and stop; the scanner stops.
     pub fn stop_accepting(&self, why: &str) {
         self.intake().closed = Some(why.to_string());
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for w in workers.values() {
+            w.wake.notify_one();
+        }
+    }
+
+    /// The shutdown deadline passed: every worker stops at its next step (a send under
+    /// way finishes first) and gives its user's lease up, so another instance takes
+    /// the user over at once. Waits up to `within` for them.
+    pub async fn hurry(&self, within: Duration) {
+        self.hurry.store(true, std::sync::atomic::Ordering::SeqCst);
+        {
+            let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            for w in workers.values() {
+                w.wake.notify_one();
+            }
+        }
+        let _ = self.drain(within).await;
+    }
+
+    fn hurrying(&self) -> bool {
+        self.hurry.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why no new work is taken, once shutdown began.
@@ -193,23 +312,18 @@ impl Runtime {
         self.intake().closed.clone()
     }
 
-    /// What is under way: turns, waiting messages, webhooks being handled; `None` when
-    /// nothing is.
+    /// What is under way: workers and webhooks being stored; `None` when nothing is.
     pub fn pending(&self) -> Option<Pending> {
         let webhooks = self.intake().admitted;
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = Pending {
-            users: queues.len(),
-            waiting: queues.values().map(|q| q.jobs.len()).sum(),
-            webhooks,
-        };
+        let users = self.workers.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let pending = Pending { users, webhooks };
         (pending.users > 0 || pending.webhooks > 0).then_some(pending)
     }
 
-    /// Waits until every admitted webhook is queued and every queued turn has run and
-    /// sent its replies, or until `within` passed. Returns what was still under way
-    /// then. Call [`Runtime::stop_accepting`] first, or it may never settle.
-    pub async fn drain(&self, within: std::time::Duration) -> Option<Pending> {
+    /// Waits until every admitted webhook is stored and every worker has finished its
+    /// turn or send under way, or until `within` passed. Returns what was still under
+    /// way then. Call [`Runtime::stop_accepting`] first, or it may never settle.
+    pub async fn drain(&self, within: Duration) -> Option<Pending> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             // Registered before looking, so a change between the look and the wait
@@ -232,251 +346,238 @@ impl Runtime {
         self.numbers.values()
     }
 
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+    pub fn stores(&self) -> &[Arc<dyn Durable>] {
+        &self.stores
     }
 
-    /// Queues a message for its user. Must be called in arrival order (the webhook
-    /// handler does, item by item); the reply goes out after every earlier one.
-    pub fn submit(
-        self: &Arc<Self>,
-        phone_number_id: &str,
-        user: &str,
-        job: Job,
-    ) -> Result<(), UnknownNumber> {
-        let Some(number) = self.numbers.get(phone_number_id).cloned() else {
-            return Err(UnknownNumber(phone_number_id.to_string()));
-        };
-        let key = SessionKey::new(phone_number_id, user);
-        let start_worker = {
-            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            let queue = queues.entry(key.clone()).or_default();
-            queue.jobs.push_back(job);
-            !std::mem::replace(&mut queue.busy, true)
-        };
-        if start_worker {
-            let runtime = Arc::clone(self);
-            tokio::spawn(async move { runtime.work(number, key).await });
-        }
-        Ok(())
-    }
-
-    /// Drains one user's queue, oldest first, then removes it.
-    async fn work(self: Arc<Self>, number: Arc<Number>, key: SessionKey) {
-        loop {
-            let job = {
-                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-                match queues.get_mut(&key).and_then(|q| q.jobs.pop_front()) {
-                    Some(job) => job,
-                    None => {
-                        queues.remove(&key);
-                        drop(queues);
-                        self.settled.notify_waiters();
-                        return;
-                    }
-                }
-            };
-            let report = self.turn(&number, &key, &job.event).await;
-            if let Some(done) = job.done {
-                let _ = done.send(report);
-            }
-        }
-    }
-
-    /// One turn: load the session, run the engine, save, send the replies in order.
-    async fn turn(&self, number: &Number, key: &SessionKey, event: &Event) -> TurnReport {
-        let started = std::time::Instant::now();
-        let now = chrono::Utc::now().timestamp();
-        let mut report = TurnReport::default();
-        let store = Arc::clone(&number.store);
-        let load_key = key.clone();
-        let loaded = tokio::task::spawn_blocking(move || store.load_session(&load_key)).await;
-        let session = match loaded {
-            Ok(Ok(Some(s))) => s,
-            Ok(Ok(None)) => Session::new(&key.user, now),
-            Ok(Err(e)) => {
-                tracing::error!(number = %key.phone_number_id, error = %e, "cannot load a session; starting afresh");
-                Session::new(&key.user, now)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "session loading failed");
-                Session::new(&key.user, now)
-            }
-        };
-        let bot = number.live.bot();
-        let turn = engine::step(&bot, session, event, now, &number.host);
-        let store = Arc::clone(&number.store);
-        let save_key = key.clone();
-        let session = turn.session;
-        match tokio::task::spawn_blocking(move || store.save_session(&save_key, &session)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save a session"),
-            Err(e) => tracing::error!(error = %e, "session saving failed"),
-        }
-        self.metrics.turns.inc();
-        self.metrics
-            .turn_seconds
-            .observe(started.elapsed().as_secs_f64());
-
-        if let Some(id) = &event.id {
-            self.mark_read(number, &bot, id).await;
-        }
-        let delay = bot.settings.whatsapp.message_delay;
-        let mut first = true;
-        for action in turn.actions {
-            match action {
-                Action::Send(out) => {
-                    if !first && !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    first = false;
-                    if let Some(body) = self.send(number, &key.user, &out).await {
-                        report.sent.push(body);
-                    }
-                }
-                Action::Pause(d) => tokio::time::sleep(d).await,
-                // The problem names the node and its file:line; the user only by the
-                // last digits. What the user sees next (the fallback flow) follows.
-                Action::Error(p) => {
-                    self.metrics.turn_errors.inc();
-                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn error");
-                    report.problems.push(format!("error: {p}"));
-                }
-                Action::Warning(p) => {
-                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn warning");
-                    report.problems.push(format!("warning: {p}"));
-                }
-                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
-            }
-        }
-        report
-    }
-
-    /// Marks the user's message read (and shows typing), when the bot says so.
-    async fn mark_read(&self, number: &Number, bot: &Bot, message_id: &str) {
-        let wa = &bot.settings.whatsapp;
-        if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
+    /// Makes sure a worker looks at the user's work soon: starts one, or tells the
+    /// running one to look again before it stops. Does nothing once shutdown began.
+    pub fn kick(self: &Arc<Self>, key: &SessionKey) {
+        if self.closed().is_some() {
             return;
         }
-        let mut body =
-            json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
-        if wa.typing_indicator {
-            body["typing_indicator"] = json!({ "type": "text" });
+        let Some(number) = self.numbers.get(&key.phone_number_id).cloned() else {
+            return;
+        };
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = workers.get_mut(key) {
+            w.again = true;
+            w.wake.notify_one();
+            return;
         }
-        if let Err(e) = number.transport.post(&body).await {
-            tracing::debug!(error = %e, "mark as read failed");
-        }
+        let wake = Arc::new(Notify::new());
+        workers.insert(
+            key.clone(),
+            Worker {
+                again: false,
+                wake: Arc::clone(&wake),
+            },
+        );
+        drop(workers);
+        let runtime = Arc::clone(self);
+        let key = key.clone();
+        tokio::spawn(async move { runtime.work(number, key, wake).await });
     }
 
-    /// Sends one message: paced per number, retried with backoff when Meta says so, its
-    /// window template sent instead on 131047, dead-lettered when nothing helps.
-    /// Returns the body that was accepted.
-    async fn send(&self, number: &Number, to: &str, out: &Outgoing) -> Option<Value> {
-        let mut message: &Message = &out.message;
-        let mut swapped = false;
-        let mut attempt = 0;
+    /// One user's worker: takes the lease, runs turns and sends until there is nothing
+    /// to do now, gives the lease up.
+    async fn work(self: Arc<Self>, number: Arc<Number>, key: SessionKey, wake: Arc<Notify>) {
+        let mut state = WorkerState::default();
         loop {
-            let body = render::payload(to, message, out.reply_to.as_deref());
-            if let Err(problems) = render::check(&body) {
-                let error = format!(
-                    "the payload breaks WhatsApp's schema: {}",
-                    problems.join("; ")
-                );
-                self.dead_letter(number, to, out, attempt, error, None, body);
-                return None;
-            }
-            number.limiter.until_ready().await;
-            match number.transport.post(&body).await {
-                Ok(accepted) => {
-                    self.metrics.messages_sent.inc();
-                    let sent = SentRecord {
-                        message_id: accepted.message_id.clone(),
-                        key: SessionKey::new(&number.phone_number_id, to),
-                        flow: out.at.flow.clone(),
-                        node: out.at.node.clone(),
-                        at: chrono::Utc::now().timestamp(),
-                    };
-                    let record = StatusRecord {
-                        message_id: accepted.message_id,
-                        status: "accepted".into(),
-                        at: chrono::Utc::now().timestamp(),
-                        recipient: Some(to.to_string()),
-                        error_code: None,
-                        error_title: None,
-                    };
-                    let store = Arc::clone(&number.store);
-                    let saved = tokio::task::spawn_blocking(move || {
-                        store
-                            .record_sent(&sent)
-                            .and_then(|()| store.record_status(&record))
-                    })
-                    .await;
-                    if let Ok(Err(e)) = saved {
-                        tracing::error!(error = %e, "cannot record a sent message");
-                    }
-                    return Some(body);
+            let step = match self.step(&number, &key, &mut state).await {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::warn!(number = %key.phone_number_id, error = %e, "the store failed; the user's work waits for the next scan");
+                    Step::Stop
                 }
-                Err(e) => match classify(e.status, e.code) {
-                    Verdict::WindowClosed if !swapped && out.instead_outside_window.is_some() => {
-                        tracing::info!(to = %mask(to), node = %out.at.node, "window closed (131047): sending the node's template instead");
-                        if let Some(t) = &out.instead_outside_window {
-                            message = t;
-                        }
-                        swapped = true;
+            };
+            match step {
+                Step::Again => continue,
+                Step::Sleep(until) => {
+                    // Wake in time to renew the lease, then sleep on.
+                    let renew_at = state
+                        .lease
+                        .as_ref()
+                        .map_or(until, |l| l.until - millis(self.settings.renew_when_left()));
+                    let until = until.min(renew_at);
+                    let wait = Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = wake.notified() => {}
                     }
-                    verdict @ (Verdict::Retry | Verdict::RetryRecipient)
-                        if attempt + 1 < MAX_ATTEMPTS =>
-                    {
-                        self.metrics.messages_retried.inc();
-                        let wait = backoff(verdict, attempt, jitter());
-                        tracing::info!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retrying a send");
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                    }
-                    _ => {
-                        let code = e.code;
-                        self.dead_letter(number, to, out, attempt + 1, e.to_string(), code, body);
-                        return None;
-                    }
-                },
+                    continue;
+                }
+                Step::Stop => {}
+            }
+            if let Some(lease) = state.lease.take()
+                && let Err(e) = number.store.release(&lease).await
+            {
+                tracing::debug!(error = %e, "cannot release a lease; it expires by itself");
+            }
+            if self.retire(&key) {
+                break;
+            }
+        }
+        self.settled.notify_waiters();
+        // Another instance may have stored an item while this one held the lease (its
+        // worker found the lease taken and stopped): look once more, now it is free.
+        if self.closed().is_none()
+            && state.look_again
+            && let Ok(Some(_)) = number.store.next_item(&key).await
+        {
+            self.kick(&key);
+        }
+    }
+
+    /// Removes the worker unless it was kicked since it last looked (then it goes on).
+    fn retire(&self, key: &SessionKey) -> bool {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        match workers.get_mut(key) {
+            Some(w) if w.again && self.closed().is_none() => {
+                w.again = false;
+                false
+            }
+            Some(_) | None => {
+                workers.remove(key);
+                true
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn dead_letter(
+    /// One step of a worker: a turn for the oldest item, else one send, else nothing.
+    async fn step(
         &self,
         number: &Number,
-        to: &str,
-        out: &Outgoing,
-        attempts: u32,
-        error: String,
-        error_code: Option<i64>,
-        payload: Value,
-    ) {
-        self.metrics.messages_failed.inc();
-        tracing::error!(number = %number.phone_number_id, to = %mask(to), node = %format!("{}.{}", out.at.flow, out.at.node), %error, "message not delivered");
-        let letter = DeadLetter {
-            phone_number_id: number.phone_number_id.clone(),
-            to: to.to_string(),
-            node: format!("{}.{}", out.at.flow, out.at.node),
-            at: chrono::Utc::now().timestamp(),
-            attempts,
-            error,
-            error_code,
-            payload,
-        };
-        let mut letters = self.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
-        letters.push_back(letter);
-        while letters.len() > DEAD_LETTERS_KEPT {
-            letters.pop_front();
+        key: &SessionKey,
+        state: &mut WorkerState,
+    ) -> Result<Step, crate::store::StoreError> {
+        if self.hurrying() || (self.closed().is_some() && state.lease.is_none()) {
+            return Ok(Step::Stop);
         }
+        let Some(lease) = self.hold(number, key, state).await? else {
+            return Ok(Step::Stop);
+        };
+        if let Some(item) = number.store.next_item(key).await? {
+            return Ok(self.turn(number, &lease, item).await);
+        }
+        if number.paused().is_some() {
+            return Ok(Step::Stop);
+        }
+        let Some(out) = number.store.next_outgoing(key).await? else {
+            state.look_again = true;
+            return Ok(Step::Stop);
+        };
+        let now = now_ms();
+        let due = out.not_before.max(state.gate);
+        if due > now {
+            // A long wait (a backoff): leave it to the scanner, which finds it when it
+            // falls due, here or on another instance.
+            if due - now > HOLD_FOR {
+                return Ok(Step::Stop);
+            }
+            return Ok(Step::Sleep(due));
+        }
+        let step = self.send(number, &lease, out).await;
+        if let Some(sent_at) = step.sent_at {
+            let delay = number.live.bot().settings.whatsapp.message_delay;
+            state.gate = sent_at + millis(delay);
+        }
+        Ok(step.then)
     }
+
+    /// The user's lease, taken or renewed so that it outlasts a Graph request; `None`
+    /// when another instance holds it (that instance does the work) or it was lost.
+    async fn hold(
+        &self,
+        number: &Number,
+        key: &SessionKey,
+        state: &mut WorkerState,
+    ) -> Result<Option<Lease>, crate::store::StoreError> {
+        let now = now_ms();
+        let ttl = self.settings.lease_ttl;
+        let lease = match state.lease.take() {
+            Some(l) if l.until - now > millis(self.settings.renew_when_left()) => Some(l),
+            Some(l) => number.store.renew(&l, now, ttl).await?,
+            None => {
+                let got = number.store.acquire(key, &self.instance, now, ttl).await?;
+                if got.is_none() {
+                    tracing::debug!(number = %key.phone_number_id, "another instance holds the user's lease");
+                }
+                got
+            }
+        };
+        state.lease.clone_from(&lease);
+        Ok(lease)
+    }
+
+    /// Stops waiting for a turn (its requester gave up).
+    pub fn forget_waiter(&self, message_id: &str) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(message_id);
+    }
+
+    /// Whether this instance runs a worker for the user now.
+    pub(super) fn is_working(&self, key: &SessionKey) -> bool {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+}
+
+/// A worker sleeps in place (renewing its lease) for a due time at most this far ahead:
+/// `message_delay_ms` and `wait` (at most 25 s). Later work (a retry's backoff) is left
+/// to the scanner and the lease is given up meanwhile.
+const HOLD_FOR: Millis = 30_000;
+
+/// A worker's own state between steps.
+#[derive(Default)]
+struct WorkerState {
+    lease: Option<Lease>,
+    /// No message of this user goes out before this (Unix ms): `message_delay_ms`
+    /// after the previous one.
+    gate: Millis,
+    /// The worker stopped with nothing left: worth one more look after the release.
+    look_again: bool,
+}
+
+/// What a worker does next.
+pub(super) enum Step {
+    /// Look at the store again now.
+    Again,
+    /// Sleep until this time (Unix ms) or a kick, then look again.
+    Sleep(Millis),
+    /// Stop (nothing to do now, the lease is someone else's, shutting down, a store
+    /// error): the lease is given up.
+    Stop,
+}
+
+/// What one send did.
+pub(super) struct Sent {
+    /// When Graph accepted a message (Unix ms), for the message delay.
+    pub sent_at: Option<Millis>,
+    pub then: Step,
+}
+
+/// Unix time in milliseconds.
+pub(super) fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(super) fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// A lease holder name unique to this start of this process.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "parlance".into());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
 }
 
 /// A phone number as logs show it: the last four digits.
@@ -490,14 +591,6 @@ pub fn mask(number: &str) -> String {
         .rev()
         .collect();
     format!("…{keep}")
-}
-
-/// A number in [0, 1) that differs from call to call, to spread retries apart.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    f64::from(nanos % 1000) / 1000.0
 }
 
 /// `env` for templates, shared with the CLI.

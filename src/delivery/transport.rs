@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// How long one Graph API request may take before it counts as failed (and retryable).
+/// How long one Graph API request may take before it counts as failed (and retryable),
+/// unless `--graph-timeout` says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Graph API for one phone number.
@@ -16,12 +17,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct GraphClient {
     http: reqwest::Client,
     messages_url: String,
-    token: String,
+    timeout: Duration,
 }
 
 impl GraphClient {
     /// `http` is shared by every number: one pool of connections.
-    pub fn new(http: reqwest::Client, wa: &WhatsAppSettings) -> Self {
+    pub fn new(http: reqwest::Client, wa: &WhatsAppSettings, timeout: Duration) -> Self {
         let base = wa.base_url.trim_end_matches('/');
         GraphClient {
             http,
@@ -30,23 +31,25 @@ impl GraphClient {
                 wa.api_version,
                 wa.phone_number_id.as_deref().unwrap_or_default()
             ),
-            token: wa.access_token.clone().unwrap_or_default(),
+            timeout,
         }
     }
 
-    /// Posts one body to `/{phone_number_id}/messages`.
-    pub async fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
+    /// Posts one body to `/{phone_number_id}/messages`. The token is the bot's current
+    /// one, so a reload with new credentials takes effect at the next send.
+    pub async fn post(&self, token: &str, body: &Value) -> Result<Accepted, GraphError> {
         let response = self
             .http
             .post(&self.messages_url)
-            .bearer_auth(&self.token)
-            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(token)
+            .timeout(self.timeout)
             .json(body)
             .send()
             .await;
         let response = match response {
             Ok(r) => r,
             Err(e) => {
+                let ambiguous = !e.is_connect();
                 return Err(GraphError {
                     status: 0,
                     code: None,
@@ -59,6 +62,9 @@ impl GraphClient {
                     },
                     details: None,
                     fbtrace_id: None,
+                    // A connection never made sent nothing; anything else may have
+                    // reached Meta.
+                    ambiguous,
                 });
             }
         };
@@ -109,9 +115,9 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub async fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
+    pub async fn post(&self, token: &str, body: &Value) -> Result<Accepted, GraphError> {
         match self {
-            Transport::Graph(g) => g.post(body).await,
+            Transport::Graph(g) => g.post(token, body).await,
             Transport::Local(l) => Ok(l.post(body)),
         }
     }

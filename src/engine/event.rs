@@ -2,9 +2,12 @@
 //! `parlance chat`, or scripted in a conversation test).
 
 use crate::flow::MediaKind;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: it is what the durable inbox stores for a user's message (see
+/// `delivery::codec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The WhatsApp message id (wamid), when there is one.
     pub id: Option<String>,
@@ -19,7 +22,8 @@ pub struct Event {
 /// `serve` reports, and what a conversation test's `status:` step defaults to).
 pub const NO_FAILURE_REASON: &str = "no reason given";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Text(String),
     /// A reply button or list row was tapped.
@@ -39,6 +43,7 @@ pub enum EventKind {
         address: Option<String>,
     },
     Media {
+        #[serde(with = "media_kind")]
         kind: MediaKind,
         id: String,
         mime_type: Option<String>,
@@ -106,5 +111,30 @@ impl Event {
             contact_name: None,
             kind: EventKind::Text(body.to_string()),
         }
+    }
+}
+
+/// `MediaKind` by its name (the flow model has no serde: see `flow`'s invariant).
+mod media_kind {
+    use crate::flow::MediaKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const ALL: [MediaKind; 5] = [
+        MediaKind::Image,
+        MediaKind::Video,
+        MediaKind::Audio,
+        MediaKind::Document,
+        MediaKind::Sticker,
+    ];
+
+    pub fn serialize<S: Serializer>(kind: &MediaKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MediaKind, D::Error> {
+        let name = String::deserialize(d)?;
+        ALL.into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown media kind \"{name}\"")))
     }
 }

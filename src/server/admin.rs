@@ -52,6 +52,29 @@ pub fn opened_numbers<'a>(keys: &'a [AdminKey], given: Option<&str>) -> Vec<&'a 
     opened
 }
 
+/// A dead letter as `/admin/status` shows it: where it was going, which node sent it,
+/// why it was given up on, and the exact payload (`id` is for the replay route).
+pub fn dead_letter_json(d: &crate::store::durable::DeadLetter) -> serde_json::Value {
+    use crate::delivery::codec::{self, OutgoingBody};
+    use crate::delivery::sender::DeadReason;
+    let body = codec::decode::<OutgoingBody>(&d.body).ok();
+    let reason = serde_json::from_str::<DeadReason>(&d.reason).unwrap_or(DeadReason {
+        error: d.reason.clone(),
+        code: None,
+    });
+    serde_json::json!({
+        "id": d.id,
+        "phone_number_id": d.key.phone_number_id,
+        "to": d.key.user,
+        "node": body.as_ref().map(|b| format!("{}.{}", b.flow, b.node)),
+        "at": d.since.div_euclid(1000),
+        "attempts": d.attempts,
+        "error": reason.error,
+        "error_code": reason.code,
+        "payload": body.map(|b| b.payload),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! only when the body is signed with that number's app secret (or the bot said
 //! `allow_unsigned`); the loader refuses a sending number with neither.
 
-use crate::delivery::runtime::{Job, Number, Runtime, TurnReport};
+use crate::delivery::runtime::{Number, Runtime, TurnReport};
 use crate::engine::{Event, EventKind};
 use crate::whatsapp::inbound::{self, Item};
 use crate::whatsapp::signature;
@@ -70,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
         .route("/admin/status", get(admin_status))
+        .route("/admin/dead-letters/{id}/replay", post(replay_dead_letter))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -129,7 +130,8 @@ async fn verify(
 }
 
 /// A delivery from Meta: check the signature, parse, hand each item the numbers' app
-/// secrets allow to the delivery side (`Runtime::accept`), answer 200 at once; 503 once
+/// secrets allow to the delivery side (`Runtime::accept_webhook`), which stores them;
+/// answer 200 once they are stored, 503 when they cannot be (or once
 /// shutdown began.
 async fn receive(
     State(state): State<AppState>,
@@ -181,7 +183,7 @@ async fn receive(
         let allowed = match number.and_then(|n| state.webhook_auth.get(n)) {
             Some(WebhookAuth::Secret(_)) => number.is_some_and(|n| signed_for.contains(&n)),
             Some(WebhookAuth::Unsigned) => true,
-            // Not a number that can send: unknown ones are dropped by `Runtime::accept`.
+            // Not a number that can send: unknown ones are dropped by `Runtime::accept_webhook`.
             None => true,
         };
         if !allowed {
@@ -197,22 +199,32 @@ async fn receive(
             "not signed with the app secret of the number it is for".into(),
         ));
     }
-    // Queue the items in a task of their own and wait for it: when Meta's connection
-    // drops mid-way, axum drops this handler, and a message already recorded as seen
-    // but not yet queued would be lost for good (its redelivery is a duplicate).
+    // Store the items in a task of their own and wait for it: when Meta's connection
+    // drops mid-way, axum drops this handler, and the store's step must still finish
+    // whole (it is atomic either way; this keeps the drain's count right).
     let runtime = Arc::clone(&state.runtime);
-    let queued = tokio::spawn(async move {
-        for item in handled {
-            runtime.accept(item).await;
-        }
+    let stored = tokio::spawn(async move {
+        let stored = runtime.accept_webhook(handled).await;
         drop(admitted);
+        stored
     });
-    if let Err(e) = queued.await {
-        tracing::error!(error = %e, "queueing a webhook's items failed");
-        return Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the delivery could not be queued; Meta will retry".into(),
-        ));
+    match stored.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            metrics.reject("store");
+            tracing::error!(error = %e, "a webhook could not be stored; answering 503 so Meta redelivers it");
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the delivery could not be stored; Meta will retry".into(),
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing a webhook's items failed");
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the delivery could not be stored; Meta will retry".into(),
+            ));
+        }
     }
     Ok("ok\n")
 }
@@ -300,37 +312,44 @@ async fn dev_message(
         ));
     }
     let now = chrono::Utc::now().timestamp();
+    let id = format!("wamid.dev.{now}.{}", rand_suffix());
     let event = Event {
-        id: Some(format!("wamid.dev.{now}.{}", rand_suffix())),
+        id: Some(id.clone()),
         at: now,
         contact_name: msg.name,
         kind,
     };
+    // Registered before the item is stored: its turn may run at once.
     let (done, report) = tokio::sync::oneshot::channel();
     state
         .runtime
-        .submit(
-            &number.phone_number_id,
-            &msg.from,
-            Job {
-                event,
-                done: Some(done),
-            },
-        )
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("no bot for {}", e.0),
-            )
-        })?;
-    let report = report.await.map_err(|_| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the turn did not finish".into(),
-        )
-    })?;
+        .waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), done);
+    let key = crate::store::SessionKey::new(&number.phone_number_id, &msg.from);
+    if let Err(e) = state.runtime.accept_message(key, event).await {
+        state.runtime.forget_waiter(&id);
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the message could not be stored: {e}"),
+        ));
+    }
+    let report = match tokio::time::timeout(DEV_TURN_TIMEOUT, report).await {
+        Ok(Ok(report)) => report,
+        Ok(Err(_)) | Err(_) => {
+            state.runtime.forget_waiter(&id);
+            return Err(ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the turn did not finish in time; it runs when the store answers".into(),
+            ));
+        }
+    };
     Ok(axum::Json(report))
 }
+
+/// How long `/dev/message` waits for its turn.
+const DEV_TURN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn rand_suffix() -> u32 {
     std::time::SystemTime::now()
@@ -338,12 +357,9 @@ fn rand_suffix() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
-/// What is loaded and what could not be delivered, for the numbers whose `api.key` is
-/// given as `Authorization: Bearer KEY` (each bot's key opens its own number only).
-async fn admin_status(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+/// The numbers the request's `Authorization: Bearer KEY` opens (each bot's key opens its
+/// own number only), or the error to answer.
+fn opened<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Vec<&'a str>, ApiError> {
     if state.admin_keys.is_empty() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -361,33 +377,46 @@ async fn admin_status(
             "a valid Bearer API key is required".into(),
         ));
     }
-    let mut bots: Vec<&Arc<Number>> = state
+    Ok(opened)
+}
+
+/// Dead letters `/admin/status` lists per number at most.
+const DEAD_LETTERS_LISTED: usize = 1000;
+
+/// What is loaded, whether it can send, and what could not be delivered, for the
+/// numbers the key opens.
+async fn admin_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let opened = opened(&state, &headers)?;
+    let mut numbers: Vec<&Arc<Number>> = state
         .runtime
         .numbers()
         .filter(|n| opened.contains(&n.phone_number_id.as_str()))
         .collect();
-    bots.sort_by(|a, b| a.phone_number_id.cmp(&b.phone_number_id));
-    let bots: Vec<Value> = bots
-        .into_iter()
-        .map(|n| {
-            let bot = n.live.bot();
-            json!({
-                "phone_number_id": n.phone_number_id,
-                "dir": n.live.dir.display().to_string(),
-                "name": bot.settings.name,
-                "flows": bot.flows.len(),
-                "nodes": bot.node_count(),
-                "local": n.transport.is_local(),
-                "last_reload": n.live.report(),
-            })
-        })
-        .collect();
-    let dead_letters: Vec<_> = state
-        .runtime
-        .dead_letters()
-        .into_iter()
-        .filter(|d| opened.contains(&d.phone_number_id.as_str()))
-        .collect();
+    numbers.sort_by(|a, b| a.phone_number_id.cmp(&b.phone_number_id));
+    let mut bots = Vec::new();
+    let mut dead_letters = Vec::new();
+    for n in numbers {
+        let bot = n.live.bot();
+        bots.push(json!({
+            "phone_number_id": n.phone_number_id,
+            "dir": n.live.dir.display().to_string(),
+            "name": bot.settings.name,
+            "flows": bot.flows.len(),
+            "nodes": bot.node_count(),
+            "local": n.transport.is_local(),
+            "sending_paused": n.paused(),
+            "last_reload": n.live.report(),
+        }));
+        let letters = n
+            .store
+            .dead_letters(Some(&n.phone_number_id), DEAD_LETTERS_LISTED)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        dead_letters.extend(letters.iter().map(admin::dead_letter_json));
+    }
     let m = &state.runtime.metrics;
     Ok(axum::Json(json!({
         "bots": bots,
@@ -396,10 +425,49 @@ async fn admin_status(
             "sent": m.messages_sent.get(),
             "failed": m.messages_failed.get(),
             "retried": m.messages_retried.get(),
+            "ambiguous": m.messages_ambiguous.get(),
         },
         "turns": m.turns.get(),
         "dead_letters": dead_letters,
     })))
+}
+
+/// `POST /admin/dead-letters/{id}/replay`: puts a dead letter back at the end of its
+/// user's outbox (attempts reset). 404 when the key's numbers have no such dead letter.
+async fn replay_dead_letter(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let opened = opened(&state, &headers)?;
+    for n in state.runtime.numbers() {
+        if !opened.contains(&n.phone_number_id.as_str()) {
+            continue;
+        }
+        let letters = n
+            .store
+            .dead_letters(Some(&n.phone_number_id), usize::MAX)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let Some(letter) = letters.into_iter().find(|d| d.id == id) else {
+            continue;
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let replayed = n
+            .store
+            .replay_dead_letter(id, now)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        if replayed {
+            tracing::info!(number = %n.phone_number_id, dead_letter = id, "a dead letter was replayed");
+            state.runtime.kick(&letter.key);
+            return Ok(axum::Json(json!({ "replayed": id })));
+        }
+    }
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no dead letter {id} for the numbers this key opens"),
+    ))
 }
 
 /// Sessions are counted for `/metrics` at most this often; scrapes in between answer
@@ -409,6 +477,16 @@ pub const SESSION_COUNT_EVERY: Duration = Duration::from_secs(10);
 /// Prometheus metrics. Open like `/healthz`: counters carry no personal data.
 async fn metrics(State(state): State<AppState>) -> Response {
     refresh_session_gauge(&state).await;
+    for n in state.runtime.numbers() {
+        let labels = vec![("phone_number_id".to_string(), n.phone_number_id.clone())];
+        let paused = i64::from(n.paused().is_some());
+        state
+            .runtime
+            .metrics
+            .sending_paused
+            .get_or_create(&labels)
+            .set(paused);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -427,28 +505,36 @@ async fn refresh_session_gauge(state: &AppState) {
     if counted_at.is_some_and(|at| at.elapsed() < SESSION_COUNT_EVERY) {
         return;
     }
-    let runtime = Arc::clone(&state.runtime);
-    let counted = tokio::task::spawn_blocking(move || {
-        let now = chrono::Utc::now().timestamp();
-        runtime
+    let now = chrono::Utc::now().timestamp();
+    let mut active = 0usize;
+    let mut failed = None;
+    for store in state.runtime.stores() {
+        // Every number on a store shares its sessions table: count with the shortest
+        // timeout of those numbers' bots.
+        let timeout = state
+            .runtime
             .numbers()
-            .map(|n| {
-                let timeout = n.live.bot().settings.session_timeout.as_secs() as i64;
-                n.store.count_sessions(now - timeout)
-            })
-            .sum::<Result<usize, _>>()
-    })
-    .await;
-    match counted {
-        Ok(Ok(active)) => {
+            .filter(|n| Arc::ptr_eq(&n.store, store))
+            .map(|n| n.live.bot().settings.session_timeout.as_secs())
+            .min()
+            .unwrap_or(0);
+        match store
+            .count_sessions(now - i64::try_from(timeout).unwrap_or(i64::MAX))
+            .await
+        {
+            Ok(n) => active += n,
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        None => {
             state
                 .runtime
                 .metrics
                 .sessions_active
                 .set(i64::try_from(active).unwrap_or(i64::MAX));
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
-        Err(e) => tracing::warn!(error = %e, "counting sessions for /metrics failed"),
+        Some(e) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
     }
     *counted_at = Some(Instant::now());
 }

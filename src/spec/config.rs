@@ -93,8 +93,10 @@ pub struct RawWhatsApp {
 pub struct RawSession {
     /// After this much silence a conversation starts afresh, e.g. `30m` (default 30m).
     pub timeout: Option<String>,
-    /// Where sessions are kept: `sqlite://data/parlance.db` (default, relative to the bot
-    /// folder) or `memory://` (lost on restart). This build has no Redis store.
+    /// Where sessions, queued messages and delivery records are kept:
+    /// `sqlite://data/parlance.db` (default, relative to the bot folder; one instance),
+    /// `redis://host:6379/0` (several instances; `?prefix=NAME` sets the key prefix) or
+    /// `memory://` (lost on restart).
     pub store: Option<String>,
 }
 

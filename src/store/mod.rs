@@ -1,19 +1,16 @@
-//! Where sessions, seen message ids and delivery statuses live between turns.
-//!
-//! `Store` is the seam: SQLite is the default (a file, nothing to install), memory is
-//! for tests, and a Redis implementation for several instances plugs in here without
-//! touching the engine or the handlers. Calls are synchronous and short; the server runs
-//! them off its async threads.
+//! Where sessions, inboxes, outboxes, dedupe keys and delivery statuses live: the
+//! durable store ([`durable::Durable`]) the per-user event loop stands on, and the
+//! `session.store` URL that picks one: SQLite (the default, one instance), Redis
+//! (several instances), memory (tests and throwaway setups).
 //!
 //! Architecture Invariant: a store keeps data, it does not decide. Expiry is the
 //! engine's (a session carries `updated_at`); `purge` only removes what is long dead.
 
 pub mod durable;
-pub mod memory;
-pub mod sqlite;
 
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
+use durable::Durable;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +54,7 @@ pub struct SentRecord {
     pub key: SessionKey,
     pub flow: String,
     pub node: String,
+    /// When Graph accepted it (Unix ms).
     pub at: i64,
 }
 
@@ -71,48 +69,15 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-pub trait Store: Send + Sync {
-    /// The user's session, or `None` for a user seen for the first time (or whose
-    /// stored session has an older format: they start afresh).
-    fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
-
-    fn save_session(&self, key: &SessionKey, session: &Session) -> Result<(), StoreError>;
-
-    /// Records an inbound message id; `false` when it was seen before (Meta redelivers,
-    /// sometimes to several instances at once: exactly one caller gets `true`).
-    fn first_delivery(&self, message_id: &str, at: i64) -> Result<bool, StoreError>;
-
-    fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
-
-    fn record_sent(&self, sent: &SentRecord) -> Result<(), StoreError>;
-
-    /// The message with this wamid, if this store sent it.
-    fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError>;
-
-    /// Every status recorded for one sent message, oldest first.
-    fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
-
-    /// Answers when the store can be read (`/readyz`): cheap, and never waits behind
-    /// the writes of turns.
-    fn ping(&self) -> Result<(), StoreError>;
-
-    /// How many sessions were active at or after `since` (Unix seconds).
-    fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
-
-    /// Forgets a user: their sessions for every number (erasure on request).
-    fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
-
-    /// Removes sessions idle since before `sessions_before`, and inbound ids seen and
-    /// sent messages recorded before `seen_before` (Meta stops redelivering and
-    /// reporting after days, not months). Returns how many went.
-    fn purge(&self, sessions_before: i64, seen_before: i64) -> Result<usize, StoreError>;
-}
-
 /// A session store URL, understood: what `session.store` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
-    /// An SQLite file, relative to the bot folder unless absolute.
+    /// An SQLite file, relative to the bot folder unless absolute. One process at a
+    /// time: a second instance on the same file is refused.
     Sqlite(PathBuf),
+    /// A Redis server shared by several instances: the connection URL (without our
+    /// `prefix` parameter) and the prefix of every key.
+    Redis { url: String, prefix: String },
     /// Kept in memory, lost on restart (tests, throwaway setups).
     Memory,
 }
@@ -124,10 +89,12 @@ pub struct StoreUrlError {
     pub hint: String,
 }
 
-/// Reads a `session.store` URL without touching the disk. The loader (so `validate`)
-/// and [`open`] (so `serve`) both call it: a URL that passes here is one `serve` opens.
+const STORE_HINT: &str = "sqlite://data/parlance.db for one instance, redis://host:6379/0 for several (memory:// keeps nothing across restarts)";
+
+/// Reads a `session.store` URL without touching the disk or the network. The loader
+/// (so `validate`) and [`open`] (so `serve`) both call it: a URL that passes here is
+/// one `serve` opens.
 pub fn parse_url(url: &str) -> Result<StoreUrl, StoreUrlError> {
-    const SQLITE_HINT: &str = "this build stores sessions in SQLite: sqlite://data/parlance.db (or memory:// for sessions lost on restart)";
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.trim().is_empty() {
             return Err(StoreUrlError {
@@ -140,37 +107,78 @@ pub fn parse_url(url: &str) -> Result<StoreUrl, StoreUrlError> {
     if url == "memory://" || url == "memory" {
         return Ok(StoreUrl::Memory);
     }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return parse_redis(url);
+    }
     let message = match url.split_once("://") {
-        Some(("redis" | "rediss", _)) => {
-            return Err(StoreUrlError {
-                message: format!("this build cannot keep sessions in Redis (\"{url}\")"),
-                hint: "this build stores sessions in SQLite: sqlite://data/parlance.db; Redis comes with the release that serves one number from several instances".into(),
-            });
-        }
         Some((scheme, _)) => format!("unknown session store \"{scheme}://\""),
         None => format!("\"{url}\" is not a store URL"),
     };
     Err(StoreUrlError {
         message,
-        hint: SQLITE_HINT.into(),
+        hint: STORE_HINT.into(),
+    })
+}
+
+/// `redis://[user:password@]host[:port][/db][?prefix=NAME]`; the prefix defaults to
+/// `parlance:`. Two bots on one Redis that must not see each other's users take
+/// different prefixes.
+fn parse_redis(url: &str) -> Result<StoreUrl, StoreUrlError> {
+    let bad = |why: &str| StoreUrlError {
+        message: format!("the Redis URL is not usable: {why}"),
+        hint: "e.g. redis://127.0.0.1:6379/0 or redis://127.0.0.1:6379/0?prefix=shop:".into(),
+    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut prefix = durable::redis::DEFAULT_PREFIX.to_string();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", value)) if !value.is_empty() => prefix = value.to_string(),
+            _ => {
+                return Err(bad(&format!(
+                    "unknown parameter \"{pair}\" (only prefix=NAME is known)"
+                )));
+            }
+        }
+    }
+    if prefix.contains(['{', '}']) {
+        return Err(bad(
+            "the prefix must not contain { or } (each user's keys carry their own cluster hash tag)",
+        ));
+    }
+    let host = base
+        .split_once("://")
+        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(rest))
+        .unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') {
+        return Err(bad("it names no host"));
+    }
+    Ok(StoreUrl::Redis {
+        url: base.to_string(),
+        prefix,
     })
 }
 
 /// Opens the store a bot's `session.store` names (see [`parse_url`]): `sqlite://PATH`
-/// (relative to the bot folder unless absolute; created with its folders on first use)
-/// or `memory://`.
-pub fn open(url: &str, bot_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    match parse_url(url) {
-        Ok(StoreUrl::Sqlite(path)) => {
+/// (relative to the bot folder unless absolute; created with its folders on first use),
+/// `redis://…` or `memory://`.
+pub async fn open(url: &StoreUrl, bot_dir: &Path) -> Result<Arc<dyn Durable>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => {
             let path = if path.is_absolute() {
-                path
+                path.clone()
             } else {
                 bot_dir.join(path)
             };
-            Ok(Arc::new(sqlite::SqliteStore::open(&path)?))
+            let opened =
+                tokio::task::spawn_blocking(move || durable::sqlite::SqliteDurable::open(&path))
+                    .await
+                    .map_err(|e| StoreError(format!("opening the SQLite store failed: {e}")))??;
+            Ok(Arc::new(opened))
         }
-        Ok(StoreUrl::Memory) => Ok(Arc::new(memory::MemoryStore::default())),
-        Err(e) => Err(StoreError(format!("{}; hint: {}", e.message, e.hint))),
+        StoreUrl::Redis { url, prefix } => Ok(Arc::new(
+            durable::redis::RedisDurable::connect(url, prefix).await?,
+        )),
+        StoreUrl::Memory => Ok(Arc::new(durable::memory::MemoryDurable::default())),
     }
 }
 
@@ -185,93 +193,4 @@ pub(crate) fn decode(version: i64, data: &str) -> Option<Session> {
 
 pub(crate) fn encode(session: &Session) -> Result<String, StoreError> {
     serde_json::to_string(session).map_err(|e| StoreError(format!("cannot encode a session: {e}")))
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    //! The behaviour every store must have; each implementation runs these.
-    use super::*;
-
-    pub fn sessions_round_trip(store: &dyn Store) {
-        let key = SessionKey::new("1001", "4915112345678");
-        assert_eq!(store.load_session(&key).unwrap(), None);
-        let mut s = Session::new("4915112345678", 100);
-        s.vars.insert("topic".into(), serde_json::json!("sales"));
-        store.save_session(&key, &s).unwrap();
-        assert_eq!(store.load_session(&key).unwrap(), Some(s.clone()));
-        s.turn = 7;
-        store.save_session(&key, &s).unwrap();
-        assert_eq!(store.load_session(&key).unwrap().unwrap().turn, 7);
-        // Another number, same user: another session.
-        assert_eq!(
-            store
-                .load_session(&SessionKey::new("1002", "4915112345678"))
-                .unwrap(),
-            None
-        );
-        assert_eq!(store.delete_user("4915112345678").unwrap(), 1);
-        assert_eq!(store.load_session(&key).unwrap(), None);
-    }
-
-    pub fn first_delivery_is_exactly_once(store: &(dyn Store + 'static)) {
-        assert!(store.first_delivery("wamid.1", 10).unwrap());
-        assert!(!store.first_delivery("wamid.1", 11).unwrap());
-        assert!(store.first_delivery("wamid.2", 12).unwrap());
-    }
-
-    pub fn statuses_are_kept_per_message(store: &dyn Store) {
-        let failed = StatusRecord {
-            message_id: "wamid.out.1".into(),
-            status: "failed".into(),
-            at: 20,
-            recipient: Some("4915112345678".into()),
-            error_code: Some(131047),
-            error_title: Some("Re-engagement message".into()),
-        };
-        let sent = StatusRecord {
-            status: "sent".into(),
-            at: 10,
-            error_code: None,
-            error_title: None,
-            ..failed.clone()
-        };
-        store.record_status(&failed).unwrap();
-        store.record_status(&sent).unwrap();
-        store.record_status(&sent).unwrap();
-        assert_eq!(store.statuses("wamid.out.1").unwrap(), vec![sent, failed]);
-        assert!(store.statuses("wamid.other").unwrap().is_empty());
-    }
-
-    pub fn sent_messages_are_found_by_id(store: &dyn Store) {
-        let sent = SentRecord {
-            message_id: "wamid.out.9".into(),
-            key: SessionKey::new("1001", "4915112345678"),
-            flow: "main".into(),
-            node: "welcome".into(),
-            at: 50,
-        };
-        assert_eq!(store.sent("wamid.out.9").unwrap(), None);
-        store.record_sent(&sent).unwrap();
-        assert_eq!(store.sent("wamid.out.9").unwrap(), Some(sent));
-    }
-
-    pub fn purge_removes_only_old_data(store: &dyn Store) {
-        let old = SessionKey::new("1001", "old");
-        let new = SessionKey::new("1001", "new");
-        store.save_session(&old, &Session::new("old", 100)).unwrap();
-        store
-            .save_session(&new, &Session::new("new", 5000))
-            .unwrap();
-        store.first_delivery("wamid.old", 100).unwrap();
-        store.first_delivery("wamid.new", 5000).unwrap();
-        assert_eq!(store.count_sessions(1000).unwrap(), 1);
-        assert_eq!(store.purge(1000, 1000).unwrap(), 2);
-        assert_eq!(store.load_session(&old).unwrap(), None);
-        assert!(store.load_session(&new).unwrap().is_some());
-        assert!(
-            store.first_delivery("wamid.old", 6000).unwrap(),
-            "a purged id is new again"
-        );
-        assert!(!store.first_delivery("wamid.new", 6000).unwrap());
-    }
 }

@@ -32,6 +32,26 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// An expired access token: HTTP 401, code 190.
+    pub fn token_expired() -> Self {
+        Reply::Error {
+            status: 401,
+            code: 190,
+            message: "Error validating access token: Session has expired".into(),
+            details: "The access token has expired.".into(),
+        }
+    }
+
+    /// A Graph API outage: HTTP 503 without a known code.
+    pub fn outage() -> Self {
+        Reply::Error {
+            status: 503,
+            code: 2,
+            message: "(#2) Service temporarily unavailable".into(),
+            details: "Service temporarily unavailable".into(),
+        }
+    }
+
     /// Meta's throughput limit: HTTP 429, code 130429.
     pub fn rate_limited() -> Self {
         Reply::Error {
@@ -65,7 +85,11 @@ pub struct Received {
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Reply>,
+    /// The answer once the script is used up (`None`: accept).
+    otherwise: Option<Reply>,
     received: Vec<Received>,
+    /// The bodies of the messages accepted, in order.
+    accepted_bodies: Vec<Value>,
     accepted: u64,
 }
 
@@ -99,6 +123,18 @@ impl FakeGraph {
     /// Answers the next requests with these replies, in order (then accepts).
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.lock().script.extend(replies);
+    }
+
+    /// Answers every request after the script with `reply` (an outage, an expired
+    /// token, a slow Graph) until called again; `Reply::Accept` heals it.
+    pub fn otherwise(&self, reply: Reply) {
+        self.lock().otherwise = Some(reply);
+    }
+
+    /// The messages Graph accepted (each a body that reached WhatsApp), in order: what
+    /// users received. A message accepted twice is here twice.
+    pub fn accepted(&self) -> Vec<Value> {
+        self.lock().accepted_bodies.clone()
     }
 
     /// Every request so far, in arrival order.
@@ -155,7 +191,8 @@ async fn messages(
             authorization: authorization.clone(),
             body: body.clone(),
         });
-        inner.script.pop_front().unwrap_or(Reply::Accept)
+        let otherwise = inner.otherwise.clone().unwrap_or(Reply::Accept);
+        inner.script.pop_front().unwrap_or(otherwise)
     };
     if authorization
         .as_deref()
@@ -185,6 +222,7 @@ fn accept(inner: &Mutex<Inner>, body: &Value) -> Response {
     let n = {
         let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.accepted += 1;
+        inner.accepted_bodies.push(body.clone());
         inner.accepted
     };
     let to = body["to"].as_str().unwrap_or_default();

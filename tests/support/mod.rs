@@ -40,3 +40,39 @@ pub async fn wait_until_up(port: u16) -> bool {
     }
     false
 }
+
+/// A signed-webhook body with one text message from `from` to `number`.
+pub fn text_webhook(number: &str, from: &str, id: &str, text: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    serde_json::to_vec(&serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": number },
+            "contacts": [{ "profile": { "name": "Ada" }, "wa_id": from }],
+            "messages": [{ "from": from, "id": id, "timestamp": now, "type": "text", "text": { "body": text } }]
+        }}]}]
+    }))
+    .unwrap()
+}
+
+/// Posts `body` signed with `secret` to the server on `port`; the HTTP status, or 0 when
+/// no answer came (the server is down).
+pub async fn post_signed(client: &reqwest::Client, port: u16, secret: &str, body: &[u8]) -> u16 {
+    client
+        .post(format!("http://127.0.0.1:{port}/webhook"))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            parlance::whatsapp::signature::sign(secret, body),
+        )
+        .body(body.to_vec())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}

@@ -63,6 +63,7 @@ where
     commit_for_another_users_item_is_fenced(fresh().await).await;
     outbox_drains_in_order(fresh().await).await;
     mark_attempt_counts_and_delays(fresh().await).await;
+    a_message_after_a_wait_is_due_at_its_time(fresh().await).await;
     dead_letters_are_kept_listed_and_replayed(fresh().await).await;
     users_with_work_finds_pending_users(fresh().await).await;
     timers_replace_cancel_and_fire_once(fresh().await).await;
@@ -124,6 +125,7 @@ fn session(user: &str, turn: u64, updated_at: i64) -> Session {
 fn out(turn: u64, index: u32, body: &str) -> NewOutgoing {
     NewOutgoing {
         at: OutKey { turn, index },
+        not_before: 0,
         body: body.to_string(),
     }
 }
@@ -695,6 +697,42 @@ pub async fn commit_for_another_users_item_is_fenced(store: Arc<dyn Durable>) {
 
 /// Messages leave in (turn, index) order, whatever order they were queued in; mark_sent
 /// removes one and records its wamid.
+/// A message queued behind a `wait` keeps its `not_before` (a restart in the pause
+/// sends it on time, not at once); one in the past is due at the commit.
+pub async fn a_message_after_a_wait_is_due_at_its_time(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let id = accept_one(&*store, msg(&ada, Some("w.1"), "wait", 1_000)).await;
+    let l = lease(&*store, &ada, "one", 1_000).await;
+    let mut later = out(1, 1, "after the wait");
+    later.not_before = 6_000;
+    let mut past = out(1, 0, "before the wait");
+    past.not_before = 10;
+    store
+        .commit_turn(&l, 1_000, turn(id, session("ada", 1, 1), vec![past, later]))
+        .await
+        .unwrap();
+    let first = store.next_outgoing(&ada).await.unwrap().expect("queued");
+    assert_eq!(
+        first.not_before, 1_000,
+        "a past not_before means the commit's now"
+    );
+    store
+        .mark_sent(&l, 1_000, first.at, sent_record("wamid.w1", &ada, 1_000))
+        .await
+        .unwrap();
+    let second = store.next_outgoing(&ada).await.unwrap().expect("queued");
+    assert_eq!(
+        (second.body.as_str(), second.not_before),
+        ("after the wait", 6_000)
+    );
+    store.release(&l).await.unwrap();
+    assert!(
+        store.users_with_work(5_999, 10).await.unwrap().is_empty(),
+        "not due before its time"
+    );
+    assert_eq!(store.users_with_work(6_000, 10).await.unwrap(), vec![ada]);
+}
+
 pub async fn outbox_drains_in_order(store: Arc<dyn Durable>) {
     let ada = key("ada");
     let bob = key("bob");

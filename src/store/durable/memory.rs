@@ -202,7 +202,7 @@ impl Durable for MemoryDurable {
                     body: o.body,
                     attempts: 0,
                     ambiguous: 0,
-                    not_before: now,
+                    not_before: o.not_before.max(now),
                 },
             );
         }

@@ -158,6 +158,9 @@ pub struct OutKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutgoing {
     pub at: OutKey,
+    /// Not to be sent before this time: a `wait` before it in the turn. A time before
+    /// the commit's `now` means now.
+    pub not_before: Millis,
     /// The Cloud API payload and what the sender needs with it (the sending node, the
     /// `on_window_closed` template), encoded by the delivery side; opaque to the store.
     pub body: String,
@@ -296,7 +299,8 @@ pub trait Durable: Send + Sync {
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
 
     /// Commits one turn atomically under `lease`: removes the item, saves the session,
-    /// appends the outgoing messages (due at `now`), sets timers (then cancels the
+    /// appends the outgoing messages (each due at its `not_before`, or `now` when that is
+    /// earlier), sets timers (then cancels the
     /// named ones). [`CommitError::Fenced`], with nothing written, when the lease is not
     /// held at `now`, or the item is gone (handled already) or not this user's.
     async fn commit_turn(

@@ -841,7 +841,9 @@ impl Durable for RedisDurable {
             .arg(commit.session.updated_at)
             .arg(outgoing.len());
         for out in &outgoing {
-            call.arg(member(out.at)).arg(&out.body);
+            call.arg(member(out.at))
+                .arg(&out.body)
+                .arg(out.not_before.max(now));
         }
         call.arg(commit.timers.len());
         for timer in &commit.timers {

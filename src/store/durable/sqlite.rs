@@ -115,6 +115,10 @@ impl SqliteDurable {
         // Only for today's SqliteStore sharing the file: our own writes never wait.
         writer.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
+        // The file lock proves no other process uses this file, so every lease in it
+        // belongs to a process that is gone: the users it held are free now, not after
+        // their leases expire. (Tokens come from `d_meta`, so they still only grow.)
+        writer.execute("DELETE FROM d_leases", []).map_err(err)?;
 
         let mut threads = Vec::with_capacity(READERS + 1);
         let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
@@ -585,7 +589,7 @@ impl Durable for SqliteDurable {
                 session.updated_at
             ])?;
             for o in &outgoing {
-                insert_outgoing(conn, key, o.at, &o.body, now)?;
+                insert_outgoing(conn, key, o.at, &o.body, o.not_before.max(now))?;
             }
             for t in &timers {
                 conn.prepare_cached(
@@ -1016,9 +1020,13 @@ impl Durable for SqliteDurable {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        // Through the writer: a store that cannot write is not ready.
+        // Through the writer: a store that cannot write is not ready. It reads the
+        // tables every turn needs, so a damaged file shows here too.
         self.write_plain(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            conn.prepare_cached("SELECT 1 FROM d_sessions LIMIT 1")?
+                .exists([])?;
+            conn.prepare_cached("SELECT 1 FROM d_items LIMIT 1")?
+                .exists([])?;
             Ok(())
         })
         .await

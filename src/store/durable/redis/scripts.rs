@@ -100,7 +100,7 @@ return 1
 
 /// KEYS: lease, inbox, items, session, out, outseq, outmsg, timers, timerbody.
 /// ARGV: holder, token, now, item id, session version, session data, session at,
-/// outgoing count, (member, body)*, timer count, (name, due, body)*, cancel count,
+/// outgoing count, (member, body, not_before)*, timer count, (name, due, body)*, cancel count,
 /// name*: timers are set, then the named ones cancelled. Returns 0 when fenced (lease
 /// lost or item gone), else 1.
 pub(crate) fn commit_turn() -> String {
@@ -118,8 +118,8 @@ for _ = 1, n do
   local m = ARGV[i]
   local seq = redis.call('INCR', KEYS[6])
   redis.call('ZADD', KEYS[5], seq, m)
-  redis.call('HSET', KEYS[7], m .. ':b', ARGV[i + 1], m .. ':n', '0', m .. ':a', '0', m .. ':t', ARGV[3])
-  i = i + 2
+  redis.call('HSET', KEYS[7], m .. ':b', ARGV[i + 1], m .. ':n', '0', m .. ':a', '0', m .. ':t', ARGV[i + 2])
+  i = i + 3
 end
 n = tonumber(ARGV[i])
 i = i + 1

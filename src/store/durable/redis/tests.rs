@@ -113,10 +113,12 @@ async fn every_key_of_one_user_shares_one_cluster_slot() {
         outgoing: vec![
             NewOutgoing {
                 at: OutKey { turn: 1, index: 0 },
+                not_before: 0,
                 body: "one".into(),
             },
             NewOutgoing {
                 at: OutKey { turn: 1, index: 1 },
+                not_before: 0,
                 body: "two".into(),
             },
         ],
@@ -549,6 +551,7 @@ async fn a_sooner_retry_is_found_at_its_time() {
         session: Session::new("lou", 1),
         outgoing: vec![NewOutgoing {
             at: OutKey { turn: 1, index: 0 },
+            not_before: 0,
             body: "hi".into(),
         }],
         timers: vec![],

@@ -1,0 +1,116 @@
+//! What the delivery side writes into the durable store's opaque bodies: inbox items
+//! and outgoing messages, as versioned JSON.
+//!
+//! The store never parses these (its invariant). A body this build cannot read (a newer
+//! or older format, or damage) is never a panic and never a stuck user: the runtime
+//! moves it aside (an item is dropped with a log line, an outgoing message becomes a
+//! dead letter that says why).
+
+use crate::engine::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The format of every body below. Bump it when a shape changes incompatibly.
+pub const BODY_VERSION: u32 = 1;
+
+/// An inbox item of kind `Message`: what the user sent (or the simulator typed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageItem {
+    pub v: u32,
+    pub event: Event,
+}
+
+/// An inbox item of kind `Status`: WhatsApp reported that a message the bot sent
+/// failed. The conversation of that message hears of it in order with the user's own
+/// messages (its node's `on_error`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedItem {
+    pub v: u32,
+    /// The wamid of the message that failed.
+    pub message_id: String,
+    /// When WhatsApp reported it (Unix seconds).
+    pub at: i64,
+    pub code: Option<i64>,
+    pub title: Option<String>,
+}
+
+/// An outgoing message: the exact Cloud API payload, rendered and checked when the turn
+/// ran, with what the sender needs besides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingBody {
+    pub v: u32,
+    /// The node that sent it (for `failed` statuses and dead letters).
+    pub flow: String,
+    pub node: String,
+    /// When the turn queued it (Unix ms): retries give up `retry_deadline` after it.
+    pub queued_at: i64,
+    pub payload: Value,
+    /// The node's `on_window_closed` template, sent instead on 131047.
+    pub instead: Option<Value>,
+}
+
+/// Encodes any body (these types always serialize).
+pub fn encode<T: Serialize>(body: &T) -> String {
+    serde_json::to_string(body).unwrap_or_default()
+}
+
+/// Why a stored body cannot be used.
+#[derive(Debug)]
+pub struct Unreadable(pub String);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Decodes a body written by this format version.
+pub fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, Unreadable> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: Option<u32>,
+    }
+    let version = serde_json::from_str::<Versioned>(text)
+        .map_err(|e| Unreadable(format!("not a Parlance body: {e}")))?
+        .v;
+    if version != Some(BODY_VERSION) {
+        return Err(Unreadable(format!(
+            "written in format {} (this build reads {BODY_VERSION})",
+            version.map_or_else(|| "?".to_string(), |v| v.to_string())
+        )));
+    }
+    serde_json::from_str(text).map_err(|e| Unreadable(format!("damaged body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EventKind;
+    use crate::flow::MediaKind;
+
+    #[test]
+    fn events_round_trip_and_other_versions_are_refused() {
+        let item = MessageItem {
+            v: BODY_VERSION,
+            event: Event {
+                id: Some("wamid.1".into()),
+                at: 5,
+                contact_name: Some("Ada".into()),
+                kind: EventKind::Media {
+                    kind: MediaKind::Image,
+                    id: "m1".into(),
+                    mime_type: None,
+                    caption: Some("look".into()),
+                    filename: None,
+                },
+            },
+        };
+        let text = encode(&item);
+        assert_eq!(decode::<MessageItem>(&text).unwrap(), item);
+        let newer = text.replace("\"v\":1", "\"v\":2");
+        let e = decode::<MessageItem>(&newer).unwrap_err();
+        assert!(e.0.contains("format 2"), "{e}");
+        assert!(decode::<MessageItem>("{not json").is_err());
+        assert!(decode::<MessageItem>(r#"{"v":1,"event":{"kind":"x"}}"#).is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! Sending one outgoing message from a user's outbox, under the user's lease: paced per
+//! number, its window template sent instead on 131047, retried with backoff until the
+//! retry deadline, paused (not failed) on auth errors, dead-lettered when nothing helps.
+//!
+//! Exactly once: a message leaves the outbox in the same store step that records its
+//! wamid, so after a restart the sender resumes at the first message Graph has not
+//! accepted. The one case the sender cannot know is a request that went out and got
+//! no answer (a timeout): Graph may have accepted it. Such a message is retried at most
+//! once (counted in `parlance_messages_ambiguous_total`); a second timeout makes it a
+//! dead letter rather than risk a third copy. (A process killed between Graph's answer
+//! and the store's commit is the same case, and resends that message once.)
+
+use super::codec::{self, OutgoingBody};
+use super::graph::{GraphError, Verdict, backoff, classify};
+use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
+use crate::render;
+use crate::store::SentRecord;
+use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing};
+use serde::{Deserialize, Serialize};
+
+/// What a dead letter's `reason` holds: the error and Meta's code (JSON, so
+/// `/admin/status` can show the code).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadReason {
+    pub error: String,
+    pub code: Option<i64>,
+}
+
+impl Runtime {
+    /// Sends `out`, the first message of the lease's user, and records what happened.
+    pub(super) async fn send(&self, number: &Number, lease: &Lease, out: Outgoing) -> Sent {
+        let key = &lease.key;
+        let body = match codec::decode::<OutgoingBody>(&out.body) {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("this build cannot read the queued message: {e}");
+                return self.give_up(number, lease, &out, None, why, None).await;
+            }
+        };
+        let mut payload = &body.payload;
+        let mut swapped = false;
+        loop {
+            if let Err(problems) = render::check(payload) {
+                let why = format!(
+                    "the payload breaks WhatsApp's schema: {}",
+                    problems.join("; ")
+                );
+                return self
+                    .give_up(number, lease, &out, Some(&body), why, None)
+                    .await;
+            }
+            number.limiter.until_ready().await;
+            let token = number.token();
+            let result = number.transport.post(&token, payload).await;
+            let now = now_ms();
+            let e = match result {
+                Ok(accepted) => {
+                    let sent = SentRecord {
+                        message_id: accepted.message_id,
+                        key: key.clone(),
+                        flow: body.flow.clone(),
+                        node: body.node.clone(),
+                        at: now,
+                    };
+                    self.metrics.messages_sent.inc();
+                    return match number.store.mark_sent(lease, now, out.at, sent).await {
+                        Ok(()) => Sent {
+                            sent_at: Some(now),
+                            then: Step::Again,
+                        },
+                        Err(e) => {
+                            // Graph has it; the outbox still says unsent. The next
+                            // attempt is the crash case (see the module docs).
+                            tracing::error!(number = %key.phone_number_id, error = %e, "a sent message could not be recorded as sent");
+                            stop()
+                        }
+                    };
+                }
+                Err(e) => e,
+            };
+            let verdict = classify(e.status, e.code);
+            match verdict {
+                Verdict::WindowClosed if !swapped && body.instead.is_some() => {
+                    tracing::info!(to = %mask(&key.user), node = %body.node, "window closed (131047): sending the node's template instead");
+                    if let Some(t) = &body.instead {
+                        payload = t;
+                    }
+                    swapped = true;
+                }
+                Verdict::Auth => {
+                    number.pause(&token, e.to_string());
+                    return stop();
+                }
+                Verdict::Retry | Verdict::RetryRecipient => {
+                    return self
+                        .retry(number, lease, &out, &body, verdict, &e, now)
+                        .await;
+                }
+                Verdict::WindowClosed | Verdict::Permanent => {
+                    return self
+                        .give_up(number, lease, &out, Some(&body), e.to_string(), e.code)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// A retryable failure: try again after the backoff, unless that passes the retry
+    /// deadline or the message already timed out once (then it is a dead letter).
+    #[allow(clippy::too_many_arguments)]
+    async fn retry(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        out: &Outgoing,
+        body: &OutgoingBody,
+        verdict: Verdict,
+        e: &GraphError,
+        now: Millis,
+    ) -> Sent {
+        if e.ambiguous {
+            self.metrics.messages_ambiguous.inc();
+            if out.ambiguous >= 1 {
+                let why = format!(
+                    "{e}; it timed out twice and Graph may have accepted it, so it is not sent a third time"
+                );
+                return self
+                    .give_up(number, lease, out, Some(body), why, e.code)
+                    .await;
+            }
+        }
+        let wait = millis(backoff(verdict, out.attempts, jitter()));
+        let deadline = body
+            .queued_at
+            .saturating_add(millis(self.settings.retry_deadline));
+        if now + wait > deadline {
+            let why = format!(
+                "{e}; still failing {} after it was queued",
+                humantime::format_duration(self.settings.retry_deadline)
+            );
+            return self
+                .give_up(number, lease, out, Some(body), why, e.code)
+                .await;
+        }
+        self.metrics.messages_retried.inc();
+        tracing::info!(number = %lease.key.phone_number_id, error = %e, attempt = out.attempts + 1, wait_ms = wait, "retrying a send");
+        match number
+            .store
+            .mark_attempt(lease, now, out.at, e.ambiguous, now + wait)
+            .await
+        {
+            Ok(()) => Sent {
+                sent_at: None,
+                then: Step::Again,
+            },
+            Err(e) => {
+                log_write_error(&lease.key.phone_number_id, out.at, &e);
+                stop()
+            }
+        }
+    }
+
+    /// Makes the message a dead letter: kept in the store, listed in `/admin/status`,
+    /// replayable.
+    async fn give_up(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        out: &Outgoing,
+        body: Option<&OutgoingBody>,
+        error: String,
+        code: Option<i64>,
+    ) -> Sent {
+        self.metrics.messages_failed.inc();
+        let node = body.map_or_else(|| "?".to_string(), |b| format!("{}.{}", b.flow, b.node));
+        tracing::error!(number = %number.phone_number_id, to = %mask(&lease.key.user), %node, %error, "message not delivered: kept as a dead letter");
+        let reason = codec::encode(&DeadReason { error, code });
+        match number
+            .store
+            .dead_letter(lease, now_ms(), out.at, &reason)
+            .await
+        {
+            Ok(()) => Sent {
+                sent_at: None,
+                then: Step::Again,
+            },
+            Err(e) => {
+                log_write_error(&number.phone_number_id, out.at, &e);
+                stop()
+            }
+        }
+    }
+}
+
+fn stop() -> Sent {
+    Sent {
+        sent_at: None,
+        then: Step::Stop,
+    }
+}
+
+fn log_write_error(number: &str, at: OutKey, e: &CommitError) {
+    match e {
+        CommitError::Fenced => {
+            tracing::info!(%number, turn = at.turn, "the user's lease passed to another instance")
+        }
+        CommitError::Store(e) => {
+            tracing::warn!(%number, error = %e, "cannot record a send attempt; it is retried")
+        }
+    }
+}
+
+/// A number in [0, 1) that differs from call to call, to spread retries apart.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}

@@ -1,0 +1,212 @@
+//! One turn of the per-user loop: the user's oldest inbox item → the engine → one
+//! atomic commit of the new session and the outgoing messages (rendered to exact Cloud
+//! API payloads now, so the sender and a replay send what the turn decided).
+
+use super::codec::{self, FailedItem, MessageItem, OutgoingBody};
+use super::runtime::{Number, Runtime, Step, TurnReport, mask, millis, now_ms};
+use crate::engine::{self, Action, Event, EventKind, NO_FAILURE_REASON, Session};
+use crate::render;
+use crate::store::SessionKey;
+use crate::store::durable::{CommitError, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit};
+use std::sync::Arc;
+
+/// What an inbox item asks of the engine.
+enum Input {
+    /// Run a turn with this event.
+    Event(Event),
+    /// Nothing to run (a failure report for a message this store did not send).
+    Nothing,
+}
+
+impl Runtime {
+    /// Runs the turn for `item` and commits it under `lease`.
+    pub(super) async fn turn(&self, number: &Number, lease: &Lease, item: Item) -> Step {
+        let key = &lease.key;
+        let started = std::time::Instant::now();
+        let now_ms = now_ms();
+        let now = now_ms.div_euclid(1000);
+        let session = match number.store.load_session(key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => Session::new(&key.user, now),
+            Err(e) => {
+                tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
+                return Step::Stop;
+            }
+        };
+        let input = match self.input(number, key, &item).await {
+            Ok(input) => input,
+            Err(Retry) => return Step::Stop,
+        };
+        let (session, outgoing, report, marked) = match input {
+            Input::Event(event) => {
+                let bot = number.live.bot();
+                let turn = engine::step(&bot, session, &event, now, &number.host);
+                let (outgoing, report) = self.outgoing(key, item.id.0, now_ms, turn.actions);
+                self.metrics.turns.inc();
+                (turn.session, outgoing, report, Some(event))
+            }
+            Input::Nothing => (session, Vec::new(), TurnReport::default(), None),
+        };
+        let commit = TurnCommit {
+            item: item.id,
+            session,
+            outgoing,
+            timers: Vec::new(),
+            cancel_timers: Vec::new(),
+        };
+        match number.store.commit_turn(lease, now_ms, commit).await {
+            Ok(()) => {}
+            Err(CommitError::Fenced) => {
+                tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "the user's lease passed to another instance; it goes on from here");
+                return Step::Stop;
+            }
+            Err(CommitError::Store(e)) => {
+                tracing::warn!(number = %key.phone_number_id, error = %e, "cannot commit a turn; the item waits");
+                return Step::Stop;
+            }
+        }
+        self.metrics
+            .turn_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(id) = marked.and_then(|event| event.id) {
+            let waiter = self
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(report);
+            }
+            self.mark_read(number, &id);
+        }
+        Step::Again
+    }
+
+    /// What the item asks for. An item this build cannot read is moved aside (dropped
+    /// with a log line) rather than blocking the user; `Err` when it must wait.
+    async fn input(&self, number: &Number, key: &SessionKey, item: &Item) -> Result<Input, Retry> {
+        let unreadable = |why: String| {
+            tracing::error!(number = %key.phone_number_id, to = %mask(&key.user), item = item.id.0, kind = item.kind.as_str(), %why, "an inbox item this build cannot read was dropped");
+            Ok(Input::Nothing)
+        };
+        match item.kind {
+            ItemKind::Message => match codec::decode::<MessageItem>(&item.body) {
+                Ok(m) => Ok(Input::Event(m.event)),
+                Err(e) => unreadable(e.0),
+            },
+            ItemKind::Status => {
+                let failed = match codec::decode::<FailedItem>(&item.body) {
+                    Ok(f) => f,
+                    Err(e) => return unreadable(e.0),
+                };
+                match number.store.sent(&failed.message_id).await {
+                    Ok(Some(sent)) if &sent.key == key => Ok(Input::Event(Event {
+                        id: None,
+                        at: failed.at,
+                        contact_name: None,
+                        kind: EventKind::DeliveryFailed {
+                            flow: sent.flow,
+                            node: sent.node,
+                            code: failed.code,
+                            reason: failed
+                                .title
+                                .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
+                        },
+                    })),
+                    Ok(_) => Ok(Input::Nothing),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot look up a failed message; the item waits");
+                        Err(Retry)
+                    }
+                }
+            }
+            // Not written by this build yet (inject, agent replies, timers and effect
+            // results come with the API, handover and http work).
+            ItemKind::Inject | ItemKind::AgentReply | ItemKind::Timer | ItemKind::EffectResult => {
+                unreadable(format!(
+                    "{} items are not handled by this build",
+                    item.kind.as_str()
+                ))
+            }
+        }
+    }
+
+    /// The turn's messages as outbox entries (in order, a `wait` making the ones after
+    /// it due later), and the report of what it did.
+    fn outgoing(
+        &self,
+        key: &SessionKey,
+        turn: u64,
+        now_ms: i64,
+        actions: Vec<Action>,
+    ) -> (Vec<NewOutgoing>, TurnReport) {
+        let mut report = TurnReport::default();
+        let mut outgoing = Vec::new();
+        let mut due = now_ms;
+        for action in actions {
+            match action {
+                Action::Send(out) => {
+                    let payload = render::payload(&key.user, &out.message, out.reply_to.as_deref());
+                    let instead = out
+                        .instead_outside_window
+                        .as_ref()
+                        .map(|t| render::payload(&key.user, t, None));
+                    report.sent.push(payload.clone());
+                    let body = OutgoingBody {
+                        v: codec::BODY_VERSION,
+                        flow: out.at.flow.clone(),
+                        node: out.at.node.clone(),
+                        queued_at: now_ms,
+                        payload,
+                        instead,
+                    };
+                    let index = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
+                    outgoing.push(NewOutgoing {
+                        at: OutKey { turn, index },
+                        not_before: due,
+                        body: codec::encode(&body),
+                    });
+                }
+                Action::Pause(d) => due += millis(d),
+                // The problem names the node and its file:line; the user only by the
+                // last digits. What the user sees next (the fallback flow) follows.
+                Action::Error(p) => {
+                    self.metrics.turn_errors.inc();
+                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn error");
+                    report.problems.push(format!("error: {p}"));
+                }
+                Action::Warning(p) => {
+                    tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn warning");
+                    report.problems.push(format!("warning: {p}"));
+                }
+                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
+            }
+        }
+        (outgoing, report)
+    }
+
+    /// Marks the user's message read (and shows typing), when the bot says so. Best
+    /// effort and off the worker's path: it changes nothing in the conversation.
+    fn mark_read(&self, number: &Number, message_id: &str) {
+        let bot = number.live.bot();
+        let wa = &bot.settings.whatsapp;
+        if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
+            return;
+        }
+        let Some(number) = self.number(&number.phone_number_id).map(Arc::clone) else {
+            return;
+        };
+        let mut body = serde_json::json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
+        if wa.typing_indicator {
+            body["typing_indicator"] = serde_json::json!({ "type": "text" });
+        }
+        tokio::spawn(async move {
+            if let Err(e) = number.transport.post(&number.token(), &body).await {
+                tracing::debug!(error = %e, "mark as read failed");
+            }
+        });
+    }
+}
+
+/// The item cannot be handled now (the store failed); it stays first in line.
+struct Retry;
