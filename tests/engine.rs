@@ -367,7 +367,7 @@ fn play(steps: &[Step]) -> (Value, Vec<Played>) {
             contact_name: Some(NAME.into()),
             kind: kind.clone(),
         };
-        let turn = engine::step(bot, session, &event, clock, &host);
+        let turn = engine::run(bot, session, &event, clock, &host, &mut engine::NoEffects);
         session = turn.session;
         let actions: Vec<Value> = turn
             .actions
@@ -440,6 +440,7 @@ fn user_json(event: &Event, age: i64) -> Value {
         }
         EventKind::FlowReply(v) => json!({ "flow_reply": v }),
         EventKind::Unsupported(what) => json!({ "unsupported": what }),
+        EventKind::EffectResult(outcome) => json!({ "effect_result": outcome }),
     };
     let mut out = json!({ "id": event.id });
     if let (Value::Object(out), Value::Object(what)) = (&mut out, what) {
@@ -472,6 +473,13 @@ fn action_json(action: &Action, session: &Session) -> Value {
             json!({ "handover_started": { "at": format!("{}.{}", at.flow, at.node), "queue": queue } })
         }
         Action::ToAgent => json!({ "to_agent": true }),
+        Action::Effect { at, effect } => {
+            let effect = match effect {
+                engine::Effect::Http(r) => json!({ "http": r.url }),
+                engine::Effect::Handover { queue } => json!({ "handover": queue }),
+            };
+            json!({ "effect": { "at": format!("{}.{}", at.flow, at.node), "what": effect } })
+        }
         Action::Ended => json!({ "ended": true }),
         Action::Warning(p) => json!({ "warning": p.to_string() }),
         Action::Error(p) => json!({ "error": p.to_string() }),
@@ -1163,4 +1171,129 @@ fn returning_to_a_call_that_a_reload_removed_is_an_error_and_the_fallback_answer
         ]
     );
     assert!(turn.session.stack.is_empty());
+}
+
+/// Performs effects with scripted outcomes, and remembers what it was asked.
+struct Scripted {
+    outcomes: Vec<engine::EffectOutcome>,
+    asked: Vec<engine::Effect>,
+}
+
+impl engine::Perform for Scripted {
+    fn perform(&mut self, effect: &engine::Effect) -> engine::EffectOutcome {
+        self.asked.push(effect.clone());
+        if self.outcomes.is_empty() {
+            engine::EffectOutcome::Unsupported
+        } else {
+            self.outcomes.remove(0)
+        }
+    }
+}
+
+fn run_with(word: &str, outcomes: Vec<engine::EffectOutcome>) -> (engine::Turn, Scripted) {
+    let mut perform = Scripted {
+        outcomes,
+        asked: Vec::new(),
+    };
+    let event = Event {
+        id: Some("wamid.fx".into()),
+        at: CLOCK,
+        contact_name: Some("Ada".into()),
+        kind: EventKind::Text(word.into()),
+    };
+    let session = Session::new(WA_ID, CLOCK);
+    let turn = engine::run(
+        &BOT,
+        session,
+        &event,
+        CLOCK,
+        &OfflineHost::default(),
+        &mut perform,
+    );
+    (turn, perform)
+}
+
+#[test]
+fn an_http_node_ends_the_turn_with_an_effect_and_waits_for_its_outcome() {
+    let event = Event {
+        contact_name: Some("Ada".into()),
+        ..Event::text("http", CLOCK)
+    };
+    let turn = engine::step(
+        &BOT,
+        Session::new(WA_ID, CLOCK),
+        &event,
+        CLOCK,
+        &OfflineHost::default(),
+    );
+    match turn.actions.last() {
+        Some(Action::Effect {
+            at,
+            effect: engine::Effect::Http(request),
+        }) => {
+            assert_eq!(
+                (at.flow.as_str(), at.node.as_str()),
+                ("fx_http", "call_api")
+            );
+            assert_eq!(request.url, "https://api.example.com/users/15550001111");
+        }
+        other => panic!("expected an http effect, got {other:?}"),
+    }
+    assert!(
+        matches!(&turn.session.state, State::Effect { at, .. } if at.node == "call_api"),
+        "{:?}",
+        turn.session.state
+    );
+}
+
+#[test]
+fn an_effects_outcome_continues_at_its_node() {
+    // The answer is saved and the flow goes on.
+    let (turn, perform) = run_with(
+        "http",
+        vec![engine::EffectOutcome::Http(json!({ "id": 7 }))],
+    );
+    assert_eq!(perform.asked.len(), 1);
+    assert_eq!(turn.session.vars.get("api"), Some(&json!({ "id": 7 })));
+    assert!(errors(&turn.actions).is_empty(), "{:?}", turn.actions);
+    // A failed call takes on_error; the message templates see is still the user's.
+    let (turn, _) = run_with(
+        "http",
+        vec![engine::EffectOutcome::Failed("HTTP 500".into())],
+    );
+    assert_eq!(texts(&turn.actions), ["The API failed."]);
+    assert_eq!(turn.session.vars.get("api"), None);
+    // A handover that began says so and leaves the conversation to the agent.
+    let (turn, _) = run_with("human", vec![engine::EffectOutcome::HandoverStarted]);
+    assert_eq!(texts(&turn.actions), ["Connecting you to an agent…"]);
+    assert!(matches!(turn.session.state, State::Handover { .. }));
+    assert!(
+        turn.actions
+            .iter()
+            .any(|a| matches!(a, Action::HandoverStarted { queue: Some(q), .. } if q == "billing"))
+    );
+}
+
+#[test]
+fn an_outcome_nobody_waits_for_is_ignored_with_a_warning() {
+    let event = Event {
+        id: None,
+        at: CLOCK,
+        contact_name: None,
+        kind: EventKind::EffectResult(engine::EffectOutcome::HandoverStarted),
+    };
+    let turn = engine::step(
+        &BOT,
+        Session::new(WA_ID, CLOCK),
+        &event,
+        CLOCK,
+        &OfflineHost::default(),
+    );
+    assert!(texts(&turn.actions).is_empty());
+    assert_eq!(turn.session.state, State::Idle);
+    assert!(
+        turn.actions.iter().any(|a| matches!(a, Action::Warning(_))),
+        "{:?}",
+        turn.actions
+    );
 }

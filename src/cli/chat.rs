@@ -85,7 +85,7 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
             contact_name: name.map(str::to_string),
             kind,
         };
-        let turn = engine::step(&bot, session, &event, now(), &host);
+        let turn = engine::run(&bot, session, &event, now(), &host, &mut engine::NoEffects);
         session = turn.session;
         // Numbers tap the choices of the bot's latest message only.
         choices.clear();

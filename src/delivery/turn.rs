@@ -40,7 +40,16 @@ impl Runtime {
         let (session, outgoing, report, marked) = match input {
             Input::Event(event) => {
                 let bot = number.live.bot();
-                let turn = engine::step(&bot, session, &event, now, &number.host);
+                // No performers in this build (the loader refuses http and handover
+                // nodes): `run` hands any effect back as `Unsupported`.
+                let turn = engine::run(
+                    &bot,
+                    session,
+                    &event,
+                    now,
+                    &number.host,
+                    &mut engine::NoEffects,
+                );
                 let (outgoing, report) = self.outgoing(key, item.id.0, now_ms, turn.actions);
                 self.metrics.turns.inc();
                 (turn.session, outgoing, report, Some(event))
@@ -179,7 +188,10 @@ impl Runtime {
                     tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn warning");
                     report.problems.push(format!("warning: {p}"));
                 }
-                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
+                Action::Ended
+                | Action::HandoverStarted { .. }
+                | Action::Effect { .. }
+                | Action::ToAgent => {}
             }
         }
         (outgoing, report)

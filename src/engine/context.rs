@@ -68,7 +68,7 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
         EventKind::DeliveryFailed { code, reason, .. } => {
             m.insert("error".into(), json!({ "code": code, "reason": reason }));
         }
-        EventKind::Text(_) | EventKind::Unsupported(_) => {}
+        EventKind::Text(_) | EventKind::Unsupported(_) | EventKind::EffectResult(_) => {}
     }
     Value::Object(m)
 }

@@ -68,9 +68,28 @@ pub enum EventKind {
         /// The error's title, or [`NO_FAILURE_REASON`] when WhatsApp gave none.
         reason: String,
     },
+    /// The outcome of the effect (an `http` call, a handover) the session waits for:
+    /// the node that asked for it goes on.
+    EffectResult(EffectOutcome),
     /// Something the engine has no use for (an order, a system message, an unsupported
     /// type): answered by the fallback flow, never dropped silently.
     Unsupported(String),
+}
+
+/// What came of an effect (`engine::Effect`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectOutcome {
+    /// The http call answered: what the node's `save` stores.
+    Http(Value),
+    /// An agent queue took the conversation (handover).
+    HandoverStarted,
+    /// No agent can take it: the handover node's `on_unavailable`.
+    Unavailable,
+    /// It was tried and failed: the node's `on_error`.
+    Failed(String),
+    /// This runtime cannot perform it: always an error, never `on_error`.
+    Unsupported,
 }
 
 impl EventKind {
@@ -86,6 +105,7 @@ impl EventKind {
             EventKind::Reaction { .. } => "reaction",
             EventKind::FlowReply(_) => "flow_reply",
             EventKind::DeliveryFailed { .. } => "delivery_failed",
+            EventKind::EffectResult(_) => "effect_result",
             EventKind::Unsupported(what) => what,
         }
     }

@@ -2,9 +2,13 @@
 //!
 //! `step(bot, session, event, now, host)` → the new session and the actions to carry out
 //! (messages to send, pauses, the conversation ending, errors). The engine does no I/O:
-//! time is an argument, and what needs the outside world (`http` and `script` nodes, a
-//! `handover`) goes through the [`Host`] the caller provides. So a turn is fast,
-//! deterministic, and the same in the server, `parlance chat` and `parlance test`.
+//! time is an argument, and a node that waits on the outside world (`http`, `handover`)
+//! ends the turn with an [`Action::Effect`]: the session waits there (`State::Effect`)
+//! until the caller performs it and hands the outcome back as an
+//! [`EventKind::EffectResult`] event, which continues the conversation at that node.
+//! [`run`] does that loop for a caller with a [`Perform`]. `script` nodes run through
+//! the [`Host`] (in-process, no I/O). So a turn is fast, deterministic, and the same in
+//! the server, `parlance chat` and `parlance test`.
 //!
 //! Architecture Invariant: the engine reads the compiled `flow::Bot` and its session,
 //! nothing else. Sessions name flows and nodes by id, so they survive reloads.
@@ -16,7 +20,7 @@ pub mod fit;
 pub mod message;
 pub mod session;
 
-pub use event::{Event, EventKind, NO_FAILURE_REASON};
+pub use event::{EffectOutcome, Event, EventKind, NO_FAILURE_REASON};
 pub use message::Message;
 pub use session::{NodeAt, Session, ShownChoice, State};
 
@@ -45,6 +49,9 @@ pub enum Action {
     Send(Box<Outgoing>),
     /// Pause before the next message (a `wait` node), shown as typing.
     Pause(Duration),
+    /// Perform this and hand the outcome back as an [`EventKind::EffectResult`]: the
+    /// turn stopped at the node `at`, and the session waits for it (`State::Effect`).
+    Effect { at: NodeAt, effect: Effect },
     /// A human agent takes over; the bot stays silent until it is resolved.
     HandoverStarted { at: NodeAt, queue: Option<String> },
     /// While an agent has the conversation, the user's message goes to the agent.
@@ -159,24 +166,79 @@ pub enum EffectError {
     Failed(String),
 }
 
-/// What the engine needs from the outside world. Every method has a default that
-/// performs nothing, so tests and `chat` implement only what they use.
+/// What the engine reads from its caller during a turn: nothing here waits on the
+/// outside world (that is an [`Effect`]). Every method has a default, so tests and
+/// `chat` implement only what they use.
 pub trait Host {
     /// The environment variables templates may read (`env`), already limited to the
     /// bot's `expose_env`.
     fn env(&self) -> &Map<String, Value>;
 
-    fn http(&self, _request: &HttpRequest) -> Result<Value, EffectError> {
-        Err(EffectError::Unsupported)
-    }
-
+    /// Runs a `script` node (in-process and bounded: no I/O).
     fn script(&self, _call: &ScriptCall<'_>) -> Result<ScriptOutcome, EffectError> {
         Err(EffectError::Unsupported)
     }
+}
 
-    fn handover(&self, _queue: Option<&str>) -> Result<(), EffectError> {
-        Err(EffectError::Unsupported)
+/// Something a node needs from the outside world: the turn stops at the node, the
+/// caller performs it (as long as it takes, without holding anyone else up), and its
+/// outcome comes back as an [`EventKind::EffectResult`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// An `http` node's request.
+    Http(HttpRequest),
+    /// A `handover` node: find an agent in this queue.
+    Handover { queue: Option<String> },
+}
+
+/// Who performs effects for [`run`].
+pub trait Perform {
+    fn perform(&mut self, effect: &Effect) -> EffectOutcome;
+}
+
+/// Performs nothing: every effect is [`EffectOutcome::Unsupported`] (what this build's
+/// `serve`, `chat` and `test` do until the http and handover performers exist).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEffects;
+
+impl Perform for NoEffects {
+    fn perform(&mut self, _effect: &Effect) -> EffectOutcome {
+        EffectOutcome::Unsupported
     }
+}
+
+/// At most this many effects in one [`run`]: a flow that loops through `http` nodes
+/// stops like any runaway turn.
+const EFFECTS_PER_RUN: usize = 100;
+
+/// Runs a turn to its end: [`step`], then each effect the turn stopped at is performed
+/// and its outcome handed back, until the turn ends without one. The actions of every
+/// step, in order (each `Effect` included, followed by what its outcome caused).
+pub fn run(
+    bot: &Bot,
+    session: Session,
+    event: &Event,
+    now: i64,
+    host: &dyn Host,
+    perform: &mut dyn Perform,
+) -> Turn {
+    let mut turn = step(bot, session, event, now, host);
+    for _ in 0..EFFECTS_PER_RUN {
+        let Some(Action::Effect { effect, .. }) = turn.actions.last() else {
+            return turn;
+        };
+        let outcome = perform.perform(effect);
+        let result = Event {
+            id: None,
+            at: now,
+            contact_name: None,
+            kind: EventKind::EffectResult(outcome),
+        };
+        let next = step(bot, turn.session, &result, now, host);
+        turn.actions.extend(next.actions);
+        turn.session = next.session;
+    }
+    turn
 }
 
 /// A host with no effects: `parlance chat`, `parlance test`, benchmarks.
@@ -293,6 +355,11 @@ impl Run<'_> {
             // Not a message from the user: the 24-hour window and the conversation stay.
             return self.delivery_failed(flow, node, *code, reason);
         }
+        if let EventKind::EffectResult(outcome) = &event.kind {
+            // Not a message from the user either: the conversation goes on at the node
+            // that asked for the effect.
+            return self.effect_result(outcome);
+        }
         self.session.last_user_message_at = Some(event.at);
         self.session.last_user_message_id = event.id.clone();
         if let Some(name) = &event.contact_name {
@@ -354,6 +421,103 @@ impl Run<'_> {
             // flow does not answer: the failure is only reported.
             None => self.actions.push(Action::Error(self.problem_at(flow, node, failed, format!("WhatsApp could not deliver the message{code}: {reason}; the node has no on_error")))),
         }
+    }
+
+    /// The outcome of the effect the session waits for: the node that asked for it goes
+    /// on (`save` and `next`, `on_error`, `on_unavailable`, the handover itself).
+    fn effect_result(&mut self, outcome: &EffectOutcome) {
+        let State::Effect { at, message } = self.session.state.clone() else {
+            let message =
+                "an effect's outcome arrived while the conversation waited for none; ignored"
+                    .to_string();
+            self.actions
+                .push(Action::Warning(Problem::general(message)));
+            return;
+        };
+        let Some(r) = self.bot.node_by_id(&at.flow, &at.node) else {
+            let message = format!(
+                "the conversation waited for an effect of {}.{}, which no longer exists; the conversation ends",
+                at.flow, at.node
+            );
+            self.actions
+                .push(Action::Warning(Problem::general(message)));
+            self.end();
+            return;
+        };
+        self.session.state = State::Idle;
+        self.here = Some(at);
+        self.message = message;
+        let node = self.bot.node(r);
+        let then = match (&node.kind, outcome) {
+            (NodeKind::Http(_), EffectOutcome::Http(value)) => {
+                if let Some(name) = &node.save {
+                    self.session.vars.insert(name.clone(), value.clone());
+                }
+                match self.next_of(r) {
+                    Some(t) => Then::Go(t),
+                    None => Then::Stop,
+                }
+            }
+            (NodeKind::Handover(h), EffectOutcome::HandoverStarted) => self.handover_started(r, h),
+            (NodeKind::Handover(h), EffectOutcome::Unavailable) if h.on_unavailable.is_some() => {
+                Then::Go(h.on_unavailable.unwrap_or(Target::End))
+            }
+            (kind, EffectOutcome::Unavailable) => {
+                self.effect_failed(r, effect_name(kind), EffectError::Unavailable)
+            }
+            (kind, EffectOutcome::Failed(message)) => {
+                self.effect_failed(r, effect_name(kind), EffectError::Failed(message.clone()))
+            }
+            (kind, EffectOutcome::Unsupported) => {
+                self.effect_failed(r, effect_name(kind), EffectError::Unsupported)
+            }
+            (kind, EffectOutcome::Http(_) | EffectOutcome::HandoverStarted) => self.fail(
+                r,
+                format!(
+                    "the outcome of another effect arrived at this {} node",
+                    effect_name(kind)
+                ),
+            ),
+        };
+        if let Then::Go(target) = then {
+            self.run_from(target);
+        }
+    }
+
+    /// An agent has the conversation: tell the user (the node's `say`), and the bot is
+    /// silent until the handover ends.
+    fn handover_started(&mut self, r: NodeRef, h: &crate::flow::Handover) -> Then {
+        if let Some(say) = &h.say {
+            let said = self.render(r, say).and_then(|body| {
+                let text = Message::Text {
+                    body,
+                    preview_url: false,
+                };
+                self.deliver(r, vec![text], None)
+            });
+            if let Err(e) = said {
+                self.actions
+                    .push(Action::Warning(Problem::at_node(self.bot, r, e)));
+            }
+        }
+        let here = at(self.bot, r);
+        self.session.state = State::Handover { at: here.clone() };
+        self.actions.push(Action::HandoverStarted {
+            at: here,
+            queue: h.queue.clone(),
+        });
+        Then::Stop
+    }
+
+    /// The turn stops at `r` until the effect's outcome arrives.
+    fn await_effect(&mut self, r: NodeRef, effect: Effect) -> Then {
+        let here = at(self.bot, r);
+        self.session.state = State::Effect {
+            at: here.clone(),
+            message: self.message.clone(),
+        };
+        self.actions.push(Action::Effect { at: here, effect });
+        Then::Stop
     }
 
     /// A problem at a node named by id, with its source position when it still exists.
@@ -691,18 +855,10 @@ impl Run<'_> {
                 return Then::Go(Target::End);
             }
             NodeKind::Http(h) => {
-                let request = match self.http_request(r, h) {
-                    Ok(req) => req,
-                    Err(e) => return self.fail(r, e),
+                return match self.http_request(r, h) {
+                    Ok(request) => self.await_effect(r, Effect::Http(request)),
+                    Err(e) => self.fail(r, e),
                 };
-                match self.host.http(&request) {
-                    Ok(value) => {
-                        if let Some(name) = &node.save {
-                            self.session.vars.insert(name.clone(), value);
-                        }
-                    }
-                    Err(e) => return self.effect_failed(r, "http", e),
-                }
             }
             NodeKind::Script(s) => {
                 let call = ScriptCall {
@@ -724,35 +880,8 @@ impl Run<'_> {
                 }
             }
             NodeKind::Handover(h) => {
-                match self.host.handover(h.queue.as_deref()) {
-                    Ok(()) => {
-                        // Tell the user only once an agent has the conversation.
-                        if let Some(say) = &h.say {
-                            let said = self.render(r, say).and_then(|body| {
-                                let text = Message::Text {
-                                    body,
-                                    preview_url: false,
-                                };
-                                self.deliver(r, vec![text], None)
-                            });
-                            if let Err(e) = said {
-                                self.actions
-                                    .push(Action::Warning(Problem::at_node(self.bot, r, e)));
-                            }
-                        }
-                        let here = at(self.bot, r);
-                        self.session.state = State::Handover { at: here.clone() };
-                        self.actions.push(Action::HandoverStarted {
-                            at: here,
-                            queue: h.queue.clone(),
-                        });
-                        return Then::Stop;
-                    }
-                    Err(EffectError::Unavailable) if h.on_unavailable.is_some() => {
-                        return Then::Go(h.on_unavailable.unwrap_or(Target::End));
-                    }
-                    Err(e) => return self.effect_failed(r, "handover", e),
-                }
+                let queue = h.queue.clone();
+                return self.await_effect(r, Effect::Handover { queue });
             }
             _ => {
                 let messages = match self.messages_of(r) {
@@ -1285,5 +1414,14 @@ fn at(bot: &Bot, r: NodeRef) -> NodeAt {
     NodeAt {
         flow: bot.flow(r.flow).id.clone(),
         node: bot.node(r).id.clone(),
+    }
+}
+
+/// How a node that asks for an effect is named in messages.
+fn effect_name(kind: &NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Http(_) => "http",
+        NodeKind::Handover(_) => "handover",
+        _ => "effect",
     }
 }

@@ -69,6 +69,13 @@ pub enum State {
     },
     /// A human agent has the conversation (a `handover` node); the bot is silent.
     Handover { at: NodeAt },
+    /// An `http` or `handover` node waits for its effect's outcome
+    /// (`EventKind::EffectResult`). `message` is the user's message of the turn that
+    /// asked for it, as templates see it: what `message` still is when the turn goes on.
+    Effect {
+        at: NodeAt,
+        message: serde_json::Value,
+    },
 }
 
 /// A button or row as the user saw it.
@@ -127,7 +134,9 @@ impl Session {
     /// The flow and node the conversation waits at, if any.
     pub fn waiting_at(&self) -> Option<&NodeAt> {
         match &self.state {
-            State::Waiting { at, .. } | State::Handover { at } => Some(at),
+            State::Waiting { at, .. } | State::Handover { at } | State::Effect { at, .. } => {
+                Some(at)
+            }
             State::Idle => None,
         }
     }
