@@ -1,75 +1,18 @@
-//! `parlance-load`: measures the whole path (signature check, parsing, dedupe, session
-//! load/save in SQLite, engine, rendering, sending) under load, on loopback only.
-//!
-//! It starts the fake Graph API and a real `parlance serve` server in this process, then
-//! posts signed webhooks from many users concurrently and waits until every reply has
-//! reached the fake Graph API. Bounded: it sends exactly `--users × --messages` webhooks
-//! and gives up after `--timeout` seconds.
-//!
-//!     cargo run --release --bin parlance-load -- --users 200 --messages 10 --concurrency 32
+//! The in-process mode: the fake Graph API and a real `parlance serve` server in this
+//! process; posts signed webhooks from many users concurrently and waits until every
+//! reply has reached the fake Graph API.
 
-use clap::Parser;
+use crate::{Args, NUMBER, SECRET, webhook};
 use parlance::cli::LogFormat;
 use parlance::cli::serve::{self, Options};
 use parlance::server::listen::{self, Limits};
 use parlance::testing::fake_graph::FakeGraph;
 use parlance::whatsapp::signature;
-use serde_json::json;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const SECRET: &str = "load-test-secret";
-const NUMBER: &str = "1001";
-
-#[derive(Parser)]
-#[command(
-    about = "Load-test the WhatsApp endpoint end to end against a fake Graph API on loopback"
-)]
-struct Args {
-    /// Simulated users.
-    #[arg(long, default_value_t = 200)]
-    users: usize,
-    /// Messages per user (each answered with one reply).
-    #[arg(long, default_value_t = 10)]
-    messages: usize,
-    /// Webhook POSTs in flight at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Messages per second the server may send per number (Meta: 80 by default, up to 1000).
-    #[arg(long, default_value_t = 1000)]
-    rate: u32,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    timeout: u64,
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: &Args) -> Result<(), String> {
     let graph = FakeGraph::start().await.map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir.path().join("flows")).map_err(|e| e.to_string())?;
@@ -187,21 +130,4 @@ async fn run(args: Args) -> Result<(), String> {
         total as f64 / replied_in.as_secs_f64()
     );
     Ok(())
-}
-
-fn webhook(user: usize, round: usize) -> Vec<u8> {
-    let from = format!("49170{user:08}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let body = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
-            "contacts": [{ "profile": { "name": format!("User {user}") }, "wa_id": from }],
-            "messages": [{ "from": from, "id": format!("wamid.load.{user}.{round}"), "timestamp": now.to_string(), "type": "text", "text": { "body": format!("message {round}") } }]
-        }}]}]
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
 }
