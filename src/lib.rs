@@ -20,24 +20,28 @@
 //!   through `compile::load_bot`.
 //! - [`flow`]: the compiled, immutable bot. No serde, no I/O.
 //! - [`engine`]: one turn of one session: `step(bot, session, event, now, host)`. No I/O;
-//!   effects (http, script, handover) go through the caller's `Host`.
+//!   a node that waits on the outside world (http, handover) ends the turn with an
+//!   `Action::Effect` whose outcome comes back as an `EventKind::EffectResult`
+//!   (`engine::run` loops that for a `Perform`); scripts go through the `Host`.
 //! - [`render`]: typed messages → the exact Cloud API JSON (checked against
 //!   `schemas/whatsapp/`), and → text for the terminal.
 //! - [`testing`]: the conversation test runner behind `parlance test`.
-//! - [`store`]: sessions, seen message ids and statuses: SQLite (default) or memory.
-//!   `store::durable` is the durable store the per-user event loop will stand on (inbox
-//!   with dedupe, per-user leases with fencing, atomic turn commits with the outbox, dead
-//!   letters, timers) with one conformance suite and three implementations: SQLite (one
-//!   writer, group commit), Redis (one Lua script per atomic step, one cluster slot per
-//!   user) and memory. Not wired into `serve` yet.
+//! - [`store`]: the `session.store` URL and `store::durable`, the store the per-user
+//!   event loop stands on (inbox with dedupe, per-user leases with fencing, atomic turn
+//!   commits with the outbox, dead letters, timers, statuses) with one conformance suite
+//!   and three implementations: SQLite (one writer, group commit; one process per file),
+//!   Redis (one Lua script per atomic step, one cluster slot per user; several
+//!   instances) and memory.
 //! - [`whatsapp`]: WhatsApp's inbound webhook JSON and its signature; the only place that
 //!   knows them.
 //! - [`live`]: `LiveBot`, the bot a folder serves now (folder, swappable compiled bot,
 //!   last reload report): what `reload` swaps and `delivery` and `server` read.
-//! - [`delivery`]: the runtime behind the server: what a webhook item becomes
-//!   (`delivery::inbox`: dedupe, queueing, statuses), per-user ordered turns, the sender
-//!   (pacing, message delay, retries, dead letters) over a `delivery::transport` (the
-//!   Graph API or the local sink), and the shutdown drain.
+//! - [`delivery`]: the per-user event loop behind the server: webhook items into the
+//!   durable inbox before the ack (`delivery::inbox`), one leased worker per user
+//!   (`runtime`) running turns (`turn`) and draining the outbox exactly once, in order
+//!   (`sender`: pacing, message delay, retries until a deadline, auth pause, dead
+//!   letters) over a `delivery::transport` (the Graph API or the local sink); the
+//!   scanner for work nobody does (`scan`), and the shutdown drain.
 //! - [`reload`]: watches bot folders and swaps a `LiveBot`'s bot in when an edit is
 //!   valid.
 //! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, `/healthz`,
@@ -47,7 +51,8 @@
 //!
 //! Architecture Invariant: `delivery` and `reload` do not import each other; both
 //! depend on `live`. `server` never touches a store for a webhook item: it hands items to
-//! `delivery`.
+//! `delivery`. Only the per-user loop runs turns and sends, and only under the user's
+//! lease.
 //!
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`
 //! nothing of positions, `flow` nothing of files; only `compile` sees all three.

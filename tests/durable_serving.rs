@@ -731,3 +731,72 @@ async fn redis_down_means_503_and_the_server_recovers_when_it_is_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(accepted_per_user(&graph)[&user(1)], expected_three(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_redis_share_one_pace_per_number() {
+    const USERS: usize = 30;
+    const RATE: usize = 5;
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_counting_bot(dir.path(), &graph, &redis_store("pace"));
+    let config = std::fs::read_to_string(dir.path().join("parlance.yaml")).unwrap();
+    let config = config.replace(
+        "message_delay_ms: 0",
+        &format!("message_delay_ms: 0\n  max_messages_per_second: {RATE}"),
+    );
+    std::fs::write(dir.path().join("parlance.yaml"), config).unwrap();
+    let servers = [
+        Server::start(dir.path(), &[]).await,
+        Server::start(dir.path(), &[]).await,
+        Server::start(dir.path(), &[]).await,
+    ];
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let client = reqwest::Client::new();
+    let posts = (0..USERS).map(|u| {
+        let body = text_webhook(NUMBER, &user(u), &format!("wamid.p.{u}"), "n0");
+        let port = ports[u % ports.len()];
+        let client = client.clone();
+        async move { post_signed(&client, port, SECRET, &body).await }
+    });
+    for status in futures_join_all(posts).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        wait_accepted(&graph, USERS, Duration::from_secs(30)).await,
+        USERS
+    );
+    let times: Vec<Instant> = graph
+        .received()
+        .iter()
+        .filter(|r| r.body.get("to").is_some())
+        .map(|r| r.at)
+        .collect();
+    let span = times[times.len() - 1].duration_since(times[0]);
+    // 30 sends at 5 a second, a burst of 5 allowed: at least 5 s for all of them
+    // (each instance pacing alone would allow 15 a second: about 1 s).
+    let least = Duration::from_secs(((USERS - RATE) / RATE) as u64) - Duration::from_millis(300);
+    assert!(
+        span >= least,
+        "{USERS} sends took {span:?}: the instances did not share the pace"
+    );
+    // No one-second window holds more than the rate and its burst.
+    for (i, start) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 2 * RATE, "{in_window} sends within one second");
+    }
+}
+
+/// Runs the futures side by side and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

@@ -49,7 +49,7 @@ impl Runtime {
                     .give_up(number, lease, &out, Some(&body), why, None)
                     .await;
             }
-            number.limiter.until_ready().await;
+            self.pace(number).await;
             let token = number.token();
             let result = number.transport.post(&token, payload).await;
             let now = now_ms();
@@ -100,6 +100,30 @@ impl Runtime {
                     return self
                         .give_up(number, lease, &out, Some(&body), e.to_string(), e.code)
                         .await;
+                }
+            }
+        }
+    }
+
+    /// Waits for a send slot of the number's pace: shared by every instance when the
+    /// store is (Redis), else this process's own.
+    async fn pace(&self, number: &Number) {
+        let per_second = number.live.bot().settings.whatsapp.max_messages_per_second;
+        loop {
+            match number
+                .store
+                .take_send_slot(&number.phone_number_id, per_second)
+                .await
+            {
+                Ok(Some(0)) => return,
+                Ok(Some(wait)) => {
+                    let wait = u64::try_from(wait).unwrap_or(0).min(1000);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                Ok(None) => return number.limiter.until_ready().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared pace cannot be read; pacing in this process");
+                    return number.limiter.until_ready().await;
                 }
             }
         }

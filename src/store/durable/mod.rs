@@ -405,6 +405,18 @@ pub trait Durable: Send + Sync {
     /// Returns how many went, both counted.
     async fn purge(&self, before: Millis) -> Result<usize, StoreError>;
 
+    /// Takes one send slot of a phone number's pace (`max_messages_per_second`) shared
+    /// by every instance on this store: `Some(0)` = send now, `Some(ms)` = ask again
+    /// after that long. `None` (the default): this store serves one process, which
+    /// paces in process.
+    async fn take_send_slot(
+        &self,
+        _phone_number_id: &str,
+        _per_second: u32,
+    ) -> Result<Option<Millis>, StoreError> {
+        Ok(None)
+    }
+
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }

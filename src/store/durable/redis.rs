@@ -55,6 +55,7 @@
 //! EVALSHA and loaded again when a restarted Redis no longer knows them.
 
 mod keys;
+mod pace;
 mod scripts;
 #[cfg(test)]
 mod tests;
@@ -1344,6 +1345,16 @@ impl Durable for RedisDurable {
             }
         }
         Ok(gone)
+    }
+
+    async fn take_send_slot(
+        &self,
+        phone_number_id: &str,
+        per_second: u32,
+    ) -> Result<Option<Millis>, StoreError> {
+        pace::take_slot(self.con(), &self.prefix, phone_number_id, per_second)
+            .await
+            .map(Some)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
