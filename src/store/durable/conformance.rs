@@ -580,7 +580,9 @@ pub async fn stale_lease_is_fenced_everywhere(store: Arc<dyn Durable>) {
     );
     // Now bob has nothing there: bob's lease cannot touch ada's message.
     assert_fenced(
-        store.mark_attempt(&bob_lease, 60_001, at, true, 90_000).await,
+        store
+            .mark_attempt(&bob_lease, 60_001, at, true, 90_000)
+            .await,
         "mark_attempt for another user",
     );
     assert_fenced(

@@ -251,6 +251,27 @@ impl std::fmt::Display for CommitError {
 
 impl std::error::Error for CommitError {}
 
+/// Whether a status dated `at` (Unix seconds) is older than `before` (Unix ms): the
+/// one place the two units meet. `at * 1000 < before`, without overflow.
+pub(crate) fn status_older(at: i64, before: Millis) -> bool {
+    i128::from(at) * 1000 < i128::from(before)
+}
+
+/// The oldest status second [`Durable::purge`] keeps for `before` (Unix ms): a status
+/// at second `s` goes when `s` is smaller ([`status_older`]).
+pub(crate) fn first_status_second(before: Millis) -> i64 {
+    // ceil(before / 1000), also for negative times.
+    before.div_euclid(1000) + i64::from(before.rem_euclid(1000) != 0)
+}
+
+/// The error for a commit whose outgoing message takes a place already queued.
+pub(crate) fn taken(at: OutKey) -> StoreError {
+    StoreError(format!(
+        "outgoing message ({}, {}) is already queued for this user (or twice in the turn); nothing was written",
+        at.turn, at.index
+    ))
+}
+
 /// The durable store. Every method is one atomic step: it happens entirely or not at
 /// all, even when the process dies in the middle.
 #[async_trait::async_trait]
@@ -409,7 +430,7 @@ pub trait Durable: Send + Sync {
     /// dead letters, leases, sent records, and the statuses of messages sent to them
     /// (those whose `recipient` is the user, and those of a message in their sent
     /// records). Not dedupe keys: forgetting them would let a redelivery run again
-    /// (they expire by themselves, see `purge`). Idempotent. Returns how many sessions
+    /// (`purge` forgets them once Meta no longer redelivers). Idempotent. Returns how many sessions
     /// went.
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
@@ -422,4 +443,24 @@ pub trait Durable: Send + Sync {
 
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_status_second, status_older};
+
+    #[test]
+    fn status_seconds_meet_milliseconds_in_one_place() {
+        for before in [-2_001, -2_000, -1_999, -1, 0, 1, 999, 1_000, 1_001, 5_500] {
+            let first = first_status_second(before);
+            assert!(!status_older(first, before), "{before}: {first} kept");
+            assert!(
+                status_older(first - 1, before),
+                "{before}: {} goes",
+                first - 1
+            );
+        }
+        assert!(!status_older(i64::MAX, i64::MAX));
+        assert!(status_older(i64::MIN, i64::MIN + 1));
+    }
 }

@@ -22,6 +22,15 @@
 //!   An addition always follows the data write, so either the check saw the new work
 //!   or the version changed: a user with work is never dropped from the index.
 //! - A stale hint (a user without work) costs one check, then goes.
+//! - A work hint's score is never later than the user's rank in `users_with_work` (the
+//!   smallest of their items' `at` and their due messages' `not_before`), so reading
+//!   the index in score order can stop early. Items are work at once whatever their
+//!   `at` (a sender's clock may run ahead of ours), so storing items hints at or below
+//!   0 ([`ITEM_HINT`]), and a user with items is settled no later than the `now` of the
+//!   check. A user with only later messages is settled at the soonest one, and found
+//!   once it is due.
+//! - A removal in `delete_user` is versioned like any other: work racing the erasure
+//!   keeps its hint.
 //!
 //! ## Dedupe
 //! Dedupe keys are global (a wamid is unique), but the record that makes an accept
@@ -85,6 +94,14 @@ const ID_RACE_RETRIES: usize = 8;
 /// How many index entries users_with_work and fire_due_timers read at a time.
 const INDEX_BATCH: usize = 256;
 
+/// How long a message's statuses are kept after the last one arrived (`purge` forgets
+/// them sooner when asked): like dedupe records, past Meta's 7 days of redelivery.
+pub const STATUS_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// The work index's score for a user whose items were just stored: items are work at
+/// once, whatever their `at` (see the module docs).
+const ITEM_HINT: Millis = 0;
+
 struct Scripts {
     accept: Script,
     next_item: Script,
@@ -94,6 +111,7 @@ struct Scripts {
     release: Script,
     commit_turn: Script,
     next_outgoing: Script,
+    move_out_aside: Script,
     mark_sent: Script,
     mark_attempt: Script,
     dead_letter: Script,
@@ -118,6 +136,7 @@ impl Scripts {
             release: Script::new(scripts::RELEASE),
             commit_turn: Script::new(&scripts::commit_turn()),
             next_outgoing: Script::new(scripts::NEXT_OUTGOING),
+            move_out_aside: Script::new(scripts::MOVE_OUT_ASIDE),
             mark_sent: Script::new(&scripts::mark_sent()),
             mark_attempt: Script::new(&scripts::mark_attempt()),
             dead_letter: Script::new(&scripts::dead_letter()),
@@ -347,7 +366,8 @@ impl RedisDurable {
             .iter()
             .map(|(_, _, i)| i.at)
             .min()
-            .unwrap_or(first.2.at);
+            .unwrap_or(first.2.at)
+            .min(ITEM_HINT);
         self.hint(Index::Work, &keys.tag, oldest).await?;
         let mut call = self.scripts.accept.prepare_invoke();
         call.key(keys.last_id()).key(keys.inbox()).key(keys.items());
@@ -385,7 +405,7 @@ impl RedisDurable {
         Ok(Some(answers))
     }
 
-    async fn read_item(&self, keys: &UserKeys) -> Result<Option<Vec<String>>, StoreError> {
+    async fn read_item(&self, keys: &UserKeys) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         self.scripts
             .next_item
             .key(keys.inbox())
@@ -430,6 +450,38 @@ impl RedisDurable {
             }
             cursor = next;
         }
+    }
+
+    /// Every field and value of a hash (HSCAN: for the big global maps, walked only by
+    /// the rare erasure).
+    async fn hscan_all(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut con = self.con();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<(String, String)>) = ::redis::cmd("HSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(err)?;
+            found.extend(batch);
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Forgets a dead letter's index entries.
+    async fn drop_dead_index(&self, id: &str) -> Result<(), StoreError> {
+        let mut con = self.con();
+        // The index first: an id listed always has its owner (see `dead_letter`).
+        let _: i64 = con.zrem(&self.global.dead_ids, id).await.map_err(err)?;
+        let _: i64 = con.hdel(&self.global.dead_owner, id).await.map_err(err)?;
+        Ok(())
     }
 
     /// The tags in an index due at `now`, with their scores, from `offset`.
@@ -484,7 +536,7 @@ impl RedisDurable {
         let mut next_due: Millis = -1;
         let mut fired = 0;
         if want > 0 {
-            self.hint(Index::Work, tag, now).await?;
+            self.hint(Index::Work, tag, ITEM_HINT).await?;
             let mut done = false;
             for _ in 0..ID_RACE_RETRIES {
                 let first = self.reserve_ids(want).await?;
@@ -521,7 +573,7 @@ impl RedisDurable {
             if !done {
                 return Err(StoreError("redis: item ids kept racing; try again".into()));
             }
-            self.hint(Index::Work, tag, now).await?;
+            self.hint(Index::Work, tag, ITEM_HINT).await?;
         } else {
             let first: Vec<(String, f64)> = self
                 .con()
@@ -538,11 +590,13 @@ impl RedisDurable {
     }
 }
 
-fn parse_u64(s: &str, what: &str) -> Result<u64, StoreError> {
-    s.parse().map_err(|_| corrupt(what))
+/// A stored value as text; `None` when it is not UTF-8 (damaged: the caller moves it
+/// aside rather than failing on it forever).
+fn text(bytes: &[u8]) -> Option<String> {
+    std::str::from_utf8(bytes).ok().map(str::to_string)
 }
 
-fn parse_i64(s: &str, what: &str) -> Result<i64, StoreError> {
+fn parse_u64(s: &str, what: &str) -> Result<u64, StoreError> {
     s.parse().map_err(|_| corrupt(what))
 }
 
@@ -674,17 +728,20 @@ impl Durable for RedisDurable {
             let [id, kind, body, at] = fields.as_slice() else {
                 return Err(corrupt("inbox reply"));
             };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let kind = String::from_utf8_lossy(kind).into_owned();
             let parsed = (
                 id.parse::<u64>().ok(),
-                ItemKind::parse(kind),
-                at.parse::<Millis>().ok(),
+                ItemKind::parse(&kind),
+                text(body),
+                text(at).and_then(|at| at.parse::<Millis>().ok()),
             );
-            if let (Some(id), Some(kind), Some(at)) = parsed {
+            if let (Some(id), Some(kind), Some(body), Some(at)) = parsed {
                 return Ok(Some(Item {
                     id: ItemId(id),
                     key: key.clone(),
                     kind,
-                    body: body.clone(),
+                    body,
                     at,
                 }));
             }
@@ -792,15 +849,30 @@ impl Durable for RedisDurable {
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
         let keys = self.user(key);
-        let (version, data): (Option<i64>, Option<String>) = self
+        // Read as bytes: a damaged field (a `v` that is no number, data that is not
+        // UTF-8) is "no session" with a warning, as an older format is, never an error
+        // that would stop the user forever.
+        let (version, data): (Option<Vec<u8>>, Option<Vec<u8>>) = self
             .con()
             .hmget(keys.session(), &["v", "data"])
             .await
             .map_err(err)?;
-        Ok(match (version, data) {
-            (Some(version), Some(data)) => decode(version, &data),
-            _ => None,
-        })
+        let (Some(version), Some(data)) = (version, data) else {
+            return Ok(None);
+        };
+        let readable = text(&version)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .zip(text(&data));
+        match readable {
+            Some((version, data)) => Ok(decode(version, &data)),
+            None => {
+                tracing::warn!(
+                    number = %key.phone_number_id,
+                    "a stored session this build cannot read is treated as none"
+                );
+                Ok(None)
+            }
+        }
     }
 
     async fn commit_turn(
@@ -822,6 +894,9 @@ impl Durable for RedisDurable {
         }
         let mut outgoing = commit.outgoing;
         outgoing.sort_by_key(|o| o.at);
+        if let Some(twice) = outgoing.windows(2).find(|w| w[0].at == w[1].at) {
+            return Err(CommitError::Store(super::taken(twice[0].at)));
+        }
         let mut call = self.scripts.commit_turn.prepare_invoke();
         call.key(keys.lease())
             .key(keys.inbox())
@@ -853,7 +928,19 @@ impl Durable for RedisDurable {
         for name in &commit.cancel_timers {
             call.arg(name);
         }
-        self.fenced_write(&mut call).await?;
+        let done: i64 = call.invoke_async(&mut self.con()).await.map_err(err)?;
+        match done {
+            1 => {}
+            0 => return Err(CommitError::Fenced),
+            taken => {
+                let n = usize::try_from(-2 - taken).unwrap_or(usize::MAX);
+                let at = outgoing
+                    .get(n)
+                    .map(|o| o.at)
+                    .ok_or_else(|| corrupt("commit reply"))?;
+                return Err(CommitError::Store(super::taken(at)));
+            }
+        }
         if let Some(due) = soonest_timer {
             self.hint(Index::Timers, &keys.tag, due).await?;
         }
@@ -865,28 +952,53 @@ impl Durable for RedisDurable {
 
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
         let keys = self.user(key);
-        let fields: Option<Vec<String>> = self
-            .scripts
-            .next_outgoing
-            .key(keys.outbox())
-            .key(keys.outgoing())
-            .invoke_async(&mut self.con())
-            .await
-            .map_err(err)?;
-        let Some(fields) = fields else {
-            return Ok(None);
-        };
-        let [m, body, attempts, ambiguous, not_before] = fields.as_slice() else {
-            return Err(corrupt("outbox reply"));
-        };
-        Ok(Some(Outgoing {
-            key: key.clone(),
-            at: out_key(m)?,
-            body: body.clone(),
-            attempts: attempts.parse().map_err(|_| corrupt("attempts"))?,
-            ambiguous: ambiguous.parse().map_err(|_| corrupt("attempts"))?,
-            not_before: parse_i64(not_before, "not_before")?,
-        }))
+        loop {
+            let fields: Option<Vec<Vec<u8>>> = self
+                .scripts
+                .next_outgoing
+                .key(keys.outbox())
+                .key(keys.outgoing())
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(err)?;
+            let Some(fields) = fields else {
+                return Ok(None);
+            };
+            let [m, body, attempts, ambiguous, not_before] = fields.as_slice() else {
+                return Err(corrupt("outbox reply"));
+            };
+            let read = || -> Option<Outgoing> {
+                Some(Outgoing {
+                    key: key.clone(),
+                    at: out_key(&text(m)?).ok()?,
+                    body: text(body)?,
+                    attempts: text(attempts)?.parse().ok()?,
+                    ambiguous: text(ambiguous)?.parse().ok()?,
+                    not_before: text(not_before)?.parse().ok()?,
+                })
+            };
+            if let Some(o) = read() {
+                return Ok(Some(o));
+            }
+            // Damaged (or written by a newer version): out of the way, so the user's
+            // later messages still go. Each pass moves one entry, so this ends.
+            let member = String::from_utf8_lossy(m).into_owned();
+            tracing::warn!(
+                number = %key.phone_number_id,
+                entry = %member,
+                "an outbox entry this build cannot read was moved aside"
+            );
+            let _: i64 = self
+                .scripts
+                .move_out_aside
+                .key(keys.outbox())
+                .key(keys.outgoing())
+                .key(keys.aside())
+                .arg(m.as_slice())
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(err)?;
+        }
     }
 
     async fn mark_sent(
@@ -914,8 +1026,28 @@ impl Durable for RedisDurable {
             .arg(now)
             .arg(member(at))
             .arg(&sent.message_id)
-            .arg(sent_json(&sent));
-        self.fenced_write(&mut call).await
+            // Filed under the lease's user, whatever `sent.key` says (see the trait).
+            .arg(sent_json(&SentRecord {
+                key: lease.key.clone(),
+                ..sent.clone()
+            }));
+        let written = self.fenced_write(&mut call).await;
+        if let Err(CommitError::Fenced) = written {
+            // Nothing was written: the owner would point at nothing (unless an
+            // earlier call with this wamid did write it).
+            let mut con = self.con();
+            let recorded: bool = con
+                .hexists(keys.sent(), &sent.message_id)
+                .await
+                .map_err(err)?;
+            if !recorded {
+                let _: i64 = con
+                    .hdel(&self.global.sent_owner, &sent.message_id)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        written
     }
 
     async fn mark_attempt(
@@ -1007,13 +1139,19 @@ impl Durable for RedisDurable {
                 let tag: Option<String> =
                     con.hget(&self.global.dead_owner, id).await.map_err(err)?;
                 let Some(key) = tag.as_deref().and_then(keys::key_of) else {
+                    // Listed without a (readable) owner: `dead_letter` writes the
+                    // owner before the index and every removal takes the index first,
+                    // so this entry is left over. It goes (it shifts the page by one:
+                    // at worst an entry is read twice, never skipped).
+                    self.drop_dead_index(&id.to_string()).await?;
+                    start -= 1;
                     continue;
                 };
                 if phone_number_id.is_some_and(|n| n != key.phone_number_id) {
                     continue;
                 }
                 let keys = self.user(&key);
-                let fields: Option<Vec<String>> = self
+                let fields: Option<Vec<Vec<u8>>> = self
                     .scripts
                     .read_dead
                     .key(keys.dead())
@@ -1026,15 +1164,27 @@ impl Durable for RedisDurable {
                 let [m, body, attempts, reason, since] = fields.as_slice() else {
                     return Err(corrupt("dead letter"));
                 };
-                found.push(DeadLetter {
-                    id,
-                    key,
-                    at: out_key(m)?,
-                    body: body.clone(),
-                    attempts: attempts.parse().map_err(|_| corrupt("attempts"))?,
-                    reason: reason.clone(),
-                    since: parse_i64(since, "dead letter time")?,
-                });
+                let read = || -> Option<DeadLetter> {
+                    Some(DeadLetter {
+                        id,
+                        key: key.clone(),
+                        at: out_key(&text(m)?).ok()?,
+                        body: text(body)?,
+                        attempts: text(attempts)?.parse().ok()?,
+                        reason: text(reason)?,
+                        since: text(since)?.parse().ok()?,
+                    })
+                };
+                match read() {
+                    Some(dead) => found.push(dead),
+                    // One damaged dead letter must not hide the others: skipped (it
+                    // stays in the user's keys for whoever looks, and goes with them).
+                    None => tracing::warn!(
+                        id,
+                        number = %key.phone_number_id,
+                        "skipped a dead letter this build cannot read"
+                    ),
+                }
             }
         }
         Ok(found)
@@ -1108,16 +1258,27 @@ impl Durable for RedisDurable {
                     .invoke_async(&mut self.con())
                     .await
                     .map_err(err)?;
-                let [has_items, oldest, due, free] = truth.as_slice() else {
+                let [has_items, oldest, any, due, free] = truth.as_slice() else {
                     return Err(corrupt("work reply"));
                 };
-                let oldest = (has_items == "1").then(|| oldest.parse::<Millis>().unwrap_or(0));
+                // Items are work whatever their `at`; an item without a readable one
+                // counts from now.
+                let items = (has_items == "1").then(|| oldest.parse::<Millis>().unwrap_or(now));
+                let any = any.parse::<Millis>().ok();
                 let due = due.parse::<Millis>().ok();
-                let earliest = match (oldest, due) {
+                // The user's rank among those with work now, as the trait orders them.
+                let rank = match (items, due) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let Some(earliest) = earliest else {
+                // Where the hint belongs: never after the rank (see the module docs),
+                // no later than now while there are items, else at the soonest
+                // message, due or not.
+                let place = match items {
+                    Some(at) => Some(at.min(now).min(any.unwrap_or(Millis::MAX))),
+                    None => any,
+                };
+                let Some(place) = place else {
                     // Nothing left: the hint goes (unless one was added meanwhile).
                     if self.settle(Index::Work, &tag, &version, None).await? {
                         moved += 1;
@@ -1125,17 +1286,20 @@ impl Durable for RedisDurable {
                     continue;
                 };
                 let mut settled = false;
-                if earliest != score as Millis {
+                if place != score as Millis {
                     settled = self
-                        .settle(Index::Work, &tag, &version, Some(earliest))
+                        .settle(Index::Work, &tag, &version, Some(place))
                         .await?;
                 }
                 // A settled entry changed place (out of the range, or further on):
                 // not stepping over it may visit it twice (hence the check below),
                 // but never skips another.
                 moved += usize::from(settled);
-                if earliest <= now && free == "1" && !found.iter().any(|(_, k)| *k == key) {
-                    found.push((earliest, key));
+                if let Some(rank) = rank
+                    && free == "1"
+                    && !found.iter().any(|(_, k)| *k == key)
+                {
+                    found.push((rank, key));
                 }
             }
             found.sort();
@@ -1203,10 +1367,14 @@ impl Durable for RedisDurable {
 
     async fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError> {
         let key = keys::statuses(&self.prefix, &status.message_id);
-        // The first record of a (message, status) pair stays, as on SQLite.
-        let _: bool = self
-            .con()
-            .hset_nx(key, &status.status, status_json(status))
+        // The first record of a (message, status) pair stays, as on SQLite. The key
+        // expires STATUS_TTL after the last status, so one `purge` never reaches
+        // (or an erasure that missed it) does not stay forever.
+        let _: (bool, bool) = ::redis::pipe()
+            .atomic()
+            .hset_nx(&key, &status.status, status_json(status))
+            .pexpire(&key, STATUS_TTL.as_millis() as i64)
+            .query_async(&mut self.con())
             .await
             .map_err(err)?;
         Ok(())
@@ -1246,10 +1414,12 @@ impl Durable for RedisDurable {
             for key in batch {
                 pipe.hget(key, "at");
             }
-            let ats: Vec<Option<i64>> = pipe.query_async(&mut con).await.map_err(err)?;
+            // As bytes: one damaged `at` must not fail the count forever.
+            let ats: Vec<Option<Vec<u8>>> = pipe.query_async(&mut con).await.map_err(err)?;
             count += ats
-                .into_iter()
-                .filter(|at| at.is_some_and(|at| at >= since))
+                .iter()
+                .filter_map(|at| text(at.as_deref()?)?.parse::<i64>().ok())
+                .filter(|at| *at >= since)
                 .count();
         }
         Ok(count)
@@ -1260,6 +1430,11 @@ impl Durable for RedisDurable {
         let found = self.scan(&keys::user_pattern(&self.prefix, user)).await?;
         let mut by_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in found {
+            // The user's dedupe records stay (see the trait): forgetting one would let
+            // a redelivery run again. They expire with DEDUPE_TTL.
+            if keys::is_user_dedupe(&self.prefix, &key) {
+                continue;
+            }
             if let Some(tag) = keys::tag_in(&self.prefix, &key) {
                 by_tag.entry(tag).or_default().push(key);
             }
@@ -1273,6 +1448,10 @@ impl Durable for RedisDurable {
                 continue;
             }
             let keys = self.user(&key);
+            // Read before the keys go: work stored while the user is erased adds a
+            // hint after its write, and that hint must survive the removal below.
+            let work_version = self.hint_version(Index::Work, &tag).await?;
+            let timers_version = self.hint_version(Index::Timers, &tag).await?;
             let had: bool = con.exists(keys.session()).await.map_err(err)?;
             if had {
                 sessions += 1;
@@ -1291,14 +1470,51 @@ impl Durable for RedisDurable {
             let dead: Vec<String> = con.hkeys(keys.dead()).await.map_err(err)?;
             for field in dead {
                 if let Some(id) = field.strip_suffix(":m") {
-                    let _: i64 = con.zrem(&self.global.dead_ids, id).await.map_err(err)?;
-                    let _: i64 = con.hdel(&self.global.dead_owner, id).await.map_err(err)?;
+                    self.drop_dead_index(id).await?;
                 }
             }
             scanned.extend(keys.all_fixed());
             let _: i64 = con.del(scanned).await.map_err(err)?;
-            self.drop_hint(Index::Work, &tag).await?;
-            self.drop_hint(Index::Timers, &tag).await?;
+            self.settle(Index::Work, &tag, &work_version, None).await?;
+            self.settle(Index::Timers, &tag, &timers_version, None)
+                .await?;
+        }
+        // Owner entries naming the user without a record behind them (written before
+        // a write that was fenced or cut short) are found in the maps themselves.
+        let theirs = |tag: &str| keys::key_of(tag).is_some_and(|k| k.user == user);
+        for (wamid, tag) in self.hscan_all(&self.global.sent_owner).await? {
+            if theirs(&tag) {
+                let _: i64 = con
+                    .hdel(&self.global.sent_owner, &wamid)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        for (id, tag) in self.hscan_all(&self.global.dead_owner).await? {
+            if theirs(&tag) {
+                self.drop_dead_index(&id).await?;
+            }
+        }
+        // Statuses of messages to the user with no sent record here (purged, or sent
+        // by another tool): found by their recipient.
+        let status_keys = self.scan(&keys::statuses_pattern(&self.prefix)).await?;
+        for batch in status_keys.chunks(1000) {
+            let mut pipe = ::redis::pipe();
+            for key in batch {
+                pipe.hvals(key);
+            }
+            let all: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut con).await.map_err(err)?;
+            for (key, records) in batch.iter().zip(all) {
+                let to_user = records.iter().any(|r| {
+                    text(r)
+                        .as_deref()
+                        .and_then(status_from_json)
+                        .is_some_and(|s| s.recipient.as_deref() == Some(user))
+                });
+                if to_user {
+                    let _: i64 = con.del(key).await.map_err(err)?;
+                }
+            }
         }
         Ok(sessions)
     }
@@ -1328,6 +1544,21 @@ impl Durable for RedisDurable {
                 .await
                 .map_err(err)?;
             gone += n as usize;
+        }
+        // Statuses are dated in Unix seconds; an unreadable one goes too.
+        let first = super::first_status_second(before);
+        for key in self.scan(&keys::statuses_pattern(&self.prefix)).await? {
+            let all: Vec<(String, Vec<u8>)> = con.hgetall(&key).await.map_err(err)?;
+            for (status, record) in all {
+                let old = text(&record)
+                    .as_deref()
+                    .and_then(status_from_json)
+                    .is_none_or(|s| s.at < first);
+                if old {
+                    let n: i64 = con.hdel(&key, &status).await.map_err(err)?;
+                    gone += n as usize;
+                }
+            }
         }
         for key in self.scan(&keys::sent_pattern(&self.prefix)).await? {
             let all: Vec<(String, String)> = con.hgetall(&key).await.map_err(err)?;
