@@ -376,6 +376,21 @@ fn dead_row(r: &Row) -> Result<DeadLetter, BadRow> {
     })
 }
 
+/// `SELECT rowid, message_id, phone_number_id, user, flow, node, at FROM d_sent`.
+fn sent_row(r: &Row) -> Result<SentRecord, BadRow> {
+    let bad = bad_row("d_sent", r.get(0).unwrap_or(0));
+    Ok(SentRecord {
+        message_id: r.get(1).map_err(&bad)?,
+        key: SessionKey {
+            phone_number_id: r.get(2).map_err(&bad)?,
+            user: r.get(3).map_err(&bad)?,
+        },
+        flow: r.get(4).map_err(&bad)?,
+        node: r.get(5).map_err(&bad)?,
+        at: r.get(6).map_err(&bad)?,
+    })
+}
+
 /// Whether `lease` is held at `now` (see [`Lease`]).
 fn holds(conn: &Connection, lease: &Lease, now: Millis) -> rusqlite::Result<bool> {
     conn.prepare_cached(
@@ -985,28 +1000,25 @@ impl Durable for SqliteDurable {
 
     async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
         let message_id = message_id.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
-            )
-            .and_then(|mut q| {
-                q.query_row(params![message_id], |r| {
-                    Ok(SentRecord {
-                        message_id: r.get(0)?,
-                        key: SessionKey {
-                            phone_number_id: r.get(1)?,
-                            user: r.get(2)?,
-                        },
-                        flow: r.get(3)?,
-                        node: r.get(4)?,
-                        at: r.get(5)?,
-                    })
-                })
-                .optional()
+        let found = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT rowid, message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
+                )
+                .and_then(|mut q| q.query_row(params![message_id], |r| Ok(sent_row(r))).optional())
+                .map_err(err)
             })
-            .map_err(err)
-        })
-        .await
+            .await?;
+        match found {
+            None => Ok(None),
+            Some(Ok(sent)) => Ok(Some(sent)),
+            // A `failed` status waits on this lookup: an unreadable record must not
+            // hold its user up forever. Moved aside, it is a message we know nothing of.
+            Some(Err(bad)) => {
+                self.quarantine(bad).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {

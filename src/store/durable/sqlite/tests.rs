@@ -205,7 +205,7 @@ async fn unreadable_rows_are_moved_aside_and_the_user_goes_on() {
 }
 
 #[tokio::test]
-async fn unreadable_timers_and_dead_letters_are_moved_aside_and_the_rest_go_on() {
+async fn unreadable_timers_dead_letters_and_sent_records_are_moved_aside_and_the_rest_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(&dir);
     let conn = raw(&dir);
@@ -252,6 +252,14 @@ async fn unreadable_timers_and_dead_letters_are_moved_aside_and_the_rest_go_on()
         vec![("bob", "b", 2)]
     );
     assert_eq!(store.dead_letters(None, 1).await.unwrap(), dead);
+    // A sent record that cannot be read: a message we know nothing of, not an error
+    // a `failed` status would wait on forever.
+    conn.execute_batch(
+        "INSERT INTO d_sent (message_id, phone_number_id, user, flow, node, at) VALUES
+           ('wamid.bad', '1001', 'ada', 'main', x'00', 1);",
+    )
+    .unwrap();
+    assert_eq!(store.sent("wamid.bad").await.unwrap(), None);
     let moved: Vec<(String, String)> = conn
         .prepare("SELECT source, user FROM d_quarantine ORDER BY id")
         .unwrap()
@@ -264,7 +272,8 @@ async fn unreadable_timers_and_dead_letters_are_moved_aside_and_the_rest_go_on()
         [
             ("d_timers".to_string(), "ada".to_string()),
             ("d_timers".into(), "cy".into()),
-            ("d_dead".into(), "ada".into())
+            ("d_dead".into(), "ada".into()),
+            ("d_sent".into(), "ada".into())
         ]
     );
 }
