@@ -38,6 +38,8 @@ pub struct StatusRecord {
     pub message_id: String,
     /// sent, delivered, read, failed, played...
     pub status: String,
+    /// When it happened: Meta's timestamp, Unix **seconds** (a [`SentRecord`]'s `at`
+    /// is milliseconds).
     pub at: i64,
     pub recipient: Option<String>,
     /// Meta's error code for `failed` (e.g. 131047).

@@ -21,8 +21,10 @@
 //!   oldest work first;
 //! - timers: replace by name, cancel, fire exactly once into the inbox when due;
 //! - records: statuses and sent lookups; delete_user erases everything of a user on
-//!   every number and is idempotent; purge forgets old dedupe keys (an old id is new
-//!   again) and old sent records;
+//!   every number (statuses too) and is idempotent; purge forgets old dedupe keys (an
+//!   old id is new again), old sent records and old statuses (dated in seconds);
+//! - a queued message is never overwritten: a commit onto a queued [`OutKey`] is
+//!   refused; a user's item ids only grow (timers and erasure too);
 //! - many concurrent accepts and commits from several tasks and two racing holders keep
 //!   every user's order and handle every item exactly once.
 //!
@@ -62,6 +64,8 @@ where
     commit_for_a_handled_item_is_fenced(fresh().await).await;
     commit_for_another_users_item_is_fenced(fresh().await).await;
     outbox_drains_in_order(fresh().await).await;
+    a_queued_message_is_never_overwritten(fresh().await).await;
+    item_ids_grow_per_user(fresh().await).await;
     mark_attempt_counts_and_delays(fresh().await).await;
     a_message_after_a_wait_is_due_at_its_time(fresh().await).await;
     dead_letters_are_kept_listed_and_replayed(fresh().await).await;
@@ -550,13 +554,56 @@ pub async fn stale_lease_is_fenced_everywhere(store: Arc<dyn Durable>) {
     );
     assert_eq!(store.sent("wamid.out").await.unwrap(), None);
     assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
-    // The holder of the lease of another user cannot write for this one either.
-    let bob_lease = lease(&*store, &key("bob"), "b", 60_000).await;
+    // Another user's lease writes only that user's outbox and records. Bob has a
+    // message at the same place as ada's: bob's lease sends bob's, never ada's, and the
+    // record is filed under bob whatever key it names.
+    let bob = key("bob");
+    let bob_item = accept_one(&*store, msg(&bob, None, "bob's", 3)).await;
+    let bob_lease = lease(&*store, &bob, "b", 60_000).await;
+    store
+        .commit_turn(
+            &bob_lease,
+            60_000,
+            turn(bob_item, session("bob", 1, 1), vec![out(1, 0, "to bob")]),
+        )
+        .await
+        .unwrap();
+    store
+        .mark_sent(&bob_lease, 60_001, at, sent_record("wamid.x", &ada, 60_001))
+        .await
+        .unwrap();
+    assert_eq!(store.next_outgoing(&bob).await.unwrap(), None);
+    assert_eq!(
+        store.sent("wamid.x").await.unwrap(),
+        Some(sent_record("wamid.x", &bob, 60_001)),
+        "a record is filed under the lease's user"
+    );
+    // Now bob has nothing there: bob's lease cannot touch ada's message.
     assert_fenced(
         store
-            .mark_sent(&bob_lease, 60_001, at, sent_record("wamid.x", &ada, 1))
+            .mark_attempt(&bob_lease, 60_001, at, true, 90_000)
+            .await,
+        "mark_attempt for another user",
+    );
+    assert_fenced(
+        store.dead_letter(&bob_lease, 60_001, at, "x").await,
+        "dead_letter for another user",
+    );
+    assert_fenced(
+        store
+            .mark_sent(&bob_lease, 60_001, at, sent_record("wamid.y", &ada, 1))
             .await,
         "mark_sent for another user",
+    );
+    assert_eq!(store.sent("wamid.y").await.unwrap(), None);
+    assert_eq!(
+        store
+            .next_outgoing(&ada)
+            .await
+            .unwrap()
+            .map(|o| (o.body, o.attempts)),
+        Some(("reply".to_string(), 0)),
+        "ada's message untouched"
     );
     // The current holder can.
     store
@@ -731,6 +778,104 @@ pub async fn a_message_after_a_wait_is_due_at_its_time(store: Arc<dyn Durable>) 
         "not due before its time"
     );
     assert_eq!(store.users_with_work(6_000, 10).await.unwrap(), vec![ada]);
+}
+
+/// A turn whose outgoing message takes an [`OutKey`] already queued for the user (or
+/// one used twice in the commit) is refused with `CommitError::Store` and writes
+/// nothing: a queued message is never overwritten or moved.
+pub async fn a_queued_message_is_never_overwritten(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let ids = stored(
+        &store
+            .accept(vec![msg(&ada, None, "1", 1), msg(&ada, None, "2", 2)])
+            .await
+            .unwrap(),
+    );
+    let l = lease(&*store, &ada, "a", 0).await;
+    store
+        .commit_turn(
+            &l,
+            1,
+            turn(
+                ids[0],
+                session("ada", 1, 1),
+                vec![out(7, 0, "first"), out(7, 1, "second")],
+            ),
+        )
+        .await
+        .unwrap();
+    let collide = TurnCommit {
+        timers: vec![timer("wait", 50, "t")],
+        ..turn(
+            ids[1],
+            session("ada", 2, 2),
+            vec![out(8, 0, "new"), out(7, 0, "overwrite")],
+        )
+    };
+    match store.commit_turn(&l, 2, collide).await {
+        Err(CommitError::Store(_)) => {}
+        other => panic!("a commit onto a queued OutKey: expected Store, got {other:?}"),
+    }
+    let twice = turn(
+        ids[1],
+        session("ada", 2, 2),
+        vec![out(8, 0, "x"), out(8, 0, "y")],
+    );
+    match store.commit_turn(&l, 2, twice).await {
+        Err(CommitError::Store(_)) => {}
+        other => panic!("one OutKey twice in a commit: expected Store, got {other:?}"),
+    }
+    // Nothing of either was written.
+    assert_eq!(store.load_session(&ada).await.unwrap().unwrap().turn, 1);
+    assert_eq!(store.next_item(&ada).await.unwrap().unwrap().id, ids[1]);
+    assert_eq!(store.timers(&ada).await.unwrap(), vec![]);
+    let first = store.next_outgoing(&ada).await.unwrap().unwrap();
+    assert_eq!(
+        (first.at, first.body.as_str(), first.not_before),
+        (OutKey { turn: 7, index: 0 }, "first", 1)
+    );
+    // A commit at free places goes on.
+    store
+        .commit_turn(
+            &l,
+            3,
+            turn(ids[1], session("ada", 2, 2), vec![out(8, 0, "third")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(drain(&*store, &l, 4).await, ["first", "second", "third"]);
+}
+
+/// A user's item ids only grow, whatever stores them (accept, a timer firing) and
+/// even after the user was erased: the delivery side uses the item id as the turn of
+/// its [`OutKey`]s, so a smaller id could collide with a queued message.
+pub async fn item_ids_grow_per_user(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let bob = key("bob");
+    let first = accept_one(&*store, msg(&ada, None, "a", 100)).await;
+    let l = lease(&*store, &ada, "a", 0).await;
+    store
+        .commit_turn(
+            &l,
+            1,
+            TurnCommit {
+                timers: vec![timer("wait", 5, "t")],
+                ..turn(first, session("ada", 1, 1), vec![])
+            },
+        )
+        .await
+        .unwrap();
+    // Another user's items in between, with older times.
+    accept_one(&*store, msg(&bob, None, "b", 1)).await;
+    assert_eq!(store.fire_due_timers(5, 10).await.unwrap(), 1);
+    let fired = store.next_item(&ada).await.unwrap().unwrap();
+    assert_eq!(fired.kind, ItemKind::Timer);
+    assert!(fired.id > first, "{:?} after {first:?}", fired.id);
+    let third = accept_one(&*store, msg(&ada, None, "c", 0)).await;
+    assert!(third > fired.id, "{third:?} after {:?}", fired.id);
+    assert_eq!(store.delete_user("ada").await.unwrap(), 1);
+    let after = accept_one(&*store, msg(&ada, None, "d", 0)).await;
+    assert!(after > third, "{after:?} after erasure, {third:?} before");
 }
 
 pub async fn outbox_drains_in_order(store: Arc<dyn Durable>) {
@@ -968,6 +1113,16 @@ pub async fn dead_letters_are_kept_listed_and_replayed(store: Arc<dyn Durable>) 
     assert!(store.replay_dead_letter(all[1].id, 60).await.unwrap());
     let o = store.next_outgoing(&ada2).await.unwrap().unwrap();
     assert_eq!((o.body.as_str(), o.not_before), ("other number", 60));
+    let later = accept_one(&*store, msg(&ada2, None, "3", 70)).await;
+    store
+        .commit_turn(
+            &l2,
+            70,
+            turn(later, session("ada", 2, 2), vec![out(later.0, 0, "later")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(drain(&*store, &l2, 80).await, ["other number", "later"]);
 }
 
 // ---- finding work
@@ -1041,6 +1196,19 @@ pub async fn users_with_work_finds_pending_users(store: Arc<dyn Durable>) {
     assert_eq!(
         store.users_with_work(60_001, 10).await.unwrap(),
         vec![cy.clone(), bob.clone(), dee.clone()]
+    );
+    // An unhandled item is work at once, even when its `at` is later than `now` (a
+    // sender's clock ahead of ours); it ranks by that `at`.
+    let fay = key("fay");
+    accept_one(&*store, msg(&fay, None, "f", 100_000)).await;
+    assert_eq!(
+        store.users_with_work(60_002, 10).await.unwrap(),
+        vec![cy.clone(), bob.clone(), dee.clone(), fay.clone()]
+    );
+    assert_eq!(
+        store.users_with_work(60_003, 10).await.unwrap(),
+        vec![cy, bob, dee, fay],
+        "and again"
     );
 }
 
@@ -1256,7 +1424,37 @@ pub async fn delete_user_erases_everything(store: Arc<dyn Durable>) {
             .unwrap();
         leases.push(l);
     }
+    // Statuses: of a message to ada (by recipient), of one sent to ada (by her sent
+    // record, without a recipient), and bob's two kinds.
+    let status = |wamid: &str, recipient: Option<&str>| StatusRecord {
+        message_id: wamid.to_string(),
+        status: "delivered".into(),
+        at: 3,
+        recipient: recipient.map(str::to_string),
+        error_code: None,
+        error_title: None,
+    };
+    for s in [
+        status("wamid.st.ada", Some("ada")),
+        status("wamid.1001.ada", None),
+        status("wamid.2002.ada", Some("ada")),
+        status("wamid.st.bob", Some("bob")),
+        status("wamid.1001.bob", None),
+    ] {
+        store.record_status(&s).await.unwrap();
+    }
     assert_eq!(store.delete_user("ada").await.unwrap(), 2);
+    for wamid in ["wamid.st.ada", "wamid.1001.ada", "wamid.2002.ada"] {
+        assert_eq!(store.statuses(wamid).await.unwrap(), vec![], "{wamid}");
+    }
+    assert_eq!(
+        store.statuses("wamid.st.bob").await.unwrap(),
+        vec![status("wamid.st.bob", Some("bob"))]
+    );
+    assert_eq!(
+        store.statuses("wamid.1001.bob").await.unwrap(),
+        vec![status("wamid.1001.bob", None)]
+    );
     for k in &keys[..2] {
         assert_eq!(store.load_session(k).await.unwrap(), None);
         assert_eq!(store.next_item(k).await.unwrap(), None);
@@ -1302,8 +1500,8 @@ pub async fn delete_user_erases_everything(store: Arc<dyn Durable>) {
     assert_eq!(store.delete_user("nobody").await.unwrap(), 0);
 }
 
-/// purge forgets dedupe keys and sent records older than `before`: an old id is new
-/// again; newer ones stay.
+/// purge forgets dedupe keys, sent records and statuses older than `before`: an old id
+/// is new again; newer ones stay.
 pub async fn purge_forgets_old_dedupe_keys_and_sent_records(store: Arc<dyn Durable>) {
     let ada = key("ada");
     store
@@ -1344,10 +1542,27 @@ pub async fn purge_forgets_old_dedupe_keys_and_sent_records(store: Arc<dyn Durab
         )
         .await
         .unwrap();
+    // Statuses are dated in Unix seconds: second 0 is before 1_000 ms, second 1 is not.
+    let status = |wamid: &str, at: i64| StatusRecord {
+        message_id: wamid.to_string(),
+        status: "read".into(),
+        at,
+        recipient: Some("ada".into()),
+        error_code: None,
+        error_title: None,
+    };
+    for s in [status("wamid.out.old", 0), status("wamid.out.new", 1)] {
+        store.record_status(&s).await.unwrap();
+    }
     assert_eq!(
         store.purge(1_000).await.unwrap(),
-        2,
-        "one dedupe key, one sent record"
+        3,
+        "one dedupe key, one sent record, one status"
+    );
+    assert_eq!(store.statuses("wamid.out.old").await.unwrap(), vec![]);
+    assert_eq!(
+        store.statuses("wamid.out.new").await.unwrap(),
+        vec![status("wamid.out.new", 1)]
     );
     assert_eq!(store.sent("wamid.out.old").await.unwrap(), None);
     assert!(store.sent("wamid.out.new").await.unwrap().is_some());

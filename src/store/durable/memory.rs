@@ -191,6 +191,12 @@ impl Durable for MemoryDurable {
             timers,
             cancel_timers,
         } = commit;
+        let mut places = std::collections::HashSet::new();
+        for o in &outgoing {
+            if !places.insert(o.at) || inner.outbox.contains_key(&(key.clone(), o.at)) {
+                return Err(CommitError::Store(super::taken(o.at)));
+            }
+        }
         inner.items.remove(&item);
         inner.sessions.insert(key.clone(), session);
         for o in outgoing {
@@ -229,6 +235,10 @@ impl Durable for MemoryDurable {
         let mut inner = self.lock();
         inner.held_outgoing(lease, now, at)?;
         inner.outbox.remove(&(lease.key.clone(), at));
+        let sent = SentRecord {
+            key: lease.key.clone(),
+            ..sent
+        };
         inner.sent.insert(sent.message_id.clone(), sent);
         Ok(())
     }
@@ -433,16 +443,28 @@ impl Durable for MemoryDurable {
         inner.outbox.retain(|(k, _), _| k.user != user);
         inner.dead.retain(|_, d| d.key.user != user);
         inner.timers.retain(|(k, _), _| k.user != user);
+        let theirs: std::collections::HashSet<String> = inner
+            .sent
+            .values()
+            .filter(|s| s.key.user == user)
+            .map(|s| s.message_id.clone())
+            .collect();
+        inner
+            .statuses
+            .retain(|s| s.recipient.as_deref() != Some(user) && !theirs.contains(&s.message_id));
         inner.sent.retain(|_, s| s.key.user != user);
         Ok(gone)
     }
 
     async fn purge(&self, before: Millis) -> Result<usize, StoreError> {
         let mut inner = self.lock();
-        let count = inner.dedupe.len() + inner.sent.len();
+        let count = inner.dedupe.len() + inner.sent.len() + inner.statuses.len();
         inner.dedupe.retain(|_, at| *at >= before);
         inner.sent.retain(|_, s| s.at >= before);
-        Ok(count - inner.dedupe.len() - inner.sent.len())
+        inner
+            .statuses
+            .retain(|s| !super::status_older(s.at, before));
+        Ok(count - inner.dedupe.len() - inner.sent.len() - inner.statuses.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -27,10 +27,13 @@
 //! the conformance suite can drive the clock.
 //!
 //! Implementations: [`sqlite::SqliteDurable`] (one writer thread with group commit; its
-//! module docs say why) and [`memory::MemoryDurable`] (a Mutex around maps, the
-//! reference for tests).
+//! module docs say why), [`redis::RedisDurable`] (several instances) and
+//! [`memory::MemoryDurable`] (a Mutex around maps, the reference for tests). The
+//! per-user event loop (`crate::delivery`) serves on it.
 //!
-//! Not wired into `serve` yet: today's `Store` trait (`super::Store`) still serves.
+//! Times: every [`Millis`] is Unix milliseconds; the two exceptions are
+//! [`StatusRecord::at`] and a session's `updated_at` (Meta's and the engine's Unix
+//! seconds).
 
 pub mod conformance;
 pub mod memory;
@@ -248,6 +251,27 @@ impl std::fmt::Display for CommitError {
 
 impl std::error::Error for CommitError {}
 
+/// Whether a status dated `at` (Unix seconds) is older than `before` (Unix ms): the
+/// one place the two units meet. `at * 1000 < before`, without overflow.
+pub(crate) fn status_older(at: i64, before: Millis) -> bool {
+    i128::from(at) * 1000 < i128::from(before)
+}
+
+/// The oldest status second [`Durable::purge`] keeps for `before` (Unix ms): a status
+/// at second `s` goes when `s` is smaller ([`status_older`]).
+pub(crate) fn first_status_second(before: Millis) -> i64 {
+    // ceil(before / 1000), also for negative times.
+    before.div_euclid(1000) + i64::from(before.rem_euclid(1000) != 0)
+}
+
+/// The error for a commit whose outgoing message takes a place already queued.
+pub(crate) fn taken(at: OutKey) -> StoreError {
+    StoreError(format!(
+        "outgoing message ({}, {}) is already queued for this user (or twice in the turn); nothing was written",
+        at.turn, at.index
+    ))
+}
+
 /// The durable store. Every method is one atomic step: it happens entirely or not at
 /// all, even when the process dies in the middle.
 #[async_trait::async_trait]
@@ -303,6 +327,10 @@ pub trait Durable: Send + Sync {
     /// earlier), sets timers (then cancels the
     /// named ones). [`CommitError::Fenced`], with nothing written, when the lease is not
     /// held at `now`, or the item is gone (handled already) or not this user's.
+    /// [`CommitError::Store`], with nothing written, when an outgoing message's
+    /// [`OutKey`] is already queued for the user or repeats within the commit: a queued
+    /// message is never overwritten. (The delivery side uses the item's id as the
+    /// turn, and a user's item ids only grow, so this is a caller's bug.)
     async fn commit_turn(
         &self,
         lease: &Lease,
@@ -316,7 +344,9 @@ pub trait Durable: Send + Sync {
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError>;
 
     /// Graph accepted the message: it leaves the outbox and `sent` is recorded (for
-    /// statuses and `failed` matching), in one step. This and the next two methods are
+    /// statuses and `failed` matching), in one step. The record is filed under the
+    /// lease's user: `sent.key` is replaced by `lease.key`, so a write under one user's
+    /// lease can never make a record of another's. This and the next two methods are
     /// [`CommitError::Fenced`], with nothing written, when the lease is not held at `now`
     /// or the user has no queued message at `at`.
     async fn mark_sent(
@@ -383,6 +413,8 @@ pub trait Durable: Send + Sync {
     // ---- records
 
     /// Keeps a status; a second one with the same message id and status is ignored.
+    /// `status.at` is Unix **seconds** (Meta's timestamp), unlike the store's other
+    /// times; [`Durable::purge`] and [`Durable::delete_user`] forget statuses too.
     async fn record_status(&self, status: &StatusRecord) -> Result<(), StoreError>;
 
     /// The message with this wamid, if this store sent it.
@@ -395,14 +427,18 @@ pub trait Durable: Send + Sync {
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
 
     /// Erases everything about a user on every number: sessions, inbox, outbox, timers,
-    /// dead letters, leases, sent records (not dedupe keys: they hold no user, and
-    /// forgetting them would let a redelivery run again). Idempotent. Returns how many
-    /// sessions went.
+    /// dead letters, leases, sent records, and the statuses of messages sent to them
+    /// (those whose `recipient` is the user, and those of a message in their sent
+    /// records). Not dedupe keys: forgetting them would let a redelivery run again
+    /// (`purge` forgets them once Meta no longer redelivers). Idempotent. Returns how many sessions
+    /// went.
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
-    /// Forgets dedupe keys (by their item's `at`) and sent records (by their `at`) older
-    /// than `before` (Unix ms; Meta redelivers for 7 days, so callers pass now − 8 days).
-    /// Returns how many went, both counted.
+    /// Forgets what is only kept for Meta's redeliveries and late statuses, when it is
+    /// older than `before` (Unix **milliseconds**; Meta redelivers for 7 days, so callers
+    /// pass now − 8 days): dedupe keys (by their item's `at`, ms), sent records (by
+    /// their `at`, ms) and statuses (by their `at`, Unix seconds: one at second `s` is
+    /// older when `s * 1000 < before`). Returns how many went, all counted.
     async fn purge(&self, before: Millis) -> Result<usize, StoreError>;
 
     /// Takes one send slot of a phone number's pace (`max_messages_per_second`) shared
@@ -419,4 +455,24 @@ pub trait Durable: Send + Sync {
 
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_status_second, status_older};
+
+    #[test]
+    fn status_seconds_meet_milliseconds_in_one_place() {
+        for before in [-2_001, -2_000, -1_999, -1, 0, 1, 999, 1_000, 1_001, 5_500] {
+            let first = first_status_second(before);
+            assert!(!status_older(first, before), "{before}: {first} kept");
+            assert!(
+                status_older(first - 1, before),
+                "{before}: {} goes",
+                first - 1
+            );
+        }
+        assert!(!status_older(i64::MAX, i64::MAX));
+        assert!(status_older(i64::MIN, i64::MIN + 1));
+    }
 }

@@ -224,42 +224,45 @@ impl SqliteDurable {
 
     /// Moves one bad row aside, with a log line, so its user is not stuck behind it.
     async fn quarantine(&self, bad: BadRow) -> Result<(), StoreError> {
-        tracing::warn!(
-            table = bad.table,
-            rowid = bad.rowid,
-            reason = %bad.reason,
-            "moved an unreadable stored row to d_quarantine"
-        );
-        self.write_plain(move |conn| {
-            let data = format!("SELECT * FROM {} WHERE rowid = ?1", bad.table);
-            // The row as text (whatever its types) for whoever looks at it later.
-            let row: Option<(Option<String>, Option<String>, String)> = conn
-                .query_row(&data, params![bad.rowid], |r| {
-                    let cols = r.as_ref().column_count();
-                    let mut text = Vec::with_capacity(cols);
-                    for i in 0..cols {
-                        let v: rusqlite::types::Value = r.get(i)?;
-                        text.push(format!("{v:?}"));
-                    }
-                    let pnid = r.get::<_, String>("phone_number_id").ok();
-                    let user = r.get::<_, String>("user").ok();
-                    Ok((pnid, user, text.join(", ")))
-                })
-                .optional()?;
-            if let Some((pnid, user, text)) = row {
-                conn.prepare_cached(
-                    "INSERT INTO d_quarantine (source, phone_number_id, user, reason, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![bad.table, pnid, user, bad.reason, text])?;
-                conn.execute(
-                    &format!("DELETE FROM {} WHERE rowid = ?1", bad.table),
-                    params![bad.rowid],
-                )?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_plain(move |conn| Ok(quarantine(conn, &bad)?))
+            .await
     }
+}
+
+/// Moves one bad row to `d_quarantine`, with a log line, inside the caller's write.
+fn quarantine(conn: &Connection, bad: &BadRow) -> rusqlite::Result<()> {
+    tracing::warn!(
+        table = bad.table,
+        rowid = bad.rowid,
+        reason = %bad.reason,
+        "moved an unreadable stored row to d_quarantine"
+    );
+    let data = format!("SELECT * FROM {} WHERE rowid = ?1", bad.table);
+    // The row as text (whatever its types) for whoever looks at it later.
+    let row: Option<(Option<String>, Option<String>, String)> = conn
+        .query_row(&data, params![bad.rowid], |r| {
+            let cols = r.as_ref().column_count();
+            let mut text = Vec::with_capacity(cols);
+            for i in 0..cols {
+                let v: rusqlite::types::Value = r.get(i)?;
+                text.push(format!("{v:?}"));
+            }
+            let pnid = r.get::<_, String>("phone_number_id").ok();
+            let user = r.get::<_, String>("user").ok();
+            Ok((pnid, user, text.join(", ")))
+        })
+        .optional()?;
+    if let Some((pnid, user, text)) = row {
+        conn.prepare_cached(
+            "INSERT INTO d_quarantine (source, phone_number_id, user, reason, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![bad.table, pnid, user, bad.reason, text])?;
+        conn.execute(
+            &format!("DELETE FROM {} WHERE rowid = ?1", bad.table),
+            params![bad.rowid],
+        )?;
+    }
+    Ok(())
 }
 
 fn stopped(which: &str) -> StoreError {
@@ -325,6 +328,66 @@ fn outgoing_row(key: &SessionKey, r: &Row) -> Result<Outgoing, BadRow> {
         attempts: r.get(4).map_err(bad)?,
         ambiguous: r.get(5).map_err(bad)?,
         not_before: r.get(6).map_err(bad)?,
+    })
+}
+
+/// A row of `table` whose column `e` could not be read.
+fn bad_row(table: &'static str, rowid: i64) -> impl Fn(rusqlite::Error) -> BadRow {
+    move |e| BadRow {
+        table,
+        rowid,
+        reason: e.to_string(),
+    }
+}
+
+/// `SELECT rowid, phone_number_id, user, name, due, body FROM d_timers`.
+fn timer_row(r: &Row) -> Result<(SessionKey, NewTimer), BadRow> {
+    let bad = bad_row("d_timers", r.get(0).unwrap_or(0));
+    Ok((
+        SessionKey {
+            phone_number_id: r.get(1).map_err(&bad)?,
+            user: r.get(2).map_err(&bad)?,
+        },
+        NewTimer {
+            name: r.get(3).map_err(&bad)?,
+            due: r.get(4).map_err(&bad)?,
+            body: r.get(5).map_err(&bad)?,
+        },
+    ))
+}
+
+/// `SELECT id, phone_number_id, user, turn, idx, body, attempts, reason, since FROM d_dead`.
+fn dead_row(r: &Row) -> Result<DeadLetter, BadRow> {
+    let bad = bad_row("d_dead", r.get(0).unwrap_or(0));
+    Ok(DeadLetter {
+        id: uint(r.get(0).map_err(&bad)?),
+        key: SessionKey {
+            phone_number_id: r.get(1).map_err(&bad)?,
+            user: r.get(2).map_err(&bad)?,
+        },
+        at: OutKey {
+            turn: uint(r.get(3).map_err(&bad)?),
+            index: r.get(4).map_err(&bad)?,
+        },
+        body: r.get(5).map_err(&bad)?,
+        attempts: r.get(6).map_err(&bad)?,
+        reason: r.get(7).map_err(&bad)?,
+        since: r.get(8).map_err(&bad)?,
+    })
+}
+
+/// `SELECT rowid, message_id, phone_number_id, user, flow, node, at FROM d_sent`.
+fn sent_row(r: &Row) -> Result<SentRecord, BadRow> {
+    let bad = bad_row("d_sent", r.get(0).unwrap_or(0));
+    Ok(SentRecord {
+        message_id: r.get(1).map_err(&bad)?,
+        key: SessionKey {
+            phone_number_id: r.get(2).map_err(&bad)?,
+            user: r.get(3).map_err(&bad)?,
+        },
+        flow: r.get(4).map_err(&bad)?,
+        node: r.get(5).map_err(&bad)?,
+        at: r.get(6).map_err(&bad)?,
     })
 }
 
@@ -588,7 +651,17 @@ impl Durable for SqliteDurable {
                 data,
                 session.updated_at
             ])?;
+            let mut places = std::collections::HashSet::new();
             for o in &outgoing {
+                let queued = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
+                    )?
+                    .exists(params![key.phone_number_id, key.user, int(o.at.turn), o.at.index])?;
+                if queued || !places.insert(o.at) {
+                    // The savepoint rolls back what this commit wrote so far.
+                    return Err(WriteError::Store(super::taken(o.at)));
+                }
                 insert_outgoing(conn, key, o.at, &o.body, o.not_before.max(now))?;
             }
             for t in &timers {
@@ -656,10 +729,11 @@ impl Durable for SqliteDurable {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO d_sent (message_id, phone_number_id, user, flow, node, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
+            // Filed under the lease's user, whatever `sent.key` says (see the trait).
             .execute(params![
                 sent.message_id,
-                sent.key.phone_number_id,
-                sent.key.user,
+                key.phone_number_id,
+                key.user,
                 sent.flow,
                 sent.node,
                 sent.at
@@ -738,37 +812,33 @@ impl Durable for SqliteDurable {
         phone_number_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let number = phone_number_id.map(str::to_string);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut q = conn
-                .prepare_cached(
-                    "SELECT id, phone_number_id, user, turn, idx, body, attempts, reason, since FROM d_dead
-                     WHERE ?1 IS NULL OR phone_number_id = ?1 ORDER BY id LIMIT ?2",
-                )
-                .map_err(err)?;
-            let rows = q
-                .query_map(params![number, limit], |r| {
-                    Ok(DeadLetter {
-                        id: uint(r.get(0)?),
-                        key: SessionKey {
-                            phone_number_id: r.get(1)?,
-                            user: r.get(2)?,
-                        },
-                        at: OutKey {
-                            turn: uint(r.get(3)?),
-                            index: r.get(4)?,
-                        },
-                        body: r.get(5)?,
-                        attempts: r.get(6)?,
-                        reason: r.get(7)?,
-                        since: r.get(8)?,
-                    })
+        loop {
+            let number = phone_number_id.map(str::to_string);
+            let rows: Vec<Result<DeadLetter, BadRow>> = self
+                .read(move |conn| {
+                    let mut q = conn
+                        .prepare_cached(
+                            "SELECT id, phone_number_id, user, turn, idx, body, attempts, reason, since FROM d_dead
+                             WHERE ?1 IS NULL OR phone_number_id = ?1 ORDER BY id LIMIT ?2",
+                        )
+                        .map_err(err)?;
+                    let rows = q
+                        .query_map(params![number, limit], |r| Ok(dead_row(r)))
+                        .map_err(err)?;
+                    rows.collect::<Result<_, _>>().map_err(err)
                 })
-                .map_err(err)?;
-            rows.collect::<Result<_, _>>().map_err(err)
-        })
-        .await
+                .await?;
+            let (good, bad): (Vec<_>, Vec<_>) = rows.into_iter().partition(Result::is_ok);
+            if bad.is_empty() {
+                return Ok(good.into_iter().filter_map(Result::ok).collect());
+            }
+            // One unreadable dead letter must not hide the others: moved aside, then
+            // the page is read again (each pass moves at least one row, so this ends).
+            for b in bad.into_iter().filter_map(Result::err) {
+                self.quarantine(b).await?;
+            }
+        }
     }
 
     async fn replay_dead_letter(&self, id: u64, now: Millis) -> Result<bool, StoreError> {
@@ -848,41 +918,41 @@ impl Durable for SqliteDurable {
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write_plain(move |conn| {
-            let due: Vec<(SessionKey, String, Millis, String)> = {
+            let due: Vec<(i64, Result<(SessionKey, NewTimer), BadRow>)> = {
                 let mut q = conn.prepare_cached(
-                    "SELECT phone_number_id, user, name, due, body FROM d_timers WHERE due <= ?1
+                    "SELECT rowid, phone_number_id, user, name, due, body FROM d_timers WHERE due <= ?1
                      ORDER BY due, phone_number_id, user, name LIMIT ?2",
                 )?;
                 let rows = q.query_map(params![now, limit], |r| {
-                    Ok((
-                        SessionKey {
-                            phone_number_id: r.get(0)?,
-                            user: r.get(1)?,
-                        },
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                    ))
+                    Ok((r.get::<_, i64>(0)?, timer_row(r)))
                 })?;
                 rows.collect::<Result<_, _>>()?
             };
-            for (key, name, at, body) in &due {
+            let mut fired = 0;
+            for (rowid, timer) in due {
+                let (key, t) = match timer {
+                    Ok(timer) => timer,
+                    // An unreadable timer must not stop every other one from firing.
+                    Err(bad) => {
+                        quarantine(conn, &bad)?;
+                        continue;
+                    }
+                };
                 insert_item(
                     conn,
                     &NewItem {
-                        key: key.clone(),
+                        key,
                         dedupe: None,
                         kind: ItemKind::Timer,
-                        body: body.clone(),
-                        at: *at,
+                        body: t.body,
+                        at: t.due,
                     },
                 )?;
-                conn.prepare_cached(
-                    "DELETE FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 AND name = ?3",
-                )?
-                .execute(params![key.phone_number_id, key.user, name])?;
+                conn.prepare_cached("DELETE FROM d_timers WHERE rowid = ?1")?
+                    .execute(params![rowid])?;
+                fired += 1;
             }
-            Ok(due.len())
+            Ok(fired)
         })
         .await
     }
@@ -892,19 +962,25 @@ impl Durable for SqliteDurable {
         self.read(move |conn| {
             let mut q = conn
                 .prepare_cached(
-                    "SELECT name, due, body FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 ORDER BY due, name",
+                    "SELECT rowid, phone_number_id, user, name, due, body FROM d_timers
+                     WHERE phone_number_id = ?1 AND user = ?2 ORDER BY due, name",
                 )
                 .map_err(err)?;
             let rows = q
-                .query_map(params![key.phone_number_id, key.user], |r| {
-                    Ok(NewTimer {
-                        name: r.get(0)?,
-                        due: r.get(1)?,
-                        body: r.get(2)?,
-                    })
-                })
+                .query_map(params![key.phone_number_id, key.user], |r| Ok(timer_row(r)))
                 .map_err(err)?;
-            rows.collect::<Result<_, _>>().map_err(err)
+            let mut found = Vec::new();
+            for row in rows {
+                match row.map_err(err)? {
+                    Ok((_, t)) => found.push(t),
+                    // Listed for the trace only: an unreadable one is skipped here
+                    // (fire_due_timers moves it to d_quarantine when it is due).
+                    Err(bad) => {
+                        tracing::warn!(rowid = bad.rowid, reason = %bad.reason, "skipped an unreadable timer")
+                    }
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -924,28 +1000,25 @@ impl Durable for SqliteDurable {
 
     async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
         let message_id = message_id.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
-            )
-            .and_then(|mut q| {
-                q.query_row(params![message_id], |r| {
-                    Ok(SentRecord {
-                        message_id: r.get(0)?,
-                        key: SessionKey {
-                            phone_number_id: r.get(1)?,
-                            user: r.get(2)?,
-                        },
-                        flow: r.get(3)?,
-                        node: r.get(4)?,
-                        at: r.get(5)?,
-                    })
-                })
-                .optional()
+        let found = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT rowid, message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
+                )
+                .and_then(|mut q| q.query_row(params![message_id], |r| Ok(sent_row(r))).optional())
+                .map_err(err)
             })
-            .map_err(err)
-        })
-        .await
+            .await?;
+        match found {
+            None => Ok(None),
+            Some(Ok(sent)) => Ok(Some(sent)),
+            // A `failed` status waits on this lookup: an unreadable record must not
+            // hold its user up forever. Moved aside, it is a message we know nothing of.
+            Some(Err(bad)) => {
+                self.quarantine(bad).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
@@ -991,6 +1064,13 @@ impl Durable for SqliteDurable {
         let user = user.to_string();
         self.write_plain(move |conn| {
             let sessions = conn.execute("DELETE FROM d_sessions WHERE user = ?1", params![user])?;
+            // Statuses first: those of messages sent to the user are found through
+            // their sent records, which go below.
+            conn.execute(
+                "DELETE FROM d_statuses WHERE recipient = ?1
+                 OR message_id IN (SELECT message_id FROM d_sent WHERE user = ?1)",
+                params![user],
+            )?;
             for table in [
                 "d_items",
                 "d_leases",
@@ -1014,7 +1094,12 @@ impl Durable for SqliteDurable {
         self.write_plain(move |conn| {
             let dedupe = conn.execute("DELETE FROM d_dedupe WHERE at < ?1", params![before])?;
             let sent = conn.execute("DELETE FROM d_sent WHERE at < ?1", params![before])?;
-            Ok(dedupe + sent)
+            // Statuses are dated in Unix seconds.
+            let statuses = conn.execute(
+                "DELETE FROM d_statuses WHERE at < ?1",
+                params![super::first_status_second(before)],
+            )?;
+            Ok(dedupe + sent + statuses)
         })
         .await
     }

@@ -154,6 +154,18 @@ pub(crate) fn statuses(prefix: &str, message_id: &str) -> String {
     format!("{prefix}{{w:{}}}:st", encode(message_id))
 }
 
+/// A SCAN pattern matching every message's statuses.
+pub(crate) fn statuses_pattern(prefix: &str) -> String {
+    format!("{}{{w:*}}:st", glob_escape(prefix))
+}
+
+/// Whether a user key found by SCAN is one of the user's dedupe records.
+pub(crate) fn is_user_dedupe(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .and_then(|rest| rest.split_once('}'))
+        .is_some_and(|(_, name)| name.starts_with(":d:"))
+}
+
 /// The global claim on a dedupe key: its own slot, tagged by the key (`#` never starts
 /// a user's tag, whose parts are encoded).
 pub(crate) fn dedupe_claim(prefix: &str, dedupe: &str) -> String {
@@ -328,6 +340,10 @@ mod tests {
             assert_eq!(tag_in("p:", &keys.inbox()), Some(tag));
         }
         assert_eq!(key_of("no-colon"), None);
+        let keys = UserKeys::new("p:", &SessionKey::new("1", "d:x"));
+        assert!(is_user_dedupe("p:", &keys.dedupe("wamid.1")));
+        assert!(!is_user_dedupe("p:", &keys.sent()));
+        assert!(!is_user_dedupe("p:", &keys.session()));
         assert_eq!(key_of("1:%ZZ"), None);
     }
 }

@@ -102,13 +102,17 @@ return 1
 /// ARGV: holder, token, now, item id, session version, session data, session at,
 /// outgoing count, (member, body, not_before)*, timer count, (name, due, body)*, cancel count,
 /// name*: timers are set, then the named ones cancelled. Returns 0 when fenced (lease
-/// lost or item gone), else 1.
+/// lost or item gone), -2 - n when the n-th outgoing message's place (0-based) is
+/// already queued (nothing written: a queued message is never overwritten), else 1.
 pub(crate) fn commit_turn() -> String {
     format!(
         "{HELD}
 if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 local id = ARGV[4]
 if not redis.call('ZSCORE', KEYS[2], id) then return 0 end
+for j = 0, tonumber(ARGV[8]) - 1 do
+  if redis.call('ZSCORE', KEYS[5], ARGV[9 + j * 3]) then return -2 - j end
+end
 redis.call('ZREM', KEYS[2], id)
 redis.call('HDEL', KEYS[3], id .. ':k', id .. ':b', id .. ':a')
 redis.call('HSET', KEYS[4], 'v', ARGV[5], 'data', ARGV[6], 'at', ARGV[7])
@@ -147,6 +151,17 @@ if #m == 0 then return false end
 m = m[1]
 local f = redis.call('HMGET', KEYS[2], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 return {m, f[1] or '', f[2] or '0', f[3] or '0', f[4] or '0'}
+";
+
+/// KEYS: out, outmsg, aside. ARGV: member. Moves an outbox entry this build cannot
+/// read out of the outbox (into the aside hash, as `o:<member>:b|n|a|t`).
+pub(crate) const MOVE_OUT_ASIDE: &str = r"
+local m = ARGV[1]
+local f = redis.call('HMGET', KEYS[2], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
+redis.call('HSET', KEYS[3], 'o:' .. m .. ':b', f[1] or '', 'o:' .. m .. ':n', f[2] or '', 'o:' .. m .. ':a', f[3] or '', 'o:' .. m .. ':t', f[4] or '')
+redis.call('ZREM', KEYS[1], m)
+redis.call('HDEL', KEYS[2], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
+return 1
 ";
 
 /// The checks every outbox write under a lease starts with: KEYS[1] lease, KEYS[2]
@@ -222,15 +237,16 @@ return 1
 
 /// KEYS: inbox, items, outmsg, lease. ARGV: now. The truth behind the work index:
 /// {has items (1/0), the oldest item's `at` or '', the smallest `not_before` in the
-/// outbox or '', lease free at now (1/0)}.
+/// outbox or '', the smallest one due at now or '', lease free at now (1/0)}.
 pub(crate) const WORK: &str = r"
-local function smallest(hash, suffix)
+local now = tonumber(ARGV[1])
+local function smallest(hash, suffix, upto)
   local best = nil
   local f = redis.call('HGETALL', hash)
   for j = 1, #f, 2 do
     if string.sub(f[j], -2) == suffix then
       local v = tonumber(f[j + 1])
-      if v and ((not best) or v < best) then best = v end
+      if v and ((not upto) or v <= upto) and ((not best) or v < best) then best = v end
     end
   end
   if best then return string.format('%.0f', best) end
@@ -240,13 +256,14 @@ local has = '0'
 local oldest = ''
 if redis.call('ZCARD', KEYS[1]) > 0 then
   has = '1'
-  oldest = smallest(KEYS[2], ':a')
+  oldest = smallest(KEYS[2], ':a', nil)
 end
-local due = smallest(KEYS[3], ':t')
+local any = smallest(KEYS[3], ':t', nil)
+local due = smallest(KEYS[3], ':t', now)
 local u = redis.call('HGET', KEYS[4], 'until')
 local free = '1'
-if u and tonumber(u) > tonumber(ARGV[1]) then free = '0' end
-return {has, oldest, due, free}
+if u and tonumber(u) > now then free = '0' end
+return {has, oldest, any, due, free}
 ";
 
 /// KEYS: timers, timerbody, last, inbox, items. ARGV: now, most to fire, first id.

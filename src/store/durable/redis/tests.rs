@@ -575,3 +575,182 @@ async fn a_sooner_retry_is_found_at_its_time() {
     store.release(&lease).await.unwrap();
     assert_eq!(store.users_with_work(1_000, 10).await.unwrap(), vec![lou]);
 }
+
+/// One user's turn with two queued messages, under a fresh lease: the lease.
+async fn queued(store: &RedisDurable, key: &SessionKey, bodies: &[&str]) -> Lease {
+    let answers = store.accept(vec![item(key, None, "x", 1)]).await.unwrap();
+    let Accepted::Stored(id) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let lease = store
+        .acquire(key, "i1", 0, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let outgoing = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| NewOutgoing {
+            at: OutKey {
+                turn: 1,
+                index: n as u32,
+            },
+            not_before: 0,
+            body: body.to_string(),
+        })
+        .collect();
+    let commit = TurnCommit {
+        item: id,
+        session: Session::new(&key.user, 100),
+        outgoing,
+        timers: vec![],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, 1, commit).await.unwrap();
+    lease
+}
+
+#[tokio::test]
+async fn damaged_outbox_entries_sessions_and_dead_letters_never_block() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let lou = SessionKey::new("1001", "lou");
+    let keys = UserKeys::new(&store.prefix, &lou);
+    queued(&store, &lou, &["bad", "good"]).await;
+    // An attempt count that is no number, and an entry whose name is no place at all
+    // (ahead of everything).
+    let mut con = store.con();
+    let _: i64 = con.hset(keys.outgoing(), "1:0:n", "many").await.unwrap();
+    let _: i64 = con.zadd(keys.outbox(), "garbage", 0).await.unwrap();
+    let next = store.next_outgoing(&lou).await.unwrap().unwrap();
+    assert_eq!(
+        (next.at, next.body.as_str()),
+        (OutKey { turn: 1, index: 1 }, "good")
+    );
+    let aside: Option<String> = con.hget(keys.aside(), "o:1:0:b").await.unwrap();
+    assert_eq!(aside.as_deref(), Some("bad"), "kept aside, not erased");
+    // A session whose format version is no number, or whose time is none: no session
+    // (as an older format), and the count goes on.
+    let _: i64 = con.hset(keys.session(), "v", "x").await.unwrap();
+    assert_eq!(store.load_session(&lou).await.unwrap(), None);
+    let _: i64 = con.hset(keys.session(), "at", "soon").await.unwrap();
+    assert_eq!(store.count_sessions(0).await.unwrap(), 0);
+    // A damaged dead letter does not hide the next one; a listed id without an owner
+    // (left over) goes.
+    let lease = store
+        .acquire(&lou, "i1", 1, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .dead_letter(&lease, 2, OutKey { turn: 1, index: 1 }, "x")
+        .await
+        .unwrap();
+    let mo = SessionKey::new("1001", "mo");
+    let mo_lease = queued(&store, &mo, &["mo's"]).await;
+    store
+        .dead_letter(&mo_lease, 3, OutKey { turn: 1, index: 0 }, "y")
+        .await
+        .unwrap();
+    let before = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(before.len(), 2);
+    let _: i64 = con
+        .hset(keys.dead(), format!("{}:n", before[0].id), "lots")
+        .await
+        .unwrap();
+    let _: i64 = con.zadd(&store.global.dead_ids, 999, 0).await.unwrap();
+    let after = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(after, vec![before[1].clone()]);
+    let orphan: Option<f64> = con.zscore(&store.global.dead_ids, 999).await.unwrap();
+    assert_eq!(orphan, None, "the left-over entry went");
+}
+
+#[tokio::test]
+async fn erasure_keeps_dedupe_records_and_leaves_no_owner_or_hint_behind() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let ned = SessionKey::new("1001", "ned");
+    let tag = UserKeys::new(&store.prefix, &ned).tag;
+    let mut con = store.con();
+    let stored = store
+        .accept(vec![item(&ned, Some("wamid.N1"), "hi", 5)])
+        .await
+        .unwrap();
+    assert!(matches!(stored[0], Accepted::Stored(_)), "{stored:?}");
+    // The accept died before marking its claim stored: the user's own record decides.
+    let _: () = con
+        .set(
+            keys::dedupe_claim(&store.prefix, "wamid.N1"),
+            format!("{} c 5", keys::fingerprint(&tag)),
+        )
+        .await
+        .unwrap();
+    // A send recorded under a lease that was lost writes no owner.
+    let lease = queued(&store, &SessionKey::new("2002", "ned"), &["one"]).await;
+    let stale = Lease {
+        token: lease.token + 1000,
+        ..lease.clone()
+    };
+    let fenced = store
+        .mark_sent(
+            &stale,
+            2,
+            OutKey { turn: 1, index: 0 },
+            SentRecord {
+                message_id: "wamid.fenced".into(),
+                key: lease.key.clone(),
+                flow: "main".into(),
+                node: "n".into(),
+                at: 2,
+            },
+        )
+        .await;
+    assert!(matches!(fenced, Err(CommitError::Fenced)), "{fenced:?}");
+    let owner: Option<String> = con
+        .hget(&store.global.sent_owner, "wamid.fenced")
+        .await
+        .unwrap();
+    assert_eq!(owner, None);
+    // Left-over owners (as a crash between owner and record leaves them), and a
+    // status to ned of a message this store has no record of; statuses expire.
+    let _: i64 = con
+        .hset(&store.global.sent_owner, "wamid.orphan", &tag)
+        .await
+        .unwrap();
+    let _: i64 = con.hset(&store.global.dead_owner, 777, &tag).await.unwrap();
+    let _: i64 = con.zadd(&store.global.dead_ids, 777, 777).await.unwrap();
+    let status = StatusRecord {
+        message_id: "wamid.to.ned".into(),
+        status: "read".into(),
+        at: 3,
+        recipient: Some("ned".into()),
+        error_code: None,
+        error_title: None,
+    };
+    store.record_status(&status).await.unwrap();
+    let ttl: i64 = con
+        .pttl(keys::statuses(&store.prefix, "wamid.to.ned"))
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= STATUS_TTL.as_millis() as i64,
+        "statuses expire: {ttl}"
+    );
+
+    assert_eq!(store.delete_user("ned").await.unwrap(), 1);
+    let hint: Option<f64> = con.zscore(&store.global.work, &tag).await.unwrap();
+    assert_eq!(hint, None, "nothing raced the erasure: its hint went");
+    let redelivered = store
+        .accept(vec![item(&ned, Some("wamid.N1"), "hi", 5)])
+        .await
+        .unwrap();
+    assert_eq!(redelivered, vec![Accepted::Duplicate], "still a duplicate");
+    let owner: Option<String> = con
+        .hget(&store.global.sent_owner, "wamid.orphan")
+        .await
+        .unwrap();
+    let dead_owner: Option<String> = con.hget(&store.global.dead_owner, 777).await.unwrap();
+    let dead_id: Option<f64> = con.zscore(&store.global.dead_ids, 777).await.unwrap();
+    assert_eq!((owner, dead_owner, dead_id), (None, None, None));
+    assert_eq!(store.statuses("wamid.to.ned").await.unwrap(), vec![]);
+}

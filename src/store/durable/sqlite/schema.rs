@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS d_statuses (
     error_title TEXT,
     PRIMARY KEY (message_id, status)
 );
+CREATE INDEX IF NOT EXISTS d_statuses_at ON d_statuses (at);
+CREATE INDEX IF NOT EXISTS d_statuses_recipient ON d_statuses (recipient);
 CREATE TABLE IF NOT EXISTS d_quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,

@@ -205,6 +205,80 @@ async fn unreadable_rows_are_moved_aside_and_the_user_goes_on() {
 }
 
 #[tokio::test]
+async fn unreadable_timers_dead_letters_and_sent_records_are_moved_aside_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let conn = raw(&dir);
+    // Two due timers that cannot be read (a body that is not text, a due time that is
+    // not an integer) around a good one.
+    conn.execute_batch(
+        "INSERT INTO d_timers (phone_number_id, user, name, due, body) VALUES
+           ('1001', 'ada', 'bad', 5, x'00ff'),
+           ('1001', 'bob', 'wait', 6, 'wake'),
+           ('1001', 'cy', 'real', 7.5, 'x');",
+    )
+    .unwrap();
+    assert_eq!(
+        store.timers(&SessionKey::new("1001", "ada")).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(store.fire_due_timers(10, 10).await.unwrap(), 1);
+    let fired = store
+        .next_item(&SessionKey::new("1001", "bob"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (fired.kind, fired.body.as_str(), fired.at),
+        (ItemKind::Timer, "wake", 6)
+    );
+    assert_eq!(
+        store.fire_due_timers(10, 10).await.unwrap(),
+        0,
+        "moved, not retried"
+    );
+    // A dead letter that cannot be read does not hide the ones after it.
+    conn.execute_batch(
+        "INSERT INTO d_dead (phone_number_id, user, turn, idx, body, attempts, reason, since) VALUES
+           ('1001', 'ada', 1, 0, x'00', 0, 'r', 1),
+           ('1001', 'bob', 1, 0, 'b', 1, 'gave up', 2);",
+    )
+    .unwrap();
+    let dead = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(
+        dead.iter()
+            .map(|d| (d.key.user.as_str(), d.body.as_str(), d.since))
+            .collect::<Vec<_>>(),
+        vec![("bob", "b", 2)]
+    );
+    assert_eq!(store.dead_letters(None, 1).await.unwrap(), dead);
+    // A sent record that cannot be read: a message we know nothing of, not an error
+    // a `failed` status would wait on forever.
+    conn.execute_batch(
+        "INSERT INTO d_sent (message_id, phone_number_id, user, flow, node, at) VALUES
+           ('wamid.bad', '1001', 'ada', 'main', x'00', 1);",
+    )
+    .unwrap();
+    assert_eq!(store.sent("wamid.bad").await.unwrap(), None);
+    let moved: Vec<(String, String)> = conn
+        .prepare("SELECT source, user FROM d_quarantine ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        moved,
+        [
+            ("d_timers".to_string(), "ada".to_string()),
+            ("d_timers".into(), "cy".into()),
+            ("d_dead".into(), "ada".into()),
+            ("d_sent".into(), "ada".into())
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_failed_accept_stores_nothing_and_leaves_its_batch_alone() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(&dir);

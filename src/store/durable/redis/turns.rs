@@ -1,0 +1,111 @@
+//! Turns: the session and the atomic commit of one turn.
+
+use super::*;
+
+pub(super) async fn load_session(
+    store: &RedisDurable,
+    key: &SessionKey,
+) -> Result<Option<Session>, StoreError> {
+    let keys = store.user(key);
+    // Read as bytes: a damaged field (a `v` that is no number, data that is not
+    // UTF-8) is "no session" with a warning, as an older format is, never an error
+    // that would stop the user forever.
+    let (version, data): (Option<Vec<u8>>, Option<Vec<u8>>) = store
+        .con()
+        .hmget(keys.session(), &["v", "data"])
+        .await
+        .map_err(err)?;
+    let (Some(version), Some(data)) = (version, data) else {
+        return Ok(None);
+    };
+    let readable = text(&version)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .zip(text(&data));
+    match readable {
+        Some((version, data)) => Ok(decode(version, &data)),
+        None => {
+            tracing::warn!(
+                number = %key.phone_number_id,
+                "a stored session this build cannot read is treated as none"
+            );
+            Ok(None)
+        }
+    }
+}
+
+pub(super) async fn commit_turn(
+    store: &RedisDurable,
+    lease: &Lease,
+    now: Millis,
+    commit: TurnCommit,
+) -> Result<(), CommitError> {
+    let keys = store.user(&lease.key);
+    let data = encode(&commit.session)?;
+    let soonest_timer = commit.timers.iter().map(|t| t.due).min();
+    // Hints first (see the module docs); a fenced commit leaves them stale, which
+    // costs one check later.
+    if let Some(due) = soonest_timer {
+        store.hint(Index::Timers, &keys.tag, due).await?;
+    }
+    if !commit.outgoing.is_empty() {
+        store.hint(Index::Work, &keys.tag, now).await?;
+    }
+    let mut outgoing = commit.outgoing;
+    outgoing.sort_by_key(|o| o.at);
+    if let Some(twice) = outgoing.windows(2).find(|w| w[0].at == w[1].at) {
+        return Err(CommitError::Store(crate::store::durable::taken(
+            twice[0].at,
+        )));
+    }
+    let mut call = store.scripts.commit_turn.prepare_invoke();
+    call.key(keys.lease())
+        .key(keys.inbox())
+        .key(keys.items())
+        .key(keys.session())
+        .key(keys.outbox())
+        .key(keys.outbox_seq())
+        .key(keys.outgoing())
+        .key(keys.timers())
+        .key(keys.timer_bodies());
+    call.arg(&lease.holder)
+        .arg(lease.token)
+        .arg(now)
+        .arg(commit.item.0)
+        .arg(SESSION_VERSION)
+        .arg(data)
+        .arg(commit.session.updated_at)
+        .arg(outgoing.len());
+    for out in &outgoing {
+        call.arg(member(out.at))
+            .arg(&out.body)
+            .arg(out.not_before.max(now));
+    }
+    call.arg(commit.timers.len());
+    for timer in &commit.timers {
+        call.arg(&timer.name).arg(timer.due).arg(&timer.body);
+    }
+    call.arg(commit.cancel_timers.len());
+    for name in &commit.cancel_timers {
+        call.arg(name);
+    }
+    let done: i64 = call.invoke_async(&mut store.con()).await.map_err(err)?;
+    match done {
+        1 => {}
+        0 => return Err(CommitError::Fenced),
+        taken => {
+            let n = usize::try_from(-2 - taken).unwrap_or(usize::MAX);
+            let at = outgoing
+                .get(n)
+                .map(|o| o.at)
+                .ok_or_else(|| corrupt("commit reply"))?;
+            return Err(CommitError::Store(crate::store::durable::taken(at)));
+        }
+    }
+    if let Some(due) = soonest_timer {
+        store.hint(Index::Timers, &keys.tag, due).await?;
+    }
+    if !outgoing.is_empty() {
+        store.hint(Index::Work, &keys.tag, now).await?;
+    }
+    Ok(())
+}
