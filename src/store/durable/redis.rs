@@ -67,7 +67,8 @@
 //! This file holds the connection, the hints and the [`Durable`] impl, which hands
 //! each method to its area: `inbox` (accept, next item, finding work, timers),
 //! `leases`, `turns` (session, commit), `outbox` (sending records, dead letters) and
-//! `records` (statuses, sent records, erasure, purge); `keys` names the keys and
+//! `records` (statuses, sent records, erasure, purge), `pace` (the send pace shared by
+//! instances); `keys` names the keys and
 //! `scripts` holds the Lua.
 
 mod inbox;
