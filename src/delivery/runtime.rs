@@ -423,6 +423,7 @@ impl Runtime {
         // worker found the lease taken and stopped): look once more, now it is free.
         if self.closed().is_none()
             && state.look_again
+            && !number.store.single_process()
             && let Ok(Some(_)) = number.store.next_item(&key).await
         {
             self.kick(&key);

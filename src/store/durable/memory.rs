@@ -93,6 +93,10 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Durable for MemoryDurable {
+    fn single_process(&self) -> bool {
+        true
+    }
+
     async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError> {
         let mut inner = self.lock();
         let mut answers = Vec::with_capacity(items.len());

@@ -455,6 +455,12 @@ pub trait Durable: Send + Sync {
 
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether only this process can use the store (SQLite's file lock, memory): then
+    /// no other instance can store an item for a user while this one holds the lease.
+    fn single_process(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -22,9 +22,11 @@
 //!   live in; two processes on one file would also fight for the writer lock. `open`
 //!   takes an exclusive OS lock on `<file>.lock` and fails clearly when another process
 //!   holds it; several instances use Redis.
-//! - **Leases and fencing** live in `d_leases`; tokens come from one counter
-//!   (`d_meta.last_token`), so a user's tokens keep growing across releases, expiries
-//!   and erasure. Item and dead-letter ids are `AUTOINCREMENT`: never reused, so a
+//! - **Leases and fencing** live in memory (`leases`: the file lock makes this process
+//!   the file's only user, so no lease has to outlive it, and leases cost no commits);
+//!   every leased write checks its lease in the writer's transaction. Tokens come from
+//!   one counter (`d_meta.last_token`, reserved in blocks), so a user's tokens keep
+//!   growing across releases, expiries, erasure and restarts. Item and dead-letter ids are `AUTOINCREMENT`: never reused, so a
 //!   commit for a handled item can never match a newer one.
 //! - **Bad rows** (an item kind from a newer version, a value of the wrong type) are
 //!   moved to `d_quarantine` with a log line when read, so a user is never stuck behind
@@ -40,6 +42,7 @@ use super::{
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, encode};
+use leases::{Leases, NeedTokens, TOKEN_BLOCK};
 use lock::lock;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use schema::SCHEMA;
@@ -70,6 +73,8 @@ pub struct SqliteDurable {
     threads: Vec<JoinHandle<()>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
+    /// Who holds which user's lease (see `leases`).
+    leases: Arc<Leases>,
     /// Held (and so the OS lock) until the threads above have stopped.
     _lock: Option<File>,
 }
@@ -115,10 +120,17 @@ impl SqliteDurable {
         // Only for today's SqliteStore sharing the file: our own writes never wait.
         writer.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
-        // The file lock proves no other process uses this file, so every lease in it
-        // belongs to a process that is gone: the users it held are free now, not after
-        // their leases expire. (Tokens come from `d_meta`, so they still only grow.)
+        // Leases live in memory (see `leases`); rows an earlier version kept belong to
+        // a process that is gone (the file lock proves it).
         writer.execute("DELETE FROM d_leases", []).map_err(err)?;
+        let last_token: i64 = writer
+            .query_row(
+                "SELECT COALESCE((SELECT value FROM d_meta WHERE name = 'last_token'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let leases = Arc::new(Leases::new(uint(last_token)));
 
         let mut threads = Vec::with_capacity(READERS + 1);
         let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
@@ -153,6 +165,7 @@ impl SqliteDurable {
             reads: Some(reads),
             threads,
             commits,
+            leases,
             _lock: Some(lock),
         })
     }
@@ -391,22 +404,8 @@ fn sent_row(r: &Row) -> Result<SentRecord, BadRow> {
     })
 }
 
-/// Whether `lease` is held at `now` (see [`Lease`]).
-fn holds(conn: &Connection, lease: &Lease, now: Millis) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT 1 FROM d_leases WHERE phone_number_id = ?1 AND user = ?2 AND holder = ?3 AND token = ?4 AND until > ?5",
-    )?
-    .exists(params![
-        lease.key.phone_number_id,
-        lease.key.user,
-        lease.holder,
-        int(lease.token),
-        now
-    ])
-}
-
-fn require_lease(conn: &Connection, lease: &Lease, now: Millis) -> WriteResult<()> {
-    if holds(conn, lease, now)? {
+fn require_lease(leases: &Leases, lease: &Lease, now: Millis) -> WriteResult<()> {
+    if leases.holds(lease, now) {
         Ok(())
     } else {
         Err(WriteError::Fenced)
@@ -451,6 +450,10 @@ fn insert_outgoing(
 
 #[async_trait::async_trait]
 impl Durable for SqliteDurable {
+    fn single_process(&self) -> bool {
+        true
+    }
+
     async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -505,48 +508,25 @@ impl Durable for SqliteDurable {
         now: Millis,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let key = key.clone();
-        let holder = holder.to_string();
-        self.write_plain(move |conn| {
-            let current: Option<(String, i64)> = conn
-                .prepare_cached(
-                    "SELECT holder, until FROM d_leases WHERE phone_number_id = ?1 AND user = ?2",
-                )?
-                .query_row(params![key.phone_number_id, key.user], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if let Some((other, other_until)) = current
-                && other != holder
-                && now < other_until
-            {
-                return Ok(None);
+        loop {
+            match self.leases.acquire(key, holder, now, until(now, ttl)) {
+                Ok(taken) => return Ok(taken),
+                Err(NeedTokens) => {
+                    let block = int(TOKEN_BLOCK);
+                    let last: i64 = self
+                        .write_plain(move |conn| {
+                            Ok(conn
+                                .prepare_cached(
+                                    "INSERT INTO d_meta (name, value) VALUES ('last_token', ?1)
+                                     ON CONFLICT (name) DO UPDATE SET value = value + ?1 RETURNING value",
+                                )?
+                                .query_row(params![block], |r| r.get(0))?)
+                        })
+                        .await?;
+                    self.leases.reserved(uint(last));
+                }
             }
-            let token: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO d_meta (name, value) VALUES ('last_token', 1)
-                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                )?
-                .query_row([], |r| r.get(0))?;
-            let lease = Lease {
-                key,
-                holder,
-                token: uint(token),
-                until: until(now, ttl),
-            };
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO d_leases (phone_number_id, user, holder, token, until) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                lease.key.phone_number_id,
-                lease.key.user,
-                lease.holder,
-                token,
-                lease.until
-            ])?;
-            Ok(Some(lease))
-        })
-        .await
+        }
     }
 
     async fn renew(
@@ -555,43 +535,12 @@ impl Durable for SqliteDurable {
         now: Millis,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let lease = lease.clone();
-        self.write_plain(move |conn| {
-            if !holds(conn, &lease, now)? {
-                return Ok(None);
-            }
-            let renewed = Lease {
-                until: until(now, ttl),
-                ..lease
-            };
-            conn.prepare_cached(
-                "UPDATE d_leases SET until = ?3 WHERE phone_number_id = ?1 AND user = ?2",
-            )?
-            .execute(params![
-                renewed.key.phone_number_id,
-                renewed.key.user,
-                renewed.until
-            ])?;
-            Ok(Some(renewed))
-        })
-        .await
+        Ok(self.leases.renew(lease, now, until(now, ttl)))
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let lease = lease.clone();
-        self.write_plain(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM d_leases WHERE phone_number_id = ?1 AND user = ?2 AND holder = ?3 AND token = ?4",
-            )?
-            .execute(params![
-                lease.key.phone_number_id,
-                lease.key.user,
-                lease.holder,
-                int(lease.token)
-            ])?;
-            Ok(())
-        })
-        .await
+        self.leases.release(lease);
+        Ok(())
     }
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
@@ -622,8 +571,9 @@ impl Durable for SqliteDurable {
         let lease = lease.clone();
         // Encoded here, off the writer thread: the writer only writes.
         let data = encode(&commit.session)?;
+        let leases = Arc::clone(&self.leases);
         self.write_leased(move |conn| {
-            require_lease(conn, &lease, now)?;
+            require_lease(&leases, &lease, now)?;
             let key = &lease.key;
             let TurnCommit {
                 item,
@@ -715,8 +665,9 @@ impl Durable for SqliteDurable {
         sent: SentRecord,
     ) -> Result<(), CommitError> {
         let lease = lease.clone();
+        let leases = Arc::clone(&self.leases);
         self.write_leased(move |conn| {
-            require_lease(conn, &lease, now)?;
+            require_lease(&leases, &lease, now)?;
             let key = &lease.key;
             let removed = conn
                 .prepare_cached(
@@ -752,8 +703,9 @@ impl Durable for SqliteDurable {
         not_before: Millis,
     ) -> Result<(), CommitError> {
         let lease = lease.clone();
+        let leases = Arc::clone(&self.leases);
         self.write_leased(move |conn| {
-            require_lease(conn, &lease, now)?;
+            require_lease(&leases, &lease, now)?;
             let key = &lease.key;
             let changed = conn
                 .prepare_cached(
@@ -785,8 +737,9 @@ impl Durable for SqliteDurable {
     ) -> Result<(), CommitError> {
         let lease = lease.clone();
         let reason = reason.to_string();
+        let leases = Arc::clone(&self.leases);
         self.write_leased(move |conn| {
-            require_lease(conn, &lease, now)?;
+            require_lease(&leases, &lease, now)?;
             let key = &lease.key;
             let moved = conn
                 .prepare_cached(
@@ -886,8 +839,12 @@ impl Durable for SqliteDurable {
         now: Millis,
         limit: usize,
     ) -> Result<Vec<SessionKey>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
+        // Leased users are filtered out here (leases live in memory): asking for as
+        // many more rows as there are leases still yields `limit` free ones.
+        let wanted = limit;
+        let limit = i64::try_from(limit.saturating_add(self.leases.count())).unwrap_or(i64::MAX);
+        let leases = Arc::clone(&self.leases);
+        let found: Vec<SessionKey> = self.read(move |conn| {
             let mut q = conn
                 .prepare_cached(
                     "SELECT w.phone_number_id, w.user, MIN(w.at) AS since FROM (
@@ -895,8 +852,6 @@ impl Durable for SqliteDurable {
                         UNION ALL
                         SELECT phone_number_id, user, not_before FROM d_outbox WHERE not_before <= ?1
                      ) AS w
-                     LEFT JOIN d_leases AS l ON l.phone_number_id = w.phone_number_id AND l.user = w.user
-                     WHERE l.until IS NULL OR l.until <= ?1
                      GROUP BY w.phone_number_id, w.user
                      ORDER BY since, w.phone_number_id, w.user
                      LIMIT ?2",
@@ -912,7 +867,12 @@ impl Durable for SqliteDurable {
                 .map_err(err)?;
             rows.collect::<Result<_, _>>().map_err(err)
         })
-        .await
+        .await?;
+        Ok(found
+            .into_iter()
+            .filter(|key| !leases.busy(key, now))
+            .take(wanted)
+            .collect())
     }
 
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
@@ -1061,6 +1021,7 @@ impl Durable for SqliteDurable {
     }
 
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        self.leases.forget_user(user);
         let user = user.to_string();
         self.write_plain(move |conn| {
             let sessions = conn.execute("DELETE FROM d_sessions WHERE user = ?1", params![user])?;
@@ -1118,6 +1079,7 @@ impl Durable for SqliteDurable {
     }
 }
 
+mod leases;
 mod lock;
 mod schema;
 mod threads;

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS d_dedupe (
     at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS d_dedupe_at ON d_dedupe (at);
+-- Unused since leases moved to memory (sqlite/leases.rs); kept for older files.
 CREATE TABLE IF NOT EXISTS d_leases (
     phone_number_id TEXT NOT NULL,
     user TEXT NOT NULL,

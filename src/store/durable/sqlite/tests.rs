@@ -526,3 +526,32 @@ fn a_killed_process_loses_nothing_it_acknowledged() {
     let pending = count("SELECT COUNT(*) FROM d_items");
     assert_eq!(keys, pending + i64::try_from(session_turn).unwrap());
 }
+
+#[tokio::test]
+async fn lease_tokens_keep_growing_past_a_reserved_block_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut last = 0;
+    {
+        let store = open_in(&dir);
+        let block = usize::try_from(leases::TOKEN_BLOCK).unwrap();
+        for n in 0..block + 5 {
+            let key = SessionKey::new("1001", &format!("u{n}"));
+            let lease = store
+                .acquire(&key, "a", 1, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .expect("a free lease");
+            assert!(lease.token > last, "token {} after {last}", lease.token);
+            last = lease.token;
+        }
+    }
+    // A new process (the old one's leases are gone with it) gives larger tokens still.
+    let store = open_in(&dir);
+    let key = SessionKey::new("1001", "u0");
+    let lease = store
+        .acquire(&key, "b", 2, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the old process's lease is gone");
+    assert!(lease.token > last, "token {} after {last}", lease.token);
+}
