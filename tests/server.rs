@@ -626,3 +626,77 @@ async fn handled_messages_are_marked_read_with_a_typing_indicator() {
         "the reply comes after the read receipt"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_and_a_replay_sends_it_in_order() {
+    let graph = FakeGraph::start().await.unwrap();
+    // The first send is refused for good (131026: not a WhatsApp user).
+    graph.script([Reply::Error {
+        status: 400,
+        code: 131026,
+        message: "(#131026) Message undeliverable".into(),
+        details: "Unable to deliver the message.".into(),
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let addr = start(dir.path()).await;
+    send_signed(addr, &text_webhook("4915100000042", "wamid.d.1", "lost")).await;
+    let client = reqwest::Client::new();
+    let status = |key: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{addr}/admin/status"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let letter = loop {
+        let body: Value = status("admin-key").await.json().await.unwrap();
+        if let Some(letter) = body["dead_letters"].get(0) {
+            break letter.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letter["error_code"], 131026, "{letter}");
+    assert_eq!(letter["node"], "echo.echo", "{letter}");
+    assert_eq!(letter["payload"]["text"]["body"], "echo lost", "{letter}");
+    assert_eq!(letter["attempts"], 1, "{letter}");
+    let id = letter["id"].as_u64().unwrap();
+    // A later message goes out meanwhile; the replay comes after it.
+    send_signed(addr, &text_webhook("4915100000042", "wamid.d.2", "later")).await;
+    graph.wait_for_messages(2).await;
+    let replay = |key: &'static str, id: u64| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://{addr}/admin/dead-letters/{id}/replay"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(replay("wrong-key", id).await, 401);
+    assert_eq!(replay("admin-key", id + 1000).await, 404);
+    assert_eq!(replay("admin-key", id).await, 200);
+    let sent = graph.wait_for_messages(3).await;
+    assert_eq!(bodies(&sent), ["echo lost", "echo later", "echo lost"]);
+    assert_eq!(graph.accepted().len(), 2);
+    let body: Value = status("admin-key").await.json().await.unwrap();
+    assert_eq!(
+        body["dead_letters"],
+        json!([]),
+        "replayed: gone from the list"
+    );
+    assert_eq!(replay("admin-key", id).await, 404, "a replay happens once");
+}

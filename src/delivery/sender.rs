@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 pub struct DeadReason {
     pub error: String,
     pub code: Option<i64>,
+    /// Send attempts made, the last (failed) one included; 0 when none was made (an
+    /// unreadable or invalid payload).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl Runtime {
@@ -34,7 +38,9 @@ impl Runtime {
             Ok(b) => b,
             Err(e) => {
                 let why = format!("this build cannot read the queued message: {e}");
-                return self.give_up(number, lease, &out, None, why, None).await;
+                return self
+                    .give_up(number, lease, &out, None, why, None, false)
+                    .await;
             }
         };
         let mut payload = &body.payload;
@@ -46,7 +52,7 @@ impl Runtime {
                     problems.join("; ")
                 );
                 return self
-                    .give_up(number, lease, &out, Some(&body), why, None)
+                    .give_up(number, lease, &out, Some(&body), why, None, false)
                     .await;
             }
             self.pace(number).await;
@@ -98,7 +104,15 @@ impl Runtime {
                 }
                 Verdict::WindowClosed | Verdict::Permanent => {
                     return self
-                        .give_up(number, lease, &out, Some(&body), e.to_string(), e.code)
+                        .give_up(
+                            number,
+                            lease,
+                            &out,
+                            Some(&body),
+                            e.to_string(),
+                            e.code,
+                            true,
+                        )
                         .await;
                 }
             }
@@ -149,7 +163,7 @@ impl Runtime {
                     "{e}; it timed out twice and Graph may have accepted it, so it is not sent a third time"
                 );
                 return self
-                    .give_up(number, lease, out, Some(body), why, e.code)
+                    .give_up(number, lease, out, Some(body), why, e.code, true)
                     .await;
             }
         }
@@ -163,7 +177,7 @@ impl Runtime {
                 humantime::format_duration(self.settings.retry_deadline)
             );
             return self
-                .give_up(number, lease, out, Some(body), why, e.code)
+                .give_up(number, lease, out, Some(body), why, e.code, true)
                 .await;
         }
         self.metrics.messages_retried.inc();
@@ -186,6 +200,7 @@ impl Runtime {
 
     /// Makes the message a dead letter: kept in the store, listed in `/admin/status`,
     /// replayable.
+    #[allow(clippy::too_many_arguments)]
     async fn give_up(
         &self,
         number: &Number,
@@ -194,11 +209,17 @@ impl Runtime {
         body: Option<&OutgoingBody>,
         error: String,
         code: Option<i64>,
+        sent: bool,
     ) -> Sent {
         self.metrics.messages_failed.inc();
         let node = body.map_or_else(|| "?".to_string(), |b| format!("{}.{}", b.flow, b.node));
         tracing::error!(number = %number.phone_number_id, to = %mask(&lease.key.user), %node, %error, "message not delivered: kept as a dead letter");
-        let reason = codec::encode(&DeadReason { error, code });
+        let attempts = out.attempts + u32::from(sent);
+        let reason = codec::encode(&DeadReason {
+            error,
+            code,
+            attempts,
+        });
         match number
             .store
             .dead_letter(lease, now_ms(), out.at, &reason)

@@ -61,6 +61,7 @@ pub fn dead_letter_json(d: &crate::store::durable::DeadLetter) -> serde_json::Va
     let reason = serde_json::from_str::<DeadReason>(&d.reason).unwrap_or(DeadReason {
         error: d.reason.clone(),
         code: None,
+        attempts: d.attempts,
     });
     serde_json::json!({
         "id": d.id,
@@ -68,7 +69,7 @@ pub fn dead_letter_json(d: &crate::store::durable::DeadLetter) -> serde_json::Va
         "to": d.key.user,
         "node": body.as_ref().map(|b| format!("{}.{}", b.flow, b.node)),
         "at": d.since.div_euclid(1000),
-        "attempts": d.attempts,
+        "attempts": reason.attempts.max(d.attempts),
         "error": reason.error,
         "error_code": reason.code,
         "payload": body.map(|b| b.payload),
