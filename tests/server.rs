@@ -700,3 +700,39 @@ async fn a_dead_letter_is_listed_and_a_replay_sends_it_in_order() {
     );
     assert_eq!(replay("admin-key", id).await, 404, "a replay happens once");
 }
+
+#[tokio::test]
+async fn an_inbox_item_this_build_cannot_read_is_moved_aside_and_the_user_goes_on() {
+    use parlance::store::durable::{ItemKind, NewItem};
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    // An item a newer version stored before this one took over the file.
+    let url = parlance::store::parse_url("sqlite://data/test.db").unwrap();
+    let store = parlance::store::open(&url, dir.path()).await.unwrap();
+    let user = "4915100000077";
+    store
+        .accept(vec![NewItem {
+            key: parlance::store::SessionKey::new(NUMBER, user),
+            dedupe: Some("wamid.future".into()),
+            kind: ItemKind::Message,
+            body: r#"{"v":99,"something":"new"}"#.into(),
+            at: 1,
+        }])
+        .await
+        .unwrap();
+    drop(store);
+    let addr = start(dir.path()).await;
+    send_signed(addr, &text_webhook(user, "wamid.now.1", "still here")).await;
+    assert_eq!(bodies(&graph.wait_for_messages(1).await), ["echo still here"]);
+    // It is kept, with why, where people can look.
+    let db = rusqlite::Connection::open(dir.path().join("data/test.db")).unwrap();
+    let reason: String = db
+        .query_row(
+            "SELECT reason FROM d_quarantine WHERE source = 'd_items' AND user = ?1",
+            [user],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("format 99"), "{reason}");
+}

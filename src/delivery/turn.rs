@@ -16,6 +16,8 @@ enum Input {
     Event(Event),
     /// Nothing to run (a failure report for a message this store did not send).
     Nothing,
+    /// A body this build cannot read: moved aside, with why.
+    Unreadable(String),
 }
 
 impl Runtime {
@@ -34,6 +36,16 @@ impl Runtime {
             }
         };
         let input = match self.input(number, key, &item).await {
+            Ok(Input::Unreadable(why)) => {
+                tracing::error!(number = %key.phone_number_id, to = %mask(&key.user), item = item.id.0, kind = item.kind.as_str(), %why, "an inbox item this build cannot read was moved aside");
+                return match number.store.move_aside(lease, now_ms, item.id, &why).await {
+                    Ok(()) => Step::Again,
+                    Err(e) => {
+                        tracing::warn!(number = %key.phone_number_id, error = %e, "cannot move an unreadable item aside; it waits");
+                        Step::Stop
+                    }
+                };
+            }
             Ok(input) => input,
             Err(Retry) => return Step::Stop,
         };
@@ -54,7 +66,9 @@ impl Runtime {
                 self.metrics.turns.inc();
                 (turn.session, outgoing, report, Some(event))
             }
-            Input::Nothing => (session, Vec::new(), TurnReport::default(), None),
+            Input::Nothing | Input::Unreadable(_) => {
+                (session, Vec::new(), TurnReport::default(), None)
+            }
         };
         let commit = TurnCommit {
             item: item.id,
@@ -91,13 +105,10 @@ impl Runtime {
         Step::Again
     }
 
-    /// What the item asks for. An item this build cannot read is moved aside (dropped
-    /// with a log line) rather than blocking the user; `Err` when it must wait.
+    /// What the item asks for. An item this build cannot read is `Unreadable` (moved
+    /// aside rather than blocking the user); `Err` when it must wait.
     async fn input(&self, number: &Number, key: &SessionKey, item: &Item) -> Result<Input, Retry> {
-        let unreadable = |why: String| {
-            tracing::error!(number = %key.phone_number_id, to = %mask(&key.user), item = item.id.0, kind = item.kind.as_str(), %why, "an inbox item this build cannot read was dropped");
-            Ok(Input::Nothing)
-        };
+        let unreadable = |why: String| Ok(Input::Unreadable(why));
         match item.kind {
             ItemKind::Message => match codec::decode::<MessageItem>(&item.body) {
                 Ok(m) => Ok(Input::Event(m.event)),

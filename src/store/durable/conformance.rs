@@ -68,6 +68,7 @@ where
     item_ids_grow_per_user(fresh().await).await;
     mark_attempt_counts_and_delays(fresh().await).await;
     a_message_after_a_wait_is_due_at_its_time(fresh().await).await;
+    an_item_moved_aside_leaves_the_inbox_under_the_lease(fresh().await).await;
     dead_letters_are_kept_listed_and_replayed(fresh().await).await;
     users_with_work_finds_pending_users(fresh().await).await;
     timers_replace_cancel_and_fire_once(fresh().await).await;
@@ -744,6 +745,47 @@ pub async fn commit_for_another_users_item_is_fenced(store: Arc<dyn Durable>) {
 
 /// Messages leave in (turn, index) order, whatever order they were queued in; mark_sent
 /// removes one and records its wamid.
+/// An item the delivery side cannot read is moved aside under the lease; the user's
+/// next item is next. A stale lease moves nothing.
+pub async fn an_item_moved_aside_leaves_the_inbox_under_the_lease(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let bad = accept_one(&*store, msg(&ada, Some("a.1"), "from the future", 10)).await;
+    let good = accept_one(&*store, msg(&ada, Some("a.2"), "hi", 11)).await;
+    let stale = lease(&*store, &ada, "one", 1_000).await;
+    store.release(&stale).await.unwrap();
+    let l = lease(&*store, &ada, "two", 1_000).await;
+    assert_fenced(
+        store.move_aside(&stale, 1_000, bad, "unreadable").await,
+        "move_aside under a stale lease",
+    );
+    assert_eq!(
+        store.next_item(&ada).await.unwrap().map(|i| i.id),
+        Some(bad)
+    );
+    let bob = key("bob");
+    let bobs = accept_one(&*store, msg(&bob, Some("b.1"), "bob", 12)).await;
+    assert_fenced(
+        store.move_aside(&l, 1_000, bobs, "unreadable").await,
+        "move_aside of another user's item",
+    );
+    store
+        .move_aside(&l, 1_000, bad, "unreadable")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_item(&ada).await.unwrap().map(|i| i.id),
+        Some(good)
+    );
+    assert_fenced(
+        store.move_aside(&l, 1_000, bad, "unreadable").await,
+        "an item already moved aside",
+    );
+    assert_eq!(
+        store.next_item(&bob).await.unwrap().map(|i| i.id),
+        Some(bobs)
+    );
+}
+
 /// A message queued behind a `wait` keeps its `not_before` (a restart in the pause
 /// sends it on time, not at once); one in the past is due at the commit.
 pub async fn a_message_after_a_wait_is_due_at_its_time(store: Arc<dyn Durable>) {

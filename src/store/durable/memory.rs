@@ -37,6 +37,8 @@ struct Inner {
     timers: HashMap<(SessionKey, String), NewTimer>,
     statuses: Vec<StatusRecord>,
     sent: HashMap<String, SentRecord>,
+    /// Items moved aside, with why.
+    aside: Vec<(Item, String)>,
 }
 
 impl MemoryDurable {
@@ -221,6 +223,23 @@ impl Durable for MemoryDurable {
         }
         for name in cancel_timers {
             inner.timers.remove(&(key.clone(), name));
+        }
+        Ok(())
+    }
+
+    async fn move_aside(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        item: ItemId,
+        why: &str,
+    ) -> Result<(), CommitError> {
+        let mut inner = self.lock();
+        if !inner.holds(lease, now) || inner.items.get(&item).is_none_or(|i| i.key != lease.key) {
+            return Err(CommitError::Fenced);
+        }
+        if let Some(found) = inner.items.remove(&item) {
+            inner.aside.push((found, why.to_string()));
         }
         Ok(())
     }

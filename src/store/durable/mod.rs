@@ -338,6 +338,19 @@ pub trait Durable: Send + Sync {
         commit: TurnCommit,
     ) -> Result<(), CommitError>;
 
+    /// Moves an item the delivery side cannot read (a body written by a newer version,
+    /// damage) out of the user's inbox, keeping it aside with `why` for people to look
+    /// at (SQLite's `d_quarantine`, Redis's `aside` hash), under `lease`: the user's
+    /// later items go on. [`CommitError::Fenced`], with nothing written, when the lease
+    /// is not held at `now` or the item is gone or not this user's.
+    async fn move_aside(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        item: ItemId,
+        why: &str,
+    ) -> Result<(), CommitError>;
+
     // ---- outbox
 
     /// The user's first unsent message (smallest [`OutKey`]), whatever its `not_before`.

@@ -466,6 +466,16 @@ impl Durable for RedisDurable {
         turns::commit_turn(self, lease, now, commit).await
     }
 
+    async fn move_aside(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        item: ItemId,
+        why: &str,
+    ) -> Result<(), CommitError> {
+        turns::move_aside(self, lease, now, item, why).await
+    }
+
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
         outbox::next_outgoing(self, key).await
     }

@@ -631,6 +631,40 @@ impl Durable for SqliteDurable {
         .await
     }
 
+    async fn move_aside(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        item: ItemId,
+        why: &str,
+    ) -> Result<(), CommitError> {
+        let lease = lease.clone();
+        let why = why.to_string();
+        let leases = Arc::clone(&self.leases);
+        self.write_leased(move |conn| {
+            require_lease(&leases, &lease, now)?;
+            let rowid = int(item.0);
+            let mine = conn
+                .prepare_cached(
+                    "SELECT 1 FROM d_items WHERE id = ?1 AND phone_number_id = ?2 AND user = ?3",
+                )?
+                .exists(params![rowid, lease.key.phone_number_id, lease.key.user])?;
+            if !mine {
+                return Err(WriteError::Fenced);
+            }
+            quarantine(
+                conn,
+                &BadRow {
+                    table: "d_items",
+                    rowid,
+                    reason: why,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
         loop {
             let k = key.clone();

@@ -66,6 +66,24 @@ redis.call('HDEL', KEYS[2], id .. ':k', id .. ':b', id .. ':a')
 return 1
 ";
 
+/// KEYS: lease, inbox, items, aside. ARGV: holder, token, now, item id, why. Moves an
+/// item the delivery side cannot read aside under the lease. Returns 0 when fenced
+/// (lease lost, item gone), else 1.
+pub(crate) fn move_aside_leased() -> String {
+    format!(
+        "{HELD}
+if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local id = ARGV[4]
+if not redis.call('ZSCORE', KEYS[2], id) then return 0 end
+local f = redis.call('HMGET', KEYS[3], id .. ':k', id .. ':b', id .. ':a')
+redis.call('HSET', KEYS[4], id .. ':k', f[1] or '', id .. ':b', f[2] or '', id .. ':a', f[3] or '', id .. ':why', ARGV[5])
+redis.call('ZREM', KEYS[2], id)
+redis.call('HDEL', KEYS[3], id .. ':k', id .. ':b', id .. ':a')
+return 1
+"
+    )
+}
+
 /// KEYS: lease, fence. ARGV: holder, now, until, token. Returns nil while another
 /// holder's lease runs; '-1' when the token (from the global counter) is not above the
 /// user's last one (another acquire raced: take a new token and call again; nothing

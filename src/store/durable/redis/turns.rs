@@ -109,3 +109,28 @@ pub(super) async fn commit_turn(
     }
     Ok(())
 }
+
+static MOVE_ASIDE_LEASED: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(&scripts::move_aside_leased()));
+
+/// See `Durable::move_aside`: into the user's `aside` hash, with why.
+pub(super) async fn move_aside(
+    store: &RedisDurable,
+    lease: &Lease,
+    now: Millis,
+    item: ItemId,
+    why: &str,
+) -> Result<(), CommitError> {
+    let keys = store.user(&lease.key);
+    let mut call = MOVE_ASIDE_LEASED.prepare_invoke();
+    call.key(keys.lease())
+        .key(keys.inbox())
+        .key(keys.items())
+        .key(keys.aside());
+    call.arg(&lease.holder)
+        .arg(lease.token)
+        .arg(now)
+        .arg(item.0)
+        .arg(why);
+    store.fenced_write(&mut call).await
+}
