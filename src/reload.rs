@@ -29,16 +29,20 @@ pub fn reload(live: &LiveBot) -> bool {
     match loaded.bot {
         Some(bot) => {
             let old = live.bot();
-            // The server's signature checks and admin keys are built at start.
+            // The server's signature checks, routing and admin keys are built at
+            // start; the access token is read at every send, so a new one (after an
+            // expired token paused sending) takes effect at once.
             let (was, is) = (&old.settings.whatsapp, &bot.settings.whatsapp);
-            if was.access_token != is.access_token
-                || was.phone_number_id != is.phone_number_id
+            if was.phone_number_id != is.phone_number_id
                 || was.app_secret != is.app_secret
                 || was.allow_unsigned != is.allow_unsigned
                 || was.verify_token != is.verify_token
                 || old.settings.api_key != bot.settings.api_key
             {
-                tracing::warn!(bot = %live.dir.display(), "WhatsApp credentials, app secret, verify token or API key changed; they take effect after a restart");
+                tracing::warn!(bot = %live.dir.display(), "the phone number id, app secret, verify token or API key changed; they take effect after a restart");
+            }
+            if was.access_token != is.access_token {
+                tracing::info!(bot = %live.dir.display(), "the access token changed; the next send uses it");
             }
             live.swap(bot);
             tracing::info!(bot = %live.dir.display(), warnings = diagnostics.len(), "bot reloaded");

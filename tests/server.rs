@@ -724,7 +724,10 @@ async fn an_inbox_item_this_build_cannot_read_is_moved_aside_and_the_user_goes_o
     drop(store);
     let addr = start(dir.path()).await;
     send_signed(addr, &text_webhook(user, "wamid.now.1", "still here")).await;
-    assert_eq!(bodies(&graph.wait_for_messages(1).await), ["echo still here"]);
+    assert_eq!(
+        bodies(&graph.wait_for_messages(1).await),
+        ["echo still here"]
+    );
     // It is kept, with why, where people can look.
     let db = rusqlite::Connection::open(dir.path().join("data/test.db")).unwrap();
     let reason: String = db

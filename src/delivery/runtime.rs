@@ -351,9 +351,10 @@ impl Runtime {
     }
 
     /// Makes sure a worker looks at the user's work soon: starts one, or tells the
-    /// running one to look again before it stops. Does nothing once shutdown began.
+    /// running one to look again before it stops. During the shutdown drain too (a
+    /// webhook admitted just before it is finished by it); not once the drain is over.
     pub fn kick(self: &Arc<Self>, key: &SessionKey) {
-        if self.closed().is_some() {
+        if self.hurrying() {
             return;
         }
         let Some(number) = self.numbers.get(&key.phone_number_id).cloned() else {
@@ -434,7 +435,7 @@ impl Runtime {
     fn retire(&self, key: &SessionKey) -> bool {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         match workers.get_mut(key) {
-            Some(w) if w.again && self.closed().is_none() => {
+            Some(w) if w.again && !self.hurrying() => {
                 w.again = false;
                 false
             }
@@ -452,7 +453,7 @@ impl Runtime {
         key: &SessionKey,
         state: &mut WorkerState,
     ) -> Result<Step, crate::store::StoreError> {
-        if self.hurrying() || (self.closed().is_some() && state.lease.is_none()) {
+        if self.hurrying() {
             return Ok(Step::Stop);
         }
         let Some(lease) = self.hold(number, key, state).await? else {
