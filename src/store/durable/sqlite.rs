@@ -235,6 +235,36 @@ impl SqliteDurable {
         answer.await.unwrap_or_else(|_| Err(stopped("reader")))
     }
 
+    /// The user's first row of `sql` (whose parameters are the phone number id and the
+    /// user), read with `row`. An unreadable one is moved to `d_quarantine` and the next
+    /// one read, so a user is never stuck behind it.
+    async fn first_readable<T: Send + 'static>(
+        &self,
+        key: &SessionKey,
+        sql: &'static str,
+        row: fn(&SessionKey, &Row) -> Result<T, BadRow>,
+    ) -> Result<Option<T>, StoreError> {
+        loop {
+            let k = key.clone();
+            let found = self
+                .read(move |conn| {
+                    conn.prepare_cached(sql)
+                        .and_then(|mut q| {
+                            q.query_row(params![k.phone_number_id, k.user], |r| Ok(row(&k, r)))
+                                .optional()
+                        })
+                        .map_err(err)
+                })
+                .await?;
+            match found {
+                None => return Ok(None),
+                Some(Ok(found)) => return Ok(Some(found)),
+                // Each pass moves one row away, so this ends.
+                Some(Err(bad)) => self.quarantine(bad).await?,
+            }
+        }
+    }
+
     /// Moves one bad row aside, with a log line, so its user is not stuck behind it.
     async fn quarantine(&self, bad: BadRow) -> Result<(), StoreError> {
         self.write_plain(move |conn| Ok(quarantine(conn, &bad)?))
@@ -478,27 +508,12 @@ impl Durable for SqliteDurable {
     }
 
     async fn next_item(&self, key: &SessionKey) -> Result<Option<Item>, StoreError> {
-        loop {
-            let k = key.clone();
-            let found = self
-                .read(move |conn| {
-                    conn.prepare_cached(
-                        "SELECT id, kind, body, at FROM d_items WHERE phone_number_id = ?1 AND user = ?2 ORDER BY id LIMIT 1",
-                    )
-                    .and_then(|mut q| {
-                        q.query_row(params![k.phone_number_id, k.user], |r| Ok(item_row(&k, r)))
-                            .optional()
-                    })
-                    .map_err(err)
-                })
-                .await?;
-            match found {
-                None => return Ok(None),
-                Some(Ok(item)) => return Ok(Some(item)),
-                // Each pass moves one row away, so this ends.
-                Some(Err(bad)) => self.quarantine(bad).await?,
-            }
-        }
+        self.first_readable(
+            key,
+            "SELECT id, kind, body, at FROM d_items WHERE phone_number_id = ?1 AND user = ?2 ORDER BY id LIMIT 1",
+            item_row,
+        )
+        .await
     }
 
     async fn acquire(
@@ -666,29 +681,13 @@ impl Durable for SqliteDurable {
     }
 
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
-        loop {
-            let k = key.clone();
-            let found = self
-                .read(move |conn| {
-                    conn.prepare_cached(
-                        "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
-                         WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn, idx LIMIT 1",
-                    )
-                    .and_then(|mut q| {
-                        q.query_row(params![k.phone_number_id, k.user], |r| {
-                            Ok(outgoing_row(&k, r))
-                        })
-                        .optional()
-                    })
-                    .map_err(err)
-                })
-                .await?;
-            match found {
-                None => return Ok(None),
-                Some(Ok(o)) => return Ok(Some(o)),
-                Some(Err(bad)) => self.quarantine(bad).await?,
-            }
-        }
+        self.first_readable(
+            key,
+            "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
+             WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn, idx LIMIT 1",
+            outgoing_row,
+        )
+        .await
     }
 
     async fn mark_sent(
