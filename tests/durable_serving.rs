@@ -199,9 +199,10 @@ fn collapse_repeats(texts: &mut Vec<String>) -> usize {
     before - texts.len()
 }
 
-/// Sends `messages` text messages from each of `users` users (each user's in order,
-/// users side by side), spread over `ports`.
-async fn load(ports: Vec<u16>, users: usize, messages: usize) {
+/// Sends `messages` text messages (`{text}0`, `{text}1`, …) from each of `users` users
+/// (each user's in order, `pause` apart; users side by side), spread over `ports`: a
+/// user's consecutive messages go to different ports.
+async fn load(ports: Vec<u16>, users: usize, messages: usize, text: &'static str, pause: Duration) {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for u in 0..users {
@@ -212,11 +213,11 @@ async fn load(ports: Vec<u16>, users: usize, messages: usize) {
                 let body = text_webhook(
                     NUMBER,
                     &user(u),
-                    &format!("wamid.{u}.{m}"),
-                    &format!("m{m}"),
+                    &format!("wamid.{text}.{u}.{m}"),
+                    &format!("{text}{m}"),
                 );
                 deliver(&client, &ports, u + m, &body).await;
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                tokio::time::sleep(pause).await;
             }
         }));
     }
@@ -245,7 +246,13 @@ async fn kill_9_mid_load_then_restart_delivers_every_reply_in_order() {
         async move { Server::start_on(&dir, port, &[]).await }
     };
     let mut server = start(port).await;
-    let sending = tokio::spawn(load(vec![port], USERS, MESSAGES));
+    let sending = tokio::spawn(load(
+        vec![port],
+        USERS,
+        MESSAGES,
+        "m",
+        Duration::from_millis(30),
+    ));
     let total = USERS * MESSAGES * 3;
     for k in 1..=KILLS {
         // Kill while replies are flowing: after a share of them arrived.
@@ -291,7 +298,13 @@ async fn sigterm_mid_load_then_restart_delivers_every_reply_exactly_once() {
     );
     let port = free_port();
     let mut server = Server::start_on(dir.path(), port, &[]).await;
-    let sending = tokio::spawn(load(vec![port], USERS, MESSAGES));
+    let sending = tokio::spawn(load(
+        vec![port],
+        USERS,
+        MESSAGES,
+        "m",
+        Duration::from_millis(30),
+    ));
     let total = USERS * MESSAGES * 3;
     wait_accepted(&graph, total / 3, Duration::from_secs(60)).await;
     server.terminate();
@@ -546,31 +559,11 @@ async fn three_instances_on_redis_keep_each_users_order_and_count_through_a_kill
         Server::start(dir.path(), &args).await,
     ];
     let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    // Each user's messages go to the instances in turn: consecutive messages of one
-    // user are handled by different instances.
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for u in 0..USERS {
-        let client = client.clone();
-        let ports = ports.clone();
-        tasks.push(tokio::spawn(async move {
-            for m in 0..MESSAGES {
-                let body = text_webhook(
-                    NUMBER,
-                    &user(u),
-                    &format!("wamid.r.{u}.{m}"),
-                    &format!("n{m}"),
-                );
-                deliver(&client, &ports, u + m, &body).await;
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }));
-    }
+    // Each user's consecutive messages are handled by different instances.
+    let sending = tokio::spawn(load(ports, USERS, MESSAGES, "n", Duration::from_millis(40)));
     wait_accepted(&graph, USERS * MESSAGES / 3, Duration::from_secs(60)).await;
     servers[1].kill9();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    sending.await.unwrap();
     let total = USERS * MESSAGES;
     assert!(wait_accepted(&graph, total, Duration::from_secs(60)).await >= total);
     tokio::time::sleep(Duration::from_millis(500)).await;
