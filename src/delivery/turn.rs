@@ -8,7 +8,6 @@ use crate::engine::{self, Action, Event, EventKind, NO_FAILURE_REASON, Session};
 use crate::render;
 use crate::store::SessionKey;
 use crate::store::durable::{CommitError, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit};
-use std::sync::Arc;
 
 /// What an inbox item asks of the engine.
 enum Input {
@@ -100,7 +99,7 @@ impl Runtime {
             if let Some(waiter) = waiter {
                 let _ = waiter.send(report);
             }
-            self.mark_read(number, &id);
+            self.mark_read(number, &id).await;
         }
         Step::Again
     }
@@ -208,26 +207,22 @@ impl Runtime {
         (outgoing, report)
     }
 
-    /// Marks the user's message read (and shows typing), when the bot says so. Best
-    /// effort and off the worker's path: it changes nothing in the conversation.
-    fn mark_read(&self, number: &Number, message_id: &str) {
+    /// Marks the user's message read (and shows typing), when the bot says so: before
+    /// the turn's replies go out, so the user sees "typing…" first. Best effort: a
+    /// failure changes nothing in the conversation.
+    async fn mark_read(&self, number: &Number, message_id: &str) {
         let bot = number.live.bot();
         let wa = &bot.settings.whatsapp;
         if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
             return;
         }
-        let Some(number) = self.number(&number.phone_number_id).map(Arc::clone) else {
-            return;
-        };
         let mut body = serde_json::json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
         if wa.typing_indicator {
             body["typing_indicator"] = serde_json::json!({ "type": "text" });
         }
-        tokio::spawn(async move {
-            if let Err(e) = number.transport.post(&number.token(), &body).await {
-                tracing::debug!(error = %e, "mark as read failed");
-            }
-        });
+        if let Err(e) = number.transport.post(&number.token(), &body).await {
+            tracing::debug!(error = %e, "mark as read failed");
+        }
     }
 }
 
