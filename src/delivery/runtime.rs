@@ -460,7 +460,7 @@ impl Runtime {
             return Ok(Step::Stop);
         };
         if let Some(item) = number.store.next_item(key).await? {
-            return Ok(self.turn(number, &lease, item).await);
+            return Ok(self.turn(number, &lease, item, &mut state.session).await);
         }
         if number.paused().is_some() {
             return Ok(Step::Stop);
@@ -543,6 +543,8 @@ struct WorkerState {
     gate: Millis,
     /// The worker stopped with nothing left: worth one more look after the release.
     look_again: bool,
+    /// The session as the worker's last turn committed it.
+    session: Option<super::turn::KeptSession>,
 }
 
 /// What a worker does next.

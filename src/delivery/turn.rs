@@ -20,19 +20,30 @@ enum Input {
 }
 
 impl Runtime {
-    /// Runs the turn for `item` and commits it under `lease`.
-    pub(super) async fn turn(&self, number: &Number, lease: &Lease, item: Item) -> Step {
+    /// Runs the turn for `item` and commits it under `lease`. `kept` is the session the
+    /// worker's last turn committed under this lease, if any: nobody else can have
+    /// changed it since (a change needs the lease), so it is not read again.
+    pub(super) async fn turn(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        item: Item,
+        kept: &mut Option<KeptSession>,
+    ) -> Step {
         let key = &lease.key;
         let started = std::time::Instant::now();
         let now_ms = now_ms();
         let now = now_ms.div_euclid(1000);
-        let session = match number.store.load_session(key).await {
-            Ok(Some(s)) => s,
-            Ok(None) => Session::new(&key.user, now),
-            Err(e) => {
-                tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
-                return Step::Stop;
-            }
+        let session = match kept.take() {
+            Some(k) if k.token == lease.token => k.session,
+            Some(_) | None => match number.store.load_session(key).await {
+                Ok(Some(s)) => s,
+                Ok(None) => Session::new(&key.user, now),
+                Err(e) => {
+                    tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
+                    return Step::Stop;
+                }
+            },
         };
         let input = match self.input(number, key, &item).await {
             Ok(Input::Unreadable(why)) => {
@@ -69,6 +80,10 @@ impl Runtime {
                 (session, Vec::new(), TurnReport::default(), None)
             }
         };
+        let next = KeptSession {
+            token: lease.token,
+            session: session.clone(),
+        };
         let commit = TurnCommit {
             item: item.id,
             session,
@@ -77,7 +92,7 @@ impl Runtime {
             cancel_timers: Vec::new(),
         };
         match number.store.commit_turn(lease, now_ms, commit).await {
-            Ok(()) => {}
+            Ok(()) => *kept = Some(next),
             Err(CommitError::Fenced) => {
                 tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "the user's lease passed to another instance; it goes on from here");
                 return Step::Stop;
@@ -228,3 +243,9 @@ impl Runtime {
 
 /// The item cannot be handled now (the store failed); it stays first in line.
 struct Retry;
+
+/// The session a worker's last turn committed, under the lease with `token`.
+pub(super) struct KeptSession {
+    token: u64,
+    session: Session,
+}

@@ -22,6 +22,7 @@ use crate::flow::MediaKind;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::fmt;
 
 /// The only `object` a WhatsApp Business Account webhook carries.
@@ -209,13 +210,25 @@ pub enum Lenient<T> {
 }
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    /// The part's own JSON text is set apart, then read as a `T` on its own. (Through a
+    /// `Value` instead, every level of nesting built its part's tree once more: that
+    /// was most of the cost of a webhook.) So a `Lenient` is read from JSON text only,
+    /// as [`parse`] does.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        Ok(match T::deserialize(value) {
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        Ok(match serde_json::from_str::<T>(raw.get()) {
             Ok(t) => Lenient::Ok(t),
-            Err(e) => Lenient::Invalid(e.to_string()),
+            Err(e) => Lenient::Invalid(without_position(&e)),
         })
     }
+}
+
+/// A serde_json error without its " at line L column C": positions inside a part's
+/// own text would mislead (the part is named by its path instead).
+fn without_position(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_string()
 }
 
 impl<T> Lenient<T> {
@@ -297,13 +310,23 @@ fn lenient_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>
     }
 }
 
-/// The top level. `object` is checked before this is read.
+/// The top level.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Envelope {
     #[serde(default)]
-    pub object: Option<String>,
+    pub object: Present,
     #[serde(default)]
     pub entry: List<Entry>,
+}
+
+/// A field that may be missing, kept apart from one that is `null`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Present(pub Option<Value>);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|v| Present(Some(v)))
+    }
 }
 
 /// `entry[]`: one WhatsApp Business Account.
@@ -322,7 +345,7 @@ pub struct Change {
     #[serde(default)]
     pub field: Option<String>,
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Box<RawValue>>,
 }
 
 /// `changes[].value` of a `messages` change.
@@ -336,7 +359,7 @@ pub struct ChangeValue {
     pub contacts: List<Contact>,
     /// Read one by one into [`Message`] (with a fallback, so none is lost to a typo).
     #[serde(default)]
-    pub messages: Option<Lenient<Vec<Value>>>,
+    pub messages: Option<Lenient<Vec<Box<RawValue>>>>,
     #[serde(default)]
     pub statuses: List<Status>,
     #[serde(default)]
@@ -581,34 +604,33 @@ pub struct ErrorData {
 
 /// Parses a webhook POST body (verify its signature first, over the same bytes).
 pub fn parse(body: &[u8]) -> Result<Webhook, ParseError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        let (line, column) = (e.line(), e.column());
-        let full = e.to_string();
-        let suffix = format!(" at line {line} column {column}");
-        let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        ParseError::Json {
-            line,
-            column,
-            message,
-        }
+    // Checks the whole body is JSON (with the position of what is not), without
+    // building it: each part is read from its own text below.
+    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| ParseError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: without_position(&e),
     })?;
-    let Value::Object(top) = &value else {
-        return Err(ParseError::NotAnObject(json_kind(&value)));
+    let text = raw.get();
+    if !text.trim_start().starts_with('{') {
+        let kind = serde_json::from_str::<Value>(text).map_or("value", |v| json_kind(&v));
+        return Err(ParseError::NotAnObject(kind));
+    }
+    let mut hook = Webhook::default();
+    let envelope = match serde_json::from_str::<Envelope>(text) {
+        Ok(envelope) => envelope,
+        // Only a key written twice gets here (every part is lenient).
+        Err(e) => {
+            hook.notes
+                .push(format!("envelope unreadable: {}", without_position(&e)));
+            return Ok(hook);
+        }
     };
-    match top.get("object") {
+    match &envelope.object.0 {
         None => return Err(ParseError::MissingObject),
         Some(Value::String(s)) if s == OBJECT => {}
         Some(other) => return Err(ParseError::WrongObject(short(other))),
     }
-
-    let mut hook = Webhook::default();
-    let envelope = match Envelope::deserialize(value) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            hook.notes.push(format!("envelope unreadable: {e}"));
-            return Ok(hook);
-        }
-    };
     for (e, entry) in elements(envelope.entry, "entry", &mut hook.notes) {
         let path = format!("entry[{e}].changes");
         for (c, change) in elements(entry.changes, &path, &mut hook.notes) {
@@ -631,9 +653,11 @@ fn read_change(change: Change, path: &str, hook: &mut Webhook) {
         hook.items.push(Item::Other { field });
         return;
     }
-    let value = match ChangeValue::deserialize(change.value) {
+    let text = change.value.as_deref().map_or("null", RawValue::get);
+    let value = match serde_json::from_str::<ChangeValue>(text) {
         Ok(value) => value,
         Err(e) => {
+            let e = without_position(&e);
             notes.push(format!("{path}.value: unreadable, skipped ({e})"));
             return;
         }
@@ -660,11 +684,13 @@ fn read_change(change: Change, path: &str, hook: &mut Webhook) {
         .unwrap_or_default();
     for (m, raw) in messages.into_iter().enumerate() {
         let at = format!("{messages_path}[{m}]");
-        let (message, readable) = match Message::deserialize(&raw) {
+        let (message, readable) = match serde_json::from_str::<Message>(raw.get()) {
             Ok(message) => (message, true),
             Err(e) => {
+                let e = without_position(&e);
                 notes.push(format!("{at}: unreadable ({e}); passed on as unsupported"));
-                (Message::salvage(&raw), false)
+                let value = serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+                (Message::salvage(&value), false)
             }
         };
         let item = read_message(message, readable, &contacts, &phone_number_id, &at, notes);

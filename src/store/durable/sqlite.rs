@@ -12,9 +12,12 @@
 //!   is answered only after the transaction committed, so an answer always means
 //!   "durable". Under load a commit carries many turns, which is where the throughput
 //!   comes from; alone, a write commits at once (no waiting for a batch to fill).
-//! - **Reads** run on [`READERS`] threads with their own read-only connections: WAL lets
-//!   them read the last committed state while the writer writes. A caller that awaited
-//!   a write and then reads sees it.
+//! - **Reads** use read-only connections of their own ([`Readers`]): WAL lets them read
+//!   the last committed state while the writer writes. A caller that awaited a write
+//!   and then reads sees it. A point lookup (the next item, a session) runs on the
+//!   caller's thread: it takes microseconds, less than handing it to another thread
+//!   and waking the caller again (which, several times a message, was most of the
+//!   serving cost). Scans (the scanner, admin listings) go to tokio's blocking pool.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a committed transaction survives the
 //!   process being killed (the OS has it); a power loss may lose the last commits
 //!   (FULL would fsync every commit, several times slower).
@@ -53,14 +56,26 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use threads::{Pending, ReadJob, WriteError, WriteJob, WriteResult, read_loop, write_loop};
+use threads::{Pending, WriteError, WriteJob, WriteResult, write_loop};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction carries: bounds how long the first caller of a
 /// batch waits behind the others.
 pub const MAX_BATCH: usize = 256;
-/// Read threads (and connections).
-pub const READERS: usize = 2;
+/// Idle read connections kept open; more are opened when more reads run at once.
+const IDLE_READERS: usize = 8;
+
+// The user's first item and first outgoing message, read at every step of a worker.
+// `+?1` rather than `?1`: the same value, and the same index search, but SQLite (3.47
+// on) no longer re-compiles the statement each time a new value is bound, which it does
+// for a bare parameter compared in a query with an ORDER BY the index gives. Without the
+// `+` that re-compiling was a quarter of the server's CPU under load.
+// (`tests::hot_reads_are_compiled_once` keeps it so.)
+pub(super) const NEXT_ITEM: &str = "SELECT id, kind, body, at FROM d_items
+     WHERE phone_number_id = +?1 AND user = +?2 ORDER BY id LIMIT 1";
+pub(super) const NEXT_OUTGOING: &str =
+    "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
+     WHERE phone_number_id = +?1 AND user = +?2 ORDER BY turn, idx LIMIT 1";
 
 fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
@@ -69,7 +84,7 @@ fn err(e: rusqlite::Error) -> StoreError {
 pub struct SqliteDurable {
     path: PathBuf,
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
-    reads: Option<mpsc::Sender<ReadJob>>,
+    readers: Arc<Readers>,
     threads: Vec<JoinHandle<()>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
@@ -92,10 +107,16 @@ impl Drop for SqliteDurable {
         // Closing the channels ends the threads once the work already sent is done;
         // the file lock goes last, so a new `open` never runs beside our last commit.
         self.writes.take();
-        self.reads.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Idle read connections close before the lock goes too (a scan still running
+        // on the blocking pool closes its own when it ends).
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self._lock.take();
     }
 }
@@ -117,6 +138,11 @@ impl SqliteDurable {
         writer
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
+        // Each write of a group commit runs in a savepoint; their undo pages stay in
+        // memory instead of a temporary file.
+        writer
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(err)?;
         // Only for today's SqliteStore sharing the file: our own writes never wait.
         writer.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
@@ -132,7 +158,7 @@ impl SqliteDurable {
             .map_err(err)?;
         let leases = Arc::new(Leases::new(uint(last_token)));
 
-        let mut threads = Vec::with_capacity(READERS + 1);
+        let mut threads = Vec::with_capacity(1);
         let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
@@ -142,27 +168,16 @@ impl SqliteDurable {
                 .spawn(move || write_loop(writer, write_rx, &counted))
                 .map_err(|e| StoreError(format!("cannot start the SQLite writer: {e}")))?,
         );
-        let (reads, read_rx) = mpsc::channel::<ReadJob>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        for n in 0..READERS {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| StoreError(format!("cannot open {} for reading: {e}", path.display())))?;
-            conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-            let rx = Arc::clone(&read_rx);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("parlance-sqlite-reader-{n}"))
-                    .spawn(move || read_loop(conn, rx))
-                    .map_err(|e| StoreError(format!("cannot start an SQLite reader: {e}")))?,
-            );
-        }
+        let readers = Arc::new(Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        // Opened now, so a file that cannot be read fails here rather than at a turn.
+        readers.read(|_| Ok(()))?;
         Ok(SqliteDurable {
             path: path.to_path_buf(),
             writes: Some(writes),
-            reads: Some(reads),
+            readers,
             threads,
             commits,
             leases,
@@ -219,20 +234,25 @@ impl SqliteDurable {
         })
     }
 
+    /// A point lookup, on the caller's thread (see the module docs).
+    #[allow(clippy::unused_async)] // async like the rest of the store's calls
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        self.readers.read(work)
+    }
+
+    /// A scan that may read many rows, on tokio's blocking pool.
+    async fn scan<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = reply.send(work(conn));
-        });
-        let sent = self.reads.as_ref().is_some_and(|r| r.send(job).is_ok());
-        if !sent {
-            return Err(stopped("reader"));
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped("reader")))
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.read(work))
+            .await
+            .unwrap_or_else(|e| Err(StoreError(format!("an SQLite scan failed: {e}"))))
     }
 
     /// The user's first row of `sql` (whose parameters are the phone number id and the
@@ -306,6 +326,42 @@ fn quarantine(conn: &Connection, bad: &BadRow) -> rusqlite::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Read-only connections to the file, lent to one read at a time.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out = work(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let path = &self.path;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError(format!("cannot open {} for reading: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        Ok(conn)
+    }
 }
 
 fn stopped(which: &str) -> StoreError {
@@ -508,12 +564,7 @@ impl Durable for SqliteDurable {
     }
 
     async fn next_item(&self, key: &SessionKey) -> Result<Option<Item>, StoreError> {
-        self.first_readable(
-            key,
-            "SELECT id, kind, body, at FROM d_items WHERE phone_number_id = ?1 AND user = ?2 ORDER BY id LIMIT 1",
-            item_row,
-        )
-        .await
+        self.first_readable(key, NEXT_ITEM, item_row).await
     }
 
     async fn acquire(
@@ -681,13 +732,7 @@ impl Durable for SqliteDurable {
     }
 
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
-        self.first_readable(
-            key,
-            "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
-             WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn, idx LIMIT 1",
-            outgoing_row,
-        )
-        .await
+        self.first_readable(key, NEXT_OUTGOING, outgoing_row).await
     }
 
     async fn mark_sent(
@@ -802,7 +847,7 @@ impl Durable for SqliteDurable {
         loop {
             let number = phone_number_id.map(str::to_string);
             let rows: Vec<Result<DeadLetter, BadRow>> = self
-                .read(move |conn| {
+                .scan(move |conn| {
                     let mut q = conn
                         .prepare_cached(
                             "SELECT id, phone_number_id, user, turn, idx, body, attempts, reason, since FROM d_dead
@@ -850,7 +895,7 @@ impl Durable for SqliteDurable {
             };
             let last: Option<OutKey> = conn
                 .prepare_cached(
-                    "SELECT turn, idx FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 ORDER BY turn DESC, idx DESC LIMIT 1",
+                    "SELECT turn, idx FROM d_outbox WHERE phone_number_id = +?1 AND user = +?2 ORDER BY turn DESC, idx DESC LIMIT 1",
                 )?
                 .query_row(params![key.phone_number_id, key.user], |r| {
                     Ok(OutKey {
@@ -877,7 +922,7 @@ impl Durable for SqliteDurable {
         let wanted = limit;
         let limit = i64::try_from(limit.saturating_add(self.leases.count())).unwrap_or(i64::MAX);
         let leases = Arc::clone(&self.leases);
-        let found: Vec<SessionKey> = self.read(move |conn| {
+        let found: Vec<SessionKey> = self.scan(move |conn| {
             let mut q = conn
                 .prepare_cached(
                     "SELECT w.phone_number_id, w.user, MIN(w.at) AS since FROM (
@@ -952,7 +997,7 @@ impl Durable for SqliteDurable {
 
     async fn timers(&self, key: &SessionKey) -> Result<Vec<NewTimer>, StoreError> {
         let key = key.clone();
-        self.read(move |conn| {
+        self.scan(move |conn| {
             let mut q = conn
                 .prepare_cached(
                     "SELECT rowid, phone_number_id, user, name, due, body FROM d_timers
@@ -1016,7 +1061,7 @@ impl Durable for SqliteDurable {
 
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
         let message_id = message_id.to_string();
-        self.read(move |conn| {
+        self.scan(move |conn| {
             let mut q = conn
                 .prepare_cached(
                     "SELECT message_id, status, at, recipient, error_code, error_title FROM d_statuses
@@ -1041,7 +1086,7 @@ impl Durable for SqliteDurable {
     }
 
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
-        self.read(move |conn| {
+        self.scan(move |conn| {
             conn.query_row(
                 "SELECT COUNT(*) FROM d_sessions WHERE updated_at >= ?1",
                 params![since],

@@ -15,7 +15,11 @@ CREATE TABLE IF NOT EXISTS d_items (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS d_items_key ON d_items (phone_number_id, user, id);
-CREATE INDEX IF NOT EXISTS d_items_user ON d_items (user);
+-- The inbox and the outbox are queues, nearly empty when all is well: erasing a user
+-- scans them rather than every turn keeping a per-user index up to date. (Older
+-- files had these indexes.)
+DROP INDEX IF EXISTS d_items_user;
+DROP INDEX IF EXISTS d_outbox_user;
 CREATE TABLE IF NOT EXISTS d_dedupe (
     key TEXT PRIMARY KEY,
     at INTEGER NOT NULL
@@ -53,7 +57,6 @@ CREATE TABLE IF NOT EXISTS d_outbox (
     PRIMARY KEY (phone_number_id, user, turn, idx)
 );
 CREATE INDEX IF NOT EXISTS d_outbox_due ON d_outbox (not_before);
-CREATE INDEX IF NOT EXISTS d_outbox_user ON d_outbox (user);
 CREATE TABLE IF NOT EXISTS d_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     phone_number_id TEXT NOT NULL,

@@ -555,3 +555,31 @@ async fn lease_tokens_keep_growing_past_a_reserved_block_and_a_reopen() {
         .expect("the old process's lease is gone");
     assert!(lease.token > last, "token {} after {last}", lease.token);
 }
+
+/// The reads every worker step makes are compiled once per connection, not again for
+/// each user they are run for, and still search the user's index.
+#[test]
+fn hot_reads_are_compiled_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conn = rusqlite::Connection::open(dir.path().join("x.db")).expect("open");
+    conn.execute_batch(super::schema::SCHEMA).expect("schema");
+    for (sql, index) in [
+        (super::NEXT_ITEM, "d_items_key"),
+        (super::NEXT_OUTGOING, "sqlite_autoindex_d_outbox_1"),
+    ] {
+        for user in 0..10 {
+            let mut q = conn.prepare_cached(sql).expect("prepare");
+            q.exists(rusqlite::params!["1555", format!("3161{user}")])
+                .expect("query");
+        }
+        let q = conn.prepare_cached(sql).expect("prepare");
+        let recompiled = q.get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(recompiled, 0, "{sql} was compiled again {recompiled} times");
+        let plan: String = conn
+            .query_row(&format!("EXPLAIN QUERY PLAN {sql}"), ["a", "b"], |r| {
+                r.get(3)
+            })
+            .expect("plan");
+        assert!(plan.contains(index), "{sql}: {plan}");
+    }
+}

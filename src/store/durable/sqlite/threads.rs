@@ -1,12 +1,11 @@
-//! The store's threads: one writer doing group commits, and readers. Callers hand
-//! them closures through channels and await the answer on a oneshot.
+//! The store's writer thread, doing group commits. Callers hand it closures through a
+//! channel and await the answer on a oneshot.
 
 use super::{MAX_BATCH, err};
 use crate::store::StoreError;
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// What a write did not do: fenced, or the store failed.
@@ -73,8 +72,6 @@ where
     }
 }
 
-pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
 /// The writer thread: group commits until the store is dropped.
 pub(super) fn write_loop(
     conn: Connection,
@@ -105,37 +102,26 @@ pub(super) fn write_loop(
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| e.to_string())?;
-    let result = (|| -> rusqlite::Result<()> {
+    // Cached statements: `execute_batch` would parse these again for every write.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let result = (|| -> rusqlite::Result<usize> {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
+            run("SAVEPOINT job")?;
             // A write that panicked is a failed write: the writer, and every other
             // caller, go on.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
-            if ran.unwrap_or(false) {
-                conn.execute_batch("RELEASE job")?;
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            if !ran.unwrap_or(false) {
+                run("ROLLBACK TO job")?;
             }
+            run("RELEASE job")?;
         }
-        conn.execute_batch("COMMIT")
+        run("COMMIT")
     })();
     if let Err(e) = result {
         // Nothing of the batch stands; every caller is told.
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = run("ROLLBACK");
         return Err(e.to_string());
     }
     Ok(())
-}
-
-pub(super) fn read_loop(conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
-    loop {
-        // Only waiting for the next job holds the lock; reads run side by side.
-        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        job(&conn);
-    }
 }
