@@ -360,6 +360,9 @@ impl Readers {
         )
         .map_err(|e| StoreError(format!("cannot open {} for reading: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        // A small page cache (SQLite's default is 2 MB a connection): reads are point
+        // lookups of recent rows, which the OS's cache holds anyway.
+        conn.pragma_update(None, "cache_size", -256).map_err(err)?;
         Ok(conn)
     }
 }
