@@ -258,19 +258,18 @@ impl SqliteDurable {
     /// The user's first row of `sql` (whose parameters are the phone number id and the
     /// user), read with `row`. An unreadable one is moved to `d_quarantine` and the next
     /// one read, so a user is never stuck behind it.
-    async fn first_readable<T: Send + 'static>(
+    async fn first_readable<T>(
         &self,
         key: &SessionKey,
         sql: &'static str,
         row: fn(&SessionKey, &Row) -> Result<T, BadRow>,
     ) -> Result<Option<T>, StoreError> {
         loop {
-            let k = key.clone();
             let found = self
-                .read(move |conn| {
+                .read(|conn| {
                     conn.prepare_cached(sql)
                         .and_then(|mut q| {
-                            q.query_row(params![k.phone_number_id, k.user], |r| Ok(row(&k, r)))
+                            q.query_row(params![key.phone_number_id, key.user], |r| Ok(row(key, r)))
                                 .optional()
                         })
                         .map_err(err)
@@ -613,8 +612,7 @@ impl Durable for SqliteDurable {
     }
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
-        let key = key.clone();
-        self.read(move |conn| {
+        self.read(|conn| {
             let row: Option<(i64, String)> = conn
                 .prepare_cached(
                     "SELECT version, data FROM d_sessions WHERE phone_number_id = ?1 AND user = ?2",
@@ -1040,9 +1038,8 @@ impl Durable for SqliteDurable {
     }
 
     async fn sent(&self, message_id: &str) -> Result<Option<SentRecord>, StoreError> {
-        let message_id = message_id.to_string();
         let found = self
-            .read(move |conn| {
+            .read(|conn| {
                 conn.prepare_cached(
                     "SELECT rowid, message_id, phone_number_id, user, flow, node, at FROM d_sent WHERE message_id = ?1",
                 )
