@@ -84,12 +84,14 @@ codes! {
     ExpressionSyntax => "expression_syntax", Error, "an `if:`, `set:` or `validate:` value is not a valid minijinja expression";
         UnknownVariable => "unknown_variable", Error, "a template or expression reads a name that is never defined";
     UnsetVariable => "unset_variable", Error, "a template or expression reads a `vars.X` that nothing in the bot saves or sets";
+    ScriptSyntax => "script_syntax", Error, "a script (inline or a `.rhai` file) does not compile";
+    MissingFunction => "missing_function", Error, "a transformer file does not define the function it must (`fn input(message)`, `fn output(payload)`, `fn finished(turn)`)";
     BadRegex => "bad_regex", Error, "a regular expression does not compile";
     BadDuration => "bad_duration", Error, "a duration is not written like 30s, 5m, 2h or 7d";
     WaitTooLong => "wait_too_long", Error, "a `wait` is longer than a typing pause may be (25s)";
     DuplicateTrigger => "duplicate_trigger", Warning, "two flows claim the same keyword or reply id";
     MisplacedKey => "misplaced_key", Warning, "a key has no effect on this kind of node";
-    NotSupported => "not_supported", Error, "a feature this build checks but cannot run yet (http, script and handover nodes, transformers)";
+    NotSupported => "not_supported", Error, "a feature this build checks but cannot run yet (http and handover nodes)";
     EndlessLoop => "endless_loop", Error, "nodes that do not wait for the user lead back to each other unconditionally";
 }
 

@@ -22,7 +22,14 @@
 //! - [`engine`]: one turn of one session: `step(bot, session, event, now, host)`. No I/O;
 //!   a node that waits on the outside world (http, handover) ends the turn with an
 //!   `Action::Effect` whose outcome comes back as an `EventKind::EffectResult`
-//!   (`engine::run` loops that for a `Perform`); scripts go through the `Host`.
+//!   (`engine::run` loops that for a `Perform`). `script` nodes run in place, through
+//!   the bot's [`script::Sandbox`].
+//! - [`script`]: the Rhai sandbox: one engine per bot with the `scripts:` limits, scripts
+//!   compiled at load into the `Bot`, runs bounded in operations, depth, sizes and wall
+//!   time; no I/O. Parlance's functions (`now`, dates, JSON, regex, `goto`) in
+//!   `script::api`.
+//! - [`transform`]: the endpoint transformers around a turn (`transform::run`, the one
+//!   turn function of `serve`, `chat` and `test`).
 //! - [`render`]: typed messages → the exact Cloud API JSON (checked against
 //!   `schemas/whatsapp/`), and → text for the terminal.
 //! - [`testing`]: the conversation test runner behind `parlance test`.
@@ -67,9 +74,11 @@ pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod render;
+pub mod script;
 pub mod server;
 pub mod source;
 pub mod spec;
 pub mod store;
 pub mod testing;
+pub mod transform;
 pub mod whatsapp;

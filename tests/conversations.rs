@@ -415,3 +415,72 @@ steps:
         "{text}"
     );
 }
+
+/// `chat` runs the transformers as `serve` does: a dropped message is said so (and the
+/// buttons before it can still be tapped), changed payloads are shown as sent.
+#[test]
+fn chat_runs_the_transformers() {
+    let out = parlance(
+        &["chat", "examples/concierge"],
+        "  HI \n👍\n2\n  The   AIRPORT\n",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "you:   HI 
+bot: Hello there! How may I help?
+     _Hotel Aurora_
+     [1] Breakfast hours
+     [2] Book a taxi
+you: 👍
+     (the input transformer dropped this message)
+you: 2
+bot: Where would you like to go?
+     
+     — Hotel Aurora concierge
+you:   The   AIRPORT
+bot: A taxi to the airport will wait at the entrance in 15 minutes.
+     
+     — Hotel Aurora concierge
+     — conversation ended; your next message starts a new one —
+"
+    );
+}
+
+/// A transformer that fails in `parlance test` fails the step, naming the file and
+/// position: `serve` would go on without it, and the designer should know first.
+#[test]
+fn a_failing_transformer_fails_the_test_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (rel, content) in [
+        ("flows/main.yaml", "nodes:\n  hi:\n    say: \"Hi\"\n"),
+        (
+            "parlance.yaml",
+            "transformers:\n  output: transformers/output.rhai\n",
+        ),
+        (
+            "transformers/output.rhai",
+            "fn output(payload) {\n  payload.text.body += 1 / 0;\n  payload\n}\n",
+        ),
+        (
+            "tests/hi.yaml",
+            "name: hi\nsteps:\n  - user: hi\n  - bot: Hi\n",
+        ),
+    ] {
+        std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(d.join(rel), content).unwrap();
+    }
+    let out = parlance(&["test", &d.to_string_lossy()], "");
+    let text = stdout(&out).replace(&*d.to_string_lossy(), "BOT");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL hi (BOT/tests/hi.yaml)"), "{text}");
+    assert!(
+        text.contains("step 1: transformers/output.rhai:2:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output transformer error: division by zero"),
+        "{text}"
+    );
+}

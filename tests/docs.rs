@@ -111,3 +111,152 @@ fn every_diagnostic_code_is_documented() {
         }
     }
 }
+
+/// The turn every ```rhai example of docs/scripts.md runs against (the page says so).
+struct ExampleTurn {
+    vars: serde_json::Map<String, serde_json::Value>,
+    profile: serde_json::Map<String, serde_json::Value>,
+    message: serde_json::Value,
+    contact: serde_json::Value,
+    session: serde_json::Value,
+    env: serde_json::Map<String, serde_json::Value>,
+}
+
+fn script_example_turn() -> ExampleTurn {
+    let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    ExampleTurn {
+        vars: obj(serde_json::json!({ "qty": 3, "size": "medium", "pizza": "quattro_formaggi" })),
+        profile: obj(serde_json::json!({ "lang": "en" })),
+        message: serde_json::json!({ "id": "wamid.1", "type": "text", "text": "order 2 margherita, ref AB-1234", "timestamp": "2026-01-05T09:00:00Z" }),
+        contact: serde_json::json!({ "wa_id": "15550001111", "name": "Ada" }),
+        session: serde_json::json!({ "id": "s1", "started_at": "2026-01-05T09:00:00Z", "window_open": true, "turn": 1, "flow": "main", "node": "script" }),
+        env: obj(serde_json::json!({ "SHOP_URL": "https://shop.example" })),
+    }
+}
+
+/// `vars.NAME = …;  // VALUE` lines of an example: NAME must end up as VALUE.
+fn expectations(code: &str) -> Vec<(String, serde_json::Value)> {
+    code.lines()
+        .filter_map(|line| {
+            let (statement, comment) = line.split_once("//")?;
+            let name = statement.trim().strip_prefix("vars.")?;
+            let name = name
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()?;
+            let value = serde_json::from_str(comment.trim()).ok()?;
+            Some((name.to_string(), value))
+        })
+        .collect()
+}
+
+#[test]
+fn every_script_example_runs_and_gives_what_it_says() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scripts.md"))
+            .unwrap();
+    let sandbox = parlance::script::Sandbox::default();
+    let turn = script_example_turn();
+    let mut lines = doc.lines().enumerate();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut values_checked = 0;
+    while let Some((i, line)) = lines.next() {
+        if line.trim() != "```rhai" {
+            continue;
+        }
+        let code: String = lines
+            .by_ref()
+            .map(|(_, l)| l)
+            .take_while(|l| l.trim() != "```")
+            .collect::<Vec<_>>()
+            .join("\n");
+        checked += 1;
+        let input = parlance::script::Input {
+            vars: &turn.vars,
+            profile: &turn.profile,
+            message: &turn.message,
+            contact: &turn.contact,
+            session: &turn.session,
+            env: &turn.env,
+            now: 1_767_603_600,
+        };
+        let outcome = sandbox
+            .compile(&code)
+            .and_then(|program| sandbox.run(&program, input, true));
+        match outcome {
+            Err(e) => failures.push(format!("docs/scripts.md:{}: {e:?}", i + 1)),
+            Ok(out) => {
+                for (name, want) in expectations(&code) {
+                    values_checked += 1;
+                    let got = out
+                        .vars
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null);
+                    if got != want {
+                        failures.push(format!(
+                            "docs/scripts.md:{}: vars.{name} is {got}, the page says {want}",
+                            i + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 5, "found only {checked} rhai examples");
+    assert!(values_checked >= 30, "checked only {values_checked} values");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The transformer examples of docs/scripts.md ("Endpoint transformers") compile as
+/// transformers and run on the example turn without an error.
+#[test]
+fn every_transformer_example_runs() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scripts.md"))
+            .unwrap();
+    let sandbox = parlance::script::Sandbox::default();
+    let turn = script_example_turn();
+    let payload = serde_json::json!({
+        "messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550001111",
+        "type": "text", "text": { "body": "Hello" },
+    });
+    let mut blocks = doc.split("```rhai\n").skip(1);
+    let mut checked = Vec::new();
+    for block in blocks.by_ref() {
+        let code = block.split("\n```").next().unwrap_or_default();
+        let (name, arg) = if code.contains("fn input(") {
+            ("input", turn.message.clone())
+        } else if code.contains("fn output(") {
+            ("output", payload.clone())
+        } else if code.contains("fn finished(") {
+            (
+                "finished",
+                serde_json::json!({ "message": turn.message, "sent": [payload] }),
+            )
+        } else {
+            continue;
+        };
+        let program = sandbox
+            .compile_transformer(code, name)
+            .unwrap_or_else(|e| panic!("the {name} example does not compile: {e:?}"))
+            .unwrap_or_else(|| panic!("the {name} example does not define fn {name}"));
+        let input = parlance::script::Input {
+            vars: &turn.vars,
+            profile: &turn.profile,
+            message: &turn.message,
+            contact: &turn.contact,
+            session: &turn.session,
+            env: &turn.env,
+            now: 1_767_603_600,
+        };
+        let (returned, _) = sandbox
+            .call(&program, input, &arg)
+            .unwrap_or_else(|e| panic!("the {name} example fails: {e:?}"));
+        if name != "finished" {
+            assert!(returned.is_map(), "the {name} example returns {returned:?}");
+        }
+        checked.push(name);
+    }
+    assert_eq!(checked, ["input", "output", "finished"]);
+}

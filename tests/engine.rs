@@ -236,6 +236,9 @@ scripts! {
     control_else => [text("control"), text("2"), text("42")];
     // A branch to { flow: control_jump }, whose end ends the conversation.
     control_jump => [text("control"), text("0")];
+    // A script node: vars and profile written back; the second time (the profile
+    // remembers the first) it chooses the next node with next_node.
+    script_node => [text("script"), text("script")];
 
     // 3. Every expect kind: one unusable answer, then a usable one.
     asks => [
@@ -317,7 +320,7 @@ scripts! {
     undefined_value => [text("price"), reply("box", "A box")];
     // 29 minutes of silence keep the session; 31 more expire it.
     expiry => [text("hi"), advance(29 * MINUTE), text("Ada"), advance(31 * MINUTE), text("Blue")];
-    effects_offline => [text("http"), text("script"), text("agent")];
+    effects_offline => [text("http"), text("agent")];
     // Idle: the fallback flow. Waiting: an unusable answer.
     unsupported_event => [unsupported("order"), text("pick"), unsupported("order")];
     react_without_message_id => [text("react"), text("react").without_id()];
@@ -589,15 +592,16 @@ fn the_bot_loads_with_only_the_expected_warnings() {
         .map(|d| d.code.to_string())
         .collect();
     codes.sort();
-    // http, script and handover are not run by this build: errors that `serve` refuses,
-    // allowed here to test the engine.
+    // http and handover are not run by this build, and `broken` reads a variable
+    // nothing sets (twice): errors that `serve` refuses, allowed here to test the engine.
     assert_eq!(
         codes,
         [
             "not_supported",
             "not_supported",
             "not_supported",
-            "not_supported"
+            "unset_variable",
+            "unset_variable"
         ],
         "{:#?}",
         loaded.diagnostics
@@ -910,7 +914,6 @@ fn effects_are_errors_without_a_host_that_supports_them() {
         all,
         [
             "flows/fx_http.yaml:6:3: fx_http.call_api: http nodes are not supported by this runtime yet; the fallback flow takes over",
-            "flows/fx_script.yaml:6:3: fx_script.run: script nodes are not supported by this runtime yet; the fallback flow takes over",
             "flows/fx_handover.yaml:6:3: fx_handover.human: handover nodes are not supported by this runtime yet; the fallback flow takes over",
         ]
     );

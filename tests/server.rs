@@ -739,3 +739,51 @@ async fn an_inbox_item_this_build_cannot_read_is_moved_aside_and_the_user_goes_o
         .unwrap();
     assert!(reason.contains("format 99"), "{reason}");
 }
+
+/// Transformers run in `serve` as in `chat` and `test`: a dropped message gets no
+/// answer (and holds up nothing), a changed one reaches the flow changed, every payload
+/// goes out through `output`, and a failing `output` sends the payload unchanged.
+#[tokio::test]
+async fn transformers_shape_what_serve_receives_and_sends() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(dir.path(), &graph, 0);
+    let config = std::fs::read_to_string(dir.path().join("parlance.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        format!(
+            "{config}transformers:\n  input: transformers/input.rhai\n  output: transformers/output.rhai\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("transformers")).unwrap();
+    std::fs::write(
+        dir.path().join("transformers/input.rhai"),
+        "fn input(message) {\n  if message.text == \"spam\" { return (); }\n  message.text = message.text.to_lower();\n  message\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("transformers/output.rhai"),
+        "fn output(payload) {\n  if payload.text.body.contains(\"break\") { payload.type = \"bogus\"; }\n  else { payload.text.body += \" (signed)\"; }\n  payload\n}\n",
+    )
+    .unwrap();
+    let addr = start(dir.path()).await;
+    let user = "4915100000077";
+    for (id, text) in [
+        ("wamid.t.1", "spam"),
+        ("wamid.t.2", "HeLLo"),
+        ("wamid.t.3", "BREAK"),
+    ] {
+        assert_eq!(
+            send_signed(addr, &text_webhook(user, id, text))
+                .await
+                .status(),
+            200
+        );
+    }
+    // One user's messages are handled in order: had "spam" been answered, its answer
+    // would come first.
+    let messages = graph.wait_for_messages(2).await;
+    assert_eq!(bodies(&messages), ["echo hello (signed)", "echo break"]);
+    assert!(messages.iter().all(|m| m["to"] == json!(user)));
+}

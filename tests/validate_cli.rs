@@ -246,27 +246,27 @@ fn absolute_paths_are_refused_even_to_files_that_exist() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout(&out).replace(&d, "BOT"),
-        concat!(
-            "BOT/parlance.yaml:2:3: error[not_supported] transformers.input: this build cannot run transformer scripts; hint: remove `transformers:` for now; transformer scripts come in a later version\n",
-            "BOT/parlance.yaml:2:10: error[outside_bot_folder] transformers.input: \"BOT/t.rhai\" is an absolute path; bot files must be inside the bot folder; hint: write the path relative to the bot folder, e.g. scripts/price.rhai\n",
-        )
+        "BOT/parlance.yaml:2:10: error[outside_bot_folder] transformers.input: \"BOT/t.rhai\" is an absolute path; bot files must be inside the bot folder; hint: write the path relative to the bot folder, e.g. scripts/price.rhai\n"
     );
 }
 
-/// Transformer files were not even read: invalid Rhai passed `--deny-warnings`. This
-/// build cannot run transformers, so configuring one is an error.
+/// Transformer files were once not even read: invalid Rhai passed `--deny-warnings`.
+/// Now a syntax error is placed inside the `.rhai` file.
 #[test]
-fn a_configured_transformer_is_an_error() {
+fn a_transformer_that_does_not_compile_is_an_error_in_its_file() {
     let (code, printed) = validate_bot(&[
         ("flows/main.yaml", HELLO),
         ("parlance.yaml", "transformers:\n  output: t/out.rhai\n"),
-        ("t/out.rhai", "this is { not rhai"),
+        (
+            "t/out.rhai",
+            "fn output(payload) {\n  this is { not rhai\n}\n",
+        ),
     ]);
     assert_eq!(code, Some(1));
-    assert_eq!(
-        printed,
-        "BOT/parlance.yaml:2:3: error[not_supported] transformers.output: this build cannot run transformer scripts; hint: remove `transformers:` for now; transformer scripts come in a later version\n"
-    );
+    assert!(printed.starts_with("BOT/t/out.rhai:2:"), "{printed}");
+    assert!(printed.contains("error[script_syntax]"), "{printed}");
+    assert!(printed.contains("(the output transformer)"), "{printed}");
+    assert!(!printed.contains("not_supported"), "{printed}");
 }
 
 /// One user message made a `say` whose `next` is itself send 100 WhatsApp messages.

@@ -5,6 +5,7 @@ use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
 use crate::engine::{self, Action, Event, EventKind, OfflineHost, Session};
 use crate::flow::{Bot, MediaKind};
 use crate::render::{self, terminal};
+use crate::transform::{self, Sent, Step};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -85,54 +86,77 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
             contact_name: name.map(str::to_string),
             kind,
         };
-        let turn = engine::run(&bot, session, &event, now(), &host, &mut engine::NoEffects);
+        let turn = transform::run(
+            &bot,
+            session,
+            &event,
+            now(),
+            &host,
+            &mut engine::NoEffects,
+            user,
+        );
         session = turn.session;
-        // Numbers tap the choices of the bot's latest message only.
-        choices.clear();
-        for action in &turn.actions {
-            print_action(&mut out, &bot, action, user, json, &mut choices);
+        if turn.dropped && !json {
+            let _ = writeln!(out, "     (the input transformer dropped this message)");
+        }
+        // Numbers tap the choices of the bot's latest message only (a dropped message
+        // got no answer, so the latest one is still the one before).
+        if !turn.dropped {
+            choices.clear();
+        }
+        for step in &turn.steps {
+            match step {
+                Step::Send(sent) => print_sent(&mut out, sent, json, &mut choices),
+                Step::Other(action) => print_action(&mut out, &bot, action, json),
+                Step::TransformerFailed(p) => eprintln!("warning: {p}"),
+            }
         }
     }
     EXIT_OK
 }
 
-fn print_action(
-    out: &mut impl Write,
-    bot: &Bot,
-    action: &Action,
-    user: &str,
-    json: bool,
-    choices: &mut Vec<(String, String)>,
-) {
-    let _ = match action {
-        Action::Send(o) => {
-            *choices = terminal::choices(&o.message);
-            let payload = render::payload(user, &o.message, o.reply_to.as_deref());
-            if let Err(problems) = render::check(&payload) {
-                eprintln!(
-                    "error: {}.{} rendered a payload WhatsApp would reject: {}",
-                    o.at.flow,
-                    o.at.node,
-                    problems.join("; ")
-                );
-            }
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&payload).unwrap_or_default()
-                )
-            } else {
-                let lines = terminal::describe(&o.message);
-                let mut text = String::new();
-                for (i, l) in lines.iter().enumerate() {
-                    text.push_str(if i == 0 { "bot: " } else { "     " });
-                    text.push_str(l);
-                    text.push('\n');
-                }
-                write!(out, "{text}")
-            }
+/// A message the bot sends: as the user would see it, or its payload with `--json`.
+fn print_sent(out: &mut impl Write, sent: &Sent, json: bool, choices: &mut Vec<(String, String)>) {
+    let o = &sent.out;
+    *choices = terminal::choices(&o.message);
+    if !sent.transformed
+        && let Err(problems) = render::check(&sent.payload)
+    {
+        eprintln!(
+            "error: {}.{} rendered a payload WhatsApp would reject: {}",
+            o.at.flow,
+            o.at.node,
+            problems.join("; ")
+        );
+    }
+    let _ = if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&sent.payload).unwrap_or_default()
+        )
+    } else {
+        // A payload the output transformer changed is shown from the payload: the
+        // engine's message no longer says what the user gets.
+        let lines = if sent.transformed {
+            transform::payload_lines(&sent.payload)
+        } else {
+            terminal::describe(&o.message)
+        };
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            text.push_str(if i == 0 { "bot: " } else { "     " });
+            text.push_str(l);
+            text.push('\n');
         }
+        write!(out, "{text}")
+    };
+}
+
+fn print_action(out: &mut impl Write, bot: &Bot, action: &Action, json: bool) {
+    let _ = match action {
+        // Messages come as `Step::Send`.
+        Action::Send(_) => Ok(()),
         Action::Pause(d) if !json => writeln!(out, "     (typing… {}s)", d.as_secs_f32()),
         Action::Ended if !json => writeln!(
             out,

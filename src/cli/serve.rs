@@ -209,10 +209,14 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
         tracing::error!("{e}");
         return Err(EXIT_ERRORS);
     }
-    let http = reqwest::Client::builder().build().map_err(|e| {
-        tracing::error!("cannot create the HTTP client: {e}");
-        EXIT_ERRORS
-    })?;
+    // The Graph API never redirects; a redirect is not followed with the bearer token.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| {
+            tracing::error!("cannot create the HTTP client: {e}");
+            EXIT_ERRORS
+        })?;
     let mut numbers = Vec::new();
     let mut locals = Vec::new();
     let mut verify_tokens = Vec::new();

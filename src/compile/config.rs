@@ -1,10 +1,11 @@
 //! `parlance.yaml` → [`Settings`]: defaults applied, durations parsed, files checked,
 //! entry and fallback flows resolved.
 
-use super::node::{Names, find_bot_file, is_identifier, parse_duration};
+use super::node::{Names, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::settings::{DEFAULT_MESSAGES_PER_SECOND, TurnLimits};
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
+use crate::script;
 use crate::source::{SourceFile, YamlPath};
 use crate::spec::config::RawConfig;
 use std::path::Path;
@@ -73,29 +74,6 @@ pub(crate) fn resolve(
 
     let transformers = raw.transformers.clone().unwrap_or_default();
     if let Some(file) = file {
-        for (key, value) in [
-            ("input", &transformers.input),
-            ("output", &transformers.output),
-            ("finished", &transformers.finished),
-        ] {
-            let Some(rel) = value else { continue };
-            let path = YamlPath::root().key("transformers").key(key);
-            // The path is checked too, so fixing it is not a second round once
-            // transformers run.
-            if let Err((code, message, hint)) = find_bot_file(dir, rel) {
-                diags.push(file.diag_at(&path, code, message).with_hint(hint));
-            }
-            diags.push(
-                file.diag_at_key(
-                    &path,
-                    Code::NotSupported,
-                    "this build cannot run transformer scripts",
-                )
-                .with_hint(
-                    "remove `transformers:` for now; transformer scripts come in a later version",
-                ),
-            );
-        }
         for (i, name) in raw.expose_env.iter().enumerate() {
             if !is_identifier(name) {
                 diags.push(
@@ -144,6 +122,53 @@ pub(crate) fn resolve(
         mask_logs: privacy.mask_logs.unwrap_or(true),
         keep_transcripts,
         limits: turn_limits(raw),
+        scripts: script_limits(file, raw, diags),
+    }
+}
+
+/// `scripts:`, defaults applied. The schema keeps each number at 1 or more (and depths
+/// where a native stack holds them); the timeout is a duration of at most 1s.
+fn script_limits(
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    diags: &mut Vec<Diagnostic>,
+) -> script::Limits {
+    let s = raw.scripts.clone().unwrap_or_default();
+    let d = script::Limits::default();
+    let path = YamlPath::root().key("scripts").key("timeout");
+    let timeout = match &s.timeout {
+        None => d.timeout,
+        Some(text) => match parse_duration(text) {
+            Ok(t) if t.is_zero() || t > script::limits::MAX_TIMEOUT => {
+                if let Some(file) = file {
+                    diags.push(
+                        file.diag_at(&path, Code::InvalidValue, format!("a script timeout of {text} is not allowed; it must be more than 0 and at most 1s"))
+                            .with_hint("scripts run inside a turn and should take microseconds; the default is 100ms"),
+                    );
+                }
+                d.timeout
+            }
+            Ok(t) => t,
+            Err(message) => {
+                if let Some(file) = file {
+                    diags.push(
+                        file.diag_at(&path, Code::BadDuration, message)
+                            .with_hint("write durations like 50ms, 100ms or 1s"),
+                    );
+                }
+                d.timeout
+            }
+        },
+    };
+    let size = |v: Option<u32>, default: usize| v.map_or(default, |n| n as usize);
+    script::Limits {
+        max_operations: s.max_operations.unwrap_or(d.max_operations),
+        max_call_depth: size(s.max_call_depth, d.max_call_depth),
+        max_expr_depth: size(s.max_expr_depth, d.max_expr_depth),
+        max_string_size: size(s.max_string_size, d.max_string_size),
+        max_array_size: size(s.max_array_size, d.max_array_size),
+        max_map_size: size(s.max_map_size, d.max_map_size),
+        timeout,
     }
 }
 

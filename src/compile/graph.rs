@@ -49,6 +49,9 @@ fn successors(flows: &[Flow], r: NodeRef) -> Vec<NodeRef> {
     if let NodeKind::Call(c) = &node.kind {
         targets.push(Target::Node(*c));
     }
+    if let NodeKind::Script(s) = &node.kind {
+        targets.extend(s.targets.iter().copied().map(Target::Node));
+    }
     targets
         .into_iter()
         .filter_map(|t| match t {
@@ -106,7 +109,10 @@ fn unreachable_nodes(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Dia
 fn endless_loops(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Diagnostic>) {
     let unconditional_next = |r: NodeRef| -> Option<NodeRef> {
         let node = &flows[r.flow.0 as usize].nodes[r.node as usize];
+        // A script that names nodes with `next_node` branches like an `if`.
+        let script_branches = matches!(&node.kind, NodeKind::Script(s) if !s.targets.is_empty());
         if node.kind.waits()
+            || script_branches
             || matches!(node.kind, NodeKind::End(_) | NodeKind::Call(_))
             || sources[r.flow.0 as usize].broken_nodes.contains(&node.id)
         {
@@ -204,8 +210,9 @@ fn duplicate_triggers(sources: &[FlowSource], flows: &[Flow], diags: &mut Vec<Di
 }
 
 /// `vars.X` read somewhere while nothing assigns X: almost always a typo, and at run time
-/// the user would get an error instead of an answer. Scripts can set any variable, so a
-/// bot with script nodes is not checked (they are refused by this build anyway).
+/// the user would get an error instead of an answer. A script counts with the variables
+/// it assigns as `vars.NAME = …`; one that may set any variable (`vars[key] = …`) turns
+/// the check off for the bot.
 /// `assigned_elsewhere` are names that parts which did not compile would assign (the
 /// `save` of a node with schema errors, a bad regex's groups).
 pub(crate) fn unset_variables<'a>(
@@ -231,7 +238,10 @@ pub(crate) fn unset_variables<'a>(
             // `save` counts on every kind (http and handover results too).
             assigned.extend(node.save.clone());
             match &node.kind {
-                NodeKind::Script(_) => return,
+                NodeKind::Script(s) => match &s.sets {
+                    Some(names) => assigned.extend(names.iter().cloned()),
+                    None => return,
+                },
                 NodeKind::Set(values) => {
                     assigned.extend(values.iter().map(|(name, _)| name.clone()))
                 }

@@ -15,7 +15,9 @@ mod interpolated;
 mod node;
 mod prune;
 pub mod schema;
+mod script;
 mod serving;
+mod transformers;
 
 pub use node::parse_duration;
 
@@ -167,6 +169,7 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
     remove_duplicate_flows(&mut sources, diags);
 
     let settings = config::resolve(dir, config_file.as_ref(), &raw_config, diags);
+    let scripts = crate::script::Sandbox::new(settings.scripts);
     let names = node::Names::new(&sources, unreadable);
     let numbered: Vec<(usize, &FlowSource)> = sources.iter().enumerate().collect();
     let compiled = par_map(&numbered, |(i, src)| {
@@ -176,6 +179,7 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
             flow: FlowIdx(*i as u32),
             names: &names,
             expose_env: &settings.expose_env,
+            scripts: &scripts,
             templates: Templates::new(),
             template_count: 0,
             var_reads: Vec::new(),
@@ -197,15 +201,20 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         diags.extend(c.diags);
     }
     graph::check(&sources, &flows, diags);
+    let transformers = transformers::compile(dir, config_file.as_ref(), &settings, &scripts, diags);
     // A flow file that could not be read may save anything: report unset variables once
-    // it reads. Transformers may set any variable (and are refused by this build anyway).
-    if !names.has_unreadable() && settings.transformers.input.is_none() {
+    // it reads. Transformers may set any variable.
+    let named = &settings.transformers;
+    let transformed = named.input.is_some() || named.output.is_some() || named.finished.is_some();
+    if !names.has_unreadable() && !transformed {
         graph::unset_variables(&flows, assigned_elsewhere.iter(), var_reads, diags);
     }
 
     let (entry, fallback) =
         config::entry_and_fallback(dir, config_file.as_ref(), &raw_config, &names, diags)?;
-    Some(Bot::new(settings, entry, fallback, flows))
+    let mut bot = Bot::new(settings, scripts, entry, fallback, flows);
+    bot.transformers = transformers;
+    Some(bot)
 }
 
 /// A flow file read: its stem, the source when usable, and what was found.

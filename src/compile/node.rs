@@ -51,7 +51,7 @@ impl Names {
         !self.unreadable.is_empty()
     }
 
-    fn nodes(&self, flow: FlowIdx) -> &[String] {
+    pub(crate) fn nodes(&self, flow: FlowIdx) -> &[String] {
         self.flows
             .get_index(flow.0 as usize)
             .map_or(&[], |(_, n)| n.as_slice())
@@ -71,6 +71,8 @@ pub(crate) struct Ctx<'a> {
     pub flow: FlowIdx,
     pub names: &'a Names,
     pub expose_env: &'a [String],
+    /// Compiles the flow's scripts, with the bot's `scripts:` limits.
+    pub scripts: &'a crate::script::Sandbox,
     /// The flow's own templates: flows compile in parallel and each owns what it uses.
     pub templates: Templates,
     /// Templates named so far in this file (names are `file#n`).
@@ -1397,26 +1399,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn script(&mut self, raw: &RawScript, path: &YamlPath) -> Script {
-        match raw {
-            RawScript::Inline(code) => Script {
-                origin: "inline".into(),
-                code: code.clone(),
-            },
-            RawScript::File(f) => {
-                let code =
-                    read_bot_file(self.dir, &f.file).unwrap_or_else(|(code, message, hint)| {
-                        self.report(&path.key("file"), code, message, Some(hint));
-                        String::new()
-                    });
-                Script {
-                    origin: f.file.clone(),
-                    code,
-                }
-            }
-        }
-    }
-
     fn handover(&mut self, raw: Option<&RawHandover>, path: &YamlPath) -> Handover {
         let Some(raw) = raw else {
             return Handover {
@@ -1509,9 +1491,6 @@ fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
         NodeKind::Http(_) => Some(
             "a conversation would stop at this node; remove it for now (http nodes come in a later version)",
         ),
-        NodeKind::Script(_) => Some(
-            "compute values with `set:` and branch with `next: [{ if, then }]` instead; script nodes come in a later version",
-        ),
         NodeKind::Handover(_) => Some(
             "tell the user how to reach a person with a `say` node for now; handover comes when agents are supported",
         ),
@@ -1529,6 +1508,7 @@ fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
         | NodeKind::React(_)
         | NodeKind::Payload(_)
         | NodeKind::Set(_)
+        | NodeKind::Script(_)
         | NodeKind::Wait(_)
         | NodeKind::Call(_)
         | NodeKind::End(_) => None,

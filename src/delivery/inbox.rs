@@ -5,9 +5,12 @@
 //! 503 and Meta redelivers.
 
 use super::codec::{self, FailedItem, MessageItem};
-use super::runtime::Runtime;
-use crate::engine::{Event, EventKind};
-use crate::store::durable::{Accepted, Durable, ItemKind, NewItem};
+use super::runtime::{Number, Runtime, WorkerState, now_ms};
+use super::turn::KeptSession;
+use crate::engine::{Event, EventKind, Session};
+use crate::store::durable::{
+    Accepted, CommitError, Direct, DirectTurn, Durable, ItemKind, NewItem,
+};
 use crate::store::{SessionKey, StatusRecord, StoreError};
 use crate::whatsapp::inbound::Item;
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ impl Runtime {
     pub async fn accept_webhook(self: &Arc<Self>, items: Vec<Item>) -> Result<(), StoreError> {
         // Items are grouped by store (numbers may keep different stores); a user's
         // items keep their order within their store's batch.
-        let mut batches: Vec<(Arc<dyn Durable>, Vec<NewItem>)> = Vec::new();
+        let mut batches: Vec<(Arc<dyn Durable>, Vec<Incoming>)> = Vec::new();
         let mut statuses: Vec<(Arc<dyn Durable>, StatusRecord)> = Vec::new();
         for item in items {
             match item {
@@ -38,8 +41,8 @@ impl Runtime {
                     if let EventKind::Unsupported(what) = &event.kind {
                         tracing::info!(kind = %what, raw = %raw_type, "a message type the bot cannot use; the fallback flow answers");
                     }
-                    let new = message_item(SessionKey::new(&number_id, &user.to_string()), event);
-                    push(&mut batches, &number.store, new);
+                    let key = SessionKey::new(&number_id, &user.to_string());
+                    push(&mut batches, &number.store, Incoming::Message(key, event));
                 }
                 Item::Status {
                     phone_number_id,
@@ -74,7 +77,7 @@ impl Runtime {
                             body: codec::encode(&body),
                             at: at.saturating_mul(1000),
                         };
-                        push(&mut batches, &number.store, new);
+                        push(&mut batches, &number.store, Incoming::Item(new));
                     }
                     let record = StatusRecord {
                         message_id,
@@ -110,16 +113,32 @@ impl Runtime {
             return Err(StoreError(format!("no bot serves {}", key.phone_number_id)));
         };
         let store = Arc::clone(&number.store);
-        self.store_and_kick(vec![(store, vec![message_item(key, event)])])
+        self.store_and_kick(vec![(store, vec![Incoming::Message(key, event)])])
             .await
     }
 
     async fn store_and_kick(
         self: &Arc<Self>,
-        batches: Vec<(Arc<dyn Durable>, Vec<NewItem>)>,
+        batches: Vec<(Arc<dyn Durable>, Vec<Incoming>)>,
     ) -> Result<(), StoreError> {
         let mut kicks: HashMap<SessionKey, ()> = HashMap::new();
-        for (store, items) in batches {
+        for (store, mut items) in batches {
+            // One message alone (nearly every webhook) may take the direct path.
+            if let [Incoming::Message(key, _)] = &items[..]
+                && store.takes_direct_turns()
+                && let Some(number) = self.number(&key.phone_number_id).cloned()
+                && let Some(signal) = self.claim(key)
+                && let Some(Incoming::Message(key, event)) = items.pop()
+            {
+                let mut state = WorkerState::default();
+                let done = self.direct(&number, &key, event, &mut state).await;
+                // Whatever happened, the worker goes on from here: it sends what the
+                // turn queued, runs an item the store declined, or lets the lease go.
+                self.start_worker(number, key, signal, state);
+                done?;
+                continue;
+            }
+            let items: Vec<NewItem> = items.into_iter().map(Incoming::into_item).collect();
             let keys: Vec<SessionKey> = items.iter().map(|i| i.key.clone()).collect();
             let accepted = store.accept(items).await?;
             for (key, a) in keys.into_iter().zip(accepted) {
@@ -138,6 +157,98 @@ impl Runtime {
         }
         Ok(())
     }
+
+    /// The direct path, for a user this caller just became the worker of: runs the
+    /// message's turn at once and commits it with the dedupe record in one write,
+    /// instead of storing the message, reading it back and committing the turn. The
+    /// store declines when the user has items waiting (they go first): the message is
+    /// then stored as usual, for the worker to run in order. `Ok` means the message is
+    /// durable (or a duplicate).
+    async fn direct(
+        &self,
+        number: &Number,
+        key: &SessionKey,
+        event: Event,
+        state: &mut WorkerState,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let store = &number.store;
+        let Some(lease) = self.hold(number, key, state).await? else {
+            // Another instance runs the user's turns: the item waits for it.
+            return store_one(store, message_item(key.clone(), event)).await;
+        };
+        let now_ms = now_ms();
+        let session = match store.load_session(key).await? {
+            Some(s) => s,
+            None => Session::new(&key.user, now_ms.div_euclid(1000)),
+        };
+        let (session, outgoing, report) = self.run(number, key, session, &event, now_ms);
+        let kept = KeptSession {
+            token: lease.token,
+            session: session.clone(),
+        };
+        let turn = DirectTurn {
+            item: NewItem {
+                key: key.clone(),
+                dedupe: event.id.clone(),
+                kind: ItemKind::Message,
+                // Never stored: the turn ran already.
+                body: String::new(),
+                at: event.at.saturating_mul(1000),
+            },
+            session,
+            outgoing,
+        };
+        match store.accept_turn(&lease, now_ms, turn).await {
+            Ok(Direct::Committed(_)) => {
+                self.metrics.turns.inc();
+                state.session = Some(kept);
+                // The store found the inbox empty; later items raise the worker's
+                // signal (see `WorkerState::inbox_empty`).
+                state.inbox_empty = store.single_process();
+                self.metrics
+                    .turn_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if let Some(id) = &event.id {
+                    self.answer_waiter(id, report);
+                    state.mark_read = Some(id.clone());
+                }
+                Ok(())
+            }
+            Ok(Direct::Duplicate) => {
+                tracing::debug!(number = %key.phone_number_id, "duplicate delivery dropped");
+                Ok(())
+            }
+            // The turn is dropped unwritten; the worker runs the stored item in order.
+            Ok(Direct::Declined) => store_one(store, message_item(key.clone(), event)).await,
+            // The lease was lost meanwhile: whoever holds it now runs the stored item.
+            Err(CommitError::Fenced) => {
+                state.lease = None;
+                store_one(store, message_item(key.clone(), event)).await
+            }
+            Err(CommitError::Store(e)) => Err(e),
+        }
+    }
+}
+
+/// An item on its way to the inbox; a message keeps its event for the direct path.
+enum Incoming {
+    Message(SessionKey, Event),
+    Item(NewItem),
+}
+
+impl Incoming {
+    fn into_item(self) -> NewItem {
+        match self {
+            Incoming::Message(key, event) => message_item(key, event),
+            Incoming::Item(item) => item,
+        }
+    }
+}
+
+/// Stores one item (the worker about to run finds it).
+async fn store_one(store: &Arc<dyn Durable>, item: NewItem) -> Result<(), StoreError> {
+    store.accept(vec![item]).await.map(drop)
 }
 
 fn message_item(key: SessionKey, event: Event) -> NewItem {
@@ -155,9 +266,9 @@ fn message_item(key: SessionKey, event: Event) -> NewItem {
 }
 
 fn push(
-    batches: &mut Vec<(Arc<dyn Durable>, Vec<NewItem>)>,
+    batches: &mut Vec<(Arc<dyn Durable>, Vec<Incoming>)>,
     store: &Arc<dyn Durable>,
-    item: NewItem,
+    item: Incoming,
 ) {
     match batches.iter_mut().find(|(s, _)| Arc::ptr_eq(s, store)) {
         Some((_, items)) => items.push(item),

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -180,7 +181,16 @@ pub struct TurnReport {
 /// looks at the store once more before it stops.
 struct Worker {
     again: bool,
-    wake: Arc<Notify>,
+    signal: Arc<Signal>,
+}
+
+/// How a running worker is reached.
+#[derive(Default)]
+pub(super) struct Signal {
+    /// Wakes the worker when it sleeps (a kick, shutdown).
+    wake: Notify,
+    /// An item was stored for the user since the worker last looked at the inbox.
+    stored: AtomicBool,
 }
 
 pub struct Runtime {
@@ -197,7 +207,7 @@ pub struct Runtime {
     /// Whether new work is taken, and how much admitted work has not been stored.
     intake: Mutex<Intake>,
     /// The shutdown deadline passed: workers give their leases up at their next step.
-    hurry: std::sync::atomic::AtomicBool,
+    hurry: AtomicBool,
     /// Woken when admitted work ends or a worker stops, for [`Runtime::drain`].
     settled: Notify,
 }
@@ -256,7 +266,7 @@ impl Runtime {
             waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
             intake: Mutex::new(Intake::default()),
-            hurry: std::sync::atomic::AtomicBool::new(false),
+            hurry: AtomicBool::new(false),
             settled: Notify::new(),
         })
     }
@@ -285,7 +295,7 @@ impl Runtime {
         self.intake().closed = Some(why.to_string());
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         for w in workers.values() {
-            w.wake.notify_one();
+            w.signal.wake.notify_one();
         }
     }
 
@@ -293,18 +303,18 @@ impl Runtime {
     /// way finishes first) and gives its user's lease up, so another instance takes
     /// the user over at once. Waits up to `within` for them.
     pub async fn hurry(&self, within: Duration) {
-        self.hurry.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.hurry.store(true, Ordering::SeqCst);
         {
             let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
             for w in workers.values() {
-                w.wake.notify_one();
+                w.signal.wake.notify_one();
             }
         }
         let _ = self.drain(within).await;
     }
 
     fn hurrying(&self) -> bool {
-        self.hurry.load(std::sync::atomic::Ordering::SeqCst)
+        self.hurry.load(Ordering::SeqCst)
     }
 
     /// Why no new work is taken, once shutdown began.
@@ -354,38 +364,63 @@ impl Runtime {
     /// running one to look again before it stops. During the shutdown drain too (a
     /// webhook admitted just before it is finished by it); not once the drain is over.
     pub fn kick(self: &Arc<Self>, key: &SessionKey) {
-        if self.hurrying() {
-            return;
-        }
         let Some(number) = self.numbers.get(&key.phone_number_id).cloned() else {
             return;
         };
+        if let Some(signal) = self.claim(key) {
+            self.start_worker(number, key.clone(), signal, WorkerState::default());
+        }
+    }
+
+    /// Makes this caller the user's worker on this instance: `None` when one runs
+    /// already (it is told to look again) or the shutdown drain is over. The caller
+    /// must then [`Runtime::start_worker`] with the returned signal, whatever it did
+    /// meanwhile, so the slot is always given back.
+    pub(super) fn claim(&self, key: &SessionKey) -> Option<Arc<Signal>> {
+        if self.hurrying() {
+            return None;
+        }
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = workers.get_mut(key) {
             w.again = true;
-            w.wake.notify_one();
-            return;
+            w.signal.stored.store(true, Ordering::SeqCst);
+            w.signal.wake.notify_one();
+            return None;
         }
-        let wake = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         workers.insert(
             key.clone(),
             Worker {
                 again: false,
-                wake: Arc::clone(&wake),
+                signal: Arc::clone(&signal),
             },
         );
-        drop(workers);
+        Some(signal)
+    }
+
+    /// Runs the user's worker (claimed with [`Runtime::claim`]) from `state`.
+    pub(super) fn start_worker(
+        self: &Arc<Self>,
+        number: Arc<Number>,
+        key: SessionKey,
+        signal: Arc<Signal>,
+        state: WorkerState,
+    ) {
         let runtime = Arc::clone(self);
-        let key = key.clone();
-        tokio::spawn(async move { runtime.work(number, key, wake).await });
+        tokio::spawn(async move { runtime.work(number, key, signal, state).await });
     }
 
     /// One user's worker: takes the lease, runs turns and sends until there is nothing
     /// to do now, gives the lease up.
-    async fn work(self: Arc<Self>, number: Arc<Number>, key: SessionKey, wake: Arc<Notify>) {
-        let mut state = WorkerState::default();
+    async fn work(
+        self: Arc<Self>,
+        number: Arc<Number>,
+        key: SessionKey,
+        signal: Arc<Signal>,
+        mut state: WorkerState,
+    ) {
         loop {
-            let step = match self.step(&number, &key, &mut state).await {
+            let step = match self.step(&number, &key, &signal, &mut state).await {
                 Ok(step) => step,
                 Err(e) => {
                     tracing::warn!(number = %key.phone_number_id, error = %e, "the store failed; the user's work waits for the next scan");
@@ -404,7 +439,7 @@ impl Runtime {
                     let wait = Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0));
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = wake.notified() => {}
+                        () = signal.wake.notified() => {}
                     }
                     continue;
                 }
@@ -451,6 +486,7 @@ impl Runtime {
         &self,
         number: &Number,
         key: &SessionKey,
+        signal: &Signal,
         state: &mut WorkerState,
     ) -> Result<Step, crate::store::StoreError> {
         if self.hurrying() {
@@ -459,8 +495,20 @@ impl Runtime {
         let Some(lease) = self.hold(number, key, state).await? else {
             return Ok(Step::Stop);
         };
-        if let Some(item) = number.store.next_item(key).await? {
-            return Ok(self.turn(number, &lease, item, &mut state.session).await);
+        if let Some(id) = state.mark_read.take() {
+            self.mark_read(number, &id).await;
+        }
+        // Taken before looking: an item stored after the look raises it again.
+        let stored = signal.stored.swap(false, Ordering::SeqCst);
+        if stored || !state.inbox_empty {
+            // Unknown until the read answers (a failed read leaves it unknown).
+            state.inbox_empty = false;
+            match number.store.next_item(key).await? {
+                Some(item) => {
+                    return Ok(self.turn(number, &lease, item, &mut state.session).await);
+                }
+                None => state.inbox_empty = number.store.single_process(),
+            }
         }
         if number.paused().is_some() {
             return Ok(Step::Stop);
@@ -489,7 +537,7 @@ impl Runtime {
 
     /// The user's lease, taken or renewed so that it outlasts a Graph request; `None`
     /// when another instance holds it (that instance does the work) or it was lost.
-    async fn hold(
+    pub(super) async fn hold(
         &self,
         number: &Number,
         key: &SessionKey,
@@ -536,15 +584,23 @@ const HOLD_FOR: Millis = 30_000;
 
 /// A worker's own state between steps.
 #[derive(Default)]
-struct WorkerState {
-    lease: Option<Lease>,
+pub(super) struct WorkerState {
+    pub(super) lease: Option<Lease>,
     /// No message of this user goes out before this (Unix ms): `message_delay_ms`
     /// after the previous one.
     gate: Millis,
     /// The worker stopped with nothing left: worth one more look after the release.
     look_again: bool,
     /// The session as the worker's last turn committed it.
-    session: Option<super::turn::KeptSession>,
+    pub(super) session: Option<super::turn::KeptSession>,
+    /// A message to mark read before anything else: its turn ran on the direct path.
+    pub(super) mark_read: Option<String>,
+    /// The inbox was empty when the worker last looked, and the store is this
+    /// process's alone: every item stored since came through [`Runtime::claim`], which
+    /// raised [`Signal::stored`], so the worker need not look again until then. (The
+    /// scanner's timers do not kick a user whose worker runs; they wait for it to stop,
+    /// and the next scan then finds them.)
+    pub(super) inbox_empty: bool,
 }
 
 /// What a worker does next.

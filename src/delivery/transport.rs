@@ -16,7 +16,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct GraphClient {
     http: reqwest::Client,
-    messages_url: String,
+    /// Parsed once: reqwest would parse a string URL again for every message.
+    messages_url: Result<reqwest::Url, String>,
     timeout: Duration,
 }
 
@@ -24,13 +25,15 @@ impl GraphClient {
     /// `http` is shared by every number: one pool of connections.
     pub fn new(http: reqwest::Client, wa: &WhatsAppSettings, timeout: Duration) -> Self {
         let base = wa.base_url.trim_end_matches('/');
+        let url = format!(
+            "{base}/{}/{}/messages",
+            wa.api_version,
+            wa.phone_number_id.as_deref().unwrap_or_default()
+        );
         GraphClient {
             http,
-            messages_url: format!(
-                "{base}/{}/{}/messages",
-                wa.api_version,
-                wa.phone_number_id.as_deref().unwrap_or_default()
-            ),
+            messages_url: reqwest::Url::parse(&url)
+                .map_err(|e| format!("whatsapp.base_url does not make a valid URL: {e}")),
             timeout,
         }
     }
@@ -38,9 +41,24 @@ impl GraphClient {
     /// Posts one body to `/{phone_number_id}/messages`. The token is the bot's current
     /// one, so a reload with new credentials takes effect at the next send.
     pub async fn post(&self, token: &str, body: &Value) -> Result<Accepted, GraphError> {
+        let url = match &self.messages_url {
+            Ok(url) => url.clone(),
+            Err(e) => {
+                return Err(GraphError {
+                    status: 0,
+                    code: None,
+                    subcode: None,
+                    message: e.clone(),
+                    details: None,
+                    fbtrace_id: None,
+                    // Nothing went out.
+                    ambiguous: false,
+                });
+            }
+        };
         let response = self
             .http
-            .post(&self.messages_url)
+            .post(url)
             .bearer_auth(token)
             .timeout(self.timeout)
             .json(body)

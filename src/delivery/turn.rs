@@ -7,7 +7,10 @@ use super::runtime::{Number, Runtime, Step, TurnReport, mask, millis, now_ms};
 use crate::engine::{self, Action, Event, EventKind, NO_FAILURE_REASON, Session};
 use crate::render;
 use crate::store::SessionKey;
-use crate::store::durable::{CommitError, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit};
+use crate::store::durable::{
+    CommitError, DirectOutgoing, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit,
+};
+use crate::transform::{self, Sent, Step as TurnStep};
 
 /// What an inbox item asks of the engine.
 enum Input {
@@ -61,20 +64,8 @@ impl Runtime {
         };
         let (session, outgoing, report, marked) = match input {
             Input::Event(event) => {
-                let bot = number.live.bot();
-                // No performers in this build (the loader refuses http and handover
-                // nodes): `run` hands any effect back as `Unsupported`.
-                let turn = engine::run(
-                    &bot,
-                    session,
-                    &event,
-                    now,
-                    &number.host,
-                    &mut engine::NoEffects,
-                );
-                let (outgoing, report) = self.outgoing(key, item.id.0, now_ms, turn.actions);
-                self.metrics.turns.inc();
-                (turn.session, outgoing, report, Some(event))
+                let (session, outgoing, report) = self.run(number, key, session, &event, now_ms);
+                (session, outgoing, report, Some(event))
             }
             Input::Nothing | Input::Unreadable(_) => {
                 (session, Vec::new(), TurnReport::default(), None)
@@ -87,7 +78,17 @@ impl Runtime {
         let commit = TurnCommit {
             item: item.id,
             session,
-            outgoing,
+            outgoing: (0u32..)
+                .zip(outgoing)
+                .map(|(index, o)| NewOutgoing {
+                    at: OutKey {
+                        turn: item.id.0,
+                        index,
+                    },
+                    not_before: o.not_before,
+                    body: o.body,
+                })
+                .collect(),
             timers: Vec::new(),
             cancel_timers: Vec::new(),
         };
@@ -102,21 +103,57 @@ impl Runtime {
                 return Step::Stop;
             }
         }
+        if marked.is_some() {
+            self.metrics.turns.inc();
+        }
         self.metrics
             .turn_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Some(id) = marked.and_then(|event| event.id) {
-            let waiter = self
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(report);
-            }
+            self.answer_waiter(&id, report);
             self.mark_read(number, &id).await;
         }
         Step::Again
+    }
+
+    /// Runs the engine for one event: the session after it, the turn's messages (to
+    /// queue in order) and the report of what it did. Nothing is written (the caller
+    /// counts the turn once it committed).
+    pub(super) fn run(
+        &self,
+        number: &Number,
+        key: &SessionKey,
+        session: Session,
+        event: &Event,
+        now_ms: i64,
+    ) -> (Session, Vec<DirectOutgoing>, TurnReport) {
+        let bot = number.live.bot();
+        // No performers in this build (the loader refuses http and handover nodes):
+        // `run` hands any effect back as `Unsupported`.
+        let turn = transform::run(
+            &bot,
+            session,
+            event,
+            now_ms.div_euclid(1000),
+            &number.host,
+            &mut engine::NoEffects,
+            &key.user,
+        );
+        let (outgoing, report) = self.outgoing(key, now_ms, turn.steps);
+        (turn.session, outgoing, report)
+    }
+
+    /// Hands the report of the turn for message `id` to whoever waits for it
+    /// (`/dev/message`).
+    pub(super) fn answer_waiter(&self, id: &str, report: TurnReport) {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(report);
+        }
     }
 
     /// What the item asks for. An item this build cannot read is `Unreadable` (moved
@@ -165,22 +202,23 @@ impl Runtime {
         }
     }
 
-    /// The turn's messages as outbox entries (in order, a `wait` making the ones after
-    /// it due later), and the report of what it did.
+    /// The turn's messages, in order (a `wait` making the ones after it due later), and
+    /// the report of what it did.
     fn outgoing(
         &self,
         key: &SessionKey,
-        turn: u64,
         now_ms: i64,
-        actions: Vec<Action>,
-    ) -> (Vec<NewOutgoing>, TurnReport) {
+        steps: Vec<TurnStep>,
+    ) -> (Vec<DirectOutgoing>, TurnReport) {
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
         let mut due = now_ms;
-        for action in actions {
-            match action {
-                Action::Send(out) => {
-                    let payload = render::payload(&key.user, &out.message, out.reply_to.as_deref());
+        for step in steps {
+            let action = match step {
+                TurnStep::Send(sent) => {
+                    let Sent { out, payload, .. } = *sent;
+                    // The template sent instead outside the 24-hour window is Meta's
+                    // approved text: the output transformer does not see it.
                     let instead = out
                         .instead_outside_window
                         .as_ref()
@@ -194,13 +232,18 @@ impl Runtime {
                         payload,
                         instead,
                     };
-                    let index = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
-                    outgoing.push(NewOutgoing {
-                        at: OutKey { turn, index },
+                    outgoing.push(DirectOutgoing {
                         not_before: due,
                         body: codec::encode(&body),
                     });
+                    continue;
                 }
+                TurnStep::Other(action) => action,
+                TurnStep::TransformerFailed(p) => Action::Warning(p),
+            };
+            match action {
+                // `transform::run` hands every message over as `Step::Send`.
+                Action::Send(_) => {}
                 Action::Pause(d) => due += millis(d),
                 // The problem names the node and its file:line; the user only by the
                 // last digits. What the user sees next (the fallback flow) follows.
@@ -225,7 +268,7 @@ impl Runtime {
     /// Marks the user's message read (and shows typing), when the bot says so: before
     /// the turn's replies go out, so the user sees "typing…" first. Best effort: a
     /// failure changes nothing in the conversation.
-    async fn mark_read(&self, number: &Number, message_id: &str) {
+    pub(super) async fn mark_read(&self, number: &Number, message_id: &str) {
         let bot = number.live.bot();
         let wa = &bot.settings.whatsapp;
         if number.transport.is_local() || !(wa.mark_as_read || wa.typing_indicator) {
@@ -246,6 +289,6 @@ struct Retry;
 
 /// The session a worker's last turn committed, under the lease with `token`.
 pub(super) struct KeptSession {
-    token: u64,
-    session: Session,
+    pub(super) token: u64,
+    pub(super) session: Session,
 }

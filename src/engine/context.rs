@@ -12,9 +12,11 @@ use serde_json::{Map, Value, json};
 /// Unix seconds as RFC 3339 (`2026-03-14T09:30:00Z`): readable, sortable, and what the
 /// `date` filter takes.
 pub fn rfc3339(secs: i64) -> String {
+    // Not `format("%Y-…")`: that parses the format on every call, and this runs for
+    // every message (and every transformer call).
     DateTime::from_timestamp(secs, 0).map_or_else(
         || secs.to_string(),
-        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
@@ -73,6 +75,31 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
     Value::Object(m)
 }
 
+/// `contact`: `wa_id`, and `name` when WhatsApp gave one.
+pub fn contact_value(session: &Session) -> Value {
+    let mut contact = Map::new();
+    contact.insert("wa_id".into(), Value::from(session.contact.wa_id.as_str()));
+    if let Some(name) = &session.contact.name {
+        contact.insert("name".into(), Value::from(name.as_str()));
+    }
+    Value::Object(contact)
+}
+
+/// `session`: `id`, `started_at`, `window_open`, `turn`, `flow`, `node`.
+pub fn session_value(session: &Session, here: Option<&NodeAt>, now: i64) -> Value {
+    let (flow, node) = here.map_or((Value::Null, Value::Null), |at| {
+        (Value::from(at.flow.as_str()), Value::from(at.node.as_str()))
+    });
+    json!({
+        "id": session.id,
+        "started_at": rfc3339(session.started_at),
+        "window_open": session.window_open(now),
+        "turn": session.turn,
+        "flow": flow,
+        "node": node,
+    })
+}
+
 /// The whole context for one render.
 pub fn build(
     session: &Session,
@@ -82,27 +109,12 @@ pub fn build(
     env: &Map<String, Value>,
     extra: Option<(&str, &Value)>,
 ) -> Jinja {
-    let (flow, node) = here.map_or((Value::Null, Value::Null), |at| {
-        (Value::from(at.flow.as_str()), Value::from(at.node.as_str()))
-    });
-    let mut contact = Map::new();
-    contact.insert("wa_id".into(), Value::from(session.contact.wa_id.as_str()));
-    if let Some(name) = &session.contact.name {
-        contact.insert("name".into(), Value::from(name.as_str()));
-    }
     let mut ctx = json!({
         "vars": session.vars,
         "profile": session.profile,
         "message": message,
-        "contact": contact,
-        "session": {
-            "id": session.id,
-            "started_at": rfc3339(session.started_at),
-            "window_open": session.window_open(now),
-            "turn": session.turn,
-            "flow": flow,
-            "node": node,
-        },
+        "contact": contact_value(session),
+        "session": session_value(session, here, now),
         "now": rfc3339(now),
         "env": env,
     });

@@ -6,8 +6,8 @@
 //! ends the turn with an [`Action::Effect`]: the session waits there (`State::Effect`)
 //! until the caller performs it and hands the outcome back as an
 //! [`EventKind::EffectResult`] event, which continues the conversation at that node.
-//! [`run`] does that loop for a caller with a [`Perform`]. `script` nodes run through
-//! the [`Host`] (in-process, no I/O). So a turn is fast, deterministic, and the same in
+//! [`run`] does that loop for a caller with a [`Perform`]. `script` nodes run in place
+//! through the bot's sandbox (`crate::script`: bounded, no I/O). So a turn is fast, deterministic, and the same in
 //! the server, `parlance chat` and `parlance test`.
 //!
 //! Architecture Invariant: the engine reads the compiled `flow::Bot` and its session,
@@ -26,8 +26,9 @@ pub use session::{NodeAt, Session, ShownChoice, State};
 
 use crate::flow::{
     Bot, FlowIdx, HttpBody, HttpMethod, JsonTemplate, MediaSource, Next, Node, NodeKind, NodeRef,
-    Number, Target, Text, Trigger, normalize,
+    Number, Script, Target, Text, Trigger, normalize,
 };
+use crate::script;
 use message::{Header, MediaRef, Row, Section};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -138,23 +139,6 @@ pub struct HttpRequest {
     pub timeout: Duration,
 }
 
-/// A `script` node to run, with the variables it may read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScriptCall<'a> {
-    pub origin: &'a str,
-    pub code: &'a str,
-    pub vars: &'a Map<String, Value>,
-}
-
-/// What a script decided.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScriptOutcome {
-    /// Variables to set.
-    pub set: Map<String, Value>,
-    /// A node of the same flow to go to instead of `next`.
-    pub next: Option<String>,
-}
-
 /// Why an effect did not happen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EffectError {
@@ -167,17 +151,11 @@ pub enum EffectError {
 }
 
 /// What the engine reads from its caller during a turn: nothing here waits on the
-/// outside world (that is an [`Effect`]). Every method has a default, so tests and
-/// `chat` implement only what they use.
+/// outside world (that is an [`Effect`]).
 pub trait Host {
     /// The environment variables templates may read (`env`), already limited to the
     /// bot's `expose_env`.
     fn env(&self) -> &Map<String, Value>;
-
-    /// Runs a `script` node (in-process and bounded: no I/O).
-    fn script(&self, _call: &ScriptCall<'_>) -> Result<ScriptOutcome, EffectError> {
-        Err(EffectError::Unsupported)
-    }
 }
 
 /// Something a node needs from the outside world: the turn stops at the node, the
@@ -222,7 +200,22 @@ pub fn run(
     host: &dyn Host,
     perform: &mut dyn Perform,
 ) -> Turn {
-    let mut turn = step(bot, session, event, now, host);
+    run_carrying(bot, session, event, now, host, perform, None)
+}
+
+/// [`run`], where `carry` are variables set for this message before the turn (by an
+/// input transformer): they are kept when the message starts a new conversation, which
+/// otherwise starts with no variables.
+pub fn run_carrying(
+    bot: &Bot,
+    session: Session,
+    event: &Event,
+    now: i64,
+    host: &dyn Host,
+    perform: &mut dyn Perform,
+    carry: Option<&Map<String, Value>>,
+) -> Turn {
+    let mut turn = step_carrying(bot, session, event, now, host, carry);
     for _ in 0..EFFECTS_PER_RUN {
         let Some(Action::Effect { effect, .. }) = turn.actions.last() else {
             return turn;
@@ -255,8 +248,20 @@ impl Host for OfflineHost {
 
 /// Runs one turn: `event` arrives for `session` at `now` (Unix seconds).
 pub fn step(bot: &Bot, session: Session, event: &Event, now: i64, host: &dyn Host) -> Turn {
+    step_carrying(bot, session, event, now, host, None)
+}
+
+fn step_carrying(
+    bot: &Bot,
+    session: Session,
+    event: &Event,
+    now: i64,
+    host: &dyn Host,
+    carry: Option<&Map<String, Value>>,
+) -> Turn {
     let message = context::message_value(event.id.as_deref(), &event.kind, event.at);
     let mut run = Run {
+        carry,
         bot,
         session,
         now,
@@ -284,6 +289,8 @@ enum Then {
 }
 
 struct Run<'a> {
+    /// Variables set for this message before the turn, kept across a restart.
+    carry: Option<&'a Map<String, Value>>,
     bot: &'a Bot,
     session: Session,
     now: i64,
@@ -339,10 +346,20 @@ struct Waiting {
 }
 
 impl Run<'_> {
+    /// A new conversation: fresh variables, but for those carried into this turn.
+    fn restart(&mut self) {
+        self.session.restart(self.now);
+        if let Some(carry) = self.carry {
+            self.session
+                .vars
+                .extend(carry.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+
     fn handle(&mut self, event: &Event) {
         let timeout = self.bot.settings.session_timeout.as_secs() as i64;
         if self.session.is_expired(self.now, timeout) {
-            self.session.restart(self.now);
+            self.restart();
         }
         self.session.updated_at = self.now;
         if let EventKind::DeliveryFailed {
@@ -367,7 +384,7 @@ impl Run<'_> {
         }
         let route = self.route(&event.kind);
         if matches!(route, Route::Start { fresh: true, .. }) {
-            self.session.restart(self.now);
+            self.restart();
         }
         self.session.turn += 1;
         match route {
@@ -861,23 +878,14 @@ impl Run<'_> {
                 };
             }
             NodeKind::Script(s) => {
-                let call = ScriptCall {
-                    origin: &s.origin,
-                    code: &s.code,
-                    vars: &self.session.vars,
+                return match self.run_script(r, s) {
+                    Ok(Some(target)) => Then::Go(target),
+                    Ok(None) => match self.next_of(r) {
+                        Some(t) => Then::Go(t),
+                        None => Then::Stop,
+                    },
+                    Err(e) => self.fail(r, e),
                 };
-                match self.host.script(&call) {
-                    Ok(outcome) => {
-                        self.session.vars.extend(outcome.set);
-                        if let Some(next) = outcome.next {
-                            return match self.bot.flow(r.flow).node_index(&next) {
-                                Some(n) => Then::Go(Target::Node(NodeRef { flow: r.flow, node: n })),
-                                None => self.fail(r, format!("the script chose \"{next}\", which is not a node of this flow")),
-                            };
-                        }
-                    }
-                    Err(e) => return self.effect_failed(r, "script", e),
-                }
             }
             NodeKind::Handover(h) => {
                 let queue = h.queue.clone();
@@ -1026,6 +1034,43 @@ impl Run<'_> {
             ),
             EffectError::Unavailable => self.fail(r, format!("{what}: no agent is available")),
             EffectError::Failed(message) => self.fail(r, format!("{what} failed: {message}")),
+        }
+    }
+
+    /// Runs a `script` node: `vars` and `profile` take what the script left in them;
+    /// the target it chose with `next_node()`, if any.
+    fn run_script(&mut self, r: NodeRef, s: &Script) -> Result<Option<Target>, String> {
+        let contact = context::contact_value(&self.session);
+        let session = context::session_value(&self.session, self.here.as_ref(), self.clock());
+        let input = script::Input {
+            vars: &self.session.vars,
+            profile: &self.session.profile,
+            message: &self.message,
+            contact: &contact,
+            session: &session,
+            env: self.host.env(),
+            now: self.clock(),
+        };
+        let outcome = self
+            .bot
+            .scripts
+            .run(&s.program, input, true)
+            .map_err(|e| script_error(s, &e))?;
+        self.session.vars = outcome.vars;
+        self.session.profile = outcome.profile;
+        let Some(next) = outcome.next else {
+            return Ok(None);
+        };
+        if next == "end" {
+            return Ok(Some(Target::End));
+        }
+        let flow = self.bot.flow(r.flow);
+        match flow.node_index(&next) {
+            Some(node) => Ok(Some(Target::Node(NodeRef { flow: r.flow, node }))),
+            None => Err(format!(
+                "the script ({}) chose next_node(\"{next}\"), but flow \"{}\" has no node \"{next}\"",
+                s.origin, flow.id
+            )),
         }
     }
 
@@ -1415,6 +1460,21 @@ fn at(bot: &Bot, r: NodeRef) -> NodeAt {
         flow: bot.flow(r.flow).id.clone(),
         node: bot.node(r).id.clone(),
     }
+}
+
+/// A script's run-time error, at its place in the `.rhai` file or the flow file.
+fn script_error(s: &Script, e: &script::ScriptError) -> String {
+    if e.line == 0 {
+        return format!("script error in {}: {}", s.origin, e.message);
+    }
+    let (file, pos) = s.place.locate(e.line, e.column);
+    format!(
+        "script error at {}:{}:{}: {}",
+        file.display(),
+        pos.line,
+        pos.column,
+        e.message
+    )
 }
 
 /// How a node that asks for an effect is named in messages.

@@ -59,6 +59,10 @@ pub enum Next {
 #[derive(Debug)]
 pub struct Bot {
     pub settings: Settings,
+    /// Runs the bot's scripts, with its `scripts:` limits.
+    pub scripts: crate::script::Sandbox,
+    /// The endpoint transformers, compiled (none unless `transformers:` names them).
+    pub transformers: crate::transform::Transformers,
     pub entry: FlowIdx,
     pub fallback: FlowIdx,
     pub flows: Vec<Flow>,
@@ -66,7 +70,13 @@ pub struct Bot {
 }
 
 impl Bot {
-    pub fn new(settings: Settings, entry: FlowIdx, fallback: FlowIdx, flows: Vec<Flow>) -> Self {
+    pub fn new(
+        settings: Settings,
+        scripts: crate::script::Sandbox,
+        entry: FlowIdx,
+        fallback: FlowIdx,
+        flows: Vec<Flow>,
+    ) -> Self {
         let flow_ids = flows
             .iter()
             .enumerate()
@@ -74,6 +84,8 @@ impl Bot {
             .collect();
         Bot {
             settings,
+            scripts,
+            transformers: crate::transform::Transformers::default(),
             entry,
             fallback,
             flows,
@@ -443,9 +455,73 @@ pub enum HttpBody {
 
 #[derive(Debug)]
 pub struct Script {
-    /// Where the code came from: `inline` or the file's path, for errors.
+    /// Where the code came from: `inline` or the file's path (relative to the bot folder).
     pub origin: String,
-    pub code: String,
+    pub program: crate::script::Program,
+    /// The variables it assigns as `vars.NAME = …`; `None` when it may set any.
+    pub sets: Option<Vec<String>>,
+    /// The nodes it names in `next_node("…")`: where it may go instead of `next`.
+    pub targets: Vec<NodeRef>,
+    /// Where the script is written, to turn a position in it into a file position.
+    pub place: ScriptPlace,
+}
+
+/// Where a script's text is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptPlace {
+    /// Its own file (relative to the bot folder): positions are the file's.
+    File(PathBuf),
+    /// Inside a flow file's YAML value: line 1, column 1 of the script is at `line`,
+    /// `column`; with `block_indent` (a `|` block) line n is `line + n - 1` with the
+    /// text starting at that column; otherwise only line 1 maps exactly and later lines
+    /// are reported at the value's start.
+    Inline {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        block_indent: Option<usize>,
+    },
+}
+
+impl ScriptPlace {
+    /// `file:line:col` of a position in the script (1-based; 0 when unknown).
+    pub fn locate(&self, line: usize, column: usize) -> (PathBuf, Pos) {
+        match self {
+            ScriptPlace::File(file) => (
+                file.clone(),
+                Pos {
+                    line: line.max(1),
+                    column: column.max(1),
+                },
+            ),
+            ScriptPlace::Inline {
+                file,
+                line: first,
+                column: start,
+                block_indent,
+            } => {
+                let pos = match (line, block_indent) {
+                    (0, _) => Pos {
+                        line: *first,
+                        column: *start,
+                    },
+                    (1, _) => Pos {
+                        line: *first,
+                        column: start + column.max(1) - 1,
+                    },
+                    (n, Some(indent)) => Pos {
+                        line: first + n - 1,
+                        column: indent + column.max(1) - 1,
+                    },
+                    (_, None) => Pos {
+                        line: *first,
+                        column: *start,
+                    },
+                };
+                (file.clone(), pos)
+            }
+        }
+    }
 }
 
 #[derive(Debug)]

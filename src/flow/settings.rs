@@ -25,6 +25,8 @@ pub struct Settings {
     pub mask_logs: bool,
     pub keep_transcripts: Duration,
     pub limits: TurnLimits,
+    /// Bounds on every script run (`scripts:`).
+    pub scripts: crate::script::Limits,
 }
 
 /// Bounds on one turn (`limits:` in parlance.yaml), checked by the engine as it runs.

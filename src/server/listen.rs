@@ -125,6 +125,11 @@ pub async fn serve_with_grace(
             }
             continue;
         };
+        // Answers are one small write each: send them at once rather than wait
+        // for the client's ACK of the last one (Nagle's algorithm).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let app = app.clone();
         let stopping = stopping.clone();
         tokio::spawn(async move {

@@ -27,6 +27,9 @@ pub struct SourceFile {
     pub tree: Option<Node>,
     /// The values where `${NAME}` was replaced (see [`yaml::Parsed::interpolated`]).
     pub interpolated: Vec<YamlPath>,
+    /// The file's text as read (empty when it could not be read): positions inside a
+    /// value, such as a line of an inline script, are found in it.
+    pub text: String,
 }
 
 impl SourceFile {
@@ -76,6 +79,7 @@ pub fn read_file(
         display: display.clone(),
         tree: None,
         interpolated: Vec::new(),
+        text: String::new(),
     };
     if let Some(d) = outside(root, rel) {
         diags.push(d);
@@ -101,6 +105,7 @@ pub fn read_file(
     }
     file.tree = parsed.tree;
     file.interpolated = parsed.interpolated;
+    file.text = text;
     let empty = match &file.tree {
         None => !diags.iter().any(|d| d.file == display),
         Some(node) => node.value == yaml::Value::Null,

@@ -706,7 +706,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_stops_at_the_limit() {
-        let text = "[".repeat(5000) + &"]".repeat(5000);
+        let text = "[".repeat(5000) + "]".repeat(5000).as_str();
         let parsed = parse(&text, None);
         assert!(parsed.tree.is_none());
         assert!(!parsed.problems.is_empty());

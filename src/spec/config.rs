@@ -20,8 +20,8 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     /// Rendering options.
     pub render: Option<RawRender>,
-    /// Endpoint transformer scripts (Rhai), paths relative to the bot folder. Not run by
-    /// this build: a bot that configures one is refused.
+    /// Endpoint transformers: Rhai files (paths relative to the bot folder) whose
+    /// functions run around every turn. See docs/scripts.md.
     pub transformers: Option<RawTransformers>,
     /// The HTTP API (inject, notify, handover, erasure).
     pub api: Option<RawApi>,
@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub privacy: Option<RawPrivacy>,
     /// Bounds on one turn, so a flow that loops cannot flood a user.
     pub limits: Option<RawLimits>,
+    /// Bounds on every script run (`script` nodes), so a runaway script stops quickly.
+    pub scripts: Option<RawScripts>,
     /// Environment variables that templates may read as `env.NAME`. No others are visible.
     #[serde(default)]
     pub expose_env: Vec<String>,
@@ -133,16 +135,48 @@ pub struct RawLimits {
     pub nodes_per_turn: Option<u32>,
 }
 
-/// Endpoint transformer scripts.
+/// Bounds on every script run. A script over one stops with an error naming the key;
+/// the node's `on_error` (or the fallback flow) takes over.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Scripts")]
+pub struct RawScripts {
+    /// Most operations (expressions and statements evaluated) in one run (default 100000).
+    #[schemars(range(min = 1))]
+    pub max_operations: Option<u64>,
+    /// Deepest nesting of function calls, recursion included (default 16).
+    #[schemars(range(min = 1, max = 64))]
+    pub max_call_depth: Option<u32>,
+    /// Deepest nesting of an expression, checked when the bot loads (default 32).
+    #[schemars(range(min = 1, max = 128))]
+    pub max_expr_depth: Option<u32>,
+    /// Longest string in bytes; the strings of one array or map count together (default 65536).
+    #[schemars(range(min = 1))]
+    pub max_string_size: Option<u32>,
+    /// Most items of an array, nested arrays counted together (default 10000).
+    #[schemars(range(min = 1))]
+    pub max_array_size: Option<u32>,
+    /// Most entries of a map, nested maps counted together (default 10000).
+    #[schemars(range(min = 1))]
+    pub max_map_size: Option<u32>,
+    /// Longest wall time of one run, e.g. `50ms` (default 100ms, at most 1s).
+    pub timeout: Option<String>,
+}
+
+/// Endpoint transformers: each a `.rhai` file in the bot folder defining one function.
+/// A failing transformer is a warning of the turn, which goes on without it.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Transformers")]
 pub struct RawTransformers {
-    /// Rewrites or drops each inbound event before the flow sees it.
+    /// Defines `fn input(message)`: gets each user message as templates see it and
+    /// returns it (changed or not), or `()` to drop it. May set `vars` and `profile`.
     pub input: Option<String>,
-    /// Rewrites each outgoing payload.
+    /// Defines `fn output(payload)`: gets each outgoing Cloud API payload and returns
+    /// it (changed or not, checked against WhatsApp's schema again), or `()` to drop it.
     pub output: Option<String>,
-    /// Runs after each turn.
+    /// Defines `fn finished(turn)`: runs after each turn with `turn.message` and
+    /// `turn.sent` (the payloads sent); may set `vars` and `profile`.
     pub finished: Option<String>,
 }
 

@@ -9,7 +9,7 @@ pub mod fake_graph;
 
 use crate::diag::Pos;
 use crate::engine::{
-    self, Action, Event, EventKind, NO_FAILURE_REASON, NodeAt, OfflineHost, Outgoing, Session,
+    self, Action, Event, EventKind, NO_FAILURE_REASON, NodeAt, OfflineHost, Session,
 };
 use crate::flow::{Bot, MediaKind};
 use crate::render::{self, terminal};
@@ -18,6 +18,7 @@ use crate::spec::test::{
     RawBotExpect, RawFailed, RawFailedDetails, RawMessageExpect, RawMessageFields, RawStatus,
     RawStep, RawTestFile, RawTestMedia, RawUserEvent, RawUserInput,
 };
+use crate::transform::{self, Sent, Step};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -79,7 +80,7 @@ struct Runner<'a> {
     clock: i64,
     counter: u64,
     /// Messages the bot sent that no `bot:` step has checked yet.
-    pending: VecDeque<Outgoing>,
+    pending: VecDeque<Sent>,
     /// The node of every message the bot sent, in order: what a `status:` step can
     /// report on, as `serve` finds a status's message among those it sent.
     sent: Vec<NodeAt>,
@@ -246,40 +247,49 @@ impl<'a> Runner<'a> {
     /// payload WhatsApp would reject fails the step.
     fn play(&mut self, event: &Event) -> Result<(), String> {
         let session = std::mem::replace(&mut self.session, Session::new("", 0));
+        let wa_id = session.contact.wa_id.clone();
         // No effect performers yet (http mocks come with the http node): an effect is
         // `Unsupported`, which stops the test with the engine's error.
-        let turn = engine::run(
+        let turn = transform::run(
             self.bot,
             session,
             event,
             self.clock,
             &self.host,
             &mut engine::NoEffects,
+            &wa_id,
         );
         self.session = turn.session;
-        for action in turn.actions {
-            match action {
-                Action::Send(o) => {
-                    let payload = render::payload(
-                        &self.session.contact.wa_id,
-                        &o.message,
-                        o.reply_to.as_deref(),
-                    );
-                    if let Err(problems) = render::check(&payload) {
+        for step in turn.steps {
+            let action = match step {
+                Step::Send(sent) => {
+                    // A payload the output transformer changed was checked then.
+                    if !sent.transformed
+                        && let Err(problems) = render::check(&sent.payload)
+                    {
                         return Err(format!(
                             "{}.{} rendered a payload WhatsApp would reject:\n    {}\n    {}",
-                            o.at.flow,
-                            o.at.node,
+                            sent.out.at.flow,
+                            sent.out.at.node,
                             problems.join("\n    "),
-                            payload
+                            sent.payload
                         ));
                     }
-                    self.sent.push(o.at.clone());
-                    self.pending.push_back(*o);
+                    self.sent.push(sent.out.at.clone());
+                    self.pending.push_back(*sent);
+                    continue;
                 }
+                // `serve` goes on without the transformer; a test stops, so the
+                // error is found before the bot serves.
+                Step::TransformerFailed(p) => return Err(format!("{p}")),
+                Step::Other(action) => action,
+            };
+            match action {
                 Action::Error(p) => return Err(format!("the bot stopped with an error: {p}")),
                 Action::Pause(d) => self.clock += d.as_secs() as i64,
-                Action::Warning(_)
+                // Messages come as `Step::Send`.
+                Action::Send(_)
+                | Action::Warning(_)
                 | Action::Ended
                 | Action::HandoverStarted { .. }
                 | Action::Effect { .. }
@@ -290,16 +300,17 @@ impl<'a> Runner<'a> {
     }
 
     fn bot_step(&mut self, expect: &RawBotExpect) -> Result<(), String> {
-        let Some(out) = self.pending.pop_front() else {
+        let Some(sent) = self.pending.pop_front() else {
             return Err("expected a message from the bot, but it sent nothing more".into());
         };
+        let out = &sent.out;
         let sent_by = self
             .bot
             .node_by_id(&out.at.flow, &out.at.node)
             .map(|r| self.bot.node(r).kind.name())
             .unwrap_or_default();
         let check = match expect {
-            RawBotExpect::Text(pattern) => match out.message.main_text() {
+            RawBotExpect::Text(pattern) => match sent_text(&sent) {
                 Some(text) => {
                     matches(pattern, text).map_err(|_| format!("expected the text {pattern:?}"))
                 }
@@ -314,7 +325,7 @@ impl<'a> Runner<'a> {
                 if kind != sent_by && kind != out.message.kind_name() {
                     Err(format!("expected a {kind} message"))
                 } else {
-                    self.check_message(&out, expect)
+                    self.check_message(&sent, expect)
                 }
             }
         };
@@ -323,15 +334,16 @@ impl<'a> Runner<'a> {
                 "{why}\n  received from {}.{} ({sent_by}):\n{}",
                 out.at.flow,
                 out.at.node,
-                indent(&out)
+                indent(&sent)
             )
         })
     }
 
-    fn check_message(&self, out: &Outgoing, expect: &RawMessageExpect) -> Result<(), String> {
+    fn check_message(&self, sent: &Sent, expect: &RawMessageExpect) -> Result<(), String> {
+        let out = &sent.out;
         let fields = match expect {
             RawMessageExpect::Text(pattern) => {
-                let text = out.message.main_text().unwrap_or_default();
+                let text = sent_text(sent).unwrap_or_default();
                 return matches(pattern, text)
                     .map_err(|_| format!("expected the text {pattern:?}"));
             }
@@ -350,12 +362,8 @@ impl<'a> Runner<'a> {
             name,
             payload,
         } = fields.as_ref();
-        let rendered = render::payload(
-            &self.session.contact.wa_id,
-            &out.message,
-            out.reply_to.as_deref(),
-        );
-        let text = out.message.main_text().unwrap_or_default();
+        let rendered = &sent.payload;
+        let text = sent_text(sent).unwrap_or_default();
         let interactive = &rendered["interactive"];
         let check =
             |what: &str, pattern: &Option<String>, actual: Option<&str>| -> Result<(), String> {
@@ -414,7 +422,7 @@ impl<'a> Runner<'a> {
             }
         }
         if let Some(expected) = payload {
-            partial_match(expected, &rendered, "")
+            partial_match(expected, rendered, "")
                 .map_err(|e| format!("the payload differs: {e}"))?;
         }
         Ok(())
@@ -445,8 +453,22 @@ impl<'a> Runner<'a> {
     }
 }
 
-fn indent(out: &Outgoing) -> String {
-    terminal::describe(&out.message)
+/// The text the user gets: from the payload when the output transformer changed it.
+fn sent_text(sent: &Sent) -> Option<&str> {
+    if sent.transformed {
+        transform::payload_text(&sent.payload)
+    } else {
+        sent.out.message.main_text()
+    }
+}
+
+fn indent(sent: &Sent) -> String {
+    let lines = if sent.transformed {
+        transform::payload_lines(&sent.payload)
+    } else {
+        terminal::describe(&sent.out.message)
+    };
+    lines
         .iter()
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()

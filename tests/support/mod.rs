@@ -1,4 +1,4 @@
-//! Helpers shared by the tests that run the real `parlance` binary. Each test file that
+//! Helpers shared by the integration tests (most run the real `parlance` binary). Each test file that
 //! needs them says `mod support;`; not every file uses every helper.
 #![allow(dead_code)]
 
@@ -15,6 +15,18 @@ pub fn parlance() -> Command {
         }
     }
     cmd
+}
+
+/// Writes a bot folder in a new temporary directory: `files` are (relative path,
+/// content).
+pub fn bot_folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, content) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
 }
 
 /// A loopback port that was free a moment ago.

@@ -23,6 +23,10 @@
 //! - records: statuses and sent lookups; delete_user erases everything of a user on
 //!   every number (statuses too) and is idempotent; purge forgets old dedupe keys (an
 //!   old id is new again), old sent records and old statuses (dated in seconds);
+//! - accept_turn (the direct path): dedupe record, session and outbox in one step, the
+//!   messages at (the item's new id, index), ordered among the user's other turns;
+//!   declined with nothing written while the user has items waiting; a duplicate or a
+//!   stale lease writes nothing. A store that takes no direct turns always declines;
 //! - a queued message is never overwritten: a commit onto a queued [`OutKey`] is
 //!   refused; a user's item ids only grow (timers and erasure too);
 //! - many concurrent accepts and commits from several tasks and two racing holders keep
@@ -33,8 +37,8 @@
 //! one transaction per call).
 
 use super::{
-    Accepted, CommitError, DeadLetter, Durable, Item, ItemId, ItemKind, Lease, Millis, NewItem,
-    NewOutgoing, NewTimer, OutKey, Outgoing, TurnCommit,
+    Accepted, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable, Item, ItemId,
+    ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, TurnCommit,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord};
@@ -62,6 +66,7 @@ where
     stale_lease_is_fenced_everywhere(fresh().await).await;
     commit_turn_writes_everything_together(fresh().await).await;
     commit_for_a_handled_item_is_fenced(fresh().await).await;
+    direct_turns_commit_in_one_step(fresh().await).await;
     commit_for_another_users_item_is_fenced(fresh().await).await;
     outbox_drains_in_order(fresh().await).await;
     a_queued_message_is_never_overwritten(fresh().await).await;
@@ -684,6 +689,160 @@ pub async fn commit_turn_writes_everything_together(store: Arc<dyn Durable>) {
         vec![timer("wait", 7_000, "wake sooner")]
     );
     assert_eq!(drain(&*store, &l, 7).await, ["first", "second", "third"]);
+}
+
+fn direct(item: NewItem, session: Session, bodies: &[&str]) -> DirectTurn {
+    DirectTurn {
+        item,
+        session,
+        outgoing: bodies
+            .iter()
+            .map(|b| DirectOutgoing {
+                not_before: 0,
+                body: (*b).to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// The direct path: a turn run before its item was stored commits the dedupe record, the
+/// session and its messages in one step, queued among the user's other turns; it never
+/// overtakes an item waiting in the inbox.
+pub async fn direct_turns_commit_in_one_step(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let l = lease(&*store, &ada, "a", 0).await;
+    let first = direct(
+        msg(&ada, Some("wamid.d1"), "hi", 3),
+        session("ada", 1, 5),
+        &["one", "two"],
+    );
+    if !store.takes_direct_turns() {
+        assert_eq!(
+            store.accept_turn(&l, 5, first).await.unwrap(),
+            Direct::Declined
+        );
+        assert_eq!(store.load_session(&ada).await.unwrap(), None);
+        accept_one(&*store, msg(&ada, Some("wamid.d1"), "hi", 3)).await;
+        return;
+    }
+    // An earlier turn's message is still queued: the direct turn's go after it.
+    let earlier = accept_one(&*store, msg(&ada, None, "earlier", 1)).await;
+    store
+        .commit_turn(
+            &l,
+            4,
+            turn(
+                earlier,
+                session("ada", 1, 4),
+                vec![out(earlier.0, 0, "zero")],
+            ),
+        )
+        .await
+        .unwrap();
+    let Direct::Committed(id) = store.accept_turn(&l, 5, first).await.unwrap() else {
+        panic!("a user with an empty inbox takes the direct path");
+    };
+    assert!(id > earlier, "{id:?} after {earlier:?}");
+    assert_eq!(
+        store.load_session(&ada).await.unwrap(),
+        Some(session("ada", 1, 5))
+    );
+    assert_eq!(
+        store.next_item(&ada).await.unwrap(),
+        None,
+        "the item never waits"
+    );
+    assert_eq!(
+        store
+            .accept(vec![msg(&ada, Some("wamid.d1"), "hi", 3)])
+            .await
+            .unwrap(),
+        [Accepted::Duplicate],
+        "a redelivery of a direct turn's message is a duplicate"
+    );
+    // A redelivery run directly again writes nothing either.
+    let again = direct(
+        msg(&ada, Some("wamid.d1"), "hi", 3),
+        session("ada", 9, 9),
+        &["x"],
+    );
+    assert_eq!(
+        store.accept_turn(&l, 6, again).await.unwrap(),
+        Direct::Duplicate
+    );
+    assert_eq!(store.load_session(&ada).await.unwrap().unwrap().turn, 1);
+    let queued = store.next_outgoing(&ada).await.unwrap().unwrap();
+    assert_eq!(
+        queued.at,
+        OutKey {
+            turn: earlier.0,
+            index: 0
+        }
+    );
+    // The messages are due at the commit's `now` and keyed by the new id.
+    let l2 = store.renew(&l, 7, MIN).await.unwrap().unwrap();
+    store
+        .mark_sent(&l2, 7, queued.at, sent_record("wamid.s0", &ada, 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_outgoing(&ada).await.unwrap(),
+        Some(Outgoing {
+            key: ada.clone(),
+            at: OutKey {
+                turn: id.0,
+                index: 0
+            },
+            body: "one".into(),
+            attempts: 0,
+            ambiguous: 0,
+            not_before: 5,
+        })
+    );
+    assert_eq!(drain(&*store, &l2, 8).await, ["one", "two"]);
+    // With an item waiting, the direct path declines and writes nothing: not even the
+    // dedupe key, so the same message can then be accepted and run in order.
+    let waiting = accept_one(&*store, msg(&ada, None, "waiting", 9)).await;
+    assert!(waiting > id, "{waiting:?} after {id:?}");
+    let behind = direct(
+        msg(&ada, Some("wamid.d2"), "b", 9),
+        session("ada", 7, 9),
+        &["y"],
+    );
+    assert_eq!(
+        store.accept_turn(&l2, 9, behind).await.unwrap(),
+        Direct::Declined
+    );
+    assert_eq!(store.load_session(&ada).await.unwrap().unwrap().turn, 1);
+    assert_eq!(store.next_outgoing(&ada).await.unwrap(), None);
+    accept_one(&*store, msg(&ada, Some("wamid.d2"), "b", 9)).await;
+    // Another user is not held up by ada's waiting items.
+    let bob = key("bob");
+    let lb = lease(&*store, &bob, "a", 9).await;
+    let bobs = direct(
+        msg(&bob, Some("wamid.d3"), "b", 9),
+        session("bob", 1, 9),
+        &["z"],
+    );
+    assert!(matches!(
+        store.accept_turn(&lb, 9, bobs).await.unwrap(),
+        Direct::Committed(_)
+    ));
+    // A stale lease writes nothing.
+    store.release(&lb).await.unwrap();
+    let taken = lease(&*store, &bob, "b", 10).await;
+    let stale = direct(
+        msg(&bob, Some("wamid.d4"), "b", 10),
+        session("bob", 2, 10),
+        &["w"],
+    );
+    assert_fenced(
+        store.accept_turn(&lb, 10, stale).await,
+        "a stale lease's direct turn",
+    );
+    assert_eq!(store.load_session(&bob).await.unwrap().unwrap().turn, 1);
+    assert_eq!(drain(&*store, &taken, 11).await, ["z"]);
+    accept_one(&*store, msg(&bob, Some("wamid.d4"), "b", 10)).await;
 }
 
 /// Two commits for one item: the second is Fenced and writes nothing (no double turn).

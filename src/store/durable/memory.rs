@@ -4,8 +4,8 @@
 //! Nothing survives the process.
 
 use super::{
-    Accepted, CommitError, DeadLetter, Durable, Item, ItemId, Lease, Millis, NewItem, NewTimer,
-    OutKey, Outgoing, TurnCommit,
+    Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, Lease, Millis,
+    NewItem, NewTimer, OutKey, Outgoing, TurnCommit,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError};
@@ -61,6 +61,34 @@ impl Inner {
             .is_some_and(|l| l.holder == lease.holder && l.token == lease.token && now < l.until)
     }
 
+    /// Records the item's dedupe key: `false` when it was recorded before (a
+    /// duplicate), `true` when it is new or the item has none.
+    fn first_seen(&mut self, item: &NewItem) -> bool {
+        let Some(dedupe) = &item.dedupe else {
+            return true;
+        };
+        if self.dedupe.contains_key(dedupe) {
+            return false;
+        }
+        self.dedupe.insert(dedupe.clone(), item.at);
+        true
+    }
+
+    /// Puts a message in the user's outbox at `at`, with no attempts yet.
+    fn queue(&mut self, key: &SessionKey, at: OutKey, body: String, not_before: Millis) {
+        self.outbox.insert(
+            (key.clone(), at),
+            Outgoing {
+                key: key.clone(),
+                at,
+                body,
+                attempts: 0,
+                ambiguous: 0,
+                not_before,
+            },
+        );
+    }
+
     fn push_item(&mut self, item: NewItem) -> ItemId {
         self.last_item += 1;
         let id = ItemId(self.last_item);
@@ -103,12 +131,9 @@ impl Durable for MemoryDurable {
         let mut inner = self.lock();
         let mut answers = Vec::with_capacity(items.len());
         for item in items {
-            if let Some(dedupe) = &item.dedupe {
-                if inner.dedupe.contains_key(dedupe) {
-                    answers.push(Accepted::Duplicate);
-                    continue;
-                }
-                inner.dedupe.insert(dedupe.clone(), item.at);
+            if !inner.first_seen(&item) {
+                answers.push(Accepted::Duplicate);
+                continue;
             }
             answers.push(Accepted::Stored(inner.push_item(item)));
         }
@@ -206,17 +231,7 @@ impl Durable for MemoryDurable {
         inner.items.remove(&item);
         inner.sessions.insert(key.clone(), session);
         for o in outgoing {
-            inner.outbox.insert(
-                (key.clone(), o.at),
-                Outgoing {
-                    key: key.clone(),
-                    at: o.at,
-                    body: o.body,
-                    attempts: 0,
-                    ambiguous: 0,
-                    not_before: o.not_before.max(now),
-                },
-            );
+            inner.queue(key, o.at, o.body, o.not_before.max(now));
         }
         for t in timers {
             inner.timers.insert((key.clone(), t.name.clone()), t);
@@ -225,6 +240,42 @@ impl Durable for MemoryDurable {
             inner.timers.remove(&(key.clone(), name));
         }
         Ok(())
+    }
+
+    async fn accept_turn(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        turn: DirectTurn,
+    ) -> Result<Direct, CommitError> {
+        let mut inner = self.lock();
+        let key = &lease.key;
+        if !inner.holds(lease, now) {
+            return Err(CommitError::Fenced);
+        }
+        if inner.items.values().any(|i| &i.key == key) {
+            return Ok(Direct::Declined);
+        }
+        let DirectTurn {
+            item,
+            session,
+            outgoing,
+        } = turn;
+        if !inner.first_seen(&item) {
+            return Ok(Direct::Duplicate);
+        }
+        inner.last_item += 1;
+        let id = ItemId(inner.last_item);
+        inner.sessions.insert(key.clone(), session);
+        for (index, o) in (0u32..).zip(outgoing) {
+            let at = OutKey { turn: id.0, index };
+            inner.queue(key, at, o.body, o.not_before.max(now));
+        }
+        Ok(Direct::Committed(id))
+    }
+
+    fn takes_direct_turns(&self) -> bool {
+        true
     }
 
     async fn move_aside(
@@ -340,17 +391,7 @@ impl Durable for MemoryDurable {
             .map(|(_, at)| *at)
             .next_back();
         let at = after(d.at, last);
-        inner.outbox.insert(
-            (d.key.clone(), at),
-            Outgoing {
-                key: d.key,
-                at,
-                body: d.body,
-                attempts: 0,
-                ambiguous: 0,
-                not_before: now,
-            },
-        );
+        inner.queue(&d.key, at, d.body, now);
         Ok(true)
     }
 

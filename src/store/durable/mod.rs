@@ -225,6 +225,41 @@ pub struct TurnCommit {
     pub cancel_timers: Vec<String>,
 }
 
+/// A turn run as soon as its message arrived, before the message was stored: the
+/// direct path, taken when the user has no work waiting, which saves storing the item
+/// and reading it back. Committed by [`Durable::accept_turn`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectTurn {
+    /// The item the turn handled. Its dedupe key is recorded (a redelivery is a
+    /// duplicate); the item itself never waits in the inbox.
+    pub item: NewItem,
+    /// The user's session after the turn.
+    pub session: Session,
+    /// The turn's messages, in order: message `i` is queued at (the id the item gets,
+    /// `i`), due at its `not_before` or the commit's `now` when that is earlier.
+    pub outgoing: Vec<DirectOutgoing>,
+}
+
+/// One message of a [`DirectTurn`]; its place in the outbox comes from the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectOutgoing {
+    pub not_before: Millis,
+    pub body: String,
+}
+
+/// What [`Durable::accept_turn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// Committed: the item got this id, the turn of its outgoing messages.
+    Committed(ItemId),
+    /// Its dedupe key was stored before: nothing was written.
+    Duplicate,
+    /// The user has items waiting in the inbox, which go first, or the store takes no
+    /// direct turns: nothing was written. Store the item with [`Durable::accept`] and
+    /// let the worker run it in order.
+    Declined,
+}
+
 /// Why a write under a lease did not happen.
 #[derive(Debug)]
 pub enum CommitError {
@@ -337,6 +372,29 @@ pub trait Durable: Send + Sync {
         now: Millis,
         commit: TurnCommit,
     ) -> Result<(), CommitError>;
+
+    /// Stores `turn.item` as handled and commits its turn, in one atomic step under
+    /// `lease`: records the dedupe key, saves the session and queues the outgoing
+    /// messages at (the item's new id, index), as [`Durable::accept`] followed by
+    /// [`Durable::commit_turn`] would, but in one write. [`Direct::Declined`], with
+    /// nothing written, when the user has items in the inbox (they go first) or the
+    /// store does not take direct turns ([`Durable::takes_direct_turns`]).
+    /// [`CommitError::Fenced`], with nothing written, when the lease is not held at
+    /// `now`.
+    async fn accept_turn(
+        &self,
+        _lease: &Lease,
+        _now: Millis,
+        _turn: DirectTurn,
+    ) -> Result<Direct, CommitError> {
+        Ok(Direct::Declined)
+    }
+
+    /// Whether [`Durable::accept_turn`] may commit (else it always declines, and the
+    /// caller need not run the turn first).
+    fn takes_direct_turns(&self) -> bool {
+        false
+    }
 
     /// Moves an item the delivery side cannot read (a body written by a newer version,
     /// damage) out of the user's inbox, keeping it aside with `why` for people to look

@@ -5,7 +5,8 @@
 //! ([`keys`]), so on a Redis Cluster they all live in one slot, and every step the
 //! contract calls atomic is one Lua script ([`scripts`]) over that user's keys only:
 //! accept (dedupe `SET NX` with an 8-day TTL + inbox append), commit_turn (item removal +
-//! session + outbox append + timers), mark_sent (outbox removal + sent record),
+//! session + outbox append + timers), accept_turn (the direct path: dedupe + session +
+//! outbox append, declined while the inbox holds items), mark_sent (outbox removal + sent record),
 //! dead_letter, replay. Fencing is checked inside the same script: the lease's holder
 //! and token are compared before the first write.
 //!
@@ -84,8 +85,8 @@ mod turns;
 mod tests;
 
 use super::{
-    Accepted, CommitError, DeadLetter, Durable, Item, ItemId, ItemKind, Lease, Millis, NewItem,
-    NewTimer, OutKey, Outgoing, TurnCommit,
+    Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -119,6 +120,7 @@ const ITEM_HINT: Millis = 0;
 
 struct Scripts {
     accept: Script,
+    accept_turn: Script,
     next_item: Script,
     move_aside: Script,
     acquire: Script,
@@ -144,6 +146,7 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             accept: Script::new(scripts::ACCEPT),
+            accept_turn: Script::new(&scripts::accept_turn()),
             next_item: Script::new(scripts::NEXT_ITEM),
             move_aside: Script::new(scripts::MOVE_ASIDE),
             acquire: Script::new(scripts::ACQUIRE),
@@ -455,6 +458,19 @@ impl Durable for RedisDurable {
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
         turns::load_session(self, key).await
+    }
+
+    async fn accept_turn(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        turn: DirectTurn,
+    ) -> Result<Direct, CommitError> {
+        inbox::accept_turn(self, lease, now, turn).await
+    }
+
+    fn takes_direct_turns(&self) -> bool {
+        true
     }
 
     async fn commit_turn(

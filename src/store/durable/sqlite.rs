@@ -39,8 +39,8 @@
 //! `d_sessions` has the shape of `sessions`, for a later migration.
 
 use super::{
-    Accepted, CommitError, DeadLetter, Durable, Item, ItemId, ItemKind, Lease, Millis, NewItem,
-    NewTimer, OutKey, Outgoing, TurnCommit, memory::after,
+    Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, memory::after,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -73,6 +73,10 @@ const IDLE_READERS: usize = 8;
 // (`tests::hot_reads_are_compiled_once` keeps it so.)
 pub(super) const NEXT_ITEM: &str = "SELECT id, kind, body, at FROM d_items
      WHERE phone_number_id = +?1 AND user = +?2 ORDER BY id LIMIT 1";
+// Whether the user has an item waiting (a direct turn must not overtake it). No ORDER
+// BY, so bare parameters (and the `d_items_key` index) do not cost a re-compile.
+pub(super) const USER_HAS_ITEMS: &str =
+    "SELECT 1 FROM d_items WHERE phone_number_id = ?1 AND user = ?2 LIMIT 1";
 pub(super) const NEXT_OUTGOING: &str =
     "SELECT rowid, turn, idx, body, attempts, ambiguous, not_before FROM d_outbox
      WHERE phone_number_id = +?1 AND user = +?2 ORDER BY turn, idx LIMIT 1";
@@ -224,9 +228,10 @@ impl SqliteDurable {
     }
 
     /// A write under a lease.
-    async fn write_leased<F>(&self, work: F) -> Result<(), CommitError>
+    async fn write_leased<T, F>(&self, work: F) -> Result<T, CommitError>
     where
-        F: FnOnce(&Connection) -> WriteResult<()> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
     {
         self.write(work).await.map_err(|e| match e {
             WriteError::Store(e) => CommitError::Store(e),
@@ -500,6 +505,18 @@ fn require_lease(leases: &Leases, lease: &Lease, now: Millis) -> WriteResult<()>
     }
 }
 
+/// Records the item's dedupe key: `false` when it was recorded before (a duplicate),
+/// `true` when it is new or the item has none.
+fn first_seen(conn: &Connection, item: &NewItem) -> rusqlite::Result<bool> {
+    let Some(dedupe) = &item.dedupe else {
+        return Ok(true);
+    };
+    let fresh = conn
+        .prepare_cached("INSERT OR IGNORE INTO d_dedupe (key, at) VALUES (?1, ?2)")?
+        .execute(params![dedupe, item.at])?;
+    Ok(fresh > 0)
+}
+
 fn insert_item(conn: &Connection, item: &NewItem) -> rusqlite::Result<ItemId> {
     conn.prepare_cached(
         "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -512,6 +529,26 @@ fn insert_item(conn: &Connection, item: &NewItem) -> rusqlite::Result<ItemId> {
         item.at
     ])?;
     Ok(ItemId(uint(conn.last_insert_rowid())))
+}
+
+fn save_session(
+    conn: &Connection,
+    key: &SessionKey,
+    data: &str,
+    updated_at: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO d_sessions (phone_number_id, user, version, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (phone_number_id, user) DO UPDATE SET version = ?3, data = ?4, updated_at = ?5",
+    )?
+    .execute(params![
+        key.phone_number_id,
+        key.user,
+        SESSION_VERSION,
+        data,
+        updated_at
+    ])?;
+    Ok(())
 }
 
 fn insert_outgoing(
@@ -549,14 +586,9 @@ impl Durable for SqliteDurable {
         self.write_plain(move |conn| {
             let mut answers = Vec::with_capacity(items.len());
             for item in &items {
-                if let Some(dedupe) = &item.dedupe {
-                    let fresh = conn
-                        .prepare_cached("INSERT OR IGNORE INTO d_dedupe (key, at) VALUES (?1, ?2)")?
-                        .execute(params![dedupe, item.at])?;
-                    if fresh == 0 {
-                        answers.push(Accepted::Duplicate);
-                        continue;
-                    }
+                if !first_seen(conn, item)? {
+                    answers.push(Accepted::Duplicate);
+                    continue;
                 }
                 answers.push(Accepted::Stored(insert_item(conn, item)?));
             }
@@ -657,17 +689,7 @@ impl Durable for SqliteDurable {
             if removed == 0 {
                 return Err(WriteError::Fenced);
             }
-            conn.prepare_cached(
-                "INSERT INTO d_sessions (phone_number_id, user, version, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (phone_number_id, user) DO UPDATE SET version = ?3, data = ?4, updated_at = ?5",
-            )?
-            .execute(params![
-                key.phone_number_id,
-                key.user,
-                SESSION_VERSION,
-                data,
-                session.updated_at
-            ])?;
+            save_session(conn, key, &data, session.updated_at)?;
             let mut places = std::collections::HashSet::new();
             for o in &outgoing {
                 let queued = conn
@@ -696,6 +718,53 @@ impl Durable for SqliteDurable {
             Ok(())
         })
         .await
+    }
+
+    async fn accept_turn(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        turn: DirectTurn,
+    ) -> Result<Direct, CommitError> {
+        let lease = lease.clone();
+        // Encoded here, off the writer thread: the writer only writes.
+        let data = encode(&turn.session)?;
+        let leases = Arc::clone(&self.leases);
+        self.write_leased(move |conn| {
+            require_lease(&leases, &lease, now)?;
+            let key = &lease.key;
+            let waiting = conn
+                .prepare_cached(USER_HAS_ITEMS)?
+                .exists(params![key.phone_number_id, key.user])?;
+            if waiting {
+                return Ok(Direct::Declined);
+            }
+            let DirectTurn {
+                item,
+                session,
+                outgoing,
+            } = turn;
+            if !first_seen(conn, &item)? {
+                return Ok(Direct::Duplicate);
+            }
+            // The item takes its id from the inbox's sequence, like every item, so
+            // its messages sort among the user's other turns; it is handled already,
+            // so its row goes at once (inside this transaction: it is never seen).
+            let id = insert_item(conn, &item)?;
+            conn.prepare_cached("DELETE FROM d_items WHERE id = ?1")?
+                .execute(params![int(id.0)])?;
+            save_session(conn, key, &data, session.updated_at)?;
+            for (index, o) in (0u32..).zip(&outgoing) {
+                let at = OutKey { turn: id.0, index };
+                insert_outgoing(conn, key, at, &o.body, o.not_before.max(now))?;
+            }
+            Ok(Direct::Committed(id))
+        })
+        .await
+    }
+
+    fn takes_direct_turns(&self) -> bool {
+        true
     }
 
     async fn move_aside(

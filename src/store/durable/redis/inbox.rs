@@ -258,6 +258,84 @@ pub(super) async fn accept(
     }
 }
 
+/// The direct path ([`Durable::accept_turn`]): the dedupe claim, then one script on the
+/// user's keys that checks the lease and the empty inbox, records the user's dedupe
+/// record, saves the session and queues the messages. Hints and claims as for
+/// `accept` and `commit_turn` (see the module docs).
+pub(super) async fn accept_turn(
+    store: &RedisDurable,
+    lease: &Lease,
+    now: Millis,
+    turn: DirectTurn,
+) -> Result<Direct, CommitError> {
+    let keys = store.user(&lease.key);
+    let DirectTurn {
+        item,
+        session,
+        outgoing,
+    } = turn;
+    if let Some(d) = &item.dedupe
+        && !store.claim(&keys, d, item.at).await?
+    {
+        return Ok(Direct::Duplicate);
+    }
+    let data = encode(&session)?;
+    if !outgoing.is_empty() {
+        store.hint(Index::Work, &keys.tag, now).await?;
+    }
+    for _ in 0..ID_RACE_RETRIES {
+        let id = store.reserve_ids(1).await?;
+        let mut call = store.scripts.accept_turn.prepare_invoke();
+        call.key(keys.lease())
+            .key(keys.last_id())
+            .key(keys.inbox())
+            .key(keys.session())
+            .key(keys.outbox())
+            .key(keys.outbox_seq())
+            .key(keys.outgoing());
+        if let Some(d) = &item.dedupe {
+            call.key(keys.dedupe(d));
+        }
+        call.arg(&lease.holder)
+            .arg(lease.token)
+            .arg(now)
+            .arg(id)
+            .arg(if item.dedupe.is_some() { "1" } else { "0" })
+            .arg(DEDUPE_TTL.as_millis() as u64)
+            .arg(item.at)
+            .arg(SESSION_VERSION)
+            .arg(&data)
+            .arg(session.updated_at)
+            .arg(outgoing.len());
+        for (index, o) in (0u32..).zip(&outgoing) {
+            call.arg(member(OutKey { turn: id, index }))
+                .arg(&o.body)
+                .arg(o.not_before.max(now));
+        }
+        let done: i64 = call.invoke_async(&mut store.con()).await.map_err(err)?;
+        match done {
+            1 => {
+                // Again after the write (see `accept_user`).
+                if !outgoing.is_empty() {
+                    store.hint(Index::Work, &keys.tag, now).await?;
+                }
+                if let Some(d) = &item.dedupe {
+                    store.claimed_and_stored(&keys, d, item.at).await?;
+                }
+                return Ok(Direct::Committed(ItemId(id)));
+            }
+            2 => return Ok(Direct::Duplicate),
+            0 => return Err(CommitError::Fenced),
+            -3 => return Ok(Direct::Declined),
+            -1 => {}
+            _ => return Err(CommitError::Store(corrupt("accept_turn reply"))),
+        }
+    }
+    Err(CommitError::Store(StoreError(
+        "redis: item ids kept racing; try again".into(),
+    )))
+}
+
 pub(super) async fn next_item(
     store: &RedisDurable,
     key: &SessionKey,

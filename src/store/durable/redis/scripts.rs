@@ -162,6 +162,38 @@ return 1
     )
 }
 
+/// The direct path: a turn run before its item was stored, committed with the item's
+/// dedupe record. KEYS: lease, last, inbox, session, outbox, outbox seq, outgoing, then
+/// the user's dedupe record when ARGV[5] is '1'. ARGV: holder, token, now, id, has
+/// dedupe ('1'/'0'), dedupe TTL (ms), at, session version, session data, session at,
+/// outgoing count, (member, body, not_before)*. Returns 0 when fenced, -3 when the user
+/// has items waiting (declined), -1 when the id is not above the user's last (reserve
+/// another), 2 for a duplicate, all with nothing written; else 1.
+pub(crate) fn accept_turn() -> String {
+    format!(
+        "{HELD}
+if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+if redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[4]) <= last then return -1 end
+if ARGV[5] == '1' then
+  if not redis.call('SET', KEYS[8], ARGV[7], 'NX', 'PX', ARGV[6]) then return 2 end
+end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[4], 'v', ARGV[8], 'data', ARGV[9], 'at', ARGV[10])
+local i = 12
+for _ = 1, tonumber(ARGV[11]) do
+  local m = ARGV[i]
+  local seq = redis.call('INCR', KEYS[6])
+  redis.call('ZADD', KEYS[5], seq, m)
+  redis.call('HSET', KEYS[7], m .. ':b', ARGV[i + 1], m .. ':n', '0', m .. ':a', '0', m .. ':t', ARGV[i + 2])
+  i = i + 3
+end
+return 1
+"
+    )
+}
+
 /// KEYS: out, outmsg. Returns nil or {member, body, attempts, ambiguous, not_before}.
 pub(crate) const NEXT_OUTGOING: &str = r"
 local m = redis.call('ZRANGE', KEYS[1], 0, 0)

@@ -565,6 +565,7 @@ fn hot_reads_are_compiled_once() {
     conn.execute_batch(super::schema::SCHEMA).expect("schema");
     for (sql, index) in [
         (super::NEXT_ITEM, "d_items_key"),
+        (super::USER_HAS_ITEMS, "d_items_key"),
         (super::NEXT_OUTGOING, "sqlite_autoindex_d_outbox_1"),
     ] {
         for user in 0..10 {
