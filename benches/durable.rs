@@ -54,7 +54,7 @@ async fn one_turn(store: &dyn Durable, user: &mut User, seq: u64) {
             &user.lease,
             2,
             TurnCommit {
-                item: item.id,
+                item: Some(item.id),
                 session: user.session.clone(),
                 outgoing: vec![NewOutgoing {
                     at,

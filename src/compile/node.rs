@@ -17,6 +17,12 @@ use std::time::Duration;
 
 /// Default timeout of an `http` node.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest timeout an `http` node may set: a user's later messages wait for it.
+pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of an idempotent `http` call unless the node says otherwise.
+pub const DEFAULT_HTTP_RETRIES: u32 = 2;
+/// The most retries an `http` node may ask for.
+pub const MAX_HTTP_RETRIES: u32 = 5;
 
 /// Every flow and node id of the bot, for resolving targets.
 pub(crate) struct Names {
@@ -1366,36 +1372,88 @@ impl Ctx<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), self.text(v, &path.key("headers").key(k))))
             .collect();
-        let body = match (&raw.json, &raw.form) {
-            (Some(_), Some(_)) => {
-                self.report(
-                    path,
-                    Code::InvalidValue,
-                    "give `json` or `form`, not both",
-                    Some("keep one: `json` sends a JSON body, `form` a form-encoded one".into()),
-                );
-                HttpBody::None
-            }
-            (Some(_), None) => {
+        let query = raw
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), self.text(v, &path.key("query").key(k))))
+            .collect();
+        let body = match (&raw.json, &raw.form, &raw.body) {
+            (Some(_), None, None) => {
                 let json = self.raw_json(&path.key("json")).unwrap_or(Value::Null);
                 HttpBody::Json(self.json(&json, &path.key("json")))
             }
-            (None, Some(form)) => HttpBody::Form(
+            (None, Some(form), None) => HttpBody::Form(
                 form.iter()
                     .map(|(k, v)| (k.clone(), self.text(v, &path.key("form").key(k))))
                     .collect(),
             ),
-            (None, None) => HttpBody::None,
+            (None, None, Some(body)) => HttpBody::Text(self.text(body, &path.key("body"))),
+            (None, None, None) => HttpBody::None,
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                self.report(
+                    path,
+                    Code::InvalidValue,
+                    "give one of `json`, `form` and `body`",
+                    Some("keep one: `json` sends a JSON body, `form` a form-encoded one, `body` text as written".into()),
+                );
+                HttpBody::None
+            }
         };
         let timeout = raw.timeout.as_ref().map_or(DEFAULT_HTTP_TIMEOUT, |t| {
-            self.duration(t, &path.key("timeout"))
+            let p = path.key("timeout");
+            let d = self.duration(t, &p);
+            if d > MAX_HTTP_TIMEOUT || d.is_zero() {
+                self.report(
+                    &p,
+                    Code::InvalidValue,
+                    format!(
+                        "an http timeout must be more than 0s and at most {}s, found {}",
+                        MAX_HTTP_TIMEOUT.as_secs(),
+                        t.trim()
+                    ),
+                    Some("the user's next messages wait for the call; a slow backend should answer at once and send the result later".into()),
+                );
+            }
+            d
         });
+        let method = raw.method.unwrap_or(HttpMethod::Get);
+        let retries = match raw.retries {
+            None if method.idempotent() => DEFAULT_HTTP_RETRIES,
+            None | Some(0) => 0,
+            Some(n) if !method.idempotent() => {
+                self.report(
+                    &path.key("retries"),
+                    Code::InvalidValue,
+                    format!(
+                        "a {} request is never retried: sending it twice may do it twice",
+                        method.as_str()
+                    ),
+                    Some(
+                        "remove `retries`, or make the backend's call idempotent and use PUT"
+                            .into(),
+                    ),
+                );
+                n
+            }
+            Some(n) if n > MAX_HTTP_RETRIES => {
+                self.report(
+                    &path.key("retries"),
+                    Code::InvalidValue,
+                    format!("at most {MAX_HTTP_RETRIES} retries, found {n}"),
+                    None,
+                );
+                n
+            }
+            Some(n) => n,
+        };
         Http {
-            method: raw.method.unwrap_or(HttpMethod::Get),
+            method,
             url,
             headers,
+            query,
             body,
             timeout,
+            retries,
         }
     }
 

@@ -76,7 +76,7 @@ impl Runtime {
             session: session.clone(),
         };
         let commit = TurnCommit {
-            item: item.id,
+            item: Some(item.id),
             session,
             outgoing: (0u32..)
                 .zip(outgoing)

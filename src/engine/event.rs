@@ -80,8 +80,11 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EffectOutcome {
-    /// The http call answered: what the node's `save` stores.
+    /// The http call answered 2xx: what the node's `save` stores (`status`, `headers`,
+    /// `body`).
     Http(Value),
+    /// The http call failed: the node's `on_error`.
+    HttpFailed(HttpFailure),
     /// An agent queue took the conversation (handover).
     HandoverStarted,
     /// No agent can take it: the handover node's `on_unavailable`.
@@ -156,5 +159,56 @@ mod media_kind {
         ALL.into_iter()
             .find(|k| k.name() == name)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown media kind \"{name}\"")))
+    }
+}
+
+/// Why an `http` node's call failed: what an `on_error` branch reads as `message.error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpFailure {
+    pub kind: HttpErrorKind,
+    /// The answer's status, when there was an answer.
+    pub status: Option<u16>,
+    /// What went wrong, for people (no secrets: URLs without their query).
+    pub message: String,
+    /// The answer (`status`, `headers`, `body`) when there was one: stored in `save`
+    /// too, so a branch can read a backend's error body.
+    pub response: Option<Value>,
+}
+
+/// The kinds of [`HttpFailure`], as `message.error.kind` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpErrorKind {
+    /// The answer's status was not 2xx (`message.error.status` has it).
+    Status,
+    /// No answer within the node's `timeout`.
+    Timeout,
+    /// No connection (refused, unknown host, TLS).
+    Connect,
+    /// The host may not be called (`http.allow_hosts`; link-local and cloud-metadata
+    /// addresses unless listed).
+    Forbidden,
+    /// The answer's body was over the size limit.
+    TooLarge,
+    /// The answer said it was JSON and was not.
+    InvalidJson,
+    /// A redirect was not followed (too many, or to a host that may not be called).
+    Redirect,
+    /// `parlance test` reached the node without a mock, or `parlance chat --no-http`.
+    NotCalled,
+}
+
+impl HttpErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpErrorKind::Status => "status",
+            HttpErrorKind::Timeout => "timeout",
+            HttpErrorKind::Connect => "connect",
+            HttpErrorKind::Forbidden => "forbidden",
+            HttpErrorKind::TooLarge => "too_large",
+            HttpErrorKind::InvalidJson => "invalid_json",
+            HttpErrorKind::Redirect => "redirect",
+            HttpErrorKind::NotCalled => "not_called",
+        }
     }
 }

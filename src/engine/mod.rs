@@ -20,9 +20,9 @@ pub mod fit;
 pub mod message;
 pub mod session;
 
-pub use event::{EffectOutcome, Event, EventKind, NO_FAILURE_REASON};
+pub use event::{EffectOutcome, Event, EventKind, HttpErrorKind, HttpFailure, NO_FAILURE_REASON};
 pub use message::Message;
-pub use session::{NodeAt, Session, ShownChoice, State};
+pub use session::{NodeAt, OutboxPlace, Session, ShownChoice, State};
 
 use crate::flow::{
     Bot, FlowIdx, HttpBody, HttpMethod, JsonTemplate, MediaSource, Next, Node, NodeKind, NodeRef,
@@ -129,14 +129,43 @@ impl std::fmt::Display for Problem {
 }
 
 /// An `http` node's request, rendered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HttpRequest {
     pub method: HttpMethod,
+    /// The URL as rendered, without `query`.
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub json: Option<Value>,
-    pub form: Option<Vec<(String, String)>>,
+    /// Query parameters to add to `url`, not yet encoded.
+    pub query: Vec<(String, String)>,
+    pub body: RequestBody,
+    #[serde(with = "duration_ms")]
     pub timeout: Duration,
+    /// Tries after the first, for a timeout, a connection error, a 5xx or a 429.
+    pub retries: u32,
+}
+
+/// An `http` node's body, rendered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestBody {
+    None,
+    Json(Value),
+    Form(Vec<(String, String)>),
+    Text(String),
+}
+
+/// A `Duration` as whole milliseconds in JSON.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// Why an effect did not happen.
@@ -232,6 +261,55 @@ pub fn run_carrying(
         turn.session = next.session;
     }
     turn
+}
+
+/// The effect a session waits for (`State::Effect`), rendered again from its node, the
+/// session's variables and the turn's message: what a restart performs when the one
+/// asked for was lost with its process. (Rendered, not stored: an `http` node's
+/// headers may carry secrets from `env`.) `None` when the session waits for no effect;
+/// `Err` when its node is gone or no longer renders.
+pub fn pending_effect(
+    bot: &Bot,
+    session: &Session,
+    now: i64,
+    host: &dyn Host,
+) -> Option<Result<Effect, String>> {
+    let State::Effect { at, message, .. } = &session.state else {
+        return None;
+    };
+    let Some(r) = bot.node_by_id(&at.flow, &at.node) else {
+        return Some(Err(format!(
+            "the conversation waited for an effect of {}.{}, which no longer exists",
+            at.flow, at.node
+        )));
+    };
+    let run = Run {
+        carry: None,
+        bot,
+        session: session.clone(),
+        now,
+        host,
+        message: message.clone(),
+        actions: Vec::new(),
+        path: Vec::new(),
+        sent: 0,
+        paused: 0,
+        over_limit: false,
+        recovering: false,
+        here: Some(at.clone()),
+    };
+    Some(match &bot.node(r).kind {
+        NodeKind::Http(h) => run.http_request(r, h).map(Effect::Http),
+        NodeKind::Handover(h) => Ok(Effect::Handover {
+            queue: h.queue.clone(),
+        }),
+        kind => Err(format!(
+            "the conversation waited for an effect of {}.{}, which is a {} node now",
+            at.flow,
+            at.node,
+            kind.name()
+        )),
+    })
 }
 
 /// A host with no effects: `parlance chat`, `parlance test`, benchmarks.
@@ -443,7 +521,7 @@ impl Run<'_> {
     /// The outcome of the effect the session waits for: the node that asked for it goes
     /// on (`save` and `next`, `on_error`, `on_unavailable`, the handover itself).
     fn effect_result(&mut self, outcome: &EffectOutcome) {
-        let State::Effect { at, message } = self.session.state.clone() else {
+        let State::Effect { at, message, .. } = self.session.state.clone() else {
             let message =
                 "an effect's outcome arrived while the conversation waited for none; ignored"
                     .to_string();
@@ -475,6 +553,22 @@ impl Run<'_> {
                     None => Then::Stop,
                 }
             }
+            (NodeKind::Http(_), EffectOutcome::HttpFailed(failure)) => {
+                if let (Some(name), Some(response)) = (&node.save, &failure.response) {
+                    self.session.vars.insert(name.clone(), response.clone());
+                }
+                if let Value::Object(m) = &mut self.message {
+                    m.insert(
+                        "error".into(),
+                        serde_json::json!({
+                            "kind": failure.kind.as_str(),
+                            "status": failure.status,
+                            "message": failure.message,
+                        }),
+                    );
+                }
+                self.effect_failed(r, "http", EffectError::Failed(failure.message.clone()))
+            }
             (NodeKind::Handover(h), EffectOutcome::HandoverStarted) => self.handover_started(r, h),
             (NodeKind::Handover(h), EffectOutcome::Unavailable) if h.on_unavailable.is_some() => {
                 Then::Go(h.on_unavailable.unwrap_or(Target::End))
@@ -488,7 +582,12 @@ impl Run<'_> {
             (kind, EffectOutcome::Unsupported) => {
                 self.effect_failed(r, effect_name(kind), EffectError::Unsupported)
             }
-            (kind, EffectOutcome::Http(_) | EffectOutcome::HandoverStarted) => self.fail(
+            (
+                kind,
+                EffectOutcome::Http(_)
+                | EffectOutcome::HttpFailed(_)
+                | EffectOutcome::HandoverStarted,
+            ) => self.fail(
                 r,
                 format!(
                     "the outcome of another effect arrived at this {} node",
@@ -532,6 +631,7 @@ impl Run<'_> {
         self.session.state = State::Effect {
             at: here.clone(),
             message: self.message.clone(),
+            resume: None,
         };
         self.actions.push(Action::Effect { at: here, effect });
         Then::Stop
@@ -1300,25 +1400,25 @@ impl Run<'_> {
             .iter()
             .map(|(k, v)| Ok((k.clone(), self.render(r, v)?)))
             .collect::<Result<_, String>>()?;
-        let (json, form) = match &h.body {
-            HttpBody::None => (None, None),
-            HttpBody::Json(j) => (Some(self.render_json(r, j)?), None),
-            HttpBody::Form(f) => (
-                None,
-                Some(
-                    f.iter()
-                        .map(|(k, v)| Ok((k.clone(), self.render(r, v)?)))
-                        .collect::<Result<_, String>>()?,
-                ),
-            ),
+        let pairs = |list: &[(String, crate::flow::Text)]| {
+            list.iter()
+                .map(|(k, v)| Ok((k.clone(), self.render(r, v)?)))
+                .collect::<Result<Vec<_>, String>>()
+        };
+        let body = match &h.body {
+            HttpBody::None => RequestBody::None,
+            HttpBody::Json(j) => RequestBody::Json(self.render_json(r, j)?),
+            HttpBody::Form(f) => RequestBody::Form(pairs(f)?),
+            HttpBody::Text(t) => RequestBody::Text(self.render(r, t)?),
         };
         Ok(HttpRequest {
             method: h.method,
             url: self.render(r, &h.url)?,
             headers,
-            json,
-            form,
+            query: pairs(&h.query)?,
+            body,
             timeout: h.timeout,
+            retries: h.retries,
         })
     }
 

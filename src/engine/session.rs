@@ -75,10 +75,24 @@ pub enum State {
     Effect {
         at: NodeAt,
         message: serde_json::Value,
+        /// Where the messages that follow the effect go in the user's outbox: set by
+        /// the serving side before it commits the session (the engine leaves it
+        /// `None` and never reads it), so that a restart that performs the effect
+        /// again queues them after the ones already queued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<OutboxPlace>,
     },
 }
 
 /// A button or row as the user saw it.
+/// A place in a user's outbox: the turn (the serving side's item id) and the index of
+/// the next message in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxPlace {
+    pub turn: u64,
+    pub index: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShownChoice {
     pub id: String,

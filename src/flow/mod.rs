@@ -442,8 +442,11 @@ pub struct Http {
     pub method: HttpMethod,
     pub url: Text,
     pub headers: Vec<(String, Text)>,
+    pub query: Vec<(String, Text)>,
     pub body: HttpBody,
     pub timeout: Duration,
+    /// Tries after the first (only ever non-zero for idempotent methods).
+    pub retries: u32,
 }
 
 #[derive(Debug)]
@@ -451,6 +454,7 @@ pub enum HttpBody {
     None,
     Json(JsonTemplate),
     Form(Vec<(String, Text)>),
+    Text(Text),
 }
 
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One conversation flow: an ordered set of nodes, and the triggers that start it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -634,19 +634,27 @@ pub struct RawHttp {
     pub method: Option<HttpMethod>,
     /// The URL (a template), e.g. `https://api.example.com/orders/{{ vars.order }}`.
     pub url: String,
-    /// Request headers; values are templates.
+    /// Request headers; values are templates (secrets: `{{ env.API_KEY }}`).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// Query parameters added to the URL, encoded; values are templates.
+    #[serde(default)]
+    pub query: IndexMap<String, String>,
     /// A JSON body; strings inside are templates.
     pub json: Option<serde_json::Value>,
     /// A form body (application/x-www-form-urlencoded); values are templates.
     pub form: Option<IndexMap<String, String>>,
-    /// How long to wait for an answer, e.g. `5s` (default 10s).
+    /// A text body, sent as is (a template); set `Content-Type` in `headers`.
+    pub body: Option<String>,
+    /// How long to wait for an answer, e.g. `5s` (default 10s, at most 60s).
     pub timeout: Option<String>,
+    /// How many times to try again after a timeout, a connection error or a 5xx/429
+    /// answer (GET, PUT and DELETE only; default 2 for them, 0 for POST and PATCH).
+    pub retries: Option<u32>,
 }
 
 /// HTTP methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     Get,
@@ -654,6 +662,27 @@ pub enum HttpMethod {
     Put,
     Patch,
     Delete,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+
+    /// Whether sending the request twice does what sending it once does (RFC 9110
+    /// 9.2.2): only such requests are retried.
+    pub fn idempotent(self) -> bool {
+        match self {
+            HttpMethod::Get | HttpMethod::Put | HttpMethod::Delete => true,
+            HttpMethod::Post | HttpMethod::Patch => false,
+        }
+    }
 }
 
 /// A script: inline code, or `{ file: path }` relative to the bot folder.

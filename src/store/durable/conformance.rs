@@ -150,7 +150,7 @@ fn timer(name: &str, due: Millis, body: &str) -> NewTimer {
 
 fn turn(item: ItemId, session: Session, outgoing: Vec<NewOutgoing>) -> TurnCommit {
     TurnCommit {
-        item,
+        item: Some(item),
         session,
         outgoing,
         timers: Vec::new(),
@@ -640,7 +640,7 @@ pub async fn commit_turn_writes_everything_together(store: Arc<dyn Durable>) {
             &l,
             5,
             TurnCommit {
-                item: ids[0],
+                item: Some(ids[0]),
                 session: s.clone(),
                 outgoing: vec![out(1, 0, "first"), out(1, 1, "second")],
                 timers: vec![timer("wait", 9_000, "wake"), timer("expiry", 8_000, "bye")],
@@ -673,7 +673,7 @@ pub async fn commit_turn_writes_everything_together(store: Arc<dyn Durable>) {
             &l,
             6,
             TurnCommit {
-                item: ids[1],
+                item: Some(ids[1]),
                 session: s.clone(),
                 outgoing: vec![out(2, 0, "third")],
                 timers: vec![timer("wait", 7_000, "wake sooner")],

@@ -212,7 +212,10 @@ impl Durable for MemoryDurable {
         let mut inner = self.lock();
         let key = &lease.key;
         // Fenced too when the item is gone (handled already) or not this user's.
-        if !inner.holds(lease, now) || inner.items.get(&commit.item).is_none_or(|i| &i.key != key) {
+        let item_gone = commit
+            .item
+            .is_some_and(|id| inner.items.get(&id).is_none_or(|i| &i.key != key));
+        if !inner.holds(lease, now) || item_gone {
             return Err(CommitError::Fenced);
         }
         let TurnCommit {
@@ -228,7 +231,9 @@ impl Durable for MemoryDurable {
                 return Err(CommitError::Store(super::taken(o.at)));
             }
         }
-        inner.items.remove(&item);
+        if let Some(item) = item {
+            inner.items.remove(&item);
+        }
         inner.sessions.insert(key.clone(), session);
         for o in outgoing {
             inner.queue(key, o.at, o.body, o.not_before.max(now));

@@ -213,8 +213,10 @@ pub struct NewTimer {
 /// What one turn changes, committed atomically under the user's lease.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnCommit {
-    /// The inbox item the turn handled: removed from the inbox.
-    pub item: ItemId,
+    /// The inbox item the turn handled: removed from the inbox. `None` for a turn no
+    /// item started: the outcome of an effect the worker performed (an `http` call),
+    /// which goes on from the session alone.
+    pub item: Option<ItemId>,
     /// The user's session after the turn.
     pub session: Session,
     /// Messages to send, appended to the user's outbox in [`OutKey`] order.
@@ -357,7 +359,7 @@ pub trait Durable: Send + Sync {
     /// (see `super::decode`).
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
 
-    /// Commits one turn atomically under `lease`: removes the item, saves the session,
+    /// Commits one turn atomically under `lease`: removes the item (if any), saves the session,
     /// appends the outgoing messages (each due at its `not_before`, or `now` when that is
     /// earlier), sets timers (then cancels the
     /// named ones). [`CommitError::Fenced`], with nothing written, when the lease is not

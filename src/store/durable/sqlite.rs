@@ -681,13 +681,15 @@ impl Durable for SqliteDurable {
                 timers,
                 cancel_timers,
             } = commit;
-            let removed = conn
-                .prepare_cached(
-                    "DELETE FROM d_items WHERE id = ?1 AND phone_number_id = ?2 AND user = ?3",
-                )?
-                .execute(params![int(item.0), key.phone_number_id, key.user])?;
-            if removed == 0 {
-                return Err(WriteError::Fenced);
+            if let Some(item) = item {
+                let removed = conn
+                    .prepare_cached(
+                        "DELETE FROM d_items WHERE id = ?1 AND phone_number_id = ?2 AND user = ?3",
+                    )?
+                    .execute(params![int(item.0), key.phone_number_id, key.user])?;
+                if removed == 0 {
+                    return Err(WriteError::Fenced);
+                }
             }
             save_session(conn, key, &data, session.updated_at)?;
             let mut places = std::collections::HashSet::new();

@@ -117,7 +117,7 @@ return 1
 ";
 
 /// KEYS: lease, inbox, items, session, out, outseq, outmsg, timers, timerbody.
-/// ARGV: holder, token, now, item id, session version, session data, session at,
+/// ARGV: holder, token, now, item id (0: none), session version, session data, session at,
 /// outgoing count, (member, body, not_before)*, timer count, (name, due, body)*, cancel count,
 /// name*: timers are set, then the named ones cancelled. Returns 0 when fenced (lease
 /// lost or item gone), -2 - n when the n-th outgoing message's place (0-based) is
@@ -127,12 +127,14 @@ pub(crate) fn commit_turn() -> String {
         "{HELD}
 if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 local id = ARGV[4]
-if not redis.call('ZSCORE', KEYS[2], id) then return 0 end
+if id ~= '0' and not redis.call('ZSCORE', KEYS[2], id) then return 0 end
 for j = 0, tonumber(ARGV[8]) - 1 do
   if redis.call('ZSCORE', KEYS[5], ARGV[9 + j * 3]) then return -2 - j end
 end
-redis.call('ZREM', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id .. ':k', id .. ':b', id .. ':a')
+if id ~= '0' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id .. ':k', id .. ':b', id .. ':a')
+end
 redis.call('HSET', KEYS[4], 'v', ARGV[5], 'data', ARGV[6], 'at', ARGV[7])
 local i = 9
 local n = tonumber(ARGV[8])

@@ -108,7 +108,7 @@ async fn every_key_of_one_user_shares_one_cluster_slot() {
         .unwrap()
         .unwrap();
     let commit = TurnCommit {
-        item: id,
+        item: Some(id),
         session: Session::new("4915112345678", 1000),
         outgoing: vec![
             NewOutgoing {
@@ -232,7 +232,7 @@ async fn a_stale_lease_cannot_commit_and_ids_increase_per_user() {
         .unwrap();
     assert!(new.token > old.token);
     let commit = |item| TurnCommit {
-        item,
+        item: Some(item),
         session: Session::new("carol", 10),
         outgoing: vec![],
         timers: vec![],
@@ -275,7 +275,7 @@ async fn work_and_timers_are_found_through_the_indexes() {
         .unwrap();
     let id = store.next_item(&dave).await.unwrap().unwrap().id;
     let commit = TurnCommit {
-        item: id,
+        item: Some(id),
         session: Session::new("dave", 1),
         outgoing: vec![],
         timers: vec![NewTimer {
@@ -525,7 +525,7 @@ async fn a_turn_sets_its_timers_then_cancels_the_named_ones() {
         body: name.into(),
     };
     let commit = TurnCommit {
-        item: id,
+        item: Some(id),
         session: Session::new("kim", 1),
         outgoing: vec![],
         timers: vec![timer("wait"), timer("expiry")],
@@ -547,7 +547,7 @@ async fn a_sooner_retry_is_found_at_its_time() {
     let ttl = Duration::from_millis(10);
     let lease = store.acquire(&lou, "i1", 0, ttl).await.unwrap().unwrap();
     let commit = TurnCommit {
-        item: id,
+        item: Some(id),
         session: Session::new("lou", 1),
         outgoing: vec![NewOutgoing {
             at: OutKey { turn: 1, index: 0 },
@@ -600,7 +600,7 @@ async fn queued(store: &RedisDurable, key: &SessionKey, bodies: &[&str]) -> Leas
         })
         .collect();
     let commit = TurnCommit {
-        item: id,
+        item: Some(id),
         session: Session::new(&key.user, 100),
         outgoing,
         timers: vec![],

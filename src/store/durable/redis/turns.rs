@@ -70,7 +70,8 @@ pub(super) async fn commit_turn(
     call.arg(&lease.holder)
         .arg(lease.token)
         .arg(now)
-        .arg(commit.item.0)
+        // 0 is no item: ids start at 1.
+        .arg(commit.item.map_or(0, |id| id.0))
         .arg(SESSION_VERSION)
         .arg(data)
         .arg(commit.session.updated_at)

@@ -91,7 +91,7 @@ async fn a_reopened_store_has_everything() {
                 &l,
                 1,
                 TurnCommit {
-                    item: first,
+                    item: Some(first),
                     session: Session::new("ada", 1),
                     outgoing: vec![super::super::NewOutgoing {
                         at: OutKey { turn: 1, index: 0 },
@@ -423,7 +423,7 @@ fn crash_child(path: &Path) {
                         &lease,
                         1,
                         TurnCommit {
-                            item: next.id,
+                            item: Some(next.id),
                             session: session.clone(),
                             outgoing: Vec::new(),
                             timers: Vec::new(),
