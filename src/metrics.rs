@@ -24,6 +24,10 @@ pub struct Metrics {
     pub sending_paused: Family<ReasonLabels, Gauge>,
     pub turns: Counter,
     pub turn_errors: Counter,
+    /// `http` node calls, by outcome (`ok` or the failure's kind).
+    pub http_calls: Family<ReasonLabels, Counter>,
+    /// Effects performed again because the process that started them stopped first.
+    pub effects_recovered: Counter,
     /// Seconds from loading the session to saving it (the engine and the store).
     pub turn_seconds: Histogram,
     /// Sessions with activity within their bot's session timeout, recounted by a scrape
@@ -44,6 +48,8 @@ impl Default for Metrics {
             sending_paused: Family::default(),
             turns: Counter::default(),
             turn_errors: Counter::default(),
+            http_calls: Family::default(),
+            effects_recovered: Counter::default(),
             // 10 µs to ~2.6 s.
             turn_seconds: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
             sessions_active: Gauge::default(),
@@ -89,6 +95,16 @@ impl Default for Metrics {
             "turn_errors",
             "Turns that stopped with an error",
             m.turn_errors.clone(),
+        );
+        registry.register(
+            "http_calls",
+            "Calls of http nodes, by outcome (ok, or why they failed: status, timeout, connect, forbidden, too_large, invalid_json, redirect)",
+            m.http_calls.clone(),
+        );
+        registry.register(
+            "effects_recovered",
+            "Effects (http calls) performed again because the process that started them stopped before their outcome was committed",
+            m.effects_recovered.clone(),
         );
         registry.register(
             "turn_seconds",

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, parlance, post_signed, text_webhook, wait_until_up};
+use support::{Server, free_port, parlance, post_signed, text_webhook};
 
 const SECRET: &str = "durable-app-secret";
 const NUMBER: &str = "1001";
@@ -65,75 +65,6 @@ fn write_bot_entry(
         "nodes:\n  count:\n    set: { count: \"(vars.count | default(0)) + 1\" }\n    next: say\n  say:\n    ask: { text: \"{{ message.text }} count {{ vars.count }}\", expect: any }\n    save: last\n    next: count\n",
     )
     .unwrap();
-}
-
-/// A running `parlance serve`.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    async fn start(dir: &Path, args: &[&str]) -> Server {
-        Server::start_on(dir, free_port(), args).await
-    }
-
-    /// Starts on `port` (a restart keeps its address, as behind a balancer).
-    async fn start_on(dir: &Path, port: u16, args: &[&str]) -> Server {
-        let child = parlance()
-            .arg("serve")
-            .arg(dir)
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut server = Server { child, port };
-        if !wait_until_up(port).await {
-            panic!("the server did not start:\n{}", server.logs());
-        }
-        server
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-
-    fn logs(&mut self) -> String {
-        self.kill9();
-        let mut text = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut err, &mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// Meta's redelivery: posts until one of the servers on `ports` answers 200 (trying

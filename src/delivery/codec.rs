@@ -34,6 +34,14 @@ pub struct FailedItem {
     pub title: Option<String>,
 }
 
+/// An inbox item of kind `Timer`: a timer the loop set fell due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerItem {
+    pub v: u32,
+    /// Which timer (`effect`: a pending effect's watchdog).
+    pub name: String,
+}
+
 /// An outgoing message: the exact Cloud API payload, rendered and checked when the turn
 /// ran, with what the sender needs besides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@
 
 use super::codec::{self, FailedItem, MessageItem};
 use super::runtime::{Number, Runtime, WorkerState, now_ms};
-use super::turn::KeptSession;
-use crate::engine::{Event, EventKind, Session};
+use super::turn::{KeptSession, Ran};
+use crate::engine::{Event, EventKind, Session, State};
 use crate::store::durable::{
     Accepted, CommitError, Direct, DirectTurn, Durable, ItemKind, NewItem,
 };
@@ -182,7 +182,20 @@ impl Runtime {
             Some(s) => s,
             None => Session::new(&key.user, now_ms.div_euclid(1000)),
         };
-        let (session, outgoing, report) = self.run(number, key, session, &event, now_ms);
+        // A session waiting for an effect lets its items wait in order, and a turn
+        // that stops at one commits with its watchdog: both are the worker's.
+        if matches!(session.state, State::Effect { .. }) {
+            return store_one(store, message_item(key.clone(), event)).await;
+        }
+        let Ran {
+            session,
+            outgoing,
+            report,
+            effect,
+        } = self.run(number, key, session, &event, now_ms);
+        if effect.is_some() {
+            return store_one(store, message_item(key.clone(), event)).await;
+        }
         let kept = KeptSession {
             token: lease.token,
             session: session.clone(),

@@ -5,6 +5,8 @@
 //!   (deduplicated in the same step) or recorded as a status, before the ack.
 //! - [`runtime`]: the per-user workers (lease, turns, sends), intake and shutdown drain.
 //! - [`turn`]: one item → the engine → one atomic commit of session and outbox.
+//! - [`effects`]: a turn that waits on the outside world (`http`): performed beside
+//!   the worker, its outcome committed as the rest of the turn; a watchdog after a crash.
 //! - [`sender`]: one outgoing message: pacing, window template, retries until the
 //!   deadline, auth pause, dead letters.
 //! - [`scan`]: finding work nobody is doing (restarts, dead instances, due retries).
@@ -13,6 +15,7 @@
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
 
 pub mod codec;
+pub mod effects;
 pub mod graph;
 pub mod inbox;
 pub mod runtime;

@@ -94,6 +94,8 @@ pub struct Number {
     pub(super) host: OfflineHost,
     /// Why sending is paused (an auth error), until the credentials change.
     paused: Mutex<Option<Paused>>,
+    /// Who performs `http` calls (and later handovers) for this number's turns.
+    pub(super) effects: super::effects::SharedEffects,
 }
 
 /// Sending stopped for a number because Graph refused its token.
@@ -124,7 +126,14 @@ impl Number {
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
             paused: Mutex::new(None),
+            effects: Arc::new(super::effects::NoEffects),
         }
+    }
+
+    /// This number with `effects` performing its effects.
+    pub fn with_effects(mut self, effects: super::effects::SharedEffects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// The access token of the bot serving now.
@@ -187,8 +196,8 @@ struct Worker {
 /// How a running worker is reached.
 #[derive(Default)]
 pub(super) struct Signal {
-    /// Wakes the worker when it sleeps (a kick, shutdown).
-    wake: Notify,
+    /// Wakes the worker when it sleeps (a kick, shutdown, an effect's outcome).
+    pub(super) wake: Notify,
     /// An item was stored for the user since the worker last looked at the inbox.
     stored: AtomicBool,
 }
@@ -407,6 +416,8 @@ impl Runtime {
         state: WorkerState,
     ) {
         let runtime = Arc::clone(self);
+        let mut state = state;
+        state.signal = Some(Arc::clone(&signal));
         tokio::spawn(async move { runtime.work(number, key, signal, state).await });
     }
 
@@ -498,24 +509,37 @@ impl Runtime {
         if let Some(id) = state.mark_read.take() {
             self.mark_read(number, &id).await;
         }
+        if state.effect.is_some()
+            && let Some(outcome) = Self::effect_done(state)
+        {
+            return Ok(self.resume(number, &lease, state, outcome).await);
+        }
+        // While an effect is performed the user's items wait (in order); its sends go on.
+        let waiting = state.effect.is_some();
         // Taken before looking: an item stored after the look raises it again.
-        let stored = signal.stored.swap(false, Ordering::SeqCst);
-        if stored || !state.inbox_empty {
+        let stored = !waiting && signal.stored.swap(false, Ordering::SeqCst);
+        if !waiting && (stored || !state.inbox_empty) {
             // Unknown until the read answers (a failed read leaves it unknown).
             state.inbox_empty = false;
             match number.store.next_item(key).await? {
                 Some(item) => {
-                    return Ok(self.turn(number, &lease, item, &mut state.session).await);
+                    return Ok(self.turn(number, &lease, item, state).await);
                 }
                 None => state.inbox_empty = number.store.single_process(),
             }
         }
+        // Nothing to do now: stop, unless an effect's outcome is awaited (then sleep,
+        // renewing the lease, until it wakes the worker).
+        let idle = |state: &WorkerState| match state.effect {
+            Some(_) => Step::Sleep(now_ms() + HOLD_FOR),
+            None => Step::Stop,
+        };
         if number.paused().is_some() {
-            return Ok(Step::Stop);
+            return Ok(idle(state));
         }
         let Some(out) = number.store.next_outgoing(key).await? else {
             state.look_again = true;
-            return Ok(Step::Stop);
+            return Ok(idle(state));
         };
         let now = now_ms();
         let due = out.not_before.max(state.gate);
@@ -523,7 +547,7 @@ impl Runtime {
             // A long wait (a backoff): leave it to the scanner, which finds it when it
             // falls due, here or on another instance.
             if due - now > HOLD_FOR {
-                return Ok(Step::Stop);
+                return Ok(idle(state));
             }
             return Ok(Step::Sleep(due));
         }
@@ -601,6 +625,11 @@ pub(super) struct WorkerState {
     /// scanner's timers do not kick a user whose worker runs; they wait for it to stop,
     /// and the next scan then finds them.)
     pub(super) inbox_empty: bool,
+    /// The effect (`http` call) being performed for the user: while it runs, the
+    /// user's items wait and the worker only sends.
+    pub(super) effect: Option<super::effects::InFlight>,
+    /// The worker's own signal, for an effect's outcome to wake it.
+    pub(super) signal: Option<Arc<Signal>>,
 }
 
 /// What a worker does next.

@@ -2,9 +2,12 @@
 //! atomic commit of the new session and the outgoing messages (rendered to exact Cloud
 //! API payloads now, so the sender and a replay send what the turn decided).
 
-use super::codec::{self, FailedItem, MessageItem, OutgoingBody};
-use super::runtime::{Number, Runtime, Step, TurnReport, mask, millis, now_ms};
-use crate::engine::{self, Action, Event, EventKind, NO_FAILURE_REASON, Session};
+use super::codec::{self, FailedItem, MessageItem, OutgoingBody, TimerItem};
+use super::effects;
+use super::runtime::{Number, Runtime, Step, TurnReport, WorkerState, mask, millis, now_ms};
+use crate::engine::{
+    self, Action, Effect, EffectOutcome, Event, EventKind, NO_FAILURE_REASON, Session,
+};
 use crate::render;
 use crate::store::SessionKey;
 use crate::store::durable::{
@@ -31,13 +34,13 @@ impl Runtime {
         number: &Number,
         lease: &Lease,
         item: Item,
-        kept: &mut Option<KeptSession>,
+        state: &mut WorkerState,
     ) -> Step {
         let key = &lease.key;
         let started = std::time::Instant::now();
         let now_ms = now_ms();
         let now = now_ms.div_euclid(1000);
-        let session = match kept.take() {
+        let session = match state.session.take() {
             Some(k) if k.token == lease.token => k.session,
             Some(_) | None => match number.store.load_session(key).await {
                 Ok(Some(s)) => s,
@@ -48,6 +51,15 @@ impl Runtime {
                 }
             },
         };
+        // The session waits for an effect nobody performs (its process died): that
+        // comes first; this item waits for its outcome.
+        if state.effect.is_none() && self.recover_effect(number, key, &session, state) {
+            state.session = Some(KeptSession {
+                token: lease.token,
+                session,
+            });
+            return Step::Again;
+        }
         let input = match self.input(number, key, &item).await {
             Ok(Input::Unreadable(why)) => {
                 tracing::error!(number = %key.phone_number_id, to = %mask(&key.user), item = item.id.0, kind = item.kind.as_str(), %why, "an inbox item this build cannot read was moved aside");
@@ -62,15 +74,30 @@ impl Runtime {
             Ok(input) => input,
             Err(Retry) => return Step::Stop,
         };
-        let (session, outgoing, report, marked) = match input {
-            Input::Event(event) => {
-                let (session, outgoing, report) = self.run(number, key, session, &event, now_ms);
-                (session, outgoing, report, Some(event))
-            }
-            Input::Nothing | Input::Unreadable(_) => {
-                (session, Vec::new(), TurnReport::default(), None)
-            }
+        let (ran, marked) = match input {
+            Input::Event(event) => (self.run(number, key, session, &event, now_ms), Some(event)),
+            Input::Nothing | Input::Unreadable(_) => (
+                Ran {
+                    session,
+                    outgoing: Vec::new(),
+                    report: TurnReport::default(),
+                    effect: None,
+                },
+                None,
+            ),
         };
+        let Ran {
+            mut session,
+            outgoing,
+            report,
+            effect,
+        } = ran;
+        let mut timers = Vec::new();
+        if let Some(effect) = &effect {
+            let queued = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
+            effects::set_resume(&mut session, item.id.0, queued);
+            timers.push(effects::watchdog_timer(effect, now_ms));
+        }
         let next = KeptSession {
             token: lease.token,
             session: session.clone(),
@@ -89,11 +116,11 @@ impl Runtime {
                     body: o.body,
                 })
                 .collect(),
-            timers: Vec::new(),
+            timers,
             cancel_timers: Vec::new(),
         };
         match number.store.commit_turn(lease, now_ms, commit).await {
-            Ok(()) => *kept = Some(next),
+            Ok(()) => state.session = Some(next),
             Err(CommitError::Fenced) => {
                 tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "the user's lease passed to another instance; it goes on from here");
                 return Step::Stop;
@@ -109,6 +136,9 @@ impl Runtime {
         self.metrics
             .turn_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(effect) = effect {
+            self.start_effect(number, key, state, effect);
+        }
         if let Some(id) = marked.and_then(|event| event.id) {
             self.answer_waiter(&id, report);
             self.mark_read(number, &id).await;
@@ -126,21 +156,37 @@ impl Runtime {
         session: Session,
         event: &Event,
         now_ms: i64,
-    ) -> (Session, Vec<DirectOutgoing>, TurnReport) {
+    ) -> Ran {
         let bot = number.live.bot();
-        // No performers in this build (the loader refuses http and handover nodes):
-        // `run` hands any effect back as `Unsupported`.
-        let turn = transform::run(
-            &bot,
-            session,
-            event,
-            now_ms.div_euclid(1000),
-            &number.host,
-            &mut engine::NoEffects,
-            &key.user,
-        );
-        let (outgoing, report) = self.outgoing(key, now_ms, turn.steps);
-        (turn.session, outgoing, report)
+        // The engine's own performer stays idle: an effect ends the turn here (the
+        // turn commits, then the worker performs it; see `effects`).
+        let run = || {
+            transform::run(
+                &bot,
+                session,
+                event,
+                now_ms.div_euclid(1000),
+                &number.host,
+                &mut Stop,
+                &key.user,
+            )
+        };
+        // A script may use its whole wall-time limit of CPU: the worker thread hands
+        // its other tasks to another thread first, so no other user waits behind it.
+        // (Not for bots without scripts: a turn is microseconds, and the hand-over
+        // costs more than it saves.)
+        let turn = if bot.runs_scripts() && multi_threaded() {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        };
+        let (outgoing, report, effect) = self.outgoing(key, now_ms, turn.steps);
+        Ran {
+            session: turn.session,
+            outgoing,
+            report,
+            effect,
+        }
     }
 
     /// Hands the report of the turn for message `id` to whoever waits for it
@@ -191,14 +237,18 @@ impl Runtime {
                     }
                 }
             }
-            // Not written by this build yet (inject, agent replies, timers and effect
-            // results come with the API, handover and http work).
-            ItemKind::Inject | ItemKind::AgentReply | ItemKind::Timer | ItemKind::EffectResult => {
-                unreadable(format!(
-                    "{} items are not handled by this build",
-                    item.kind.as_str()
-                ))
-            }
+            ItemKind::Timer => match codec::decode::<TimerItem>(&item.body) {
+                // A watchdog that fell due: the effect it watched is done, or is
+                // performed again before any item (see `turn`).
+                Ok(t) if effects::is_watchdog(&t) => Ok(Input::Nothing),
+                Ok(t) => unreadable(format!("a timer this build does not set: {}", t.name)),
+                Err(e) => unreadable(e.0),
+            },
+            // Not written by this build yet (inject, agent replies and handover events
+            // come with the API and handover work; http results never wait in the inbox).
+            ItemKind::Inject | ItemKind::AgentReply | ItemKind::EffectResult => unreadable(
+                format!("{} items are not handled by this build", item.kind.as_str()),
+            ),
         }
     }
 
@@ -209,9 +259,10 @@ impl Runtime {
         key: &SessionKey,
         now_ms: i64,
         steps: Vec<TurnStep>,
-    ) -> (Vec<DirectOutgoing>, TurnReport) {
+    ) -> (Vec<DirectOutgoing>, TurnReport, Option<Effect>) {
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
+        let mut effect = None;
         let mut due = now_ms;
         for step in steps {
             let action = match step {
@@ -256,13 +307,12 @@ impl Runtime {
                     tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), problem = %p, "turn warning");
                     report.problems.push(format!("warning: {p}"));
                 }
-                Action::Ended
-                | Action::HandoverStarted { .. }
-                | Action::Effect { .. }
-                | Action::ToAgent => {}
+                // The last action when there is one: the turn stopped to wait for it.
+                Action::Effect { effect: e, .. } => effect = Some(e),
+                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
             }
         }
-        (outgoing, report)
+        (outgoing, report, effect)
     }
 
     /// Marks the user's message read (and shows typing), when the bot says so: before
@@ -286,6 +336,39 @@ impl Runtime {
 
 /// The item cannot be handled now (the store failed); it stays first in line.
 struct Retry;
+
+/// Whether this runs on Tokio's multi-threaded runtime, where a task may block in
+/// place (`serve`'s; tests may use the current-thread one).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// What [`Runtime::run`] made of one event; nothing written yet.
+pub(super) struct Ran {
+    /// The session after the turn.
+    pub(super) session: Session,
+    /// The turn's messages, to queue in order.
+    pub(super) outgoing: Vec<DirectOutgoing>,
+    pub(super) report: TurnReport,
+    /// The effect the turn stopped to wait for (the session waits in `State::Effect`).
+    pub(super) effect: Option<Effect>,
+}
+
+/// The performer a serving turn gives the engine: it defers, so the turn ends at its
+/// first effect and the worker performs it (`effects`).
+struct Stop;
+
+impl engine::Perform for Stop {
+    fn perform(&mut self, _effect: &Effect) -> EffectOutcome {
+        // Never called: `defers` says so.
+        EffectOutcome::Failed("internal: a deferred effect was performed inline".into())
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+}
 
 /// The session a worker's last turn committed, under the lease with `token`.
 pub(super) struct KeptSession {

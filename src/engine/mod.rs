@@ -201,6 +201,14 @@ pub enum Effect {
 /// Who performs effects for [`run`].
 pub trait Perform {
     fn perform(&mut self, effect: &Effect) -> EffectOutcome;
+
+    /// Whether effects are performed later, by the caller, rather than inline: then
+    /// [`run`] ends the turn at the first effect, the session waiting there
+    /// (`State::Effect`), and `perform` is never called. (`serve` performs them beside
+    /// its worker and hands each outcome back as an [`EventKind::EffectResult`].)
+    fn defers(&self) -> bool {
+        false
+    }
 }
 
 /// Performs nothing: every effect is [`EffectOutcome::Unsupported`] (what this build's
@@ -245,6 +253,9 @@ pub fn run_carrying(
     carry: Option<&Map<String, Value>>,
 ) -> Turn {
     let mut turn = step_carrying(bot, session, event, now, host, carry);
+    if perform.defers() {
+        return turn;
+    }
     for _ in 0..EFFECTS_PER_RUN {
         let Some(Action::Effect { effect, .. }) = turn.actions.last() else {
             return turn;

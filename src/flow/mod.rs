@@ -67,6 +67,8 @@ pub struct Bot {
     pub fallback: FlowIdx,
     pub flows: Vec<Flow>,
     flow_ids: HashMap<String, FlowIdx>,
+    /// Some node is a `script` node.
+    script_nodes: bool,
 }
 
 impl Bot {
@@ -82,7 +84,13 @@ impl Bot {
             .enumerate()
             .map(|(i, f)| (f.id.clone(), FlowIdx(i as u32)))
             .collect();
+        let script_nodes = flows.iter().any(|f| {
+            f.nodes
+                .iter()
+                .any(|n| matches!(n.kind, NodeKind::Script(_)))
+        });
         Bot {
+            script_nodes,
             settings,
             scripts,
             transformers: crate::transform::Transformers::default(),
@@ -114,6 +122,13 @@ impl Bot {
 
     pub fn node_count(&self) -> usize {
         self.flows.iter().map(|f| f.nodes.len()).sum()
+    }
+
+    /// Whether a turn may run a script (a `script` node or a transformer): such a
+    /// turn may take up to the scripts' wall-time limit of CPU.
+    pub fn runs_scripts(&self) -> bool {
+        let t = &self.transformers;
+        t.input.is_some() || t.output.is_some() || t.finished.is_some() || self.script_nodes
     }
 }
 

@@ -2,7 +2,8 @@
 //! needs them says `mod support;`; not every file uses every helper.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `parlance` binary, without the caller's `PARLANCE_*` and `RUST_LOG` variables, so
@@ -87,4 +88,73 @@ pub async fn post_signed(client: &reqwest::Client, port: u16, secret: &str, body
         .send()
         .await
         .map_or(0, |r| r.status().as_u16())
+}
+
+/// A running `parlance serve`.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub async fn start(dir: &Path, args: &[&str]) -> Server {
+        Server::start_on(dir, free_port(), args).await
+    }
+
+    /// Starts on `port` (a restart keeps its address, as behind a balancer).
+    pub async fn start_on(dir: &Path, port: u16, args: &[&str]) -> Server {
+        let child = parlance()
+            .arg("serve")
+            .arg(dir)
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, port };
+        if !wait_until_up(port).await {
+            panic!("the server did not start:\n{}", server.logs());
+        }
+        server
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    pub fn logs(&mut self) -> String {
+        self.kill9();
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
