@@ -1,6 +1,7 @@
 //! How long loading a large bot takes: read, parse, schema-validate and compile
 //! 1,000 flow files of 20 nodes each (templates, expressions, branches, cross-flow
-//! targets). Run with `cargo bench --bench load`.
+//! targets); and the same bot with one inline `script` node in every flow (1,000
+//! scripts compiled at load). Run with `cargo bench --bench load`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::fmt::Write;
@@ -14,14 +15,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FLOWS: usize = 1000;
 const NODES: usize = 20;
 
-/// One flow file of `NODES` nodes, cycling through the common kinds.
-fn flow_file(i: usize) -> String {
+/// One flow file of `NODES` nodes, cycling through the common kinds; with `script`,
+/// its last node is an inline script instead.
+fn flow_file(i: usize, script: bool) -> String {
     let mut f = format!(
         "id: flow_{i}\ndescription: Generated flow {i}\ntriggers:\n  - keywords: [start{i}]\nnodes:\n"
     );
     for n in 0..NODES {
         let next_flow = (i + 1) % FLOWS;
         let body = match n % 5 {
+            _ if script && n == NODES - 1 => format!(
+                "    script: |\n      let qty = vars.qty{} ?? 1;\n      vars.total = qty * 9.5;\n      if vars.total > 50.0 {{ vars.big = true; }}\n      vars.note = `flow {i}: ${{vars.total}}`;\n",
+                NODES - 3
+            ),
             0 => format!(
                 "    say: \"Hello {{{{ contact.name | default('there') }}}}, this is step {n} of flow {i}.\"\n"
             ),
@@ -45,36 +51,40 @@ fn flow_file(i: usize) -> String {
     f
 }
 
-fn write_bot(dir: &Path) {
+fn write_bot(dir: &Path, script: bool) {
     std::fs::create_dir_all(dir.join("flows")).expect("temp dir");
     std::fs::write(dir.join("parlance.yaml"), "bot: { entry: flow_0 }\n").expect("write config");
     for i in 0..FLOWS {
-        std::fs::write(dir.join(format!("flows/flow_{i:04}.yaml")), flow_file(i))
+        std::fs::write(dir.join(format!("flows/flow_{i:04}.yaml")), flow_file(i, script))
             .expect("write flow");
     }
 }
 
 fn load(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_bot(dir.path());
-    let loaded = parlance::compile::load_bot(dir.path());
-    assert!(
-        loaded.bot.is_some(),
-        "the generated bot is valid: {:?}",
-        loaded.diagnostics.first()
-    );
-    assert_eq!(
-        loaded.bot.as_ref().map(|b| b.node_count()),
-        Some(FLOWS * NODES)
-    );
-
     let mut group = c.benchmark_group("load_bot");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
-    group.bench_function("1000 flows x 20 nodes", |b| {
-        b.iter(|| parlance::compile::load_bot(dir.path()))
-    });
+    for (name, script) in [
+        ("1000 flows x 20 nodes", false),
+        ("1000 flows x 20 nodes, 1000 inline scripts", true),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_bot(dir.path(), script);
+        let loaded = parlance::compile::load_bot(dir.path());
+        assert!(
+            loaded.bot.is_some(),
+            "the generated bot is valid: {:?}",
+            loaded.diagnostics.first()
+        );
+        assert_eq!(
+            loaded.bot.as_ref().map(|b| b.node_count()),
+            Some(FLOWS * NODES)
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| parlance::compile::load_bot(dir.path()))
+        });
+    }
     group.finish();
 }
 
