@@ -221,17 +221,30 @@ impl Runtime {
                 }
             },
         };
-        let State::Effect {
-            resume: Some(place),
-            ..
-        } = session.state
-        else {
+        let place = match &session.state {
+            State::Effect {
+                resume: Some(place),
+                ..
+            } => *place,
+            // Not written by this build (every serving turn that stops at an effect
+            // records its place): the follow-up has nowhere to queue in order, so the
+            // conversation gives up on the node rather than perform it over and over.
+            State::Effect { resume: None, .. } => {
+                tracing::warn!(number = %key.phone_number_id, to = %mask(&key.user), "a session waited for an effect without an outbox place; the conversation stops waiting");
+                let mut session = session;
+                session.state = State::Idle;
+                return self
+                    .give_up_effect(number, lease, state, session, now_ms)
+                    .await;
+            }
             // Erased or moved on meanwhile: the outcome has nobody to go to.
-            state.session = Some(KeptSession {
-                token: lease.token,
-                session,
-            });
-            return Step::Again;
+            State::Idle | State::Waiting { .. } | State::Handover { .. } => {
+                state.session = Some(KeptSession {
+                    token: lease.token,
+                    session,
+                });
+                return Step::Again;
+            }
         };
         let event = Event {
             id: None,
@@ -293,6 +306,40 @@ impl Runtime {
             self.start_effect(number, key, state, effect);
         }
         Step::Again
+    }
+}
+
+impl Runtime {
+    /// Commits `session` (no longer waiting) and cancels the watchdog.
+    async fn give_up_effect(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        state: &mut WorkerState,
+        session: Session,
+        now_ms: Millis,
+    ) -> Step {
+        let kept = KeptSession {
+            token: lease.token,
+            session: session.clone(),
+        };
+        let commit = TurnCommit {
+            item: None,
+            session,
+            outgoing: Vec::new(),
+            timers: Vec::new(),
+            cancel_timers: vec![EFFECT_TIMER.to_string()],
+        };
+        match number.store.commit_turn(lease, now_ms, commit).await {
+            Ok(()) => {
+                state.session = Some(kept);
+                Step::Again
+            }
+            Err(e) => {
+                tracing::warn!(number = %lease.key.phone_number_id, error = %e, "cannot commit a session; it waits");
+                Step::Stop
+            }
+        }
     }
 }
 

@@ -66,6 +66,7 @@ where
     stale_lease_is_fenced_everywhere(fresh().await).await;
     commit_turn_writes_everything_together(fresh().await).await;
     commit_for_a_handled_item_is_fenced(fresh().await).await;
+    a_commit_without_an_item_continues_a_turn(fresh().await).await;
     direct_turns_commit_in_one_step(fresh().await).await;
     commit_for_another_users_item_is_fenced(fresh().await).await;
     outbox_drains_in_order(fresh().await).await;
@@ -689,6 +690,75 @@ pub async fn commit_turn_writes_everything_together(store: Arc<dyn Durable>) {
         vec![timer("wait", 7_000, "wake sooner")]
     );
     assert_eq!(drain(&*store, &l, 7).await, ["first", "second", "third"]);
+}
+
+/// A turn that stopped at an effect goes on when its outcome is in: the rest commits
+/// with no inbox item (the user's waiting items stay), its messages queued after the
+/// turn's first ones and before the next item's; under a stale lease nothing is written.
+pub async fn a_commit_without_an_item_continues_a_turn(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let ids = stored(
+        &store
+            .accept(vec![
+                msg(&ada, None, "lookup", 1),
+                msg(&ada, None, "later", 2),
+            ])
+            .await
+            .unwrap(),
+    );
+    let l = lease(&*store, &ada, "a", 0).await;
+    let mut s = session("ada", 1, 5);
+    let first = ids[0].0;
+    store
+        .commit_turn(
+            &l,
+            5,
+            TurnCommit {
+                item: Some(ids[0]),
+                session: s.clone(),
+                outgoing: vec![out(first, 0, "looking")],
+                timers: vec![timer("effect", 60_000, "watch")],
+                cancel_timers: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    s.vars.insert("order".into(), serde_json::json!("shipped"));
+    let rest = TurnCommit {
+        item: None,
+        session: s.clone(),
+        outgoing: vec![out(first, 1, "found"), out(first, 2, "bye")],
+        timers: Vec::new(),
+        cancel_timers: vec!["effect".into()],
+    };
+    // Another holder took the user over: the old lease writes nothing.
+    let other = lease(&*store, &ada, "b", 30 * 60_000).await;
+    assert!(matches!(
+        store.commit_turn(&l, 30 * 60_000, rest.clone()).await,
+        Err(CommitError::Fenced)
+    ));
+    assert_eq!(store.timers(&ada).await.unwrap().len(), 1);
+    store
+        .commit_turn(&other, 30 * 60_000 + 1, rest)
+        .await
+        .unwrap();
+    assert_eq!(store.load_session(&ada).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.timers(&ada).await.unwrap(), Vec::new());
+    // The waiting item is untouched, and its turn queues after the rest.
+    let waiting = store.next_item(&ada).await.unwrap().unwrap();
+    assert_eq!(waiting.id, ids[1]);
+    store
+        .commit_turn(
+            &other,
+            30 * 60_000 + 2,
+            turn(ids[1], s, vec![out(ids[1].0, 0, "later")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&*store, &other, 30 * 60_000 + 3).await,
+        ["looking", "found", "bye", "later"]
+    );
 }
 
 fn direct(item: NewItem, session: Session, bodies: &[&str]) -> DirectTurn {
