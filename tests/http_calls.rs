@@ -570,3 +570,28 @@ fn chat_makes_the_call_and_shows_it_and_no_http_refuses_it() {
     );
     assert!(out.contains("bot: No lookup (not_called)."), "{out}");
 }
+
+#[tokio::test]
+async fn http_settings_come_from_parlance_yaml_and_bound_the_body() {
+    let bot = support::bot_folder(&[
+        (
+            "parlance.yaml",
+            "http:\n  allow_hosts: [127.0.0.1, api.example.com]\n  max_body_bytes: 10\n",
+        ),
+        ("flows/main.yaml", "nodes:\n  hi:\n    say: Hi\n"),
+    ]);
+    let loaded = parlance::compile::load_bot(bot.path());
+    let settings = loaded.bot.expect("the bot loads").settings.http;
+    assert_eq!(
+        settings,
+        HttpSettings {
+            allow_hosts: Some(vec!["127.0.0.1".into(), "api.example.com".into()]),
+            max_body_bytes: 10,
+        }
+    );
+    let (addr, _) = server().await;
+    let small = Caller::new(&settings).unwrap();
+    let f = failed(small.call(&get_request(format!("http://{addr}/json"))).await);
+    assert_eq!(f.kind, HttpErrorKind::TooLarge);
+    assert!(f.message.contains("10 bytes"), "{}", f.message);
+}
