@@ -131,7 +131,12 @@ fn app(seen: Seen) -> Router {
             "/busy",
             get(|State(seen): State<Seen>| async move {
                 if seen.requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "").into_response()
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, "1")],
+                        "",
+                    )
+                        .into_response()
                 } else {
                     "free".into_response()
                 }
@@ -154,7 +159,8 @@ async fn endless_server(produced: Arc<AtomicUsize>) -> SocketAddr {
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
                 let _ = socket.read(&mut request).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+                let head =
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
                 if socket.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
@@ -209,7 +215,11 @@ async fn server() -> (SocketAddr, Seen) {
 #[tokio::test]
 async fn a_json_answer_is_saved_with_status_headers_and_parsed_body() {
     let (addr, _) = server().await;
-    let v = saved(caller().call(&get_request(format!("http://{addr}/json"))).await);
+    let v = saved(
+        caller()
+            .call(&get_request(format!("http://{addr}/json")))
+            .await,
+    );
     assert_eq!(v["status"], 200);
     assert_eq!(v["headers"]["content-type"], "application/json");
     assert_eq!(v["headers"]["x-test"], "yes");
@@ -219,14 +229,22 @@ async fn a_json_answer_is_saved_with_status_headers_and_parsed_body() {
 #[tokio::test]
 async fn a_text_answer_is_saved_as_text() {
     let (addr, _) = server().await;
-    let v = saved(caller().call(&get_request(format!("http://{addr}/text"))).await);
+    let v = saved(
+        caller()
+            .call(&get_request(format!("http://{addr}/text")))
+            .await,
+    );
     assert_eq!(v["body"], "plain words");
 }
 
 #[tokio::test]
 async fn a_500_is_a_status_failure_with_the_answer() {
     let (addr, _) = server().await;
-    let f = failed(caller().call(&get_request(format!("http://{addr}/fail"))).await);
+    let f = failed(
+        caller()
+            .call(&get_request(format!("http://{addr}/fail")))
+            .await,
+    );
     assert_eq!(f.kind, HttpErrorKind::Status);
     assert_eq!(f.status, Some(500));
     let response = f.response.expect("the answer is kept");
@@ -267,7 +285,11 @@ async fn a_closed_port_is_a_connect_failure() {
 #[tokio::test]
 async fn json_that_does_not_parse_is_invalid_json_with_its_status() {
     let (addr, _) = server().await;
-    let f = failed(caller().call(&get_request(format!("http://{addr}/bad-json"))).await);
+    let f = failed(
+        caller()
+            .call(&get_request(format!("http://{addr}/bad-json")))
+            .await,
+    );
     assert_eq!(f.kind, HttpErrorKind::InvalidJson);
     assert_eq!(f.status, Some(200));
 }
@@ -300,11 +322,23 @@ async fn a_body_over_the_limit_is_too_large_and_not_read_whole() {
 #[tokio::test]
 async fn redirects_are_followed_up_to_five() {
     let (addr, _) = server().await;
-    let v = saved(caller().call(&get_request(format!("http://{addr}/redirect"))).await);
+    let v = saved(
+        caller()
+            .call(&get_request(format!("http://{addr}/redirect")))
+            .await,
+    );
     assert_eq!(v["body"]["id"], 7);
-    let v = saved(caller().call(&get_request(format!("http://{addr}/hop/5"))).await);
+    let v = saved(
+        caller()
+            .call(&get_request(format!("http://{addr}/hop/5")))
+            .await,
+    );
     assert_eq!(v["body"], "arrived");
-    let f = failed(caller().call(&get_request(format!("http://{addr}/hop/6"))).await);
+    let f = failed(
+        caller()
+            .call(&get_request(format!("http://{addr}/hop/6")))
+            .await,
+    );
     assert_eq!(f.kind, HttpErrorKind::Redirect, "{f:?}");
     assert!(f.message.contains("more than 5 redirects"), "{}", f.message);
 }
@@ -330,7 +364,11 @@ async fn allow_hosts_refuses_other_hosts_before_connecting() {
         ..HttpSettings::default()
     })
     .unwrap();
-    let f = failed(only_api.call(&get_request(format!("http://{addr}/counted"))).await);
+    let f = failed(
+        only_api
+            .call(&get_request(format!("http://{addr}/counted")))
+            .await,
+    );
     assert_eq!(f.kind, HttpErrorKind::Forbidden);
     assert!(f.message.contains("allow_hosts"), "{}", f.message);
     assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
@@ -341,7 +379,11 @@ async fn allow_hosts_refuses_other_hosts_before_connecting() {
         ..HttpSettings::default()
     })
     .unwrap();
-    saved(loopback.call(&get_request(format!("http://{addr}/counted"))).await);
+    saved(
+        loopback
+            .call(&get_request(format!("http://{addr}/counted")))
+            .await,
+    );
     assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
 }
 
@@ -559,9 +601,15 @@ fn chat_makes_the_call_and_shows_it_and_no_http_refuses_it() {
     let base = format!("http://{addr}");
 
     let (out, err) = chat(bot.path(), &base, &[]);
-    assert!(out.contains(&format!("(http GET {base}/json → 200, ")), "{out}");
+    assert!(
+        out.contains(&format!("(http GET {base}/json → 200, ")),
+        "{out}"
+    );
     assert!(out.contains("bot: Order 7 is shipped."), "{out}\n{err}");
-    assert!(!out.contains("SECRET") && !err.contains("SECRET"), "{out}{err}");
+    assert!(
+        !out.contains("SECRET") && !err.contains("SECRET"),
+        "{out}{err}"
+    );
 
     let (out, _) = chat(bot.path(), &base, &["--no-http"]);
     assert!(
@@ -591,7 +639,11 @@ async fn http_settings_come_from_parlance_yaml_and_bound_the_body() {
     );
     let (addr, _) = server().await;
     let small = Caller::new(&settings).unwrap();
-    let f = failed(small.call(&get_request(format!("http://{addr}/json"))).await);
+    let f = failed(
+        small
+            .call(&get_request(format!("http://{addr}/json")))
+            .await,
+    );
     assert_eq!(f.kind, HttpErrorKind::TooLarge);
     assert!(f.message.contains("10 bytes"), "{}", f.message);
 }

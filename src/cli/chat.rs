@@ -95,15 +95,7 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>, http_calls: b
             contact_name: name.map(str::to_string),
             kind,
         };
-        let turn = transform::run(
-            &bot,
-            session,
-            &event,
-            now(),
-            &host,
-            &mut effects,
-            user,
-        );
+        let turn = transform::run(&bot, session, &event, now(), &host, &mut effects, user);
         session = turn.session;
         if turn.dropped && !json {
             let _ = writeln!(out, "     (the input transformer dropped this message)");

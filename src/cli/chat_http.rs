@@ -68,7 +68,8 @@ impl Perform for ChatEffects {
             http::shown_url(&request.url)
         );
         let Some(caller) = &self.caller else {
-            self.calls.push_back(format!("(http {what}: not called, --no-http)"));
+            self.calls
+                .push_back(format!("(http {what}: not called, --no-http)"));
             return EffectOutcome::HttpFailed(HttpFailure {
                 kind: HttpErrorKind::NotCalled,
                 status: None,

@@ -114,13 +114,13 @@ impl std::error::Error for Refused {}
 /// listed. `None` for every other address.
 fn special(ip: IpAddr) -> Option<&'static str> {
     match ip.to_canonical() {
-        IpAddr::V4(v4) if v4.is_link_local() || v4 == METADATA_V4 => {
-            Some(if v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == METADATA_V4 {
+        IpAddr::V4(v4) if v4.is_link_local() || v4 == METADATA_V4 => Some(
+            if v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == METADATA_V4 {
                 "a cloud metadata address"
             } else {
                 "a link-local address"
-            })
-        }
+            },
+        ),
         IpAddr::V4(_) => None,
         IpAddr::V6(v6) if v6 == METADATA_V6 => Some("a cloud metadata address"),
         IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("a link-local address"),
@@ -228,9 +228,9 @@ impl HostPolicy {
             })
             .collect();
         if kept.is_empty() {
-            return Err(Refused(refused.unwrap_or_else(|| {
-                format!("{name} resolved to no address")
-            })));
+            return Err(Refused(
+                refused.unwrap_or_else(|| format!("{name} resolved to no address")),
+            ));
         }
         Ok(kept)
     }
@@ -247,9 +247,8 @@ impl Resolve for GuardedResolver {
         let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let kept = policy.filter_addrs(&host, found)?;
             Ok(Box::new(kept.into_iter()) as Addrs)
         })
@@ -324,8 +323,8 @@ mod tests {
 
     #[test]
     fn allow_hosts_allows_only_those_and_may_list_metadata() {
-        let p = HostPolicy::new(Some(&["api.example.com".into(), "169.254.169.254".into()]))
-            .unwrap();
+        let p =
+            HostPolicy::new(Some(&["api.example.com".into(), "169.254.169.254".into()])).unwrap();
         assert_eq!(p.check_url(&url("https://api.example.com:9/x")), Ok(()));
         assert_eq!(p.check_url(&url("http://169.254.169.254/")), Ok(()));
         let e = p.check_url(&url("http://127.0.0.1/")).unwrap_err();

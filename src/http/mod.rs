@@ -282,7 +282,10 @@ pub(crate) fn classify(e: &reqwest::Error) -> Failure {
         source = s.source();
     }
     // The innermost cause says most (e.g. "Connection refused (os error 111)").
-    let cause = causes.last().cloned().unwrap_or_else(|| "unknown error".into());
+    let cause = causes
+        .last()
+        .cloned()
+        .unwrap_or_else(|| "unknown error".into());
     let (kind, what) = if e.is_timeout() {
         (HttpErrorKind::Timeout, "timed out")
     } else if e.is_redirect() {
@@ -317,7 +320,13 @@ fn shown(url: &Url) -> String {
     }
 }
 
-fn log(method: &str, target: &str, attempts: u32, started: Instant, result: &Result<Value, Failure>) {
+fn log(
+    method: &str,
+    target: &str,
+    attempts: u32,
+    started: Instant,
+    result: &Result<Value, Failure>,
+) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(value) => tracing::info!(
