@@ -28,6 +28,9 @@
 //!   compiled at load into the `Bot`, runs bounded in operations, depth, sizes and wall
 //!   time; no I/O. Parlance's functions (`now`, dates, JSON, regex, `goto`) in
 //!   `script::api`.
+//! - [`http`]: the `http` node's performer (`http::Caller`): real calls with the host
+//!   policy (`http.allow_hosts`, no link-local or cloud-metadata addresses unless
+//!   listed, checked again on the resolved addresses), size limit, redirects and retries.
 //! - [`transform`]: the endpoint transformers around a turn (`transform::run`, the one
 //!   turn function of `serve`, `chat` and `test`).
 //! - [`render`]: typed messages → the exact Cloud API JSON (checked against
@@ -70,6 +73,7 @@ pub mod delivery;
 pub mod diag;
 pub mod engine;
 pub mod flow;
+pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod reload;

@@ -528,3 +528,27 @@ fn hostile_yaml_ends_in_a_diagnostic_not_a_hang_or_crash() {
         assert!(stdout(&out).contains("error["), "{what}: {}", stdout(&out));
     }
 }
+
+/// `http.allow_hosts` lists hosts: a URL or a `host:port` would never match and refuse
+/// every call, so each is an error saying what to write instead.
+#[test]
+fn allow_hosts_entries_must_be_hosts() {
+    let (code, printed) = validate_bot(&[
+        ("flows/main.yaml", HELLO),
+        (
+            "parlance.yaml",
+            "http:\n  allow_hosts:\n    - https://api.example.com/v1\n    - api.example.com:8443\n    - api.example.com\n    - \"[::1]\"\n  max_body_bytes: 65536\n",
+        ),
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        printed,
+        "BOT/parlance.yaml:3:7: error[invalid_value] http.allow_hosts[0]: \"https://api.example.com/v1\" is a URL, not a host; hint: list hosts only, e.g. api.example.com for https://api.example.com/v1 (any port and path is allowed)\n\
+         BOT/parlance.yaml:4:7: error[invalid_value] http.allow_hosts[1]: \"api.example.com:8443\" has a port; hint: any port of a listed host may be called; write the host alone, e.g. api.example.com\n"
+    );
+    let (code, printed) = validate_bot(&[
+        ("flows/main.yaml", HELLO),
+        ("parlance.yaml", "http:\n  max_body_bytes: 0\n"),
+    ]);
+    assert_eq!(code, Some(1), "{printed}");
+}

@@ -1,8 +1,10 @@
 //! `parlance chat [DIR]`: talk to the bot in the terminal, or script a conversation by
-//! piping one message per line. The real engine runs, offline: no WhatsApp, no effects.
+//! piping one message per line. The real engine runs without WhatsApp; `http` nodes
+//! make their real calls (none with `--no-http`), shown as they happen.
 
+use super::chat_http::ChatEffects;
 use super::{EXIT_ERRORS, EXIT_OK, load_runnable};
-use crate::engine::{self, Action, Event, EventKind, OfflineHost, Session};
+use crate::engine::{Action, Effect, Event, EventKind, OfflineHost, Session};
 use crate::flow::{Bot, MediaKind};
 use crate::render::{self, terminal};
 use crate::transform::{self, Sent, Step};
@@ -16,10 +18,17 @@ const HELP: &str = "type a message, or a number to tap a button or list row
   /reset                     start a new conversation
   /quit                      leave (or Ctrl-D)";
 
-pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
+pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>, http_calls: bool) -> u8 {
     let bot = match load_runnable(dir) {
         Ok(bot) => bot,
         Err(code) => return code,
+    };
+    let mut effects = match ChatEffects::new(&bot.settings.http, http_calls) {
+        Ok(effects) => effects,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERRORS;
+        }
     };
     let host = OfflineHost {
         env: exposed_env(&bot),
@@ -86,15 +95,7 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
             contact_name: name.map(str::to_string),
             kind,
         };
-        let turn = transform::run(
-            &bot,
-            session,
-            &event,
-            now(),
-            &host,
-            &mut engine::NoEffects,
-            user,
-        );
+        let turn = transform::run(&bot, session, &event, now(), &host, &mut effects, user);
         session = turn.session;
         if turn.dropped && !json {
             let _ = writeln!(out, "     (the input transformer dropped this message)");
@@ -107,7 +108,9 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>) -> u8 {
         for step in &turn.steps {
             match step {
                 Step::Send(sent) => print_sent(&mut out, sent, json, &mut choices),
-                Step::Other(action) => print_action(&mut out, &bot, action, json),
+                Step::Other(action) => {
+                    print_action(&mut out, &bot, action, json, &mut effects.calls)
+                }
                 Step::TransformerFailed(p) => eprintln!("warning: {p}"),
             }
         }
@@ -153,8 +156,22 @@ fn print_sent(out: &mut impl Write, sent: &Sent, json: bool, choices: &mut Vec<(
     };
 }
 
-fn print_action(out: &mut impl Write, bot: &Bot, action: &Action, json: bool) {
+fn print_action(
+    out: &mut impl Write,
+    bot: &Bot,
+    action: &Action,
+    json: bool,
+    calls: &mut std::collections::VecDeque<String>,
+) {
     let _ = match action {
+        // The performer noted each call as it made it, in order.
+        Action::Effect {
+            effect: Effect::Http(_),
+            ..
+        } => match calls.pop_front() {
+            Some(line) if !json => writeln!(out, "     {line}"),
+            Some(_) | None => Ok(()),
+        },
         // Messages come as `Step::Send`.
         Action::Send(_) => Ok(()),
         Action::Pause(d) if !json => writeln!(out, "     (typing… {}s)", d.as_secs_f32()),

@@ -2,6 +2,7 @@
 //! exit code.
 
 mod chat;
+mod chat_http;
 pub mod graph;
 pub mod schema;
 pub mod serve;
@@ -112,6 +113,10 @@ pub enum Command {
         /// The simulated user's WhatsApp profile name.
         #[arg(long)]
         name: Option<String>,
+        /// Make no HTTP calls: every `http` node fails with the kind `not_called` (its
+        /// `on_error` runs), so a flow can be walked without reaching its backends.
+        #[arg(long)]
+        no_http: bool,
     },
     /// Run the bot's conversation tests (tests/**/*.yaml) against the engine, offline.
     /// Exits 0 when all pass, 1 when one fails or the bot has errors.
@@ -204,7 +209,8 @@ pub fn run(cli: Cli) -> u8 {
             json,
             user,
             name,
-        } => chat::run(&dir, json, &user, name.as_deref()),
+            no_http,
+        } => chat::run(&dir, json, &user, name.as_deref(), !no_http),
         Command::Test { dir } => test::run(&dir),
         Command::Graph { dir, flow } => graph::run(&dir, flow.as_deref()),
         Command::Schema { out, check } => schema::run(&out, check),

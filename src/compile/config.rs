@@ -3,7 +3,9 @@
 
 use super::node::{Names, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
-use crate::flow::settings::{DEFAULT_MESSAGES_PER_SECOND, TurnLimits};
+use crate::flow::settings::{
+    DEFAULT_HTTP_MAX_BODY_BYTES, DEFAULT_MESSAGES_PER_SECOND, HttpSettings, TurnLimits,
+};
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
 use crate::script;
 use crate::source::{SourceFile, YamlPath};
@@ -123,6 +125,35 @@ pub(crate) fn resolve(
         keep_transcripts,
         limits: turn_limits(raw),
         scripts: script_limits(file, raw, diags),
+        http: http_settings(file, raw, diags),
+    }
+}
+
+/// `http:`, defaults applied. Each `allow_hosts` entry must be a bare host: a URL or a
+/// `host:port` would never match and silently refuse every call.
+fn http_settings(
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    diags: &mut Vec<Diagnostic>,
+) -> HttpSettings {
+    let h = raw.http.clone().unwrap_or_default();
+    if let (Some(file), Some(hosts)) = (file, &h.allow_hosts) {
+        for (i, entry) in hosts.iter().enumerate() {
+            if let Err(bad) = crate::http::guard::parse_allowed_host(entry) {
+                diags.push(
+                    file.diag_at(
+                        &YamlPath::root().key("http").key("allow_hosts").index(i),
+                        Code::InvalidValue,
+                        bad.message,
+                    )
+                    .with_hint(bad.hint),
+                );
+            }
+        }
+    }
+    HttpSettings {
+        allow_hosts: h.allow_hosts,
+        max_body_bytes: h.max_body_bytes.unwrap_or(DEFAULT_HTTP_MAX_BODY_BYTES),
     }
 }
 

@@ -27,6 +27,32 @@ pub struct Settings {
     pub limits: TurnLimits,
     /// Bounds on every script run (`scripts:`).
     pub scripts: crate::script::Limits,
+    /// Where `http` nodes may call and how much they read (`http:`).
+    pub http: HttpSettings,
+}
+
+/// Largest answer body an `http` node reads unless `http.max_body_bytes` says otherwise.
+pub const DEFAULT_HTTP_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The most `http.max_body_bytes` may be: the body is kept in the session (`save`).
+pub const MAX_HTTP_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The calls `http` nodes may make (`http:` in parlance.yaml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// When set, only these hosts (names or IP addresses, any port) may be called; the
+    /// loader has checked each entry is a bare host.
+    pub allow_hosts: Option<Vec<String>>,
+    /// The largest answer body read; a longer one is a `too_large` failure.
+    pub max_body_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            allow_hosts: None,
+            max_body_bytes: DEFAULT_HTTP_MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// Bounds on one turn (`limits:` in parlance.yaml), checked by the engine as it runs.

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     /// Bounds on every script run (`script` nodes), so a runaway script stops quickly.
     pub scripts: Option<RawScripts>,
+    /// Where `http` nodes may call, and how much of an answer they read.
+    pub http: Option<RawHttpSettings>,
     /// Environment variables that templates may read as `env.NAME`. No others are visible.
     #[serde(default)]
     pub expose_env: Vec<String>,
@@ -161,6 +163,24 @@ pub struct RawScripts {
     pub max_map_size: Option<u32>,
     /// Longest wall time of one run, e.g. `50ms` (default 100ms, at most 1s).
     pub timeout: Option<String>,
+}
+
+/// The calls `http` nodes make. Without `allow_hosts` any host may be called except
+/// link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10, 169.254.169.254,
+/// fd00:ec2::254, 100.100.100.200, metadata.google.internal), which must be listed to be
+/// called. Loopback and private addresses are allowed: backends often run beside the bot.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpSettings")]
+pub struct RawHttpSettings {
+    /// When set, only these hosts may be called: host names or IP addresses (any port),
+    /// e.g. `[api.example.com, 10.0.0.5]`; not URLs. Checked again for every redirect
+    /// and against the addresses a name resolves to.
+    pub allow_hosts: Option<Vec<String>>,
+    /// The largest answer body read, in bytes (default 1048576, 1 MiB; at most 16 MiB).
+    /// A longer answer is a `too_large` failure: its body is not kept.
+    #[schemars(range(min = 1, max = 16777216))]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Endpoint transformers: each a `.rhai` file in the bot folder defining one function.
