@@ -1277,6 +1277,43 @@ fn an_effects_outcome_continues_at_its_node() {
 }
 
 #[test]
+fn a_turn_keeps_its_one_fallback_and_its_limits_across_effects() {
+    // The answer is text, so `tell` fails; the fallback (the same flow) calls again and
+    // fails again: the turn stops there instead of calling once per step until the
+    // effect limit.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+    std::fs::write(dir.path().join("parlance.yaml"), "bot: { entry: orders }\n").unwrap();
+    std::fs::write(
+        dir.path().join("flows/orders.yaml"),
+        "nodes:\n  look:\n    say: looking\n  lookup:\n    http: { url: \"https://api.example.com/orders\" }\n    save: order\n  tell:\n    say: \"{{ vars.order.body.status }}\"\n    next: end\n",
+    )
+    .unwrap();
+    let bot = parlance::compile::load_bot(dir.path())
+        .bot
+        .expect("the bot loads");
+    let text = || engine::EffectOutcome::Http(json!({ "status": 200, "headers": {}, "body": "ok" }));
+    let mut perform = Scripted {
+        outcomes: (0..10).map(|_| text()).collect(),
+        asked: Vec::new(),
+    };
+    let turn = engine::run(
+        &bot,
+        Session::new(WA_ID, CLOCK),
+        &Event::text("hi", CLOCK),
+        CLOCK,
+        &OfflineHost::default(),
+        &mut perform,
+    );
+    assert_eq!(perform.asked.len(), 2, "{:?}", turn.actions);
+    assert_eq!(texts(&turn.actions), ["looking", "looking"]);
+    let errors = errors(&turn.actions);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].ends_with("the fallback flow takes over"), "{errors:?}");
+    assert!(errors[1].ends_with("so the turn stops"), "{errors:?}");
+}
+
+#[test]
 fn an_outcome_nobody_waits_for_is_ignored_with_a_warning() {
     let event = Event {
         id: None,

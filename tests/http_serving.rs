@@ -4,12 +4,12 @@
 
 #![cfg(unix)]
 
-use axum::Router;
+use axum::{Json, Router};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use parlance::testing::fake_graph::FakeGraph;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,10 @@ impl Backend {
     }
 }
 
-async fn order(State(b): State<Backend>, UrlPath(id): UrlPath<String>) -> (StatusCode, String) {
+async fn order(
+    State(b): State<Backend>,
+    UrlPath(id): UrlPath<String>,
+) -> (StatusCode, Json<Value>) {
     *b.calls.lock().unwrap().entry(id.clone()).or_default() += 1;
     let delay = b
         .delays
@@ -70,13 +73,10 @@ async fn order(State(b): State<Backend>, UrlPath(id): UrlPath<String>) -> (Statu
     if id.starts_with("bad") {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": "database down"}).to_string(),
+            Json(json!({"error": "database down"})),
         );
     }
-    (
-        StatusCode::OK,
-        json!({"id": id, "status": "shipped"}).to_string(),
-    )
+    (StatusCode::OK, Json(json!({"id": id, "status": "shipped"})))
 }
 
 /// A bot that says it looks the order up, calls the backend, and tells the status

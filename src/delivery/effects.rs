@@ -18,6 +18,8 @@ use super::codec::{self, TimerItem};
 use super::runtime::{Number, Runtime, Step, WorkerState, mask, millis, now_ms};
 use super::turn::KeptSession;
 use crate::engine::{self, Effect, EffectOutcome, Event, EventKind, OutboxPlace, Session, State};
+use crate::flow::settings::HttpSettings;
+use crate::http::Caller;
 use crate::store::SessionKey;
 use crate::store::durable::{
     CommitError, Lease, Millis, NewOutgoing, NewTimer, OutKey, TurnCommit,
@@ -42,13 +44,41 @@ pub trait Effects: Send + Sync {
     fn perform(&self, number: &Number, effect: Effect) -> Performing;
 }
 
-/// Performs nothing: every effect is `Unsupported` (a build or setup without
-/// performers).
-pub struct NoEffects;
+/// The performer of `serve`: `http` nodes' calls through [`crate::http::Caller`], one
+/// per bot's `http:` settings (kept while they stay the same, so calls share a
+/// connection pool; a reload that changes them gets a new one). Handovers are not
+/// performed by this build (`validate` refuses those nodes).
+#[derive(Default)]
+pub struct Performer {
+    caller: std::sync::Mutex<Option<(HttpSettings, Caller)>>,
+}
 
-impl Effects for NoEffects {
-    fn perform(&self, _number: &Number, _effect: Effect) -> Performing {
-        Box::pin(async { EffectOutcome::Unsupported })
+impl Performer {
+    fn caller(&self, settings: &HttpSettings) -> Result<Caller, String> {
+        let mut cached = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, caller)) = cached.as_ref()
+            && s == settings
+        {
+            return Ok(caller.clone());
+        }
+        let caller = Caller::new(settings)?;
+        *cached = Some((settings.clone(), caller.clone()));
+        Ok(caller)
+    }
+}
+
+impl Effects for Performer {
+    fn perform(&self, number: &Number, effect: Effect) -> Performing {
+        match effect {
+            Effect::Http(request) => {
+                let settings = number.live.bot().settings.http.clone();
+                match self.caller(&settings) {
+                    Ok(caller) => Box::pin(async move { caller.call(&request).await }),
+                    Err(why) => Box::pin(async move { EffectOutcome::Failed(why) }),
+                }
+            }
+            Effect::Handover { .. } => Box::pin(async { EffectOutcome::Unsupported }),
+        }
     }
 }
 

@@ -126,14 +126,8 @@ impl Number {
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             host: OfflineHost { env },
             paused: Mutex::new(None),
-            effects: Arc::new(super::effects::NoEffects),
+            effects: Arc::new(super::effects::Performer::default()),
         }
-    }
-
-    /// This number with `effects` performing its effects.
-    pub fn with_effects(mut self, effects: super::effects::SharedEffects) -> Self {
-        self.effects = effects;
-        self
     }
 
     /// The access token of the bot serving now.

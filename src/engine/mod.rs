@@ -22,7 +22,7 @@ pub mod session;
 
 pub use event::{EffectOutcome, Event, EventKind, HttpErrorKind, HttpFailure, NO_FAILURE_REASON};
 pub use message::Message;
-pub use session::{NodeAt, OutboxPlace, Session, ShownChoice, State};
+pub use session::{NodeAt, OutboxPlace, Session, ShownChoice, SoFar, State};
 
 use crate::flow::{
     Bot, FlowIdx, HttpBody, HttpMethod, JsonTemplate, MediaSource, Next, Node, NodeKind, NodeRef,
@@ -303,6 +303,7 @@ pub fn pending_effect(
         message: message.clone(),
         actions: Vec::new(),
         path: Vec::new(),
+        earlier_nodes: 0,
         sent: 0,
         paused: 0,
         over_limit: false,
@@ -358,6 +359,7 @@ fn step_carrying(
         message,
         actions: Vec::new(),
         path: Vec::new(),
+        earlier_nodes: 0,
         sent: 0,
         paused: 0,
         over_limit: false,
@@ -390,6 +392,9 @@ struct Run<'a> {
     /// The nodes run so far (since the fallback took over, once it has), for
     /// `limits.nodes_per_turn` and for the log of a runaway turn.
     path: Vec<NodeRef>,
+    /// Nodes the same turn ran before it stopped at an effect (this step goes on
+    /// from its outcome), counted against `limits.nodes_per_turn` with `path`.
+    earlier_nodes: usize,
     /// Messages queued so far (since the fallback took over), for `limits.messages_per_turn`.
     sent: usize,
     /// Seconds of `wait` so far: a message after a pause goes out that much later, which
@@ -532,7 +537,13 @@ impl Run<'_> {
     /// The outcome of the effect the session waits for: the node that asked for it goes
     /// on (`save` and `next`, `on_error`, `on_unavailable`, the handover itself).
     fn effect_result(&mut self, outcome: &EffectOutcome) {
-        let State::Effect { at, message, .. } = self.session.state.clone() else {
+        let State::Effect {
+            at,
+            message,
+            so_far,
+            ..
+        } = self.session.state.clone()
+        else {
             let message =
                 "an effect's outcome arrived while the conversation waited for none; ignored"
                     .to_string();
@@ -553,6 +564,9 @@ impl Run<'_> {
         self.session.state = State::Idle;
         self.here = Some(at);
         self.message = message;
+        self.earlier_nodes = so_far.nodes as usize;
+        self.sent = so_far.sent as usize;
+        self.recovering = so_far.recovering;
         let node = self.bot.node(r);
         let then = match (&node.kind, outcome) {
             (NodeKind::Http(_), EffectOutcome::Http(value)) => {
@@ -643,6 +657,11 @@ impl Run<'_> {
             at: here.clone(),
             message: self.message.clone(),
             resume: None,
+            so_far: SoFar {
+                nodes: u32::try_from(self.earlier_nodes + self.path.len()).unwrap_or(u32::MAX),
+                sent: u32::try_from(self.sent).unwrap_or(u32::MAX),
+                recovering: self.recovering,
+            },
         };
         self.actions.push(Action::Effect { at: here, effect });
         Then::Stop
@@ -906,7 +925,7 @@ impl Run<'_> {
                 },
             };
             let most = self.bot.settings.limits.nodes_per_turn as usize;
-            if self.path.len() >= most {
+            if self.earlier_nodes + self.path.len() >= most {
                 // Straight to the fallback: `on_error` could go on looping.
                 self.over_limit = true;
                 let message = format!(
@@ -1107,6 +1126,7 @@ impl Run<'_> {
         self.recovering = true;
         self.over_limit = false;
         self.path.clear();
+        self.earlier_nodes = 0;
         self.sent = 0;
         Then::Go(first_node(self.bot, self.bot.fallback))
     }

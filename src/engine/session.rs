@@ -81,10 +81,25 @@ pub enum State {
         /// again queues them after the ones already queued.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<OutboxPlace>,
+        /// What the turn did before it stopped here: the turn goes on after the
+        /// outcome, so its limits and its one fallback hold across the effect.
+        #[serde(default)]
+        so_far: SoFar,
     },
 }
 
 /// A button or row as the user saw it.
+/// How far a turn got before it stopped at an effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoFar {
+    /// Nodes run (for `limits.nodes_per_turn`).
+    pub nodes: u32,
+    /// Messages queued (for `limits.messages_per_turn`).
+    pub sent: u32,
+    /// The fallback flow runs because of an error: another error stops the turn.
+    pub recovering: bool,
+}
+
 /// A place in a user's outbox: the turn (the serving side's item id) and the index of
 /// the next message in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
