@@ -521,7 +521,13 @@ impl Run<'_> {
     /// The outcome of the effect the session waits for: the node that asked for it goes
     /// on (`save` and `next`, `on_error`, `on_unavailable`, the handover itself).
     fn effect_result(&mut self, outcome: &EffectOutcome) {
-        let State::Effect { at, message, .. } = self.session.state.clone() else {
+        let State::Effect {
+            at,
+            message,
+            recovering,
+            ..
+        } = self.session.state.clone()
+        else {
             let message =
                 "an effect's outcome arrived while the conversation waited for none; ignored"
                     .to_string();
@@ -542,6 +548,7 @@ impl Run<'_> {
         self.session.state = State::Idle;
         self.here = Some(at);
         self.message = message;
+        self.recovering = recovering;
         let node = self.bot.node(r);
         let then = match (&node.kind, outcome) {
             (NodeKind::Http(_), EffectOutcome::Http(value)) => {
@@ -632,6 +639,7 @@ impl Run<'_> {
             at: here.clone(),
             message: self.message.clone(),
             resume: None,
+            recovering: self.recovering,
         };
         self.actions.push(Action::Effect { at: here, effect });
         Then::Stop

@@ -81,6 +81,11 @@ pub enum State {
         /// again queues them after the ones already queued.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<OutboxPlace>,
+        /// The effect was asked for by the fallback flow running for an error: a
+        /// failure of it stops the turn instead of starting the fallback flow again
+        /// (which would ask for the same effect, and fail, again and again).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recovering: bool,
     },
 }
 

@@ -384,12 +384,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let only_other = HostPolicy::new(Some(&["api.example.com".into()])).unwrap();
-        let caller = Caller::build(
-            Arc::new(HostPolicy::default()),
-            Arc::new(only_other),
-            1024,
-        )
-        .unwrap();
+        let caller =
+            Caller::build(Arc::new(HostPolicy::default()), Arc::new(only_other), 1024).unwrap();
         let started = Instant::now();
         let outcome = caller.call(&get(format!("http://localhost:{port}/"))).await;
         let EffectOutcome::HttpFailed(f) = outcome else {
