@@ -1336,3 +1336,49 @@ fn an_outcome_nobody_waits_for_is_ignored_with_a_warning() {
         turn.actions
     );
 }
+
+/// A performer whose every http call fails, counting the calls.
+struct FailingCalls(usize);
+
+impl engine::Perform for FailingCalls {
+    fn perform(&mut self, _effect: &engine::Effect) -> engine::EffectOutcome {
+        self.0 += 1;
+        engine::EffectOutcome::HttpFailed(engine::HttpFailure {
+            kind: engine::HttpErrorKind::Connect,
+            status: None,
+            message: "cannot connect: Connection refused".into(),
+            response: None,
+        })
+    }
+}
+
+#[test]
+fn a_failing_call_in_the_fallback_flow_stops_the_turn() {
+    // The only flow is the fallback too: its failing call must not start it again and
+    // again (each round a call with its timeouts and retries).
+    let bot = temp_bot(&[(
+        "flows/main.yaml",
+        "nodes:\n  lookup:\n    http: { url: \"http://127.0.0.1:1/x\" }\n  tell:\n    say: \"Found.\"\n",
+    )]);
+    let mut calls = FailingCalls(0);
+    let turn = engine::run(
+        &bot,
+        Session::new(WA_ID, CLOCK),
+        &Event::text("hi", CLOCK),
+        CLOCK,
+        &OfflineHost::default(),
+        &mut calls,
+    );
+    assert_eq!(calls.0, 2, "the call, then once more in the fallback flow");
+    let errors = errors(&turn.actions);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].ends_with("; the fallback flow takes over"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].ends_with("; this happened in the fallback flow, so the turn stops"),
+        "{errors:#?}"
+    );
+    assert_eq!(turn.session.state, State::Idle);
+}

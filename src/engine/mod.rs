@@ -211,8 +211,8 @@ pub trait Perform {
     }
 }
 
-/// Performs nothing: every effect is [`EffectOutcome::Unsupported`] (what this build's
-/// `serve`, `chat` and `test` do until the http and handover performers exist).
+/// Performs nothing: every effect is [`EffectOutcome::Unsupported`] (benchmarks, and
+/// callers without a performer; `chat` performs http calls with `crate::http::Caller`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoEffects;
 

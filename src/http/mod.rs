@@ -83,6 +83,17 @@ impl Caller {
     /// not a host (the loader reports those first) or when no client can be built.
     pub fn new(settings: &HttpSettings) -> Result<Caller, String> {
         let policy = Arc::new(HostPolicy::new(settings.allow_hosts.as_deref())?);
+        Caller::build(Arc::clone(&policy), policy, settings.max_body_bytes)
+    }
+
+    /// A caller checking URLs (and redirect hops) with `policy` and resolved addresses
+    /// with `resolving`: the same policy, but for a test that reaches the resolver's
+    /// refusal with a URL the first check lets through.
+    fn build(
+        policy: Arc<HostPolicy>,
+        resolving: Arc<HostPolicy>,
+        max_body_bytes: u64,
+    ) -> Result<Caller, String> {
         let hops = Arc::clone(&policy);
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             // `previous` holds the URL first asked for and each hop followed so far.
@@ -104,9 +115,7 @@ impl Caller {
         let client = reqwest::Client::builder()
             // A proxy would resolve and connect for us, past the address check.
             .no_proxy()
-            .dns_resolver(GuardedResolver {
-                policy: Arc::clone(&policy),
-            })
+            .dns_resolver(GuardedResolver { policy: resolving })
             .redirect(redirect)
             // The page a redirect came from may hold a secret in its query.
             .referer(false)
@@ -115,7 +124,7 @@ impl Caller {
         Ok(Caller {
             client,
             policy,
-            max_body_bytes: settings.max_body_bytes,
+            max_body_bytes,
         })
     }
 
@@ -347,5 +356,55 @@ fn log(
             elapsed_ms,
             "http call failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::HttpRequest;
+
+    fn get(url: String) -> HttpRequest {
+        HttpRequest {
+            method: HttpMethod::Get,
+            url,
+            headers: Vec::new(),
+            query: Vec::new(),
+            body: RequestBody::None,
+            timeout: Duration::from_secs(5),
+            retries: 2,
+        }
+    }
+
+    /// A name whose addresses the resolver refuses is `forbidden`, not a connection
+    /// error, and is not retried. (`localhost` passes the URL check; the resolver here
+    /// allows only another name, as it would refuse a name resolving to 169.254.169.254.)
+    #[tokio::test]
+    async fn a_refused_resolution_is_forbidden() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let only_other = HostPolicy::new(Some(&["api.example.com".into()])).unwrap();
+        let caller =
+            Caller::build(Arc::new(HostPolicy::default()), Arc::new(only_other), 1024).unwrap();
+        let started = Instant::now();
+        let outcome = caller.call(&get(format!("http://localhost:{port}/"))).await;
+        let EffectOutcome::HttpFailed(f) = outcome else {
+            panic!("expected a failure, got {outcome:?}");
+        };
+        assert_eq!(f.kind, HttpErrorKind::Forbidden, "{f:?}");
+        assert!(f.message.contains("localhost"), "{}", f.message);
+        // Not retried: no backoff was waited.
+        assert!(started.elapsed() < MIN_BACKOFF, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_url_that_is_not_one_fails_without_a_call() {
+        let caller = Caller::new(&HttpSettings::default()).unwrap();
+        let outcome = caller.call(&get("not a url?key=SECRET".into())).await;
+        let EffectOutcome::HttpFailed(f) = outcome else {
+            panic!("expected a failure, got {outcome:?}");
+        };
+        assert_eq!(f.kind, HttpErrorKind::Connect);
+        assert!(!f.message.contains("SECRET"), "{}", f.message);
     }
 }
