@@ -1546,9 +1546,6 @@ fn sends_free_form(kind: &NodeKind) -> bool {
 /// engine's `Host` seam for the others is for the versions that will.
 fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
     match kind {
-        NodeKind::Http(_) => Some(
-            "a conversation would stop at this node; remove it for now (http nodes come in a later version)",
-        ),
         NodeKind::Handover(_) => Some(
             "tell the user how to reach a person with a `say` node for now; handover comes when agents are supported",
         ),
@@ -1566,6 +1563,7 @@ fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
         | NodeKind::React(_)
         | NodeKind::Payload(_)
         | NodeKind::Set(_)
+        | NodeKind::Http(_)
         | NodeKind::Script(_)
         | NodeKind::Wait(_)
         | NodeKind::Call(_)

@@ -201,6 +201,14 @@ pub enum Effect {
 /// Who performs effects for [`run`].
 pub trait Perform {
     fn perform(&mut self, effect: &Effect) -> EffectOutcome;
+
+    /// [`Perform::perform`] for the node `at`, which [`run`] calls: a performer that
+    /// answers per node (the mocks of `parlance test`) needs to know which node asks; one
+    /// that does not keeps this default.
+    fn perform_at(&mut self, at: &NodeAt, effect: &Effect) -> EffectOutcome {
+        let _ = at;
+        self.perform(effect)
+    }
 }
 
 /// Performs nothing: every effect is [`EffectOutcome::Unsupported`] (what this build's
@@ -246,10 +254,10 @@ pub fn run_carrying(
 ) -> Turn {
     let mut turn = step_carrying(bot, session, event, now, host, carry);
     for _ in 0..EFFECTS_PER_RUN {
-        let Some(Action::Effect { effect, .. }) = turn.actions.last() else {
+        let Some(Action::Effect { at, effect }) = turn.actions.last() else {
             return turn;
         };
-        let outcome = perform.perform(effect);
+        let outcome = perform.perform_at(at, effect);
         let result = Event {
             id: None,
             at: now,
