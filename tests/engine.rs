@@ -592,12 +592,11 @@ fn the_bot_loads_with_only_the_expected_warnings() {
         .map(|d| d.code.to_string())
         .collect();
     codes.sort();
-    // http and handover are not run by this build, and `broken` reads a variable
-    // nothing sets (twice): errors that `serve` refuses, allowed here to test the engine.
+    // handover is not run by this build, and `broken` reads a variable nothing sets
+    // (twice): errors that `serve` refuses, allowed here to test the engine.
     assert_eq!(
         codes,
         [
-            "not_supported",
             "not_supported",
             "not_supported",
             "unset_variable",
