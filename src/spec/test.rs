@@ -271,7 +271,7 @@ pub struct RawMessageFields {
 #[schemars(rename = "Mocks")]
 pub enum RawMocks {
     /// Answers every call the node makes.
-    One(RawMock),
+    One(Box<RawMock>),
     /// Answers the node's first call, second call, ...; a call after the last fails the
     /// test.
     Each(#[schemars(length(min = 1))] Vec<RawMock>),

@@ -141,7 +141,7 @@ impl Mocks {
                 )));
             }
             let answers: Vec<&RawMock> = match mocks {
-                RawMocks::One(m) => vec![m],
+                RawMocks::One(m) => vec![m.as_ref()],
                 RawMocks::Each(list) => list.iter().collect(),
             };
             for (i, mock) in answers.into_iter().enumerate() {
@@ -229,7 +229,7 @@ impl Mocks {
         let call = entry.calls;
         entry.calls += 1;
         let mock = match &entry.mocks {
-            RawMocks::One(m) => m.clone(),
+            RawMocks::One(m) => m.as_ref().clone(),
             RawMocks::Each(list) => match list.get(call) {
                 Some(m) => m.clone(),
                 None => {
