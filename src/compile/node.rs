@@ -232,7 +232,7 @@ impl Ctx<'_> {
         let kind = self.kind(raw, path);
         if let Some(save) = &raw.save
             && let Some(kind) = &kind
-            && !saves_something(kind)
+            && !kind.saves()
         {
             self.diags.push(
                 self.file
@@ -244,7 +244,7 @@ impl Ctx<'_> {
         }
         if raw.on_window_closed.is_some()
             && let Some(kind) = &kind
-            && !sends_free_form(kind)
+            && !kind.sends_free_form()
         {
             self.diags.push(
                 self.file
@@ -1513,32 +1513,6 @@ fn placeholder_node(id: &str, pos: Pos) -> Node {
         on_error: None,
         on_window_closed: None,
     }
-}
-
-fn saves_something(kind: &NodeKind) -> bool {
-    matches!(
-        kind,
-        NodeKind::Buttons(_)
-            | NodeKind::List(_)
-            | NodeKind::Ask(_)
-            | NodeKind::RequestLocation(_)
-            | NodeKind::WhatsAppFlow(_)
-            | NodeKind::Template(_)
-            | NodeKind::Http(_)
-            | NodeKind::Handover(_)
-    )
-}
-
-fn sends_free_form(kind: &NodeKind) -> bool {
-    !matches!(
-        kind,
-        NodeKind::Template(_)
-            | NodeKind::Set(_)
-            | NodeKind::Http(_)
-            | NodeKind::Script(_)
-            | NodeKind::Wait(_)
-            | NodeKind::Call(_)
-    )
 }
 
 /// Why this build cannot run a node of this kind (the hint of its `not_supported`

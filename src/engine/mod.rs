@@ -202,6 +202,14 @@ pub enum Effect {
 pub trait Perform {
     fn perform(&mut self, effect: &Effect) -> EffectOutcome;
 
+    /// [`Perform::perform`] for the node `at`, which [`run`] calls: a performer that
+    /// answers per node (the mocks of `parlance test`) needs to know which node asks; one
+    /// that does not keeps this default.
+    fn perform_at(&mut self, at: &NodeAt, effect: &Effect) -> EffectOutcome {
+        let _ = at;
+        self.perform(effect)
+    }
+
     /// Whether effects are performed later, by the caller, rather than inline: then
     /// [`run`] ends the turn at the first effect, the session waiting there
     /// (`State::Effect`), and `perform` is never called. (`serve` performs them beside
@@ -257,10 +265,10 @@ pub fn run_carrying(
         return turn;
     }
     for _ in 0..EFFECTS_PER_RUN {
-        let Some(Action::Effect { effect, .. }) = turn.actions.last() else {
+        let Some(Action::Effect { at, effect }) = turn.actions.last() else {
             return turn;
         };
-        let outcome = perform.perform(effect);
+        let outcome = perform.perform_at(at, effect);
         let result = Event {
             id: None,
             at: now,

@@ -265,7 +265,22 @@ impl NodeKind {
             NodeKind::List(l) => Some(&l.retry),
             NodeKind::Ask(a) => Some(&a.retry),
             NodeKind::RequestLocation(r) => Some(&r.retry),
-            _ => None,
+            NodeKind::Say(_)
+            | NodeKind::Media(..)
+            | NodeKind::Template(_)
+            | NodeKind::Location(_)
+            | NodeKind::Contacts(_)
+            | NodeKind::CtaUrl(_)
+            | NodeKind::WhatsAppFlow(_)
+            | NodeKind::React(_)
+            | NodeKind::Payload(_)
+            | NodeKind::Set(_)
+            | NodeKind::Http(_)
+            | NodeKind::Script(_)
+            | NodeKind::Handover(_)
+            | NodeKind::Wait(_)
+            | NodeKind::Call(_)
+            | NodeKind::End(_) => None,
         }
     }
 
@@ -279,7 +294,75 @@ impl NodeKind {
             | NodeKind::WhatsAppFlow(_)
             | NodeKind::Handover(_) => true,
             NodeKind::Template(t) => t.waits_for_reply,
-            _ => false,
+            NodeKind::Say(_)
+            | NodeKind::Media(..)
+            | NodeKind::Location(_)
+            | NodeKind::Contacts(_)
+            | NodeKind::CtaUrl(_)
+            | NodeKind::React(_)
+            | NodeKind::Payload(_)
+            | NodeKind::Set(_)
+            | NodeKind::Http(_)
+            | NodeKind::Script(_)
+            | NodeKind::Wait(_)
+            | NodeKind::Call(_)
+            | NodeKind::End(_) => false,
+        }
+    }
+
+    /// Whether the node produces a value for `save` (an answer, a reply, a response); on
+    /// any other kind `save` is a `misplaced_key` warning.
+    pub fn saves(&self) -> bool {
+        match self {
+            NodeKind::Buttons(_)
+            | NodeKind::List(_)
+            | NodeKind::Ask(_)
+            | NodeKind::RequestLocation(_)
+            | NodeKind::WhatsAppFlow(_)
+            | NodeKind::Template(_)
+            | NodeKind::Http(_)
+            | NodeKind::Handover(_) => true,
+            NodeKind::Say(_)
+            | NodeKind::Media(..)
+            | NodeKind::Location(_)
+            | NodeKind::Contacts(_)
+            | NodeKind::CtaUrl(_)
+            | NodeKind::React(_)
+            | NodeKind::Payload(_)
+            | NodeKind::Set(_)
+            | NodeKind::Script(_)
+            | NodeKind::Wait(_)
+            | NodeKind::Call(_)
+            | NodeKind::End(_) => false,
+        }
+    }
+
+    /// Whether the node may send a free-form message (anything but a template), which
+    /// WhatsApp refuses outside the 24-hour window: where `on_window_closed` has an
+    /// effect.
+    pub fn sends_free_form(&self) -> bool {
+        match self {
+            NodeKind::Say(_)
+            | NodeKind::Media(..)
+            | NodeKind::Buttons(_)
+            | NodeKind::List(_)
+            | NodeKind::Ask(_)
+            | NodeKind::Location(_)
+            | NodeKind::RequestLocation(_)
+            | NodeKind::Contacts(_)
+            | NodeKind::CtaUrl(_)
+            | NodeKind::WhatsAppFlow(_)
+            | NodeKind::React(_)
+            | NodeKind::Payload(_)
+            // Its `say`, and its goodbye.
+            | NodeKind::Handover(_)
+            | NodeKind::End(_) => true,
+            NodeKind::Template(_)
+            | NodeKind::Set(_)
+            | NodeKind::Http(_)
+            | NodeKind::Script(_)
+            | NodeKind::Wait(_)
+            | NodeKind::Call(_) => false,
         }
     }
 }

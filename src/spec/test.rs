@@ -51,6 +51,17 @@ pub struct RawTestFile {
     /// Profile variables the user already has (kept across sessions).
     #[serde(default)]
     pub profile: IndexMap<String, serde_json::Value>,
+    /// Answers for the bot's `http` nodes, by node id (or `flow.node` when the id is not
+    /// unique in the bot): one answer, or a list answered in order when the node is
+    /// called several times. Tests never call the network: an `http` node reached
+    /// without a mock fails the test.
+    #[serde(default)]
+    pub mocks: IndexMap<String, RawMocks>,
+    /// Environment variables templates read as `env.NAME` in this test, over the
+    /// process's (each name must be listed in `expose_env`): a test that does not depend
+    /// on where it runs.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
     /// The conversation, one step per item: `user:` says something, `bot:` is what the bot
     /// must answer, `vars:` checks variables, `advance:` moves the simulated clock,
     /// `status:` reports a delivery status of a message the bot sent.
@@ -251,4 +262,103 @@ pub struct RawMessageFields {
     pub name: Option<String>,
     /// A part of the Cloud API payload that must be present, e.g. `{ text: { preview_url: true } }`.
     pub payload: Option<serde_json::Value>,
+}
+
+/// The mocks of one `http` node: one answer for every call, or a list of answers, one
+/// per call, in order.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Mocks")]
+pub enum RawMocks {
+    /// Answers every call the node makes.
+    One(Box<RawMock>),
+    /// Answers the node's first call, second call, ...; a call after the last fails the
+    /// test.
+    Each(#[schemars(length(min = 1))] Vec<RawMock>),
+}
+
+/// What a mocked `http` call does: answer (`status`, `json` or `body`, `headers`) or
+/// fail (`fail`), and optionally what the request must be (`request`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Mock")]
+pub enum RawMock {
+    /// The call fails without an answer: the node's `on_error`, with `message.error.kind`.
+    Fail(RawMockFailure),
+    /// The backend answers; a status of 300 or more takes `on_error` (kind `status`).
+    Answer(RawMockAnswer),
+}
+
+/// A mocked answer.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MockAnswer")]
+pub struct RawMockAnswer {
+    /// The answer's status (default 200). 2xx continues at `next`; 300 and more takes
+    /// `on_error` with `message.error.kind` `status` (`save` still holds the answer).
+    #[schemars(range(min = 200, max = 599))]
+    pub status: Option<u16>,
+    /// A JSON body: what `save` holds as `body` (content-type `application/json` unless
+    /// `headers` says otherwise). Not with `body`.
+    pub json: Option<Value>,
+    /// A text body (content-type `text/plain` unless `headers` says otherwise). Not with
+    /// `json`.
+    pub body: Option<String>,
+    /// Answer headers; `save` holds them with lower-case names.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// What the request must be; the step fails when it is not.
+    pub request: Option<RawRequestExpect>,
+}
+
+/// A mocked failure: the call gets no usable answer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MockFailure")]
+pub struct RawMockFailure {
+    /// How the call fails, as `message.error.kind` reads it.
+    pub fail: RawMockFailKind,
+    /// What the request must be; the step fails when it is not.
+    pub request: Option<RawRequestExpect>,
+}
+
+/// The ways a mocked call can fail (a non-2xx answer is `status:` on an answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "MockFailKind")]
+pub enum RawMockFailKind {
+    /// No answer within the node's `timeout`.
+    Timeout,
+    /// No connection (refused, unknown host, TLS).
+    Connect,
+    /// The host may not be called (`http.allow_hosts`).
+    Forbidden,
+    /// The answer's body was over the size limit.
+    TooLarge,
+    /// The answer said it was JSON and was not.
+    InvalidJson,
+    /// A redirect was not followed.
+    Redirect,
+}
+
+/// What a mocked node's request must be; everything left out is not checked. Text
+/// values are exact, or regular expressions when written as `/.../`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RequestExpect")]
+pub struct RawRequestExpect {
+    /// The method: GET, POST, PUT, PATCH or DELETE.
+    pub method: Option<super::flow::HttpMethod>,
+    /// The full URL, with the node's `query` encoded into it, e.g.
+    /// `https://api.example.com/orders?id=42`.
+    pub url: Option<String>,
+    /// These headers are sent with these values (names in any case; other headers may
+    /// be sent too).
+    pub headers: Option<IndexMap<String, String>>,
+    /// The JSON body equals this.
+    pub json: Option<Value>,
+    /// The form body has exactly these fields and values.
+    pub form: Option<IndexMap<String, String>>,
+    /// The text body equals this.
+    pub body: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! and so does an engine error, so a test that passes says what the bot really does.
 
 pub mod fake_graph;
+pub mod mocks;
 
 use crate::diag::Pos;
 use crate::engine::{
@@ -19,6 +20,7 @@ use crate::spec::test::{
     RawStep, RawTestFile, RawTestMedia, RawUserEvent, RawUserInput,
 };
 use crate::transform::{self, Sent, Step};
+use mocks::{MockError, Mocks};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -26,6 +28,23 @@ use std::path::PathBuf;
 /// The simulated user, unless the test says otherwise.
 pub const DEFAULT_WA_ID: &str = "15550001111";
 pub const DEFAULT_NAME: &str = "Test User";
+
+/// Puts the test's `env:` over the process's: only names the bot exposes, as templates
+/// can read no others.
+fn test_env(bot: &Bot, test: &RawTestFile, env: &mut Map<String, Value>) -> Result<(), MockError> {
+    for (name, value) in &test.env {
+        if !bot.settings.expose_env.contains(name) {
+            return Err(MockError {
+                path: YamlPath::root().key("env").key(name),
+                message: format!(
+                    "`env` sets {name}, which is not in `expose_env` in parlance.yaml; templates cannot read it"
+                ),
+            });
+        }
+        env.insert(name.clone(), Value::String(value.clone()));
+    }
+    Ok(())
+}
 
 /// Where the simulated clock starts: Monday 2026-01-05 09:00 UTC.
 pub const CLOCK_START: i64 = 1_767_603_600;
@@ -43,8 +62,9 @@ pub struct Report {
 pub struct Failure {
     pub file: PathBuf,
     pub pos: Pos,
-    /// The step number, from 1.
-    pub step: usize,
+    /// The step number, from 1; `None` when the test failed before its steps (its
+    /// `mocks:` or `env:` do not fit the bot).
+    pub step: Option<usize>,
     pub message: String,
 }
 
@@ -52,19 +72,42 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}:{}:{}: step {}: {}",
+            "{}:{}:{}: ",
             self.file.display(),
             self.pos.line,
-            self.pos.column,
-            self.step,
-            self.message
-        )
+            self.pos.column
+        )?;
+        if let Some(step) = self.step {
+            write!(f, "step {step}: ")?;
+        }
+        f.write_str(&self.message)
     }
 }
 
-/// Runs one conversation test.
-pub fn run(bot: &Bot, file: &SourceFile, test: &RawTestFile, env: Map<String, Value>) -> Report {
-    let failure = Runner::new(bot, test, env).run(file, test);
+/// Runs one conversation test. `env` is what the process exposes (`expose_env`); the
+/// test's own `env:` goes over it.
+pub fn run(
+    bot: &Bot,
+    file: &SourceFile,
+    test: &RawTestFile,
+    mut env: Map<String, Value>,
+) -> Report {
+    let before_steps = |e: MockError| Failure {
+        file: file.display.clone(),
+        pos: file
+            .tree
+            .as_ref()
+            .map_or(Pos::START, |t| t.key_pos_of(&e.path)),
+        step: None,
+        message: e.message,
+    };
+    let prepared = test_env(bot, test, &mut env)
+        .and_then(|()| Mocks::new(bot, file, test, &env))
+        .map_err(before_steps);
+    let failure = match prepared {
+        Ok(mocks) => Runner::new(bot, test, env, mocks).run(file, test),
+        Err(failure) => Some(failure),
+    };
     Report {
         name: test.name.clone(),
         file: file.display.clone(),
@@ -84,10 +127,12 @@ struct Runner<'a> {
     /// The node of every message the bot sent, in order: what a `status:` step can
     /// report on, as `serve` finds a status's message among those it sent.
     sent: Vec<NodeAt>,
+    /// Answers the bot's `http` calls.
+    mocks: Mocks,
 }
 
 impl<'a> Runner<'a> {
-    fn new(bot: &'a Bot, test: &RawTestFile, env: Map<String, Value>) -> Self {
+    fn new(bot: &'a Bot, test: &RawTestFile, env: Map<String, Value>, mocks: Mocks) -> Self {
         let contact = test.contact.clone();
         let wa_id = contact
             .as_ref()
@@ -112,6 +157,7 @@ impl<'a> Runner<'a> {
             counter: 0,
             pending: VecDeque::new(),
             sent: Vec::new(),
+            mocks,
         }
     }
 
@@ -122,7 +168,7 @@ impl<'a> Runner<'a> {
                 Some(Failure {
                     file: file.display.clone(),
                     pos: file.tree.as_ref().map_or(Pos::START, |t| t.pos_of(&path)),
-                    step: i + 1,
+                    step: Some(i + 1),
                     message,
                 })
             };
@@ -248,18 +294,22 @@ impl<'a> Runner<'a> {
     fn play(&mut self, event: &Event) -> Result<(), String> {
         let session = std::mem::replace(&mut self.session, Session::new("", 0));
         let wa_id = session.contact.wa_id.clone();
-        // No effect performers yet (http mocks come with the http node): an effect is
-        // `Unsupported`, which stops the test with the engine's error.
+        // `http` calls are answered by the test's mocks; a handover is `Unsupported`,
+        // which stops the test with the engine's error.
         let turn = transform::run(
             self.bot,
             session,
             event,
             self.clock,
             &self.host,
-            &mut engine::NoEffects,
+            &mut self.mocks,
             &wa_id,
         );
         self.session = turn.session;
+        // A call the mocks could not answer is the cause of whatever the turn did next.
+        if let Some(failure) = self.mocks.take_failure() {
+            return Err(failure);
+        }
         for step in turn.steps {
             let action = match step {
                 Step::Send(sent) => {
