@@ -3,6 +3,7 @@
 //! error `code` and `details`, not on titles or the HTTP status; the status only decides
 //! when there is no code (a proxy's 502, a timeout).
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -89,15 +90,27 @@ pub fn classify(status: u16, code: Option<i64>) -> Verdict {
     }
 }
 
-/// How long to wait before retry number `attempt` (0 for the first retry).
-/// `jitter` in [0, 1) spreads retries of many messages apart.
-pub fn backoff(verdict: Verdict, attempt: u32, jitter: f64) -> Duration {
-    let secs = match verdict {
-        // Meta: "retry after 4^X seconds" for the pair rate limit.
-        Verdict::RetryRecipient => 4f64.powi(attempt.min(6) as i32),
-        _ => 2f64.powi(attempt.min(8) as i32) * 0.5,
+/// How long to wait before retry number `attempt` (0 for the first retry): doubling
+/// from 0.5 s (at most 128 s), or, for the pair rate limit, Meta's "retry after 4^X
+/// seconds" (at most 4^6 s); each with up to as much again of random jitter, which
+/// spreads the retries of many messages apart. (Computed per attempt, not slept: the
+/// wait is stored as the message's `not_before`, so it survives a restart.)
+pub fn backoff(verdict: Verdict, attempt: u32) -> Duration {
+    let (min, factor, max) = match verdict {
+        Verdict::RetryRecipient => (Duration::from_secs(1), 4.0, Duration::from_secs(4096)),
+        Verdict::Retry | Verdict::WindowClosed | Verdict::Auth | Verdict::Permanent => {
+            (Duration::from_millis(500), 2.0, Duration::from_secs(128))
+        }
     };
-    Duration::from_secs_f64(secs * (1.0 + jitter.clamp(0.0, 1.0) * 0.5))
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_factor(factor)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt as usize)
+        .unwrap_or(max)
 }
 
 #[derive(Deserialize)]
@@ -252,16 +265,21 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_the_pair_limit_uses_powers_of_four() {
-        assert_eq!(
-            backoff(Verdict::RetryRecipient, 0, 0.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            backoff(Verdict::RetryRecipient, 2, 0.0),
-            Duration::from_secs(16)
-        );
-        assert_eq!(backoff(Verdict::Retry, 0, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff(Verdict::Retry, 3, 0.0), Duration::from_secs(4));
-        assert!(backoff(Verdict::Retry, 3, 0.99) > Duration::from_secs(5));
+        // Each wait is its step plus up to as much again of jitter.
+        let within = |d: Duration, step: Duration| d >= step && d <= step * 2;
+        for _ in 0..20 {
+            let pair = |n| backoff(Verdict::RetryRecipient, n);
+            assert!(within(pair(0), Duration::from_secs(1)));
+            assert!(within(pair(2), Duration::from_secs(16)));
+            assert!(within(pair(9), Duration::from_secs(4096)));
+            let plain = |n| backoff(Verdict::Retry, n);
+            assert!(within(plain(0), Duration::from_millis(500)));
+            assert!(within(plain(3), Duration::from_secs(4)));
+            assert!(within(plain(30), Duration::from_secs(128)));
+        }
+        // The jitter spreads them apart.
+        let waits: std::collections::HashSet<Duration> =
+            (0..20).map(|_| backoff(Verdict::Retry, 3)).collect();
+        assert!(waits.len() > 1);
     }
 }

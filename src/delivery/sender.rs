@@ -167,7 +167,7 @@ impl Runtime {
                     .await;
             }
         }
-        let wait = millis(backoff(verdict, out.attempts, jitter()));
+        let wait = millis(backoff(verdict, out.attempts));
         let deadline = body
             .queued_at
             .saturating_add(millis(self.settings.retry_deadline));
@@ -253,12 +253,4 @@ fn log_write_error(number: &str, at: OutKey, e: &CommitError) {
             tracing::warn!(%number, error = %e, "cannot record a send attempt; it is retried")
         }
     }
-}
-
-/// A number in [0, 1) that differs from call to call, to spread retries apart.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    f64::from(nanos % 1000) / 1000.0
 }
