@@ -1292,7 +1292,8 @@ fn a_turn_keeps_its_one_fallback_and_its_limits_across_effects() {
     let bot = parlance::compile::load_bot(dir.path())
         .bot
         .expect("the bot loads");
-    let text = || engine::EffectOutcome::Http(json!({ "status": 200, "headers": {}, "body": "ok" }));
+    let text =
+        || engine::EffectOutcome::Http(json!({ "status": 200, "headers": {}, "body": "ok" }));
     let mut perform = Scripted {
         outcomes: (0..10).map(|_| text()).collect(),
         asked: Vec::new(),
@@ -1309,7 +1310,10 @@ fn a_turn_keeps_its_one_fallback_and_its_limits_across_effects() {
     assert_eq!(texts(&turn.actions), ["looking", "looking"]);
     let errors = errors(&turn.actions);
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].ends_with("the fallback flow takes over"), "{errors:?}");
+    assert!(
+        errors[0].ends_with("the fallback flow takes over"),
+        "{errors:?}"
+    );
     assert!(errors[1].ends_with("so the turn stops"), "{errors:?}");
 }
 

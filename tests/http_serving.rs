@@ -4,10 +4,10 @@
 
 #![cfg(unix)]
 
-use axum::{Json, Router};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::{Json, Router};
 use parlance::testing::fake_graph::FakeGraph;
 use serde_json::{Value, json};
 use std::collections::HashMap;
