@@ -55,8 +55,11 @@ fn write_bot(dir: &Path, script: bool) {
     std::fs::create_dir_all(dir.join("flows")).expect("temp dir");
     std::fs::write(dir.join("parlance.yaml"), "bot: { entry: flow_0 }\n").expect("write config");
     for i in 0..FLOWS {
-        std::fs::write(dir.join(format!("flows/flow_{i:04}.yaml")), flow_file(i, script))
-            .expect("write flow");
+        std::fs::write(
+            dir.join(format!("flows/flow_{i:04}.yaml")),
+            flow_file(i, script),
+        )
+        .expect("write flow");
     }
 }
 
@@ -81,9 +84,7 @@ fn load(c: &mut Criterion) {
             loaded.bot.as_ref().map(|b| b.node_count()),
             Some(FLOWS * NODES)
         );
-        group.bench_function(name, |b| {
-            b.iter(|| parlance::compile::load_bot(dir.path()))
-        });
+        group.bench_function(name, |b| b.iter(|| parlance::compile::load_bot(dir.path())));
     }
     group.finish();
 }

@@ -61,6 +61,8 @@ pub enum ItemKind {
     Status,
     /// A message injected through the API, handled as if the user sent it.
     Inject,
+    /// A message (or a flow to start) the API sends straight to the user.
+    Notify,
     /// An agent's reply during a handover.
     AgentReply,
     /// A timer that fell due ([`NewTimer`]).
@@ -70,10 +72,11 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 6] = [
+    pub const ALL: [ItemKind; 7] = [
         ItemKind::Message,
         ItemKind::Status,
         ItemKind::Inject,
+        ItemKind::Notify,
         ItemKind::AgentReply,
         ItemKind::Timer,
         ItemKind::EffectResult,
@@ -84,6 +87,7 @@ impl ItemKind {
             ItemKind::Message => "message",
             ItemKind::Status => "status",
             ItemKind::Inject => "inject",
+            ItemKind::Notify => "notify",
             ItemKind::AgentReply => "agent_reply",
             ItemKind::Timer => "timer",
             ItemKind::EffectResult => "effect_result",
