@@ -291,7 +291,18 @@ async fn bad_requests_get_one_error_shape_naming_the_field() {
             .await,
             422,
             "invalid_body",
-            "invalid type",
+            "user: invalid type",
+        ),
+        (
+            post(
+                addr,
+                "/api/v1/inject",
+                json!({ "user": "1555", "text": null }),
+            )
+            .await,
+            422,
+            "invalid_body",
+            "text: invalid type: null",
         ),
         (
             post(
@@ -512,7 +523,7 @@ async fn notify_sends_text_in_the_window_templates_outside_and_starts_flows() {
     .await;
     assert_eq!(
         (status.as_u16(), code.as_str()),
-        (422, "invalid_body"),
+        (404, "unknown_flow"),
         "{message}"
     );
 

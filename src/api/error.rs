@@ -112,19 +112,43 @@ where
     }
 }
 
-/// `T` from a JSON body: 400 when it is not JSON, 422 when it is not a `T`.
+/// `T` from a JSON body: 400 when it is not JSON, 422 when it is not a `T`, naming
+/// the field (`text: invalid type: integer \`5\`, expected a string`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::invalid(format!("the body does not fit this route: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not JSON: {e}"),
-            ),
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data if path == "." => {
+                ApiError::invalid(format!("the body does not fit this route: {inner}"))
+            }
+            Category::Data => ApiError::invalid(format!("{path}: {inner}")),
+            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
         }
-    })
+    })?;
+    // Nothing but white space may follow the value.
+    json.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        format!("the body is not JSON: {e}"),
+    )
+}
+
+/// For optional request fields: absent is `None`, but `null` is refused like any other
+/// wrong type (the OpenAPI document says the field is a string, not a string or null).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 fn body_rejection(e: BytesRejection) -> ApiError {

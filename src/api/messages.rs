@@ -5,7 +5,7 @@
 //! item's turn and says what the bot queued.
 
 use super::auth::Opened;
-use super::error::{ApiError, ErrorBody, Json};
+use super::error::{ApiError, ErrorBody, Json, present};
 use super::users::check_user;
 use crate::delivery::api_items::{ApiOutcome, ApiRequest, WINDOW_CLOSED};
 use crate::delivery::codec::Notify;
@@ -35,12 +35,20 @@ pub struct InjectRequest {
     #[schema(pattern = r"^[0-9]{1,15}$", example = "15550001111")]
     pub user: String,
     /// The number the conversation is with; required when the key opens several.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub phone_number_id: Option<String>,
     /// A text message.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub text: Option<String>,
     /// A tap on the button or list row with this id.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub reply: Option<String>,
     /// Any JSON, for the flow to read as `message.data` (`message.type` is `data`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Value, required = false)]
     pub data: Option<Value>,
 }
 
@@ -53,12 +61,20 @@ pub struct NotifyRequest {
     #[schema(pattern = r"^[0-9]{1,15}$", example = "15550001111")]
     pub user: String,
     /// The number to send from; required when the key opens several.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub phone_number_id: Option<String>,
     /// A text message (only inside the 24-hour window).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub text: Option<String>,
     /// An approved template, as the Cloud API takes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TemplateRequest, required = false)]
     pub template: Option<TemplateRequest>,
     /// A flow the bot starts for the user: its id, or `{"flow", "node"}`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = FlowRequest, required = false)]
     pub flow: Option<FlowRequest>,
 }
 
@@ -80,6 +96,8 @@ pub struct TemplateLanguage {
     /// e.g. `en_US`.
     pub code: String,
     /// Only `deterministic` exists.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub policy: Option<String>,
 }
 
@@ -88,7 +106,17 @@ pub struct TemplateLanguage {
 #[serde(untagged)]
 pub enum FlowRequest {
     Id(String),
-    At { flow: String, node: Option<String> },
+    At(FlowAt),
+}
+
+/// A flow and the node to start at (its first node without one).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowAt {
+    pub flow: String,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
+    pub node: Option<String>,
 }
 
 /// What came of an inject or notify.
@@ -163,10 +191,10 @@ pub async fn inject(
         (status = 400, description = "Not JSON, not a WhatsApp id, or phone_number_id missing with several numbers", body = ErrorBody),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
         (status = 403, description = "The API is off, or the key does not open that number", body = ErrorBody),
-        (status = 404, description = "No bot serves that number", body = ErrorBody),
+        (status = 404, description = "No bot serves that number, or the bot has no such flow or node", body = ErrorBody),
         (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
-        (status = 422, description = "The body does not fit (the field is named), an invalid message or unknown flow, or `window_closed`: outside the 24-hour window only a template may be sent", body = ErrorBody),
+        (status = 422, description = "The body does not fit (the field is named), a message WhatsApp would refuse, or `window_closed`: outside the 24-hour window only a template may be sent", body = ErrorBody),
         (status = 503, description = "Shutting down, or the store did not answer", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -185,7 +213,7 @@ pub async fn notify(
             components: t.components,
         },
         (None, None, Some(FlowRequest::Id(flow))) => Notify::Flow { flow, node: None },
-        (None, None, Some(FlowRequest::At { flow, node })) => Notify::Flow { flow, node },
+        (None, None, Some(FlowRequest::At(FlowAt { flow, node }))) => Notify::Flow { flow, node },
         _ => {
             return Err(ApiError::invalid(
                 "give exactly one of text, template and flow",
@@ -243,7 +271,11 @@ pub async fn notify(
                     || format!("flow \"{flow}\""),
                     |n| format!("node {flow}.{n}"),
                 );
-                return Err(ApiError::invalid(format!("flow: the bot has no {what}")));
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_flow",
+                    format!("flow: the bot has no {what}"),
+                ));
             }
         }
     }

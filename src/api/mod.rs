@@ -39,6 +39,34 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 )]
 struct ApiDoc;
 
+/// What the types cannot say: a request takes exactly one of some fields
+/// (`InjectRequest`: text, reply, data; `NotifyRequest`: text, template, flow). The
+/// handlers refuse anything else with 422; the document says so with a `oneOf`.
+struct ExactlyOne;
+
+impl Modify for ExactlyOne {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, fields) in [
+            ("InjectRequest", ["text", "reply", "data"]),
+            ("NotifyRequest", ["text", "template", "flow"]),
+        ] {
+            let Some(schema) = components.schemas.remove(name) else {
+                continue;
+            };
+            let mut choices = OneOfBuilder::new();
+            for field in fields {
+                choices = choices.item(ObjectBuilder::new().required(field));
+            }
+            let both = AllOfBuilder::new().item(schema).item(choices);
+            components.schemas.insert(name.to_string(), both.into());
+        }
+    }
+}
+
 /// The `api_key` security scheme: `Authorization: Bearer <api.key>`.
 struct BearerKey;
 
@@ -57,9 +85,12 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::inject))
         .routes(routes!(messages::notify))
         .routes(routes!(users::export, users::erase));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes brought their schemas in.
+    ExactlyOne.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document (`parlance openapi`, `GET /api/openapi.json`).
