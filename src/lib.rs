@@ -67,6 +67,7 @@
 //! Architecture Invariant: data flows one way. `source` knows nothing of flows, `spec`
 //! nothing of positions, `flow` nothing of files; only `compile` sees all three.
 
+pub mod api;
 pub mod cli;
 pub mod compile;
 pub mod delivery;

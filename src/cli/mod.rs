@@ -145,6 +145,9 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (/api/v1), as
+    /// GET /api/openapi.json serves it: `parlance openapi > docs/openapi.json`.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +217,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Test { dir } => test::run(&dir),
         Command::Graph { dir, flow } => graph::run(&dir, flow.as_deref()),
         Command::Schema { out, check } => schema::run(&out, check),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            0
+        }
     }
 }
 

@@ -34,6 +34,43 @@ pub struct FailedItem {
     pub title: Option<String>,
 }
 
+/// An inbox item of kind `Inject`: a message the API put into the conversation
+/// (`POST /api/v1/inject`), run as an [`crate::engine::EventKind::Injected`] event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InjectItem {
+    pub v: u32,
+    /// Who waits for the turn's report (the request's id, see `Runtime::waiters`).
+    pub request: String,
+    pub event: Event,
+}
+
+/// An inbox item of kind `Notify`: something the API sends straight to the user
+/// (`POST /api/v1/notify`), in order with the user's other items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyItem {
+    pub v: u32,
+    pub request: String,
+    /// When the request came (Unix seconds).
+    pub at: i64,
+    pub notify: Notify,
+}
+
+/// What a notify sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notify {
+    /// A text: only inside the 24-hour window.
+    Text(String),
+    /// A Cloud API template (name, language, components): allowed outside the window.
+    Template {
+        name: String,
+        language: String,
+        components: Vec<Value>,
+    },
+    /// A flow (at a node) the bot starts as a turn of its own.
+    Flow { flow: String, node: Option<String> },
+}
+
 /// An inbox item of kind `Timer`: a timer the loop set fell due.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimerItem {

@@ -10,10 +10,12 @@
 //! - [`sender`]: one outgoing message: pacing, window template, retries until the
 //!   deadline, auth pause, dead letters.
 //! - [`scan`]: finding work nobody is doing (restarts, dead instances, due retries).
+//! - [`api_items`]: what the API's inject and notify put in a user's loop.
 //! - [`codec`]: the versioned bodies the store keeps for items and messages.
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
 
+pub mod api_items;
 pub mod codec;
 pub mod effects;
 pub mod graph;

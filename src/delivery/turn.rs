@@ -2,7 +2,10 @@
 //! atomic commit of the new session and the outgoing messages (rendered to exact Cloud
 //! API payloads now, so the sender and a replay send what the turn decided).
 
-use super::codec::{self, FailedItem, MessageItem, OutgoingBody, TimerItem};
+use super::api_items::{self, NotifyInput};
+use super::codec::{
+    self, FailedItem, InjectItem, MessageItem, NotifyItem, OutgoingBody, TimerItem,
+};
 use super::effects;
 use super::runtime::{Number, Runtime, Step, TurnReport, WorkerState, mask, millis, now_ms};
 use crate::engine::{
@@ -19,6 +22,14 @@ use crate::transform::{self, Sent, Step as TurnStep};
 enum Input {
     /// Run a turn with this event.
     Event(Event),
+    /// From the API (inject, a notify's flow): run a turn with this event and hand its
+    /// report to `request`'s waiter.
+    Api { event: Event, request: String },
+    /// From the API (a notify's text or template): queue this message as is.
+    Send {
+        message: crate::engine::Message,
+        request: String,
+    },
     /// Nothing to run (a failure report for a message this store did not send).
     Nothing,
     /// A body this build cannot read: moved aside, with why.
@@ -74,8 +85,22 @@ impl Runtime {
             Ok(input) => input,
             Err(Retry) => return Step::Stop,
         };
-        let (ran, marked) = match input {
-            Input::Event(event) => (self.run(number, key, session, &event, now_ms), Some(event)),
+        let (ran, marked, request) = match input {
+            Input::Event(event) => (
+                self.run(number, key, session, &event, now_ms),
+                Some(event),
+                None,
+            ),
+            Input::Api { event, request } => (
+                self.run(number, key, session, &event, now_ms),
+                None,
+                Some(request),
+            ),
+            Input::Send { message, request } => (
+                api_items::send(key, session, &message, now_ms),
+                None,
+                Some(request),
+            ),
             Input::Nothing | Input::Unreadable(_) => (
                 Ran {
                     session,
@@ -83,6 +108,7 @@ impl Runtime {
                     report: TurnReport::default(),
                     effect: None,
                 },
+                None,
                 None,
             ),
         };
@@ -130,7 +156,7 @@ impl Runtime {
                 return Step::Stop;
             }
         }
-        if marked.is_some() {
+        if marked.is_some() || request.is_some() {
             self.metrics.turns.inc();
         }
         self.metrics
@@ -139,9 +165,14 @@ impl Runtime {
         if let Some(effect) = effect {
             self.start_effect(number, key, state, effect);
         }
-        if let Some(id) = marked.and_then(|event| event.id) {
-            self.answer_waiter(&id, report);
-            self.mark_read(number, &id).await;
+        match (marked.and_then(|event| event.id), request) {
+            (Some(id), _) => {
+                self.answer_waiter(&id, report);
+                self.mark_read(number, &id).await;
+            }
+            // Not a message WhatsApp delivered: nothing to mark read.
+            (None, Some(request)) => self.answer_waiter(&request, report),
+            (None, None) => {}
         }
         Step::Again
     }
@@ -244,11 +275,29 @@ impl Runtime {
                 Ok(t) => unreadable(format!("a timer this build does not set: {}", t.name)),
                 Err(e) => unreadable(e.0),
             },
-            // Not written by this build yet (inject, agent replies and handover events
-            // come with the API and handover work; http results never wait in the inbox).
-            ItemKind::Inject | ItemKind::AgentReply | ItemKind::EffectResult => unreadable(
-                format!("{} items are not handled by this build", item.kind.as_str()),
-            ),
+            ItemKind::Inject => match codec::decode::<InjectItem>(&item.body) {
+                Ok(i) => Ok(Input::Api {
+                    event: i.event,
+                    request: i.request,
+                }),
+                Err(e) => unreadable(e.0),
+            },
+            ItemKind::Notify => match codec::decode::<NotifyItem>(&item.body) {
+                Ok(n) => {
+                    let request = n.request.clone();
+                    Ok(match api_items::notify_input(n) {
+                        NotifyInput::Event(event) => Input::Api { event, request },
+                        NotifyInput::Send(message) => Input::Send { message, request },
+                    })
+                }
+                Err(e) => unreadable(e.0),
+            },
+            // Not written by this build yet (agent replies and handover events come with
+            // the handover work; http results never wait in the inbox).
+            ItemKind::AgentReply | ItemKind::EffectResult => unreadable(format!(
+                "{} items are not handled by this build",
+                item.kind.as_str()
+            )),
         }
     }
 

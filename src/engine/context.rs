@@ -70,7 +70,19 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
         EventKind::DeliveryFailed { code, reason, .. } => {
             m.insert("error".into(), json!({ "code": code, "reason": reason }));
         }
-        EventKind::Text(_) | EventKind::Unsupported(_) | EventKind::EffectResult(_) => {}
+        EventKind::Injected(inner) => {
+            if let Value::Object(inner) = message_value(None, inner, at) {
+                m.extend(inner);
+            }
+            m.insert("injected".into(), Value::Bool(true));
+        }
+        EventKind::Data(data) => {
+            m.insert("data".into(), data.clone());
+        }
+        EventKind::Text(_)
+        | EventKind::Unsupported(_)
+        | EventKind::EffectResult(_)
+        | EventKind::StartFlow { .. } => {}
     }
     Value::Object(m)
 }

@@ -74,6 +74,23 @@ pub enum EventKind {
     /// Something the engine has no use for (an order, a system message, an unsupported
     /// type): answered by the fallback flow, never dropped silently.
     Unsupported(String),
+    /// A message put into the conversation through the API (`POST /api/v1/inject`):
+    /// handled as the same message from the user would be (`message.type` is the inner
+    /// kind's, `message.injected` is true), but the user did not write it, so the
+    /// 24-hour window (only the user opens it) and the message to quote stay as they
+    /// were. The input transformer does not see it (it rewrites what users send).
+    Injected(Box<EventKind>),
+    /// JSON put into the conversation through the API (inside [`EventKind::Injected`]):
+    /// no text; `message.data` for templates, `message.type` = `data`.
+    Data(Value),
+    /// `POST /api/v1/notify` with a flow: the bot starts `flow` (at `node`, else at its
+    /// first node) on its own, keeping the conversation's variables. Not from the user:
+    /// the window stays, and what the flow sends outside it follows the usual rule
+    /// (its `on_window_closed` template, or an error).
+    StartFlow {
+        flow: String,
+        node: Option<String>,
+    },
 }
 
 /// What came of an effect (`engine::Effect`).
@@ -110,6 +127,9 @@ impl EventKind {
             EventKind::DeliveryFailed { .. } => "delivery_failed",
             EventKind::EffectResult(_) => "effect_result",
             EventKind::Unsupported(what) => what,
+            EventKind::Injected(inner) => inner.type_name(),
+            EventKind::Data(_) => "data",
+            EventKind::StartFlow { .. } => "notify",
         }
     }
 
@@ -120,6 +140,7 @@ impl EventKind {
             EventKind::Reply { title, .. } => Some(title),
             EventKind::Button { text, .. } => Some(text),
             EventKind::Media { caption, .. } => caption.as_deref(),
+            EventKind::Injected(inner) => inner.text(),
             _ => None,
         }
     }

@@ -479,19 +479,32 @@ impl Run<'_> {
             // that asked for the effect.
             return self.effect_result(outcome);
         }
-        self.session.last_user_message_at = Some(event.at);
-        self.session.last_user_message_id = event.id.clone();
-        if let Some(name) = &event.contact_name {
-            self.session.contact.name = Some(name.clone());
+        if let EventKind::StartFlow { flow, node } = &event.kind {
+            // The bot's own move (an API notify): the window stays as the user left it.
+            self.session.turn += 1;
+            return self.start_flow(flow, node.as_deref());
         }
-        let route = self.route(&event.kind);
+        // An injected message runs as the user's would, but only the user opens the
+        // 24-hour window, and only their messages can be quoted.
+        let kind = match &event.kind {
+            EventKind::Injected(inner) => inner.as_ref(),
+            kind => {
+                self.session.last_user_message_at = Some(event.at);
+                self.session.last_user_message_id = event.id.clone();
+                if let Some(name) = &event.contact_name {
+                    self.session.contact.name = Some(name.clone());
+                }
+                kind
+            }
+        };
+        let route = self.route(kind);
         if matches!(route, Route::Start { fresh: true, .. }) {
             self.restart();
         }
         self.session.turn += 1;
         match route {
             Route::ToAgent => self.actions.push(Action::ToAgent),
-            Route::Answer(w) => self.answer(&w, &event.kind),
+            Route::Answer(w) => self.answer(&w, kind),
             Route::Start { flow, groups, .. } => {
                 self.session.state = State::Idle;
                 self.session.stack.clear();
@@ -515,6 +528,36 @@ impl Run<'_> {
                 self.run_from(first_node(self.bot, flow));
             }
         }
+    }
+
+    /// Starts `flow` at `node` (its first node without one) for an API notify, keeping
+    /// the conversation's variables; a flow or node that does not exist (a reload removed
+    /// it since the request) is an error and nothing runs.
+    fn start_flow(&mut self, flow: &str, node: Option<&str>) {
+        if matches!(self.session.state, State::Handover { .. }) {
+            self.actions.push(Action::Error(Problem::general(
+                "notify: an agent has the conversation (handover); nothing was started".into(),
+            )));
+            return;
+        }
+        let start = match (self.bot.flow_by_id(flow), node) {
+            (Some(f), None) => Some(first_node(self.bot, f)),
+            (Some(_), Some(node)) => self.bot.node_by_id(flow, node).map(Target::Node),
+            (None, _) => None,
+        };
+        let Some(start) = start else {
+            let what = node.map_or_else(
+                || format!("flow \"{flow}\""),
+                |n| format!("node {flow}.{n}"),
+            );
+            self.actions.push(Action::Error(Problem::general(format!(
+                "notify: the bot has no {what}; nothing was started"
+            ))));
+            return;
+        };
+        self.session.state = State::Idle;
+        self.session.stack.clear();
+        self.run_from(start);
     }
 
     /// A message the bot sent was not delivered: its node's `on_error` runs; without

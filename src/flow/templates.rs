@@ -40,6 +40,8 @@ pub const CONTEXT_FIELDS: &[(&str, &[&str])] = &[
             "context",
             "timestamp",
             "error",
+            "data",
+            "injected",
         ],
     ),
 ];

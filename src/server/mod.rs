@@ -61,7 +61,8 @@ pub enum WebhookAuth {
 pub type AppState = Arc<Shared>;
 
 /// The router: `/webhook`, `/dev/message`, `/healthz` (liveness), `/readyz`
-/// (readiness, see [`ready`]), `/admin/status`, `/metrics`.
+/// (readiness, see [`ready`]), `/admin/status`, `/metrics`, and the API under `/api`
+/// (`crate::api`, with its own body limit and error shape).
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/status", get(admin_status))
         .route("/admin/dead-letters/{id}/replay", post(replay_dead_letter))
         .route("/metrics", get(metrics))
+        .merge(crate::api::router())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

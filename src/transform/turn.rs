@@ -338,8 +338,8 @@ fn mask_numbers(text: &str) -> String {
     }
 }
 
-/// Messages from the user go through the input transformer; delivery reports and
-/// effect results are not messages.
+/// Messages from the user go through the input transformer; delivery reports, effect
+/// results and what the API puts in are not.
 fn is_users_message(kind: &EventKind) -> bool {
     match kind {
         EventKind::Text(_)
@@ -351,6 +351,11 @@ fn is_users_message(kind: &EventKind) -> bool {
         | EventKind::Reaction { .. }
         | EventKind::FlowReply(_)
         | EventKind::Unsupported(_) => true,
-        EventKind::DeliveryFailed { .. } | EventKind::EffectResult(_) => false,
+        // Not what the user sent: the API's messages are the caller's own.
+        EventKind::DeliveryFailed { .. }
+        | EventKind::EffectResult(_)
+        | EventKind::Injected(_)
+        | EventKind::Data(_)
+        | EventKind::StartFlow { .. } => false,
     }
 }

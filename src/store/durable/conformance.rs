@@ -23,6 +23,9 @@
 //! - records: statuses and sent lookups; delete_user erases everything of a user on
 //!   every number (statuses too) and is idempotent; purge forgets old dedupe keys (an
 //!   old id is new again), old sent records and old statuses (dated in seconds);
+//! - export_user: everything kept about one user on one number (session, queued items
+//!   and messages, timers, dead letters, sent records with their statuses), in order,
+//!   nothing of the user's other numbers or of other users; nothing after erasure;
 //! - accept_turn (the direct path): dedupe record, session and outbox in one step, the
 //!   messages at (the item's new id, index), ordered among the user's other turns;
 //!   declined with nothing written while the user has items waiting; a duplicate or a
@@ -39,6 +42,7 @@
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable, Item, ItemId,
     ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, TurnCommit,
+    UserData,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord};
@@ -81,6 +85,7 @@ where
     statuses_and_sent_records(fresh().await).await;
     count_sessions_counts_recent_ones(fresh().await).await;
     delete_user_erases_everything(fresh().await).await;
+    export_user_lists_what_is_kept(fresh().await).await;
     purge_forgets_old_dedupe_keys_and_sent_records(fresh().await).await;
     ping_answers(fresh().await).await;
     concurrent_accepts_and_two_holders_keep_order(fresh().await).await;
@@ -1769,6 +1774,149 @@ pub async fn delete_user_erases_everything(store: Arc<dyn Durable>) {
     // Idempotent.
     assert_eq!(store.delete_user("ada").await.unwrap(), 0);
     assert_eq!(store.delete_user("nobody").await.unwrap(), 0);
+}
+
+/// export_user lists everything kept about one user on one number, in order; nothing
+/// of another number or user; nothing once the user is erased.
+pub async fn export_user_lists_what_is_kept(store: Arc<dyn Durable>) {
+    let ada = SessionKey::new("1001", "ada");
+    let elsewhere = SessionKey::new("2002", "ada");
+    let bob = SessionKey::new("1001", "bob");
+    assert_eq!(store.export_user(&ada).await.unwrap(), UserData::default());
+    assert!(UserData::default().is_empty());
+    for k in [&ada, &elsewhere, &bob] {
+        let ids = stored(
+            &store
+                .accept(vec![
+                    msg(k, None, "first", 1),
+                    msg(k, None, "second", 2),
+                    msg(k, None, "third", 3),
+                ])
+                .await
+                .unwrap(),
+        );
+        let l = store.acquire(k, "a", 0, MIN).await.unwrap().unwrap();
+        store
+            .commit_turn(
+                &l,
+                1,
+                TurnCommit {
+                    timers: vec![timer("wait", 20, "w"), timer("expiry", 10, "e")],
+                    ..turn(
+                        ids[0],
+                        session(&k.user, 7, 1),
+                        vec![
+                            out(ids[0].0, 0, "dead"),
+                            out(ids[0].0, 1, "sent"),
+                            out(ids[0].0, 2, "queued 1"),
+                            out(ids[0].0, 3, "queued 2"),
+                        ],
+                    )
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .dead_letter(
+                &l,
+                2,
+                OutKey {
+                    turn: ids[0].0,
+                    index: 0,
+                },
+                "gave up",
+            )
+            .await
+            .unwrap();
+        let wamid = format!("wamid.{}.{}", k.phone_number_id, k.user);
+        store
+            .mark_sent(
+                &l,
+                3,
+                OutKey {
+                    turn: ids[0].0,
+                    index: 1,
+                },
+                sent_record(&wamid, k, 3),
+            )
+            .await
+            .unwrap();
+        for (status, at) in [("read", 5), ("delivered", 4)] {
+            store
+                .record_status(&StatusRecord {
+                    message_id: wamid.clone(),
+                    status: status.into(),
+                    at,
+                    recipient: Some(k.user.clone()),
+                    error_code: None,
+                    error_title: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let got = store.export_user(&ada).await.unwrap();
+    assert!(!got.is_empty());
+    assert_eq!(got.session.as_ref().map(|s| s.turn), Some(7));
+    assert_eq!(
+        got.items
+            .iter()
+            .map(|i| (i.key.clone(), i.body.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(ada.clone(), "second"), (ada.clone(), "third")]
+    );
+    assert!(got.items.iter().all(|i| i.kind == ItemKind::Message));
+    assert_eq!(
+        got.outgoing
+            .iter()
+            .map(|o| (o.key.clone(), o.body.as_str(), o.at.index))
+            .collect::<Vec<_>>(),
+        vec![(ada.clone(), "queued 1", 2), (ada.clone(), "queued 2", 3)]
+    );
+    assert_eq!(
+        got.timers,
+        vec![timer("expiry", 10, "e"), timer("wait", 20, "w")]
+    );
+    assert_eq!(
+        got.dead_letters
+            .iter()
+            .map(|d| (d.key.clone(), d.body.as_str(), d.reason.as_str(), d.since))
+            .collect::<Vec<_>>(),
+        vec![(ada.clone(), "dead", "gave up", 2)]
+    );
+    assert_eq!(got.sent, vec![sent_record("wamid.1001.ada", &ada, 3)]);
+    assert_eq!(
+        got.statuses
+            .iter()
+            .map(|s| (s.message_id.as_str(), s.status.as_str(), s.at))
+            .collect::<Vec<_>>(),
+        vec![
+            ("wamid.1001.ada", "delivered", 4),
+            ("wamid.1001.ada", "read", 5)
+        ]
+    );
+    // The same user on another number is another record.
+    let there = store.export_user(&elsewhere).await.unwrap();
+    assert_eq!(
+        there.sent,
+        vec![sent_record("wamid.2002.ada", &elsewhere, 3)]
+    );
+    assert!(there.items.iter().all(|i| i.key == elsewhere));
+    store.delete_user("ada").await.unwrap();
+    assert_eq!(store.export_user(&ada).await.unwrap(), UserData::default());
+    assert_eq!(
+        store.export_user(&elsewhere).await.unwrap(),
+        UserData::default()
+    );
+    assert_eq!(
+        store
+            .export_user(&bob)
+            .await
+            .unwrap()
+            .session
+            .map(|s| s.turn),
+        Some(7)
+    );
 }
 
 /// purge forgets dedupe keys, sent records and statuses older than `before`: an old id

@@ -5,7 +5,7 @@
 
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, Lease, Millis,
-    NewItem, NewTimer, OutKey, Outgoing, TurnCommit,
+    NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError};
@@ -523,6 +523,59 @@ impl Durable for MemoryDurable {
             .retain(|s| s.recipient.as_deref() != Some(user) && !theirs.contains(&s.message_id));
         inner.sent.retain(|_, s| s.key.user != user);
         Ok(gone)
+    }
+
+    async fn export_user(&self, key: &SessionKey) -> Result<UserData, StoreError> {
+        let inner = self.lock();
+        let mut timers: Vec<NewTimer> = inner
+            .timers
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|(_, t)| t.clone())
+            .collect();
+        timers.sort_by(|a, b| (a.due, &a.name).cmp(&(b.due, &b.name)));
+        let mut sent: Vec<SentRecord> = inner
+            .sent
+            .values()
+            .filter(|s| &s.key == key)
+            .cloned()
+            .collect();
+        sent.sort_by(|a, b| (a.at, &a.message_id).cmp(&(b.at, &b.message_id)));
+        let mut statuses = Vec::new();
+        for s in &sent {
+            let mut theirs: Vec<StatusRecord> = inner
+                .statuses
+                .iter()
+                .filter(|st| st.message_id == s.message_id)
+                .cloned()
+                .collect();
+            theirs.sort_by(|a, b| (a.at, &a.status).cmp(&(b.at, &b.status)));
+            statuses.extend(theirs);
+        }
+        Ok(UserData {
+            session: inner.sessions.get(key).cloned(),
+            items: inner
+                .items
+                .values()
+                .filter(|i| &i.key == key)
+                .cloned()
+                .collect(),
+            outgoing: inner
+                .outbox
+                .iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|(_, o)| o.clone())
+                .collect(),
+            timers,
+            dead_letters: inner
+                .dead
+                .values()
+                .filter(|d| &d.key == key)
+                .cloned()
+                .collect(),
+            sent,
+            statuses,
+        })
     }
 
     async fn purge(&self, before: Millis) -> Result<usize, StoreError> {

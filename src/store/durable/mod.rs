@@ -61,6 +61,8 @@ pub enum ItemKind {
     Status,
     /// A message injected through the API, handled as if the user sent it.
     Inject,
+    /// A message (or a flow to start) the API sends straight to the user.
+    Notify,
     /// An agent's reply during a handover.
     AgentReply,
     /// A timer that fell due ([`NewTimer`]).
@@ -70,10 +72,11 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 6] = [
+    pub const ALL: [ItemKind; 7] = [
         ItemKind::Message,
         ItemKind::Status,
         ItemKind::Inject,
+        ItemKind::Notify,
         ItemKind::AgentReply,
         ItemKind::Timer,
         ItemKind::EffectResult,
@@ -84,6 +87,7 @@ impl ItemKind {
             ItemKind::Message => "message",
             ItemKind::Status => "status",
             ItemKind::Inject => "inject",
+            ItemKind::Notify => "notify",
             ItemKind::AgentReply => "agent_reply",
             ItemKind::Timer => "timer",
             ItemKind::EffectResult => "effect_result",
@@ -260,6 +264,39 @@ pub enum Direct {
     /// direct turns: nothing was written. Store the item with [`Durable::accept`] and
     /// let the worker run it in order.
     Declined,
+}
+
+/// What the store keeps about one user on one number ([`Durable::export_user`]), for
+/// the user's data request (`GET /api/v1/users/{user}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserData {
+    pub session: Option<Session>,
+    /// Unhandled inbox items, oldest first.
+    pub items: Vec<Item>,
+    /// Queued outgoing messages, in send order.
+    pub outgoing: Vec<Outgoing>,
+    /// Pending timers, soonest first (then by name).
+    pub timers: Vec<NewTimer>,
+    /// Dead letters, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Records of messages sent to the user, oldest first (then by wamid).
+    pub sent: Vec<SentRecord>,
+    /// The statuses of those messages, in the order of `sent`, each message's oldest
+    /// first (then by status).
+    pub statuses: Vec<StatusRecord>,
+}
+
+impl UserData {
+    /// Whether nothing is stored about the user.
+    pub fn is_empty(&self) -> bool {
+        self.session.is_none()
+            && self.items.is_empty()
+            && self.outgoing.is_empty()
+            && self.timers.is_empty()
+            && self.dead_letters.is_empty()
+            && self.sent.is_empty()
+            && self.statuses.is_empty()
+    }
 }
 
 /// Why a write under a lease did not happen.
@@ -506,6 +543,12 @@ pub trait Durable: Send + Sync {
     /// (`purge` forgets them once Meta no longer redelivers). Idempotent. Returns how many sessions
     /// went.
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Everything kept about `key`'s user on `key`'s number ([`UserData`]): what
+    /// [`Durable::delete_user`] erases there, but for leases, dedupe keys and items
+    /// moved aside. A session that cannot be read counts as none (as in
+    /// [`Durable::load_session`]).
+    async fn export_user(&self, key: &SessionKey) -> Result<UserData, StoreError>;
 
     /// Forgets what is only kept for Meta's redeliveries and late statuses, when it is
     /// older than `before` (Unix **milliseconds**; Meta redelivers for 7 days, so callers

@@ -86,7 +86,7 @@ mod tests;
 
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
-    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -94,7 +94,7 @@ use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, enc
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, RedisError, Script};
 use keys::{GlobalKeys, UserKeys};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -431,6 +431,10 @@ impl Durable for RedisDurable {
 
     async fn next_item(&self, key: &SessionKey) -> Result<Option<Item>, StoreError> {
         inbox::next_item(self, key).await
+    }
+
+    async fn export_user(&self, key: &SessionKey) -> Result<UserData, StoreError> {
+        records::export_user(self, key).await
     }
 
     async fn acquire(

@@ -285,3 +285,106 @@ pub(super) fn status_from_json(text: &str) -> Option<StatusRecord> {
         error_title: opt("error_title"),
     })
 }
+
+/// Everything kept about one user on one number: the user's own keys (one slot), read
+/// in one MULTI so the parts agree, then the session and each sent message's statuses.
+/// Fields this build cannot read are left out, as the lists elsewhere skip them.
+pub(super) async fn export_user(
+    store: &RedisDurable,
+    key: &SessionKey,
+) -> Result<UserData, StoreError> {
+    type Hash = HashMap<String, Vec<u8>>;
+    let keys = store.user(key);
+    let (inbox, items, outbox, outgoing, dead, timers, timer_bodies, sent): (
+        Vec<String>,
+        Hash,
+        Vec<String>,
+        Hash,
+        Hash,
+        Vec<(String, i64)>,
+        Hash,
+        Hash,
+    ) = ::redis::pipe()
+        .atomic()
+        .zrange(keys.inbox(), 0, -1)
+        .hgetall(keys.items())
+        .zrange(keys.outbox(), 0, -1)
+        .hgetall(keys.outgoing())
+        .hgetall(keys.dead())
+        .zrange_withscores(keys.timers(), 0, -1)
+        .hgetall(keys.timer_bodies())
+        .hgetall(keys.sent())
+        .query_async(&mut store.con())
+        .await
+        .map_err(err)?;
+    let field =
+        |hash: &Hash, id: &str, f: &str| hash.get(&format!("{id}:{f}")).and_then(|v| text(v));
+    let mut data = UserData {
+        session: turns::load_session(store, key).await?,
+        ..UserData::default()
+    };
+    for id in inbox {
+        let item = || -> Option<Item> {
+            Some(Item {
+                id: ItemId(id.parse().ok()?),
+                key: key.clone(),
+                kind: ItemKind::parse(&field(&items, &id, "k")?)?,
+                body: field(&items, &id, "b")?,
+                at: field(&items, &id, "a")?.parse().ok()?,
+            })
+        };
+        data.items.extend(item());
+    }
+    for m in outbox {
+        let out = || -> Option<Outgoing> {
+            Some(Outgoing {
+                key: key.clone(),
+                at: out_key(&m).ok()?,
+                body: field(&outgoing, &m, "b")?,
+                attempts: field(&outgoing, &m, "n")?.parse().ok()?,
+                ambiguous: field(&outgoing, &m, "a")?.parse().ok()?,
+                not_before: field(&outgoing, &m, "t")?.parse().ok()?,
+            })
+        };
+        data.outgoing.extend(out());
+    }
+    let mut dead_ids: Vec<u64> = dead
+        .keys()
+        .filter_map(|f| f.strip_suffix(":m")?.parse().ok())
+        .collect();
+    dead_ids.sort_unstable();
+    for id in dead_ids {
+        let n = id.to_string();
+        let letter = || -> Option<DeadLetter> {
+            Some(DeadLetter {
+                id,
+                key: key.clone(),
+                at: out_key(&field(&dead, &n, "m")?).ok()?,
+                body: field(&dead, &n, "b")?,
+                attempts: field(&dead, &n, "n")?.parse().ok()?,
+                reason: field(&dead, &n, "r")?,
+                since: field(&dead, &n, "s")?.parse().ok()?,
+            })
+        };
+        data.dead_letters.extend(letter());
+    }
+    let mut timers: Vec<NewTimer> = timers
+        .into_iter()
+        .filter_map(|(name, due)| {
+            let body = timer_bodies.get(&name).and_then(|v| text(v))?;
+            Some(NewTimer { name, due, body })
+        })
+        .collect();
+    timers.sort_by(|a, b| (a.due, &a.name).cmp(&(b.due, &b.name)));
+    data.timers = timers;
+    let mut records: Vec<SentRecord> = sent
+        .values()
+        .filter_map(|v| sent_from_json(&text(v)?))
+        .collect();
+    records.sort_by(|a, b| (a.at, &a.message_id).cmp(&(b.at, &b.message_id)));
+    for r in &records {
+        data.statuses.extend(statuses(store, &r.message_id).await?);
+    }
+    data.sent = records;
+    Ok(data)
+}
