@@ -32,8 +32,9 @@ use tokio::sync::oneshot;
 /// The name of the watchdog timer of a pending effect.
 pub const EFFECT_TIMER: &str = "effect";
 
-/// How long after its call could have ended the watchdog of an effect falls due: the
-/// time a restart takes, so a healthy worker always finishes first.
+/// How long after its call could have ended the watchdog of an effect falls due. Only
+/// how soon a lost effect is performed again depends on it: a watchdog that fires while
+/// its effect is still performed is a no-op item once the outcome is in.
 const WATCHDOG_GRACE: Millis = 5_000;
 
 /// A future that performs one effect.
@@ -103,8 +104,11 @@ impl Drop for InFlight {
 fn watchdog(effect: &Effect) -> Millis {
     match effect {
         Effect::Http(request) => {
-            let tries = i64::from(request.retries) + 1;
-            millis(request.timeout).saturating_mul(tries) + WATCHDOG_GRACE
+            let retries = i64::from(request.retries);
+            // Each try's timeout, and before each retry at most a `Retry-After`.
+            millis(request.timeout).saturating_mul(retries + 1)
+                + millis(crate::http::MAX_RETRY_AFTER).saturating_mul(retries)
+                + WATCHDOG_GRACE
         }
         Effect::Handover { .. } => WATCHDOG_GRACE,
     }
@@ -185,8 +189,8 @@ impl Runtime {
                 Some(outcome)
             }
             Err(oneshot::error::TryRecvError::Empty) => None,
-            // The task ended without an outcome (it panicked): the watchdog performs
-            // it again later.
+            // The task ended without an outcome (it panicked): the session still
+            // waits, so the worker's next turn performs it again (`recover_effect`).
             Err(oneshot::error::TryRecvError::Closed) => {
                 state.effect = None;
                 None
