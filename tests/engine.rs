@@ -444,6 +444,11 @@ fn user_json(event: &Event, age: i64) -> Value {
         EventKind::FlowReply(v) => json!({ "flow_reply": v }),
         EventKind::Unsupported(what) => json!({ "unsupported": what }),
         EventKind::EffectResult(outcome) => json!({ "effect_result": outcome }),
+        EventKind::Injected(inner) => json!({ "injected": inner }),
+        EventKind::Data(v) => json!({ "data": v }),
+        EventKind::StartFlow { flow, node } => {
+            json!({ "start_flow": { "flow": flow, "node": node } })
+        }
     };
     let mut out = json!({ "id": event.id });
     if let (Value::Object(out), Value::Object(what)) = (&mut out, what) {
