@@ -444,7 +444,7 @@ fn user_json(event: &Event, age: i64) -> Value {
         EventKind::FlowReply(v) => json!({ "flow_reply": v }),
         EventKind::Unsupported(what) => json!({ "unsupported": what }),
         EventKind::EffectResult(outcome) => json!({ "effect_result": outcome }),
-        EventKind::Injected(inner) => json!({ "injected": format!("{inner:?}") }),
+        EventKind::Injected(inner) => json!({ "injected": inner }),
         EventKind::Data(v) => json!({ "data": v }),
         EventKind::StartFlow { flow, node } => {
             json!({ "start_flow": { "flow": flow, "node": node } })
@@ -1390,4 +1390,124 @@ fn a_failing_call_in_the_fallback_flow_stops_the_turn() {
         "{errors:#?}"
     );
     assert_eq!(turn.session.state, State::Idle);
+}
+
+/// A bot whose entry asks for a word, with a `news` flow a notify can start.
+fn api_bot() -> Bot {
+    temp_bot(&[
+        (
+            "flows/main.yaml",
+            "nodes:\n  q:\n    ask: { text: \"Word?\", expect: any }\n    save: word\n  done:\n    say: \"got {{ vars.word.type | default(vars.word) }} {{ message.injected | default(false) }} {{ message.data.n | default('-') if message.data is defined else '-' }}\"\n",
+        ),
+        (
+            "flows/news.yaml",
+            "nodes:\n  hello:\n    say: \"news for {{ vars.word | default('you') }} ({{ message.type }})\"\n  later:\n    say: \"later\"\n",
+        ),
+        ("parlance.yaml", "bot: { entry: main }\n"),
+    ])
+}
+
+#[test]
+fn an_injected_message_answers_like_the_users_but_leaves_the_window_alone() {
+    let bot = api_bot();
+    let host = OfflineHost::default();
+    // The user wrote a minute ago: the window is open; the inject answers the ask.
+    let turn = first_turn(&bot, "hi");
+    let wrote_at = turn.session.last_user_message_at;
+    assert_eq!(wrote_at, Some(CLOCK));
+    let injected = Event {
+        id: None,
+        at: CLOCK + MINUTE,
+        contact_name: Some("Mallory".into()),
+        kind: EventKind::Injected(Box::new(EventKind::Text("apple".into()))),
+    };
+    let next = engine::step(&bot, turn.session, &injected, CLOCK + MINUTE, &host);
+    assert_eq!(texts(&next.actions), ["got apple True -"]);
+    assert_eq!(next.session.last_user_message_at, wrote_at);
+    // Only the user's own messages carry their profile name.
+    assert_eq!(next.session.contact.name, None);
+    // Data: `message.type` is `data`, `message.data` the caller's JSON.
+    let data = Event {
+        kind: EventKind::Injected(Box::new(EventKind::Data(json!({ "n": 7 })))),
+        ..injected
+    };
+    let turn = first_turn(&bot, "hi");
+    let next = engine::step(&bot, turn.session, &data, CLOCK + MINUTE, &host);
+    assert_eq!(next.session.last_user_message_at, wrote_at);
+    assert_eq!(next.session.vars["word"]["type"], "data");
+    assert_eq!(next.session.vars["word"]["data"], json!({ "n": 7 }));
+    assert_eq!(texts(&next.actions), ["got data True 7"]);
+}
+
+#[test]
+fn an_injected_message_outside_the_window_sends_no_free_form_text() {
+    let bot = api_bot();
+    let host = OfflineHost::default();
+    let session = Session::new(WA_ID, CLOCK);
+    let injected = Event {
+        id: None,
+        at: CLOCK,
+        contact_name: None,
+        kind: EventKind::Injected(Box::new(EventKind::Text("hi".into()))),
+    };
+    let turn = engine::step(&bot, session, &injected, CLOCK, &host);
+    assert_eq!(turn.session.last_user_message_at, None);
+    assert!(texts(&turn.actions).is_empty(), "{:?}", turn.actions);
+    assert!(
+        errors(&turn.actions)[0].contains("24-hour window is closed"),
+        "{:?}",
+        errors(&turn.actions)
+    );
+}
+
+#[test]
+fn a_notify_starts_a_flow_at_a_node_keeping_the_variables() {
+    let bot = api_bot();
+    let host = OfflineHost::default();
+    let turn = first_turn(&bot, "hi");
+    let answered = engine::step(
+        &bot,
+        turn.session,
+        &Event::text("pear", CLOCK),
+        CLOCK,
+        &host,
+    );
+    let start = |node: Option<&str>, flow: &str| Event {
+        id: None,
+        at: CLOCK + MINUTE,
+        contact_name: None,
+        kind: EventKind::StartFlow {
+            flow: flow.into(),
+            node: node.map(str::to_string),
+        },
+    };
+    let news = engine::step(
+        &bot,
+        answered.session.clone(),
+        &start(None, "news"),
+        CLOCK + MINUTE,
+        &host,
+    );
+    assert_eq!(texts(&news.actions), ["news for pear (notify)", "later"]);
+    assert_eq!(news.session.last_user_message_at, Some(CLOCK));
+    let later = engine::step(
+        &bot,
+        answered.session.clone(),
+        &start(Some("later"), "news"),
+        CLOCK + MINUTE,
+        &host,
+    );
+    assert_eq!(texts(&later.actions), ["later"]);
+    let gone = engine::step(
+        &bot,
+        answered.session,
+        &start(Some("nope"), "news"),
+        CLOCK + MINUTE,
+        &host,
+    );
+    assert!(texts(&gone.actions).is_empty());
+    assert_eq!(
+        errors(&gone.actions),
+        ["notify: the bot has no node news.nope; nothing was started"]
+    );
 }

@@ -286,6 +286,21 @@ pub(super) fn status_from_json(text: &str) -> Option<StatusRecord> {
     })
 }
 
+type Hash = HashMap<String, Vec<u8>>;
+
+/// What [`export_user`] reads of the user's keys: inbox ids, items, outbox members,
+/// outgoing messages, dead letters, timers (name, due), timer bodies, sent records.
+type UserKeysRead = (
+    Vec<String>,
+    Hash,
+    Vec<String>,
+    Hash,
+    Hash,
+    Vec<(String, i64)>,
+    Hash,
+    Hash,
+);
+
 /// Everything kept about one user on one number: the user's own keys (one slot), read
 /// in one MULTI so the parts agree, then the session and each sent message's statuses.
 /// Fields this build cannot read are left out, as the lists elsewhere skip them.
@@ -293,30 +308,21 @@ pub(super) async fn export_user(
     store: &RedisDurable,
     key: &SessionKey,
 ) -> Result<UserData, StoreError> {
-    type Hash = HashMap<String, Vec<u8>>;
     let keys = store.user(key);
-    let (inbox, items, outbox, outgoing, dead, timers, timer_bodies, sent): (
-        Vec<String>,
-        Hash,
-        Vec<String>,
-        Hash,
-        Hash,
-        Vec<(String, i64)>,
-        Hash,
-        Hash,
-    ) = ::redis::pipe()
-        .atomic()
-        .zrange(keys.inbox(), 0, -1)
-        .hgetall(keys.items())
-        .zrange(keys.outbox(), 0, -1)
-        .hgetall(keys.outgoing())
-        .hgetall(keys.dead())
-        .zrange_withscores(keys.timers(), 0, -1)
-        .hgetall(keys.timer_bodies())
-        .hgetall(keys.sent())
-        .query_async(&mut store.con())
-        .await
-        .map_err(err)?;
+    let (inbox, items, outbox, outgoing, dead, timers, timer_bodies, sent): UserKeysRead =
+        ::redis::pipe()
+            .atomic()
+            .zrange(keys.inbox(), 0, -1)
+            .hgetall(keys.items())
+            .zrange(keys.outbox(), 0, -1)
+            .hgetall(keys.outgoing())
+            .hgetall(keys.dead())
+            .zrange_withscores(keys.timers(), 0, -1)
+            .hgetall(keys.timer_bodies())
+            .hgetall(keys.sent())
+            .query_async(&mut store.con())
+            .await
+            .map_err(err)?;
     let field =
         |hash: &Hash, id: &str, f: &str| hash.get(&format!("{id}:{f}")).and_then(|v| text(v));
     let mut data = UserData {
