@@ -82,13 +82,18 @@ async fn order(
 /// A bot that says it looks the order up, calls the backend, and tells the status
 /// (or the failure's kind); "ping…" answers at once without a call.
 fn write_bot(dir: &Path, graph: &FakeGraph, backend: &str, timeout: &str) {
+    let store = format!("sqlite://{}", dir.join("state.db").display());
+    write_bot_on(dir, graph, backend, timeout, &store);
+}
+
+/// [`write_bot`] with its sessions in `store`.
+fn write_bot_on(dir: &Path, graph: &FakeGraph, backend: &str, timeout: &str, store: &str) {
     std::fs::create_dir_all(dir.join("flows")).unwrap();
     std::fs::write(
         dir.join("parlance.yaml"),
         format!(
-            "bot: {{ entry: orders }}\nwhatsapp:\n  access_token: test-token\n  phone_number_id: \"{NUMBER}\"\n  verify_token: let-me-in\n  app_secret: {SECRET}\n  base_url: {}\n  message_delay_ms: 0\nsession: {{ store: \"sqlite://{}\" }}\n",
+            "bot: {{ entry: orders }}\nwhatsapp:\n  access_token: test-token\n  phone_number_id: \"{NUMBER}\"\n  verify_token: let-me-in\n  app_secret: {SECRET}\n  base_url: {}\n  message_delay_ms: 0\nsession: {{ store: \"{store}\" }}\n",
             graph.base_url(),
-            dir.join("state.db").display()
         ),
     )
     .unwrap();
@@ -284,5 +289,66 @@ async fn a_kill_9_during_a_call_makes_it_again_and_replies_once() {
     assert!(
         metrics.contains("parlance_effects_recovered_total 1"),
         "{metrics}"
+    );
+}
+
+/// A store URL on the test Redis with a prefix of its own (tests run side by side).
+fn redis_store(name: &str) -> String {
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    format!(
+        "{}/0?prefix=test-{name}-{}:",
+        base.trim_end_matches('/'),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_another_instance_makes_the_call_of_one_that_died() {
+    let graph = FakeGraph::start().await.unwrap();
+    let backend = Backend::default();
+    backend.delay("crash", Duration::from_secs(30));
+    let url = backend.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_bot_on(
+        dir.path(),
+        &graph,
+        &url,
+        "3s",
+        &redis_store("http-takeover"),
+    );
+    let args = ["--lease-ttl", "8s", "--graph-timeout", "2s"];
+    let mut first = Server::start(dir.path(), &args).await;
+    let mut second = Server::start(dir.path(), &args).await;
+    let client = reqwest::Client::new();
+    let user = "4917000000400";
+    deliver(&client, first.port, user, "wamid.crash2", "crash2").await;
+    let called = Instant::now() + Duration::from_secs(5);
+    while backend.calls("crash2") == 0 {
+        assert!(Instant::now() < called, "the backend was never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill9();
+    backend.delay("crash", Duration::ZERO);
+    // The second instance takes the user over once the lease lapses and the watchdog
+    // falls due, and makes the call again.
+    let got = wait_texts(&graph, user, 2, Duration::from_secs(40)).await;
+    assert_eq!(
+        got,
+        ["Looking up crash2", "crash2: shipped"],
+        "{}",
+        second.logs()
+    );
+    assert_eq!(backend.calls("crash2"), 2);
+    // Its next message is answered in order after that.
+    deliver(&client, second.port, user, "wamid.o9", "o9").await;
+    let got = wait_texts(&graph, user, 4, Duration::from_secs(10)).await;
+    assert_eq!(
+        got,
+        [
+            "Looking up crash2",
+            "crash2: shipped",
+            "Looking up o9",
+            "o9: shipped"
+        ]
     );
 }
