@@ -144,6 +144,7 @@ async fn receive(
     metrics.webhooks_received.inc();
     // Held until every item is queued, so the shutdown drain waits for them.
     let Some(admitted) = state.runtime.admit() else {
+        metrics.reject("shutting_down");
         return Err(shutting_down());
     };
     let reject = |status: StatusCode, reason: String| {
