@@ -201,6 +201,7 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         diags.extend(c.diags);
     }
     graph::check(&sources, &flows, diags);
+    config::check_handover_nodes(&sources, &flows, &settings, diags);
     let transformers = transformers::compile(dir, config_file.as_ref(), &settings, &scripts, diags);
     // A flow file that could not be read may save anything: report unset variables once
     // it reads. Transformers may set any variable.
