@@ -293,9 +293,8 @@ fn a_handover_node_needs_an_agent_webhook_with_a_secret() {
         &[],
     );
     assert!(
-        no_secret.iter().any(|d| d.starts_with(
-            "parlance.yaml:1:1: error[missing_field] handover: `secret` is missing"
-        )),
+        no_secret.iter().any(|d| d
+            .starts_with("parlance.yaml:1:1: error[missing_field] handover: `secret` is missing")),
         "{no_secret:?}"
     );
     let bad_url = diagnostics(
@@ -311,7 +310,9 @@ fn a_handover_node_needs_an_agent_webhook_with_a_secret() {
     let no_webhook = diagnostics(bot("handover:\n  secret: s\n").path(), &[]);
     assert_eq!(
         no_webhook,
-        ["parlance.yaml:1:1: error[missing_field] handover: `webhook` is missing: handovers need the agent inbox's URL; hint: set webhook: ${AGENT_WEBHOOK_URL}, or remove `handover:`"]
+        [
+            "parlance.yaml:1:1: error[missing_field] handover: `webhook` is missing: handovers need the agent inbox's URL; hint: set webhook: ${AGENT_WEBHOOK_URL}, or remove `handover:`"
+        ]
     );
     // From the environment, and the secret never shows in the settings' Debug.
     let dir = bot("handover:\n  webhook: ${HOOK}\n  secret: ${HOOK_SECRET}\n");

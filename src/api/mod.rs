@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod handovers;
 pub mod messages;
 pub mod users;
 
