@@ -92,6 +92,28 @@ pub struct OutgoingBody {
     pub payload: Value,
     /// The node's `on_window_closed` template, sent instead on 131047.
     pub instead: Option<Value>,
+    /// Where it goes: the Graph API (the default, not written) or the bot's agent
+    /// webhook (a handover event, `payload` being the event's JSON).
+    #[serde(default, skip_serializing_if = "Destination::is_graph")]
+    pub to: Destination,
+}
+
+/// Where an outgoing message goes. Agent webhook events share the user's outbox with
+/// the messages to the user, so they are ordered with them, retried with the same
+/// backoff and deadline, dead-lettered like them, and survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    #[default]
+    Graph,
+    /// `handover.webhook`, signed with `handover.secret`.
+    Agent,
+}
+
+impl Destination {
+    pub fn is_graph(&self) -> bool {
+        *self == Destination::Graph
+    }
 }
 
 /// Encodes any body (these types always serialize).

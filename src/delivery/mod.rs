@@ -15,6 +15,7 @@
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
 
+pub mod agent_hook;
 pub mod api_items;
 pub mod codec;
 pub mod effects;

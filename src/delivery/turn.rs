@@ -331,6 +331,7 @@ impl Runtime {
                         queued_at: now_ms,
                         payload,
                         instead,
+                        to: codec::Destination::Graph,
                     };
                     outgoing.push(DirectOutgoing {
                         not_before: due,
