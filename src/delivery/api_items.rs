@@ -188,5 +188,6 @@ pub(super) fn send(key: &SessionKey, session: Session, message: &Message, now_ms
         outgoing,
         report,
         effect: None,
+        handover: super::turn::HandoverActs::default(),
     }
 }

@@ -71,6 +71,37 @@ pub enum Notify {
     Flow { flow: String, node: Option<String> },
 }
 
+/// An inbox item of kind `AgentReply`: what an agent did through the API during a
+/// handover, handled in order with the user's messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentItem {
+    pub v: u32,
+    pub handover_id: String,
+    /// When the request came (Unix ms).
+    pub at: i64,
+    pub action: AgentAction,
+}
+
+/// What an agent did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    /// A reply to the user: the Cloud API payload, rendered and checked by the API.
+    Reply {
+        payload: Value,
+        /// A template (allowed outside the 24-hour window).
+        template: bool,
+    },
+    /// The agent gave the conversation back; the record is resolved already (the API
+    /// did the compare-and-set), the flow goes on at the node's `next`.
+    Resolve {
+        status: String,
+        agent: Option<String>,
+        #[serde(default)]
+        vars: serde_json::Map<String, Value>,
+    },
+}
+
 /// An inbox item of kind `Timer`: a timer the loop set fell due.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimerItem {

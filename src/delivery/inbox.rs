@@ -184,7 +184,9 @@ impl Runtime {
         };
         // A session waiting for an effect lets its items wait in order, and a turn
         // that stops at one commits with its watchdog: both are the worker's.
-        if matches!(session.state, State::Effect { .. }) {
+        // A handed-over conversation forwards its messages to the agent, which the
+        // worker's turn does (the handover's record is read and written).
+        if matches!(session.state, State::Effect { .. } | State::Handover { .. }) {
             return store_one(store, message_item(key.clone(), event)).await;
         }
         let Ran {
@@ -192,8 +194,9 @@ impl Runtime {
             outgoing,
             report,
             effect,
+            handover,
         } = self.run(number, key, session, &event, now_ms);
-        if effect.is_some() {
+        if effect.is_some() || handover.to_agent || handover.started.is_some() {
             return store_one(store, message_item(key.clone(), event)).await;
         }
         let kept = KeptSession {

@@ -20,6 +20,7 @@ pub mod api_items;
 pub mod codec;
 pub mod effects;
 pub mod graph;
+pub mod handover;
 pub mod inbox;
 pub mod runtime;
 pub mod scan;
