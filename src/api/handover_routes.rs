@@ -312,7 +312,9 @@ pub async fn accept(
     let Path(id) = path.map_err(|e| path_rejection(&e))?;
     let agent = req.agent.trim();
     if agent.is_empty() || agent.chars().count() > 200 {
-        return Err(ApiError::invalid("agent: give a name of 1 to 200 characters"));
+        return Err(ApiError::invalid(
+            "agent: give a name of 1 to 200 characters",
+        ));
     }
     let (_, number) = find(&state, &opened, &id).await?;
     let change = HandoverChange {

@@ -27,8 +27,8 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The signature header's value for `body` sent at `t` (Unix seconds).
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -72,7 +72,11 @@ impl std::fmt::Display for HookError {
         if self.status == 0 {
             write!(f, "agent webhook: {}", self.message)
         } else {
-            write!(f, "agent webhook answered {}: {}", self.status, self.message)
+            write!(
+                f,
+                "agent webhook answered {}: {}",
+                self.status, self.message
+            )
         }
     }
 }
@@ -149,7 +153,10 @@ fn base(event: &str, h: &Handover, at: i64) -> serde_json::Map<String, Value> {
 /// `handover.started`: a conversation waits for an agent.
 pub fn started(h: &Handover, at: i64, contact_name: Option<&str>) -> Value {
     let mut m = base("handover.started", h, at);
-    m.insert("contact".into(), json!({ "wa_id": h.key.user, "name": contact_name }));
+    m.insert(
+        "contact".into(),
+        json!({ "wa_id": h.key.user, "name": contact_name }),
+    );
     Value::Object(m)
 }
 

@@ -18,18 +18,18 @@ use super::agent_hook::{self, AgentHook, HookError};
 use super::codec::{self, AgentAction, AgentItem, Destination, OutgoingBody};
 use super::runtime::{Number, Runtime, TurnReport, mask, millis, now_ms};
 use super::turn::{HandoverActs, Input, Ran, Retry};
-use crate::engine::{Event, EventKind, HandoverEnd, HandoverOutcome, Session, context};
-use crate::store::durable::handover::{HandoverAuthor, HandoverMessage};
-use serde_json::Map;
-use crate::live::LiveBot;
-use std::sync::Arc;
 use crate::engine::{EffectOutcome, NodeAt};
+use crate::engine::{Event, EventKind, HandoverEnd, HandoverOutcome, Session, context};
 use crate::flow::{Bot, NodeKind};
+use crate::live::LiveBot;
 use crate::store::SessionKey;
-use crate::store::durable::handover::{Changed, Handover, HandoverChange, HandoverState};
-use crate::store::durable::{DirectOutgoing, Durable, Millis, NewTimer};
 use crate::store::StoreError;
+use crate::store::durable::handover::{Changed, Handover, HandoverChange, HandoverState};
+use crate::store::durable::handover::{HandoverAuthor, HandoverMessage};
+use crate::store::durable::{DirectOutgoing, Durable, Millis, NewTimer};
+use serde_json::Map;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The timer of a handover node's `timeout`.

@@ -7,14 +7,14 @@ use super::codec::{
     self, AgentItem, FailedItem, InjectItem, MessageItem, NotifyItem, OutgoingBody, TimerItem,
 };
 use super::handover;
-use super::{agent_hook, effects};
-use crate::store::durable::handover::Handover;
 use super::runtime::{Number, Runtime, Step, TurnReport, WorkerState, mask, millis, now_ms};
+use super::{agent_hook, effects};
 use crate::engine::{
     self, Action, Effect, EffectOutcome, Event, EventKind, NO_FAILURE_REASON, Session,
 };
 use crate::render;
 use crate::store::SessionKey;
+use crate::store::durable::handover::Handover;
 use crate::store::durable::{
     CommitError, DirectOutgoing, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit,
 };
@@ -380,7 +380,12 @@ impl Runtime {
         key: &SessionKey,
         now_ms: i64,
         steps: Vec<TurnStep>,
-    ) -> (Vec<DirectOutgoing>, TurnReport, Option<Effect>, HandoverActs) {
+    ) -> (
+        Vec<DirectOutgoing>,
+        TurnReport,
+        Option<Effect>,
+        HandoverActs,
+    ) {
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
         let mut effect = None;
