@@ -388,6 +388,40 @@ async fn main_path(store: &str) {
         "hello from ada"
     );
 
+    // WhatsApp's statuses of an agent's reply reach the agent as `status` events.
+    let (_, export) = get(port, &format!("/users/{user}")).await;
+    let reply_id = export["numbers"][0]["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["node"] == "agent_reply")
+        .and_then(|s| s["message_id"].as_str())
+        .expect("the agent's reply was recorded as sent")
+        .to_string();
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
+            "statuses": [{
+                "id": reply_id, "status": "read",
+                "timestamp": chrono::Utc::now().timestamp().to_string(),
+                "recipient_id": user
+            }]
+        }}]}]
+    });
+    let body = serde_json::to_vec(&status).unwrap();
+    assert_eq!(post_signed(&Client::new(), port, SECRET, &body).await, 200);
+    assert_eq!(
+        inbox.wait_events(user, 4).await,
+        ["handover.started", "message", "message", "status"]
+    );
+    let read = &inbox.deliveries()[3].body;
+    assert_eq!(
+        (&read["status"]["message_id"], &read["status"]["status"]),
+        (&json!(reply_id), &json!("read"))
+    );
+
     // Resolve: the bot resumes at `next` with the status and the variables.
     let (status, resolved) = post_json(
         port,
@@ -402,10 +436,16 @@ async fn main_path(store: &str) {
         "welcome back: solved T-1"
     );
     assert_eq!(
-        inbox.wait_events(user, 4).await,
-        ["handover.started", "message", "message", "handover.ended"]
+        inbox.wait_events(user, 5).await,
+        [
+            "handover.started",
+            "message",
+            "message",
+            "status",
+            "handover.ended"
+        ]
     );
-    let ended = &inbox.deliveries()[3].body;
+    let ended = &inbox.deliveries()[4].body;
     assert_eq!(
         (&ended["state"], &ended["status"], &ended["agent"]),
         (&json!("resolved"), &json!("solved"), &json!("ada"))
@@ -504,6 +544,16 @@ async fn handover_accept_reply_resolve_on_redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("hotest{}:", std::process::id());
     main_path(&format!("{url}?prefix={prefix}")).await;
+    // Leave nothing behind in the shared Redis.
+    if let Ok(mut con) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut con)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut con);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

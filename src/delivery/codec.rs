@@ -100,6 +100,16 @@ pub enum AgentAction {
         #[serde(default)]
         vars: serde_json::Map<String, Value>,
     },
+    /// WhatsApp's status of an agent's reply (written by the webhook, not the API; the
+    /// item's `handover_id` is empty: the user's latest handover is meant).
+    Status {
+        message_id: String,
+        status: String,
+        /// Meta's timestamp (Unix seconds).
+        at: i64,
+        error_code: Option<i64>,
+        error_title: Option<String>,
+    },
 }
 
 /// An inbox item of kind `Timer`: a timer the loop set fell due.

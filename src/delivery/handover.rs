@@ -44,6 +44,11 @@ pub const AGENT_REPLY_NODE: &str = "agent_reply";
 /// How long `handover.started` is retried before the handover is `unavailable`.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Whether a sent record is an agent's reply (its statuses go to the agent webhook).
+pub(super) fn is_agent_reply(sent: &crate::store::SentRecord) -> bool {
+    sent.flow == HANDOVER_FLOW && sent.node == AGENT_REPLY_NODE
+}
+
 /// The open handover of `key`'s user (queued or accepted), newest first.
 pub(super) async fn open_handover(
     store: &dyn Durable,
@@ -281,8 +286,36 @@ impl Runtime {
     pub(super) async fn agent_input(
         &self,
         number: &Number,
+        key: &SessionKey,
         item: AgentItem,
     ) -> Result<Input, Retry> {
+        if let AgentAction::Status {
+            message_id,
+            status,
+            at,
+            error_code,
+            error_title,
+        } = item.action
+        {
+            let latest = match number.store.user_handovers(key).await {
+                Ok(all) => all.into_iter().next(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read handovers; a status waits");
+                    return Err(Retry);
+                }
+            };
+            let Some(record) = latest else {
+                return Ok(Input::Nothing);
+            };
+            let status = serde_json::json!({
+                "message_id": message_id,
+                "status": status,
+                "at": at,
+                "error": error_code.map(|code| serde_json::json!({ "code": code, "title": error_title })),
+            });
+            let event = agent_hook::status(&record, now_ms(), status);
+            return Ok(Input::AgentStatus(agent_event("status", event, now_ms())));
+        }
         let record = match number.store.handover(&item.handover_id).await {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(Input::Nothing),
@@ -308,6 +341,8 @@ impl Runtime {
                 event: ended_event(&record, HandoverOutcome::Resolved, vars),
                 record,
             }),
+            // Answered above.
+            AgentAction::Status { .. } => Ok(Input::Nothing),
         }
     }
 

@@ -79,6 +79,36 @@ impl Runtime {
                         };
                         push(&mut batches, &number.store, Incoming::Item(new));
                     }
+                    // The status of an agent's reply goes to the agent webhook, in order
+                    // with the user's items (a `status` event). Looked up only for bots
+                    // that hand over.
+                    if let Some(user) = recipient.as_deref()
+                        && number.live.bot().settings.handover.is_some()
+                        && let Some(sent) = number.store.sent(&message_id).await?
+                        && super::handover::is_agent_reply(&sent)
+                    {
+                        let action = codec::AgentAction::Status {
+                            message_id: message_id.clone(),
+                            status: status.clone(),
+                            at,
+                            error_code: first_error.map(|e| e.code),
+                            error_title: first_error.map(|e| e.title.clone()),
+                        };
+                        let key = SessionKey::new(&number.phone_number_id, user);
+                        let new = NewItem {
+                            key,
+                            dedupe: Some(format!("agent-status:{message_id}:{status}")),
+                            kind: ItemKind::AgentReply,
+                            body: codec::encode(&codec::AgentItem {
+                                v: codec::BODY_VERSION,
+                                handover_id: String::new(),
+                                at: at.saturating_mul(1000),
+                                action,
+                            }),
+                            at: at.saturating_mul(1000),
+                        };
+                        push(&mut batches, &number.store, Incoming::Item(new));
+                    }
                     let record = StatusRecord {
                         message_id,
                         status,

@@ -42,6 +42,8 @@ pub(super) enum Input {
         template: bool,
         at: i64,
     },
+    /// The status of an agent's reply: this `status` event to the agent webhook.
+    AgentStatus(DirectOutgoing),
     /// Nothing to run (a failure report for a message this store did not send).
     Nothing,
     /// A body this build cannot read: moved aside, with why.
@@ -139,6 +141,17 @@ impl Runtime {
             } => (
                 self.agent_reply(number, session, &record, payload, template, at, now_ms)
                     .await,
+                None,
+                None,
+            ),
+            Input::AgentStatus(event) => (
+                Ran {
+                    session,
+                    outgoing: vec![event],
+                    report: TurnReport::default(),
+                    effect: None,
+                    handover: HandoverActs::default(),
+                },
                 None,
                 None,
             ),
@@ -362,7 +375,7 @@ impl Runtime {
                 Err(e) => unreadable(e.0),
             },
             ItemKind::AgentReply => match codec::decode::<AgentItem>(&item.body) {
-                Ok(a) => self.agent_input(number, a).await,
+                Ok(a) => self.agent_input(number, key, a).await,
                 Err(e) => unreadable(e.0),
             },
             // Not written by this build (http results never wait in the inbox).
