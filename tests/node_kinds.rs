@@ -3,7 +3,6 @@
 
 use parlance::cli::graph::mermaid;
 use parlance::compile::{load_bot_allowing, load_tests};
-use parlance::diag::Code;
 use parlance::engine::{self, Action, Effect, Event, EventKind, OfflineHost, Session};
 use parlance::flow::NodeKind;
 use parlance::render::{self, terminal};

@@ -179,17 +179,16 @@ impl Runtime {
         if ending {
             cancel_timers.push(handover::HANDOVER_TIMER.to_string());
         }
-        if acts.to_agent {
-            match forwarded.as_ref() {
-                Some(event) => match self.forward(number, key, event, now_ms).await {
-                    Ok(Some(out)) => outgoing.push(out),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(number = %key.phone_number_id, error = %e, "cannot forward a message to the agent; the item waits");
-                        return Step::Stop;
-                    }
-                },
-                None => {}
+        if acts.to_agent
+            && let Some(event) = forwarded.as_ref()
+        {
+            match self.forward(number, key, event, now_ms).await {
+                Ok(Some(out)) => outgoing.push(out),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(number = %key.phone_number_id, error = %e, "cannot forward a message to the agent; the item waits");
+                    return Step::Stop;
+                }
             }
         }
         if let Some(at) = &acts.started

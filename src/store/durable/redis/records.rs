@@ -298,8 +298,8 @@ pub(super) async fn export_user(
     key: &SessionKey,
 ) -> Result<UserData, StoreError> {
     type Hash = HashMap<String, Vec<u8>>;
-    let keys = store.user(key);
-    let (inbox, items, outbox, outgoing, dead, timers, timer_bodies, sent): (
+    /// One value per pipelined command below, in order.
+    type Parts = (
         Vec<String>,
         Hash,
         Vec<String>,
@@ -308,7 +308,9 @@ pub(super) async fn export_user(
         Vec<(String, i64)>,
         Hash,
         Hash,
-    ) = ::redis::pipe()
+    );
+    let keys = store.user(key);
+    let (inbox, items, outbox, outgoing, dead, timers, timer_bodies, sent): Parts = ::redis::pipe()
         .atomic()
         .zrange(keys.inbox(), 0, -1)
         .hgetall(keys.items())
