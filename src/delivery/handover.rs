@@ -211,9 +211,11 @@ async fn post_with_retries(
 }
 
 impl Runtime {
-    /// Stores the user's message in their open handover and makes the `message` event
-    /// for the agent webhook. `None` when the user has no open handover (erased, or
-    /// ended by a resolve that is still on its way): the message is not forwarded.
+    /// Stores the user's message in their handover and makes the `message` event for
+    /// the agent webhook. The handover is the user's latest: the session is handed
+    /// over, so it is this one, even when an agent resolved it since (the resolve's
+    /// item comes after this message: the user wrote it during the handover). `None`
+    /// when the user has none (erased): the message is not forwarded.
     pub(super) async fn forward(
         &self,
         number: &Number,
@@ -221,8 +223,9 @@ impl Runtime {
         event: &Event,
         now_ms: Millis,
     ) -> Result<Option<DirectOutgoing>, StoreError> {
-        let Some(record) = open_handover(number.store.as_ref(), key).await? else {
-            tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "a message during a handover that has no open record; not forwarded");
+        let latest = number.store.user_handovers(key).await?.into_iter().next();
+        let Some(record) = latest else {
+            tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "a message during a handover that has no record; not forwarded");
             return Ok(None);
         };
         let message = context::message_value(event.id.as_deref(), &event.kind, event.at);
