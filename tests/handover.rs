@@ -398,29 +398,45 @@ async fn main_path(store: &str) {
         .and_then(|s| s["message_id"].as_str())
         .expect("the agent's reply was recorded as sent")
         .to_string();
-    let status = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
-            "statuses": [{
-                "id": reply_id, "status": "read",
-                "timestamp": chrono::Utc::now().timestamp().to_string(),
-                "recipient_id": user
-            }]
-        }}]}]
-    });
-    let body = serde_json::to_vec(&status).unwrap();
-    assert_eq!(post_signed(&Client::new(), port, SECRET, &body).await, 200);
-    assert_eq!(
-        inbox.wait_events(user, 4).await,
-        ["handover.started", "message", "message", "status"]
+    let status = |status: &str, errors: Value| {
+        json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": { "display_phone_number": "15550000000", "phone_number_id": NUMBER },
+                "statuses": [{
+                    "id": reply_id, "status": status,
+                    "timestamp": chrono::Utc::now().timestamp().to_string(),
+                    "recipient_id": user, "errors": errors
+                }]
+            }}]}]
+        })
+    };
+    let read = serde_json::to_vec(&status("read", json!([]))).unwrap();
+    assert_eq!(post_signed(&Client::new(), port, SECRET, &read).await, 200);
+    let failed = status(
+        "failed",
+        json!([{ "code": 131026, "title": "Message undeliverable" }]),
     );
-    let read = &inbox.deliveries()[3].body;
+    let failed = serde_json::to_vec(&failed).unwrap();
     assert_eq!(
-        (&read["status"]["message_id"], &read["status"]["status"]),
+        post_signed(&Client::new(), port, SECRET, &failed).await,
+        200
+    );
+    assert_eq!(
+        inbox.wait_events(user, 5).await,
+        ["handover.started", "message", "message", "status", "status"]
+    );
+    let got = inbox.deliveries();
+    assert_eq!(
+        (
+            &got[3].body["status"]["message_id"],
+            &got[3].body["status"]["status"]
+        ),
         (&json!(reply_id), &json!("read"))
     );
+    assert_eq!(got[4].body["status"]["status"], "failed");
+    assert_eq!(got[4].body["status"]["error"]["code"], 131026);
 
     // Resolve: the bot resumes at `next` with the status and the variables.
     let (status, resolved) = post_json(
@@ -436,16 +452,17 @@ async fn main_path(store: &str) {
         "welcome back: solved T-1"
     );
     assert_eq!(
-        inbox.wait_events(user, 5).await,
+        inbox.wait_events(user, 6).await,
         [
             "handover.started",
             "message",
             "message",
             "status",
+            "status",
             "handover.ended"
         ]
     );
-    let ended = &inbox.deliveries()[4].body;
+    let ended = &inbox.deliveries()[5].body;
     assert_eq!(
         (&ended["state"], &ended["status"], &ended["agent"]),
         (&json!("resolved"), &json!("solved"), &json!("ada"))

@@ -326,19 +326,23 @@ impl Runtime {
                     Err(e) => return unreadable(e.0),
                 };
                 match number.store.sent(&failed.message_id).await {
-                    Ok(Some(sent)) if &sent.key == key => Ok(Input::Event(Event {
-                        id: None,
-                        at: failed.at,
-                        contact_name: None,
-                        kind: EventKind::DeliveryFailed {
-                            flow: sent.flow,
-                            node: sent.node,
-                            code: failed.code,
-                            reason: failed
-                                .title
-                                .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
-                        },
-                    })),
+                    // An agent's reply that failed is the agent's to hear of (a
+                    // `status` event), not a node's `on_error`.
+                    Ok(Some(sent)) if &sent.key == key && !handover::is_agent_reply(&sent) => {
+                        Ok(Input::Event(Event {
+                            id: None,
+                            at: failed.at,
+                            contact_name: None,
+                            kind: EventKind::DeliveryFailed {
+                                flow: sent.flow,
+                                node: sent.node,
+                                code: failed.code,
+                                reason: failed
+                                    .title
+                                    .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
+                            },
+                        }))
+                    }
                     Ok(_) => Ok(Input::Nothing),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot look up a failed message; the item waits");
