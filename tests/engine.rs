@@ -1382,3 +1382,77 @@ fn a_failing_call_in_the_fallback_flow_stops_the_turn() {
     );
     assert_eq!(turn.session.state, State::Idle);
 }
+
+#[test]
+fn a_handover_that_ends_goes_on_at_next_with_its_status_and_vars() {
+    let (started, _) = run_with("human", vec![engine::EffectOutcome::HandoverStarted]);
+    assert!(matches!(started.session.state, State::Handover { .. }));
+    let ended = |outcome, vars: serde_json::Map<String, Value>| Event {
+        id: None,
+        at: CLOCK + 60,
+        contact_name: None,
+        kind: EventKind::HandoverEnded(engine::HandoverEnd {
+            id: "ho_1".into(),
+            outcome,
+            status: Some("solved".into()),
+            agent: Some("ada".into()),
+            vars,
+        }),
+    };
+    let window = started.session.last_user_message_at;
+    let mut vars = serde_json::Map::new();
+    vars.insert("ticket".into(), json!("T-1"));
+    let turn = engine::step(
+        &BOT,
+        started.session.clone(),
+        &ended(engine::HandoverOutcome::Resolved, vars),
+        CLOCK + 60,
+        &OfflineHost::default(),
+    );
+    assert_eq!(texts(&turn.actions), ["The agent is done."]);
+    assert_eq!(turn.session.vars.get("ticket"), Some(&json!("T-1")));
+    assert_eq!(
+        turn.session.handover,
+        Some(json!({ "id": "ho_1", "state": "resolved", "status": "solved", "agent": "ada" }))
+    );
+    // Not a message from the user: the 24-hour window is as the user left it.
+    assert_eq!(turn.session.last_user_message_at, window);
+    // Timed out without `on_timeout`: `next` too.
+    let turn = engine::step(
+        &BOT,
+        started.session.clone(),
+        &ended(engine::HandoverOutcome::TimedOut, serde_json::Map::new()),
+        CLOCK + 60,
+        &OfflineHost::default(),
+    );
+    assert_eq!(texts(&turn.actions), ["The agent is done."]);
+    assert_eq!(
+        turn.session.handover.as_ref().unwrap()["state"],
+        "timed_out"
+    );
+    // While handed over, the session does not expire; an end for a conversation that
+    // is not handed over is ignored with a warning.
+    let much_later = CLOCK + 7 * 24 * 3600;
+    let turn = engine::step(
+        &BOT,
+        started.session.clone(),
+        &Event::text("still there?", much_later),
+        much_later,
+        &OfflineHost::default(),
+    );
+    assert!(matches!(turn.session.state, State::Handover { .. }));
+    assert!(turn.actions.iter().any(|a| matches!(a, Action::ToAgent)));
+    let turn = engine::step(
+        &BOT,
+        Session::new(WA_ID, CLOCK),
+        &ended(engine::HandoverOutcome::Resolved, serde_json::Map::new()),
+        CLOCK,
+        &OfflineHost::default(),
+    );
+    assert!(texts(&turn.actions).is_empty());
+    assert!(
+        turn.actions.iter().any(|a| matches!(a, Action::Warning(_))),
+        "{:?}",
+        turn.actions
+    );
+}
