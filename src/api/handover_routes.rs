@@ -292,6 +292,7 @@ pub async fn get_one(
     request_body = AcceptRequest,
     responses(
         (status = 200, description = "Accepted", body = HandoverView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
         (status = 403, description = "The API is off (no api.key)", body = ErrorBody),
         (status = 404, description = "No such handover on the key's numbers", body = ErrorBody),
@@ -355,6 +356,7 @@ pub async fn accept(
     request_body = AgentMessageRequest,
     responses(
         (status = 202, description = "Queued; sent in order with the user's conversation", body = Queued),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
         (status = 403, description = "The API is off (no api.key)", body = ErrorBody),
         (status = 404, description = "No such handover on the key's numbers", body = ErrorBody),
@@ -435,6 +437,7 @@ pub async fn send_message(
     request_body = ResolveRequest,
     responses(
         (status = 202, description = "Resolved; the flow goes on in order with the user's messages", body = Resolved),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
         (status = 403, description = "The API is off (no api.key)", body = ErrorBody),
         (status = 404, description = "No such handover on the key's numbers", body = ErrorBody),
