@@ -34,6 +34,8 @@ struct Delivery {
     body: Value,
     /// The signature header checked against the raw body with [`HOOK_SECRET`].
     signed: bool,
+    /// What the inbox answered.
+    answered: u16,
 }
 
 /// The agent inbox: records deliveries, answers `status` (200 unless told otherwise).
@@ -52,8 +54,13 @@ async fn receive(State(inbox): State<AgentInbox>, headers: HeaderMap, body: Byte
         .to_string();
     let signed = check_signature(&header, &body);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    inbox.got.lock().unwrap().push(Delivery { body, signed });
-    StatusCode::from_u16(inbox.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK)
+    let answered = inbox.status.load(Ordering::SeqCst);
+    inbox.got.lock().unwrap().push(Delivery {
+        body,
+        signed,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
 }
 
 /// `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, recomputed here independently.
@@ -96,11 +103,20 @@ impl AgentInbox {
         inbox
     }
 
+    /// The deliveries the inbox took (answered 2xx), in order.
     fn deliveries(&self) -> Vec<Delivery> {
+        self.attempts()
+            .into_iter()
+            .filter(|d| (200..300).contains(&d.answered))
+            .collect()
+    }
+
+    /// Every delivery attempt, taken or not.
+    fn attempts(&self) -> Vec<Delivery> {
         self.got.lock().unwrap().clone()
     }
 
-    /// The events (the `event` field) delivered for `user`, in order.
+    /// The events (the `event` field) delivered for `user` (answered 2xx), in order.
     fn events(&self, user: &str) -> Vec<String> {
         self.deliveries()
             .iter()
@@ -635,7 +651,9 @@ async fn an_agent_inbox_that_refuses_or_is_down_means_on_unavailable() {
         texts_for(&graph, user, 2).await,
         ["connecting you", "no agents"]
     );
-    assert_eq!(inbox.events(user), ["handover.started"]);
+    let attempts = inbox.attempts();
+    assert_eq!(attempts.len(), 1, "refused once, not retried");
+    assert_eq!(attempts[0].body["event"], "handover.started");
     let id = handover_of(server.port, user).await;
     assert_eq!(
         wait_state(server.port, &id, "unavailable").await["state"],
@@ -701,9 +719,27 @@ async fn a_kill_9_mid_handover_keeps_the_record_its_messages_and_its_timer() {
         inbox.wait_events(kept, 2).await,
         ["handover.started", "message"]
     );
+    // The inbox goes down: the next message's event waits in the outbox, retried.
+    inbox.status.store(503, Ordering::SeqCst);
+    write(port, kept, "wamid.k5", "while the inbox is down").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !inbox
+        .attempts()
+        .iter()
+        .any(|d| d.body["message"]["text"] == "while the inbox is down")
+    {
+        assert!(Instant::now() < deadline, "the event was never tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     server.kill9();
+    inbox.status.store(200, Ordering::SeqCst);
     let _restarted = Server::start_on(dir.path(), port, &[]).await;
+    // The queued event survived the kill and goes out once the inbox is back.
+    assert_eq!(
+        inbox.wait_events(kept, 3).await,
+        ["handover.started", "message", "message"]
+    );
 
     // The record and its messages are there; the handover goes on.
     let (_, h) = get(port, &format!("/handovers/{id}")).await;
@@ -712,10 +748,14 @@ async fn a_kill_9_mid_handover_keeps_the_record_its_messages_and_its_timer() {
         (&json!("accepted"), &json!("ada"))
     );
     assert_eq!(h["messages"][0]["message"]["text"], "before the crash");
+    assert_eq!(
+        h["messages"][1]["message"]["text"],
+        "while the inbox is down"
+    );
     write(port, kept, "wamid.k4", "after the crash").await;
     assert_eq!(
-        inbox.wait_events(kept, 3).await,
-        ["handover.started", "message", "message"]
+        inbox.wait_events(kept, 4).await,
+        ["handover.started", "message", "message", "message"]
     );
     assert_eq!(
         texts_for(&graph, kept, 2).await,
