@@ -91,7 +91,7 @@ codes! {
     WaitTooLong => "wait_too_long", Error, "a `wait` is longer than a typing pause may be (25s)";
     DuplicateTrigger => "duplicate_trigger", Warning, "two flows claim the same keyword or reply id";
     MisplacedKey => "misplaced_key", Warning, "a key has no effect on this kind of node";
-    NotSupported => "not_supported", Error, "a feature this build checks but cannot run yet (http and handover nodes)";
+    NotSupported => "not_supported", Error, "a feature this build checks but cannot run yet (no node kind in this build)";
     EndlessLoop => "endless_loop", Error, "nodes that do not wait for the user lead back to each other unconditionally";
 }
 

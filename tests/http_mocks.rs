@@ -268,7 +268,13 @@ fn a_mock_must_name_an_http_node() {
     let failure = orders("mocks:\n  tell: { json: {} }\nsteps:\n  - user: hi\n").expect("fails");
     assert_eq!(
         failure,
-        "BOT/tests/t.yaml:4:3: `mocks` names main.tell, a say node; only http nodes are mocked"
+        "BOT/tests/t.yaml:4:3: `mocks` names main.tell, a say node; only http and handover nodes are mocked"
+    );
+    let failure = orders("mocks:\n  lookup: { handover: unavailable }\nsteps:\n  - user: hi\n")
+        .expect("fails");
+    assert_eq!(
+        failure,
+        "BOT/tests/t.yaml:4:3: `mocks` gives the http node main.lookup a `handover:` mock; an http node's mock answers (`status`, `json`, `body`) or fails (`fail`)"
     );
     let failure =
         orders("mocks:\n  lookup: { json: {}, body: x }\nsteps:\n  - user: hi\n").expect("fails");

@@ -3,7 +3,6 @@
 
 use parlance::cli::graph::mermaid;
 use parlance::compile::{load_bot_allowing, load_tests};
-use parlance::diag::Code;
 use parlance::engine::{self, Action, Effect, Event, EventKind, OfflineHost, Session};
 use parlance::flow::NodeKind;
 use parlance::render::{self, terminal};
@@ -52,15 +51,20 @@ fn every_documented_kind_compiles_to_itself() {
         "nodes:\n  hi:\n    say: Hi\n",
     )
     .unwrap();
-    // handover compiles completely, but this build refuses to run it.
-    let loaded = load_bot_allowing(dir.path(), &|_| None, &[Code::NotSupported]);
+    // handover needs the agent inbox of parlance.yaml.
+    std::fs::write(
+        dir.path().join("parlance.yaml"),
+        "handover: { webhook: \"http://127.0.0.1:9/agents\", secret: s }\n",
+    )
+    .unwrap();
+    let loaded = load_bot_allowing(dir.path(), &|_| None, &[]);
     let errors: Vec<String> = loaded
         .diagnostics
         .iter()
         .filter(|d| d.is_error())
         .map(|d| format!("{}: {}", d.code, d.path))
         .collect();
-    assert_eq!(errors, ["not_supported: nodes.node_handover.handover"]);
+    assert_eq!(errors, Vec::<String>::new());
     let bot = loaded.bot.expect("a bot");
     let main = &bot.flows[bot.flow_by_id("main").unwrap().0 as usize];
     let compiled: Vec<&str> = main.nodes.iter().map(|n| n.kind.name()).collect();
@@ -143,11 +147,16 @@ fn every_kind_compiles_runs_renders_and_is_drawn() {
             format!("name: {kind}\nmocks:\n  main.node_http: {{ json: {{ ok: true }} }}\nsteps:\n  - user: hi\n"),
         )
         .unwrap();
-        let loaded = load_bot_allowing(dir.path(), &|_| None, &[Code::NotSupported]);
+        std::fs::write(
+            dir.path().join("parlance.yaml"),
+            "handover: { webhook: \"http://127.0.0.1:9/agents\", secret: s }\n",
+        )
+        .unwrap();
+        let loaded = load_bot_allowing(dir.path(), &|_| None, &[]);
         let errors: Vec<String> = loaded
             .diagnostics
             .iter()
-            .filter(|d| d.is_error() && !(d.code == Code::NotSupported && *kind == "handover"))
+            .filter(|d| d.is_error())
             .map(ToString::to_string)
             .collect();
         assert!(errors.is_empty(), "{kind}: {errors:#?}");
@@ -226,11 +235,9 @@ fn every_kind_compiles_runs_renders_and_is_drawn() {
                 // The mock's answer let the turn go on to the node below.
                 assert!(after, "{kind}: the turn did not go on: {:#?}", turn.actions);
             }
-            // This build performs no handover: the engine's error sends the conversation
-            // to the fallback flow, which here is this flow again, so only the first
-            // effect is the node's own.
+            // A test's handover starts (no agents are played): one effect, then silence.
             Runs::Handover => assert!(
-                matches!(effects.first(), Some(Effect::Handover { .. })),
+                matches!(effects.as_slice(), [Effect::Handover { .. }]),
                 "{kind}: {effects:?}"
             ),
             Runs::Silent => assert_eq!(from_node, 0, "{kind}"),

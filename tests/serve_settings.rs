@@ -267,3 +267,64 @@ fn the_session_store_is_one_this_build_can_open() {
         assert_eq!(diagnostics(dir.path(), &[]), Vec::<String>::new(), "{url}");
     }
 }
+
+/// A bot folder with this `parlance.yaml` and a flow that hands over.
+fn handover_bot(config: &str) -> tempfile::TempDir {
+    let dir = bot(config);
+    std::fs::write(
+        dir.path().join("flows/main.yaml"),
+        "nodes:\n  agent:\n    handover: { queue: support }\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_handover_node_needs_an_agent_webhook_with_a_secret() {
+    let without = diagnostics(handover_bot("bot: { name: b }\n").path(), &[]);
+    assert!(
+        without.iter().any(|d| d.starts_with(
+            "flows/main.yaml:3:5: error[missing_field] nodes.agent.handover: handover node \"agent\" has no agent inbox to hand over to: parlance.yaml has no `handover.webhook`; hint: add to parlance.yaml: handover: {"
+        )),
+        "{without:?}"
+    );
+    let no_secret = diagnostics(
+        handover_bot("handover:\n  webhook: https://agents.example.com/in\n").path(),
+        &[],
+    );
+    assert!(
+        no_secret.iter().any(|d| d
+            .starts_with("parlance.yaml:1:1: error[missing_field] handover: `secret` is missing")),
+        "{no_secret:?}"
+    );
+    let bad_url = diagnostics(
+        handover_bot("handover:\n  webhook: agents.example.com\n  secret: s\n").path(),
+        &[],
+    );
+    assert!(
+        bad_url.iter().any(|d| d.starts_with(
+            "parlance.yaml:2:12: error[invalid_value] handover.webhook: \"agents.example.com\" is not an http or https URL"
+        )),
+        "{bad_url:?}"
+    );
+    let no_webhook = diagnostics(bot("handover:\n  secret: s\n").path(), &[]);
+    assert_eq!(
+        no_webhook,
+        [
+            "parlance.yaml:1:1: error[missing_field] handover: `webhook` is missing: handovers need the agent inbox's URL; hint: set webhook: ${AGENT_WEBHOOK_URL}, or remove `handover:`"
+        ]
+    );
+    // From the environment, and the secret never shows in the settings' Debug.
+    let dir = bot("handover:\n  webhook: ${HOOK}\n  secret: ${HOOK_SECRET}\n");
+    let env: HashMap<String, String> = [
+        ("HOOK".to_string(), "http://127.0.0.1:9/in".to_string()),
+        ("HOOK_SECRET".to_string(), "s3cr3t-value".to_string()),
+    ]
+    .into();
+    let loaded = load_bot_with_env(dir.path(), &|name| env.get(name).cloned());
+    let settings = &loaded.bot.as_ref().expect("loads").settings;
+    let handover = settings.handover.as_ref().expect("handover settings");
+    assert_eq!(handover.webhook, "http://127.0.0.1:9/in");
+    assert_eq!(handover.secret, "s3cr3t-value");
+    assert!(!format!("{settings:?}").contains("s3cr3t-value"));
+}

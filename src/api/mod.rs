@@ -9,6 +9,8 @@
 
 pub mod auth;
 pub mod error;
+pub mod handover_routes;
+pub mod handovers;
 pub mod messages;
 pub mod users;
 
@@ -28,13 +30,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[openapi(
     info(
         title = "Parlance API",
-        description = "Inject messages into WhatsApp conversations, notify users, and answer data requests. See docs/api.md.",
+        description = "Inject messages into WhatsApp conversations, notify users, answer data requests, and let human agents take conversations (handovers). See docs/api.md.",
         license(name = "MIT", identifier = "MIT"),
     ),
     modifiers(&BearerKey),
     tags(
         (name = "messages", description = "Inject and notify"),
         (name = "users", description = "Data requests: export and erasure"),
+        (name = "handovers", description = "Agents: list, read, accept, reply to and resolve handovers"),
     )
 )]
 struct ApiDoc;
@@ -51,14 +54,20 @@ impl Modify for ExactlyOne {
             return;
         };
         for (name, fields) in [
-            ("InjectRequest", ["text", "reply", "data"]),
-            ("NotifyRequest", ["text", "template", "flow"]),
+            ("InjectRequest", &["text", "reply", "data"][..]),
+            ("NotifyRequest", &["text", "template", "flow"][..]),
+            (
+                "AgentMessageRequest",
+                &[
+                    "text", "image", "video", "audio", "document", "sticker", "template",
+                ][..],
+            ),
         ] {
             let Some(schema) = components.schemas.remove(name) else {
                 continue;
             };
             let mut choices = OneOfBuilder::new();
-            for field in fields {
+            for field in fields.iter().copied() {
                 choices = choices.item(ObjectBuilder::new().required(field));
             }
             let both = AllOfBuilder::new().item(schema).item(choices);
@@ -84,7 +93,12 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
         .routes(routes!(messages::inject))
         .routes(routes!(messages::notify))
-        .routes(routes!(users::export, users::erase));
+        .routes(routes!(users::export, users::erase))
+        .routes(routes!(handover_routes::list))
+        .routes(routes!(handover_routes::get_one))
+        .routes(routes!(handover_routes::accept))
+        .routes(routes!(handover_routes::send_message))
+        .routes(routes!(handover_routes::resolve));
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

@@ -43,6 +43,8 @@ pub struct NumberExport {
     pub dead_letters: Vec<DeadLetterExport>,
     /// Messages WhatsApp accepted (kept 8 days, for statuses), with their statuses.
     pub sent: Vec<SentExport>,
+    /// Handovers to human agents, newest first, with their messages.
+    pub handovers: Vec<super::handovers::HandoverDetail>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -245,6 +247,7 @@ fn number_export(phone_number_id: &str, data: UserData) -> NumberExport {
         dead_letters,
         sent,
         statuses,
+        handovers,
     } = data;
     NumberExport {
         phone_number_id: phone_number_id.to_string(),
@@ -314,6 +317,10 @@ fn number_export(phone_number_id: &str, data: UserData) -> NumberExport {
                 node: s.node,
                 at: s.at,
             })
+            .collect(),
+        handovers: handovers
+            .iter()
+            .map(super::handovers::HandoverDetail::from)
             .collect(),
     }
 }

@@ -59,8 +59,9 @@ impl Perform for ChatEffects {
     fn perform(&mut self, effect: &Effect) -> EffectOutcome {
         let request = match effect {
             Effect::Http(request) => request,
-            // The loader refuses handover nodes in this build.
-            Effect::Handover { .. } => return EffectOutcome::Unsupported,
+            // No agent inbox in the simulator: the handover starts (its `say` is
+            // shown) and later messages are shown as forwarded; `/reset` ends it.
+            Effect::Handover { .. } => return EffectOutcome::HandoverStarted,
         };
         let what = format!(
             "{} {}",

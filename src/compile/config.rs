@@ -4,7 +4,8 @@
 use super::node::{Names, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::settings::{
-    DEFAULT_HTTP_MAX_BODY_BYTES, DEFAULT_MESSAGES_PER_SECOND, HttpSettings, TurnLimits,
+    DEFAULT_HTTP_MAX_BODY_BYTES, DEFAULT_MESSAGES_PER_SECOND, HandoverSettings, HttpSettings,
+    TurnLimits,
 };
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
 use crate::script;
@@ -126,6 +127,109 @@ pub(crate) fn resolve(
         limits: turn_limits(raw),
         scripts: script_limits(file, raw, diags),
         http: http_settings(file, raw, diags),
+        handover: handover_settings(file, raw, diags),
+    }
+}
+
+/// `handover:`: the agent inbox's webhook and the secret deliveries are signed with,
+/// both or neither (empty values count as absent, like `whatsapp:`). A webhook that is
+/// not an http(s) URL, or one without a secret, is an error: deliveries would fail, or
+/// go out unsigned for anyone to forge.
+fn handover_settings(
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<HandoverSettings> {
+    let h = raw.handover.clone()?;
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let (webhook, secret) = (given(h.webhook), given(h.secret));
+    let at = YamlPath::root().key("handover");
+    let mut report = |diag: Diagnostic| {
+        // A value already reported (an unset `${NAME}`) would only repeat that error.
+        let reported = diags
+            .iter()
+            .any(|d| d.file == diag.file && d.path.starts_with("handover"));
+        if !reported {
+            diags.push(diag);
+        }
+    };
+    match (webhook, secret) {
+        (None, None) => None,
+        (Some(webhook), secret) => {
+            let url_ok = url::Url::parse(&webhook)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if let Some(file) = file {
+                if !url_ok {
+                    report(
+                        file.diag_at(
+                            &at.key("webhook"),
+                            Code::InvalidValue,
+                            format!("\"{webhook}\" is not an http or https URL"),
+                        )
+                        .with_hint("write the agent inbox's full URL, e.g. https://agents.example.com/parlance"),
+                    );
+                }
+                if secret.is_none() {
+                    report(
+                        file.diag_at_key(
+                            &at,
+                            Code::MissingField,
+                            "`secret` is missing: deliveries to the agent webhook are signed with it, so the receiver can tell they come from this bot",
+                        )
+                        .with_hint("set secret: ${AGENT_WEBHOOK_SECRET} and give the agent inbox the same value"),
+                    );
+                }
+            }
+            Some(HandoverSettings {
+                webhook,
+                secret: secret?,
+            })
+            .filter(|_| url_ok)
+        }
+        (None, Some(_)) => {
+            if let Some(file) = file {
+                report(
+                    file.diag_at_key(
+                        &at,
+                        Code::MissingField,
+                        "`webhook` is missing: handovers need the agent inbox's URL",
+                    )
+                    .with_hint("set webhook: ${AGENT_WEBHOOK_URL}, or remove `handover:`"),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A diagnostic for each `handover` node of a bot without `handover.webhook`: the
+/// conversation would have nowhere to go.
+pub(crate) fn check_handover_nodes(
+    sources: &[super::FlowSource],
+    flows: &[crate::flow::Flow],
+    settings: &Settings,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if settings.handover.is_some() {
+        return;
+    }
+    for (src, flow) in sources.iter().zip(flows) {
+        for node in &flow.nodes {
+            if let crate::flow::NodeKind::Handover(_) = node.kind {
+                diags.push(
+                    src.file
+                        .diag_at_key(
+                            &YamlPath::root().key("nodes").key(&node.id).key("handover"),
+                            Code::MissingField,
+                            format!(
+                                "handover node \"{}\" has no agent inbox to hand over to: parlance.yaml has no `handover.webhook`",
+                                node.id
+                            ),
+                        )
+                        .with_hint("add to parlance.yaml: handover: { webhook: ${AGENT_WEBHOOK_URL}, secret: ${AGENT_WEBHOOK_SECRET} }"),
+                );
+            }
+        }
     }
 }
 

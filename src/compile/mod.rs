@@ -201,12 +201,19 @@ fn load(dir: &Path, env: EnvLookup<'_>, diags: &mut Vec<Diagnostic>) -> Option<B
         diags.extend(c.diags);
     }
     graph::check(&sources, &flows, diags);
+    config::check_handover_nodes(&sources, &flows, &settings, diags);
     let transformers = transformers::compile(dir, config_file.as_ref(), &settings, &scripts, diags);
     // A flow file that could not be read may save anything: report unset variables once
-    // it reads. Transformers may set any variable.
+    // it reads. Transformers may set any variable, and so may an agent's resolve.
     let named = &settings.transformers;
     let transformed = named.input.is_some() || named.output.is_some() || named.finished.is_some();
-    if !names.has_unreadable() && !transformed {
+    // An agent's resolve may set any variable too (its `vars`).
+    let hands_over = flows.iter().any(|f| {
+        f.nodes
+            .iter()
+            .any(|n| matches!(n.kind, crate::flow::NodeKind::Handover(_)))
+    });
+    if !names.has_unreadable() && !transformed && !hands_over {
         graph::unset_variables(&flows, assigned_elsewhere.iter(), var_reads, diags);
     }
 

@@ -179,6 +179,7 @@ pub(super) fn send(key: &SessionKey, session: Session, message: &Message, now_ms
                 queued_at: now_ms,
                 payload,
                 instead: None,
+                to: codec::Destination::Graph,
             }),
         });
     }
@@ -187,5 +188,6 @@ pub(super) fn send(key: &SessionKey, session: Session, message: &Message, now_ms
         outgoing,
         report,
         effect: None,
+        handover: super::turn::HandoverActs::default(),
     }
 }

@@ -71,6 +71,47 @@ pub enum Notify {
     Flow { flow: String, node: Option<String> },
 }
 
+/// An inbox item of kind `AgentReply`: what an agent did through the API during a
+/// handover, handled in order with the user's messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentItem {
+    pub v: u32,
+    pub handover_id: String,
+    /// When the request came (Unix ms).
+    pub at: i64,
+    pub action: AgentAction,
+}
+
+/// What an agent did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    /// A reply to the user: the Cloud API payload, rendered and checked by the API.
+    Reply {
+        payload: Value,
+        /// A template (allowed outside the 24-hour window).
+        template: bool,
+    },
+    /// The agent gave the conversation back; the record is resolved already (the API
+    /// did the compare-and-set), the flow goes on at the node's `next`.
+    Resolve {
+        status: String,
+        agent: Option<String>,
+        #[serde(default)]
+        vars: serde_json::Map<String, Value>,
+    },
+    /// WhatsApp's status of an agent's reply (written by the webhook, not the API; the
+    /// item's `handover_id` is empty: the user's latest handover is meant).
+    Status {
+        message_id: String,
+        status: String,
+        /// Meta's timestamp (Unix seconds).
+        at: i64,
+        error_code: Option<i64>,
+        error_title: Option<String>,
+    },
+}
+
 /// An inbox item of kind `Timer`: a timer the loop set fell due.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimerItem {
@@ -92,6 +133,28 @@ pub struct OutgoingBody {
     pub payload: Value,
     /// The node's `on_window_closed` template, sent instead on 131047.
     pub instead: Option<Value>,
+    /// Where it goes: the Graph API (the default, not written) or the bot's agent
+    /// webhook (a handover event, `payload` being the event's JSON).
+    #[serde(default, skip_serializing_if = "Destination::is_graph")]
+    pub to: Destination,
+}
+
+/// Where an outgoing message goes. Agent webhook events share the user's outbox with
+/// the messages to the user, so they are ordered with them, retried with the same
+/// backoff and deadline, dead-lettered like them, and survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    #[default]
+    Graph,
+    /// `handover.webhook`, signed with `handover.secret`.
+    Agent,
+}
+
+impl Destination {
+    pub fn is_graph(&self) -> bool {
+        *self == Destination::Graph
+    }
 }
 
 /// Encodes any body (these types always serialize).

@@ -42,13 +42,13 @@ pub type Performing = Pin<Box<dyn Future<Output = EffectOutcome> + Send>>;
 
 /// Who performs effects for `serve`. One per number; it may read the bot serving now.
 pub trait Effects: Send + Sync {
-    fn perform(&self, number: &Number, effect: Effect) -> Performing;
+    fn perform(&self, number: &Number, key: &SessionKey, effect: Effect) -> Performing;
 }
 
 /// The performer of `serve`: `http` nodes' calls through [`crate::http::Caller`], one
 /// per bot's `http:` settings (kept while they stay the same, so calls share a
-/// connection pool; a reload that changes them gets a new one). Handovers are not
-/// performed by this build (`validate` refuses those nodes).
+/// connection pool; a reload that changes them gets a new one), and handovers
+/// ([`super::handover::start`]).
 #[derive(Default)]
 pub struct Performer {
     caller: std::sync::Mutex<Option<(HttpSettings, Caller)>>,
@@ -69,7 +69,7 @@ impl Performer {
 }
 
 impl Effects for Performer {
-    fn perform(&self, number: &Number, effect: Effect) -> Performing {
+    fn perform(&self, number: &Number, key: &SessionKey, effect: Effect) -> Performing {
         match effect {
             Effect::Http(request) => {
                 let settings = number.live.bot().settings.http.clone();
@@ -78,7 +78,16 @@ impl Effects for Performer {
                     Err(why) => Box::pin(async move { EffectOutcome::Failed(why) }),
                 }
             }
-            Effect::Handover { .. } => Box::pin(async { EffectOutcome::Unsupported }),
+            Effect::Handover { queue } => {
+                let starting = super::handover::Starting {
+                    live: Arc::clone(&number.live),
+                    store: Arc::clone(&number.store),
+                    agent: number.agent.clone(),
+                    key: key.clone(),
+                    queue,
+                };
+                Box::pin(starting.run())
+            }
         }
     }
 }
@@ -110,7 +119,10 @@ fn watchdog(effect: &Effect) -> Millis {
                 + millis(crate::http::MAX_RETRY_AFTER).saturating_mul(retries)
                 + WATCHDOG_GRACE
         }
-        Effect::Handover { .. } => WATCHDOG_GRACE,
+        Effect::Handover { .. } => {
+            millis(super::handover::START_DEADLINE + super::agent_hook::DELIVERY_TIMEOUT)
+                + WATCHDOG_GRACE
+        }
     }
 }
 
@@ -147,7 +159,7 @@ impl Runtime {
         effect: Effect,
     ) {
         let (tx, rx) = oneshot::channel();
-        let performing = number.effects.perform(number, effect);
+        let performing = number.effects.perform(number, key, effect);
         let signal = state.signal.clone();
         let to = mask(&key.user);
         let calls = self.metrics.http_calls.clone();
@@ -300,6 +312,12 @@ impl Runtime {
                 timers.push(watchdog_timer(effect, now_ms));
             }
             None => cancel_timers.push(EFFECT_TIMER.to_string()),
+        }
+        // A handover started: nobody accepting it within the node's `timeout` ends it.
+        if let Some(at) = &ran.handover.started
+            && let Some(timer) = super::handover::timeout_timer(&number.live.bot(), at, now_ms)
+        {
+            timers.push(timer);
         }
         let kept = KeptSession {
             token: lease.token,

@@ -79,6 +79,36 @@ impl Runtime {
                         };
                         push(&mut batches, &number.store, Incoming::Item(new));
                     }
+                    // The status of an agent's reply goes to the agent webhook, in order
+                    // with the user's items (a `status` event). Looked up only for bots
+                    // that hand over.
+                    if let Some(user) = recipient.as_deref()
+                        && number.live.bot().settings.handover.is_some()
+                        && let Some(sent) = number.store.sent(&message_id).await?
+                        && super::handover::is_agent_reply(&sent)
+                    {
+                        let action = codec::AgentAction::Status {
+                            message_id: message_id.clone(),
+                            status: status.clone(),
+                            at,
+                            error_code: first_error.map(|e| e.code),
+                            error_title: first_error.map(|e| e.title.clone()),
+                        };
+                        let key = SessionKey::new(&number.phone_number_id, user);
+                        let new = NewItem {
+                            key,
+                            dedupe: Some(format!("agent-status:{message_id}:{status}")),
+                            kind: ItemKind::AgentReply,
+                            body: codec::encode(&codec::AgentItem {
+                                v: codec::BODY_VERSION,
+                                handover_id: String::new(),
+                                at: at.saturating_mul(1000),
+                                action,
+                            }),
+                            at: at.saturating_mul(1000),
+                        };
+                        push(&mut batches, &number.store, Incoming::Item(new));
+                    }
                     let record = StatusRecord {
                         message_id,
                         status,
@@ -184,7 +214,9 @@ impl Runtime {
         };
         // A session waiting for an effect lets its items wait in order, and a turn
         // that stops at one commits with its watchdog: both are the worker's.
-        if matches!(session.state, State::Effect { .. }) {
+        // A handed-over conversation forwards its messages to the agent, which the
+        // worker's turn does (the handover's record is read and written).
+        if matches!(session.state, State::Effect { .. } | State::Handover { .. }) {
             return store_one(store, message_item(key.clone(), event)).await;
         }
         let Ran {
@@ -192,8 +224,9 @@ impl Runtime {
             outgoing,
             report,
             effect,
+            handover,
         } = self.run(number, key, session, &event, now_ms);
-        if effect.is_some() {
+        if effect.is_some() || handover.to_agent || handover.started.is_some() {
             return store_one(store, message_item(key.clone(), event)).await;
         }
         let kept = KeptSession {

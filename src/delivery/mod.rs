@@ -15,10 +15,12 @@
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
 
+pub mod agent_hook;
 pub mod api_items;
 pub mod codec;
 pub mod effects;
 pub mod graph;
+pub mod handover;
 pub mod inbox;
 pub mod runtime;
 pub mod scan;

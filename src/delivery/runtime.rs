@@ -94,8 +94,10 @@ pub struct Number {
     pub(super) host: OfflineHost,
     /// Why sending is paused (an auth error), until the credentials change.
     paused: Mutex<Option<Paused>>,
-    /// Who performs `http` calls (and later handovers) for this number's turns.
+    /// Who performs `http` calls and handovers for this number's turns.
     pub(super) effects: super::effects::SharedEffects,
+    /// Posts handover events to the bot's agent webhook.
+    pub(super) agent: super::agent_hook::AgentHook,
 }
 
 /// Sending stopped for a number because Graph refused its token.
@@ -127,6 +129,7 @@ impl Number {
             host: OfflineHost { env },
             paused: Mutex::new(None),
             effects: Arc::new(super::effects::Performer::default()),
+            agent: super::agent_hook::AgentHook::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! dead letter rather than risk a third copy. (A process killed between Graph's answer
 //! and the store's commit is the same case, and resends that message once.)
 
-use super::codec::{self, OutgoingBody};
+use super::codec::{self, Destination, OutgoingBody};
 use super::graph::{GraphError, Verdict, backoff, classify};
 use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
@@ -43,6 +43,10 @@ impl Runtime {
                     .await;
             }
         };
+        match body.to {
+            Destination::Graph => {}
+            Destination::Agent => return self.deliver_to_agent(number, lease, &out, &body).await,
+        }
         let mut payload = &body.payload;
         let mut swapped = false;
         loop {
@@ -115,6 +119,85 @@ impl Runtime {
                         )
                         .await;
                 }
+            }
+        }
+    }
+
+    /// Posts a handover event to the bot's agent webhook (`handover.webhook`, read at
+    /// each attempt so a reload's new URL or secret takes effect). Delivered, it leaves
+    /// the outbox with a sent record named `agent:<random>` (flow `handover`, node =
+    /// the event; no status ever names it), so the user's later messages go on; a refusal (4xx but 408
+    /// and 429) is a dead letter at once, anything else is retried with the Graph
+    /// sends' backoff until the retry deadline. At least once: a receiver dedupes by
+    /// the event's `id`.
+    async fn deliver_to_agent(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        out: &Outgoing,
+        body: &OutgoingBody,
+    ) -> Sent {
+        let Some(settings) = number.live.bot().settings.handover.clone() else {
+            let why = "parlance.yaml has no handover.webhook any more; the agent event cannot be delivered".to_string();
+            return self
+                .give_up(number, lease, out, Some(body), why, None, false)
+                .await;
+        };
+        let result = number.agent.post(&settings, &body.payload).await;
+        let now = now_ms();
+        let e = match result {
+            Ok(()) => {
+                let sent = SentRecord {
+                    message_id: super::agent_hook::random_id("agent:"),
+                    key: lease.key.clone(),
+                    flow: body.flow.clone(),
+                    node: body.node.clone(),
+                    at: now,
+                };
+                return match number.store.mark_sent(lease, now, out.at, sent).await {
+                    Ok(()) => Sent {
+                        sent_at: None,
+                        then: Step::Again,
+                    },
+                    Err(e) => {
+                        log_write_error(&lease.key.phone_number_id, out.at, &e);
+                        stop()
+                    }
+                };
+            }
+            Err(e) => e,
+        };
+        if !e.retry {
+            return self
+                .give_up(number, lease, out, Some(body), e.to_string(), None, true)
+                .await;
+        }
+        let wait = millis(backoff(Verdict::Retry, out.attempts));
+        let deadline = body
+            .queued_at
+            .saturating_add(millis(self.settings.retry_deadline));
+        if now + wait > deadline {
+            let why = format!(
+                "{e}; still failing {} after it was queued",
+                humantime::format_duration(self.settings.retry_deadline)
+            );
+            return self
+                .give_up(number, lease, out, Some(body), why, None, true)
+                .await;
+        }
+        tracing::info!(number = %lease.key.phone_number_id, to = %mask(&lease.key.user), error = %e, attempt = out.attempts + 1, wait_ms = wait, "retrying an agent webhook delivery");
+        match number
+            .store
+            .mark_attempt(lease, now, out.at, false, now + wait)
+            .await
+        {
+            Ok(()) => Sent {
+                sent_at: None,
+                then: Step::Again,
+            },
+            Err(e) => {
+                log_write_error(&lease.key.phone_number_id, out.at, &e);
+                stop()
             }
         }
     }

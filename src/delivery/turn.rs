@@ -4,22 +4,24 @@
 
 use super::api_items::{self, NotifyInput};
 use super::codec::{
-    self, FailedItem, InjectItem, MessageItem, NotifyItem, OutgoingBody, TimerItem,
+    self, AgentItem, FailedItem, InjectItem, MessageItem, NotifyItem, OutgoingBody, TimerItem,
 };
-use super::effects;
+use super::handover;
 use super::runtime::{Number, Runtime, Step, TurnReport, WorkerState, mask, millis, now_ms};
+use super::{agent_hook, effects};
 use crate::engine::{
     self, Action, Effect, EffectOutcome, Event, EventKind, NO_FAILURE_REASON, Session,
 };
 use crate::render;
 use crate::store::SessionKey;
+use crate::store::durable::handover::Handover;
 use crate::store::durable::{
     CommitError, DirectOutgoing, Item, ItemKind, Lease, NewOutgoing, OutKey, TurnCommit,
 };
 use crate::transform::{self, Sent, Step as TurnStep};
 
 /// What an inbox item asks of the engine.
-enum Input {
+pub(super) enum Input {
     /// Run a turn with this event.
     Event(Event),
     /// From the API (inject, a notify's flow): run a turn with this event and hand its
@@ -30,6 +32,18 @@ enum Input {
         message: crate::engine::Message,
         request: String,
     },
+    /// The user's handover ended (timed out, resolved): run a turn with this event
+    /// and tell the agent webhook (`handover.ended`).
+    Ended { event: Event, record: Handover },
+    /// An agent's reply: queue it to the user (inside the window, or a template).
+    AgentReply {
+        record: Handover,
+        payload: serde_json::Value,
+        template: bool,
+        at: i64,
+    },
+    /// The status of an agent's reply: this `status` event to the agent webhook.
+    AgentStatus(DirectOutgoing),
     /// Nothing to run (a failure report for a message this store did not send).
     Nothing,
     /// A body this build cannot read: moved aside, with why.
@@ -85,21 +99,61 @@ impl Runtime {
             Ok(input) => input,
             Err(Retry) => return Step::Stop,
         };
+        // The user's message (or an injected one), forwarded to the agent when the
+        // conversation is handed over.
+        let mut forwarded: Option<Event> = None;
+        let mut ending = false;
         let (ran, marked, request) = match input {
-            Input::Event(event) => (
-                self.run(number, key, session, &event, now_ms),
-                Some(event),
-                None,
-            ),
-            Input::Api { event, request } => (
-                self.run(number, key, session, &event, now_ms),
-                None,
-                Some(request),
-            ),
+            Input::Event(event) => {
+                forwarded = Some(event.clone());
+                (
+                    self.run(number, key, session, &event, now_ms),
+                    Some(event),
+                    None,
+                )
+            }
+            Input::Api { event, request } => {
+                forwarded = Some(event.clone());
+                (
+                    self.run(number, key, session, &event, now_ms),
+                    None,
+                    Some(request),
+                )
+            }
             Input::Send { message, request } => (
                 api_items::send(key, session, &message, now_ms),
                 None,
                 Some(request),
+            ),
+            Input::Ended { event, record } => {
+                let mut ran = self.run(number, key, session, &event, now_ms);
+                let ended = agent_hook::ended(&record, now_ms);
+                ran.outgoing
+                    .push(handover::agent_event("handover.ended", ended, now_ms));
+                ending = true;
+                (ran, None, None)
+            }
+            Input::AgentReply {
+                record,
+                payload,
+                template,
+                at,
+            } => (
+                self.agent_reply(number, session, &record, payload, template, at, now_ms)
+                    .await,
+                None,
+                None,
+            ),
+            Input::AgentStatus(event) => (
+                Ran {
+                    session,
+                    outgoing: vec![event],
+                    report: TurnReport::default(),
+                    effect: None,
+                    handover: HandoverActs::default(),
+                },
+                None,
+                None,
             ),
             Input::Nothing | Input::Unreadable(_) => (
                 Ran {
@@ -107,6 +161,7 @@ impl Runtime {
                     outgoing: Vec::new(),
                     report: TurnReport::default(),
                     effect: None,
+                    handover: HandoverActs::default(),
                 },
                 None,
                 None,
@@ -114,11 +169,33 @@ impl Runtime {
         };
         let Ran {
             mut session,
-            outgoing,
+            mut outgoing,
             report,
             effect,
+            handover: acts,
         } = ran;
         let mut timers = Vec::new();
+        let mut cancel_timers = Vec::new();
+        if ending {
+            cancel_timers.push(handover::HANDOVER_TIMER.to_string());
+        }
+        if acts.to_agent
+            && let Some(event) = forwarded.as_ref()
+        {
+            match self.forward(number, key, event, now_ms).await {
+                Ok(Some(out)) => outgoing.push(out),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(number = %key.phone_number_id, error = %e, "cannot forward a message to the agent; the item waits");
+                    return Step::Stop;
+                }
+            }
+        }
+        if let Some(at) = &acts.started
+            && let Some(timer) = handover::timeout_timer(&number.live.bot(), at, now_ms)
+        {
+            timers.push(timer);
+        }
         if let Some(effect) = &effect {
             let queued = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
             effects::set_resume(&mut session, item.id.0, queued);
@@ -143,7 +220,7 @@ impl Runtime {
                 })
                 .collect(),
             timers,
-            cancel_timers: Vec::new(),
+            cancel_timers,
         };
         match number.store.commit_turn(lease, now_ms, commit).await {
             Ok(()) => state.session = Some(next),
@@ -211,12 +288,13 @@ impl Runtime {
         } else {
             run()
         };
-        let (outgoing, report, effect) = self.outgoing(key, now_ms, turn.steps);
+        let (outgoing, report, effect, handover) = self.outgoing(key, now_ms, turn.steps);
         Ran {
             session: turn.session,
             outgoing,
             report,
             effect,
+            handover,
         }
     }
 
@@ -248,19 +326,23 @@ impl Runtime {
                     Err(e) => return unreadable(e.0),
                 };
                 match number.store.sent(&failed.message_id).await {
-                    Ok(Some(sent)) if &sent.key == key => Ok(Input::Event(Event {
-                        id: None,
-                        at: failed.at,
-                        contact_name: None,
-                        kind: EventKind::DeliveryFailed {
-                            flow: sent.flow,
-                            node: sent.node,
-                            code: failed.code,
-                            reason: failed
-                                .title
-                                .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
-                        },
-                    })),
+                    // An agent's reply that failed is the agent's to hear of (a
+                    // `status` event), not a node's `on_error`.
+                    Ok(Some(sent)) if &sent.key == key && !handover::is_agent_reply(&sent) => {
+                        Ok(Input::Event(Event {
+                            id: None,
+                            at: failed.at,
+                            contact_name: None,
+                            kind: EventKind::DeliveryFailed {
+                                flow: sent.flow,
+                                node: sent.node,
+                                code: failed.code,
+                                reason: failed
+                                    .title
+                                    .unwrap_or_else(|| NO_FAILURE_REASON.to_string()),
+                            },
+                        }))
+                    }
                     Ok(_) => Ok(Input::Nothing),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot look up a failed message; the item waits");
@@ -272,6 +354,9 @@ impl Runtime {
                 // A watchdog that fell due: the effect it watched is done, or is
                 // performed again before any item (see `turn`).
                 Ok(t) if effects::is_watchdog(&t) => Ok(Input::Nothing),
+                Ok(t) if t.name == handover::HANDOVER_TIMER => {
+                    self.handover_timed_out(number, key).await
+                }
                 Ok(t) => unreadable(format!("a timer this build does not set: {}", t.name)),
                 Err(e) => unreadable(e.0),
             },
@@ -292,9 +377,12 @@ impl Runtime {
                 }
                 Err(e) => unreadable(e.0),
             },
-            // Not written by this build yet (agent replies and handover events come with
-            // the handover work; http results never wait in the inbox).
-            ItemKind::AgentReply | ItemKind::EffectResult => unreadable(format!(
+            ItemKind::AgentReply => match codec::decode::<AgentItem>(&item.body) {
+                Ok(a) => self.agent_input(number, key, a).await,
+                Err(e) => unreadable(e.0),
+            },
+            // Not written by this build (http results never wait in the inbox).
+            ItemKind::EffectResult => unreadable(format!(
                 "{} items are not handled by this build",
                 item.kind.as_str()
             )),
@@ -308,10 +396,16 @@ impl Runtime {
         key: &SessionKey,
         now_ms: i64,
         steps: Vec<TurnStep>,
-    ) -> (Vec<DirectOutgoing>, TurnReport, Option<Effect>) {
+    ) -> (
+        Vec<DirectOutgoing>,
+        TurnReport,
+        Option<Effect>,
+        HandoverActs,
+    ) {
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
         let mut effect = None;
+        let mut handover = HandoverActs::default();
         let mut due = now_ms;
         for step in steps {
             let action = match step {
@@ -331,6 +425,7 @@ impl Runtime {
                         queued_at: now_ms,
                         payload,
                         instead,
+                        to: codec::Destination::Graph,
                     };
                     outgoing.push(DirectOutgoing {
                         not_before: due,
@@ -358,10 +453,12 @@ impl Runtime {
                 }
                 // The last action when there is one: the turn stopped to wait for it.
                 Action::Effect { effect: e, .. } => effect = Some(e),
-                Action::Ended | Action::HandoverStarted { .. } | Action::ToAgent => {}
+                Action::HandoverStarted { at, .. } => handover.started = Some(at),
+                Action::ToAgent => handover.to_agent = true,
+                Action::Ended => {}
             }
         }
-        (outgoing, report, effect)
+        (outgoing, report, effect, handover)
     }
 
     /// Marks the user's message read (and shows typing), when the bot says so: before
@@ -384,7 +481,7 @@ impl Runtime {
 }
 
 /// The item cannot be handled now (the store failed); it stays first in line.
-struct Retry;
+pub(super) struct Retry;
 
 /// Whether this runs on Tokio's multi-threaded runtime, where a task may block in
 /// place (`serve`'s; tests may use the current-thread one).
@@ -402,6 +499,17 @@ pub(super) struct Ran {
     pub(super) report: TurnReport,
     /// The effect the turn stopped to wait for (the session waits in `State::Effect`).
     pub(super) effect: Option<Effect>,
+    /// What the turn did about a handover.
+    pub(super) handover: HandoverActs,
+}
+
+/// What a turn did about a handover (`Action::HandoverStarted`, `Action::ToAgent`).
+#[derive(Debug, Default)]
+pub(super) struct HandoverActs {
+    /// A handover started at this node (its `timeout` timer is set with the commit).
+    pub(super) started: Option<engine::NodeAt>,
+    /// The message went to the agent (forwarded with the commit).
+    pub(super) to_agent: bool,
 }
 
 /// The performer a serving turn gives the engine: it defers, so the turn ends at its

@@ -82,7 +82,8 @@ pub fn message_value(id: Option<&str>, kind: &EventKind, at: i64) -> Value {
         EventKind::Text(_)
         | EventKind::Unsupported(_)
         | EventKind::EffectResult(_)
-        | EventKind::StartFlow { .. } => {}
+        | EventKind::StartFlow { .. }
+        | EventKind::HandoverEnded(_) => {}
     }
     Value::Object(m)
 }
@@ -129,6 +130,7 @@ pub fn build(
         "session": session_value(session, here, now),
         "now": rfc3339(now),
         "env": env,
+        "handover": session.handover.clone().unwrap_or(Value::Null),
     });
     if let (Some((name, value)), Value::Object(map)) = (extra, &mut ctx) {
         map.insert(name.to_string(), value.clone());

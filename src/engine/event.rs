@@ -91,6 +91,43 @@ pub enum EventKind {
         flow: String,
         node: Option<String>,
     },
+    /// The handover the conversation is in ended: an agent resolved it (the flow goes
+    /// on at the node's `next`) or nobody accepted it in time (`on_timeout`). Not from
+    /// the user: the window stays.
+    HandoverEnded(HandoverEnd),
+}
+
+/// How a handover ended ([`EventKind::HandoverEnded`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoverEnd {
+    /// The handover's id.
+    pub id: String,
+    pub outcome: HandoverOutcome,
+    /// The status the agent resolved it with (`handover.status`).
+    pub status: Option<String>,
+    /// The agent who had it.
+    pub agent: Option<String>,
+    /// Merged into `vars` (the resolve's `vars`).
+    #[serde(default)]
+    pub vars: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverOutcome {
+    /// An agent gave the conversation back: the node's `next`.
+    Resolved,
+    /// Nobody accepted it within the node's `timeout`: `on_timeout` (else `next`).
+    TimedOut,
+}
+
+impl HandoverOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoverOutcome::Resolved => "resolved",
+            HandoverOutcome::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// What came of an effect (`engine::Effect`).
@@ -130,6 +167,7 @@ impl EventKind {
             EventKind::Injected(inner) => inner.type_name(),
             EventKind::Data(_) => "data",
             EventKind::StartFlow { .. } => "notify",
+            EventKind::HandoverEnded(_) => "handover_ended",
         }
     }
 

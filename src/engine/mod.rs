@@ -20,7 +20,10 @@ pub mod fit;
 pub mod message;
 pub mod session;
 
-pub use event::{EffectOutcome, Event, EventKind, HttpErrorKind, HttpFailure, NO_FAILURE_REASON};
+pub use event::{
+    EffectOutcome, Event, EventKind, HandoverEnd, HandoverOutcome, HttpErrorKind, HttpFailure,
+    NO_FAILURE_REASON,
+};
 pub use message::Message;
 pub use session::{NodeAt, OutboxPlace, Session, ShownChoice, SoFar, State};
 
@@ -460,7 +463,10 @@ impl Run<'_> {
 
     fn handle(&mut self, event: &Event) {
         let timeout = self.bot.settings.session_timeout.as_secs() as i64;
-        if self.session.is_expired(self.now, timeout) {
+        // While an agent has the conversation, silence is the agent's to end, not the
+        // session timeout's: the handover (its timer, the agent's resolve) ends it.
+        let handed_over = matches!(self.session.state, State::Handover { .. });
+        if !handed_over && self.session.is_expired(self.now, timeout) {
             self.restart();
         }
         self.session.updated_at = self.now;
@@ -478,6 +484,11 @@ impl Run<'_> {
             // Not a message from the user either: the conversation goes on at the node
             // that asked for the effect.
             return self.effect_result(outcome);
+        }
+        if let EventKind::HandoverEnded(end) = &event.kind {
+            // Not from the user: the window stays as the user left it.
+            self.session.turn += 1;
+            return self.handover_ended(end);
         }
         if let EventKind::StartFlow { flow, node } = &event.kind {
             // The bot's own move (an API notify): the window stays as the user left it.
@@ -699,6 +710,51 @@ impl Run<'_> {
             queue: h.queue.clone(),
         });
         Then::Stop
+    }
+
+    /// The handover the conversation is in ended: `handover` is readable in templates,
+    /// the resolve's `vars` are merged, and the flow goes on at the node's `next`
+    /// (resolved) or its `on_timeout` (timed out; `next` without one).
+    fn handover_ended(&mut self, end: &HandoverEnd) {
+        let State::Handover { at } = self.session.state.clone() else {
+            self.actions.push(Action::Warning(Problem::general(
+                "a handover ended while the conversation was not handed over; ignored".into(),
+            )));
+            return;
+        };
+        self.session.handover = Some(serde_json::json!({
+            "id": end.id,
+            "state": end.outcome.as_str(),
+            "status": end.status,
+            "agent": end.agent,
+        }));
+        self.session
+            .vars
+            .extend(end.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.session.state = State::Idle;
+        let Some(r) = self.bot.node_by_id(&at.flow, &at.node) else {
+            let message = format!(
+                "the conversation was handed over at {}.{}, which no longer exists; the conversation ends",
+                at.flow, at.node
+            );
+            self.actions
+                .push(Action::Warning(Problem::general(message)));
+            self.end();
+            return;
+        };
+        self.here = Some(at);
+        let on_timeout = match &self.bot.node(r).kind {
+            NodeKind::Handover(h) => h.on_timeout,
+            _ => None,
+        };
+        let target = match end.outcome {
+            HandoverOutcome::TimedOut if on_timeout.is_some() => on_timeout,
+            HandoverOutcome::TimedOut | HandoverOutcome::Resolved => self.next_of(r),
+        };
+        match target {
+            Some(t) => self.run_from(t),
+            None => self.end(),
+        }
     }
 
     /// The turn stops at `r` until the effect's outcome arrives.

@@ -36,6 +36,10 @@ pub struct Session {
     pub last_user_message_at: Option<i64>,
     /// The id of the user's last message, for reactions and quoted replies.
     pub last_user_message_id: Option<String>,
+    /// The last handover of this conversation once it ended (`handover` in templates:
+    /// `id`, `state`, `status`, `agent`). Absent in sessions written before handovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Value>,
 }
 
 /// The user.
@@ -133,6 +137,7 @@ impl Session {
             profile: Map::new(),
             last_user_message_at: None,
             last_user_message_id: None,
+            handover: None,
         }
     }
 

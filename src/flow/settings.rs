@@ -29,6 +29,25 @@ pub struct Settings {
     pub scripts: crate::script::Limits,
     /// Where `http` nodes may call and how much they read (`http:`).
     pub http: HttpSettings,
+    /// The agent inbox `handover` nodes hand over to (`handover:`); `None` when not set.
+    pub handover: Option<HandoverSettings>,
+}
+
+/// The agent inbox of `handover:` in parlance.yaml. The loader has checked that the
+/// webhook is an http(s) URL and that the secret is set. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HandoverSettings {
+    pub webhook: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for HandoverSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoverSettings")
+            .field("webhook", &self.webhook)
+            .field("secret", &"<set>")
+            .finish()
+    }
 }
 
 /// Largest answer body an `http` node reads unless `http.max_body_bytes` says otherwise.

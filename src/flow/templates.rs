@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 /// The names every template and expression may read.
 pub const CONTEXT_ROOTS: &[&str] = &[
-    "vars", "profile", "message", "contact", "session", "now", "env",
+    "vars", "profile", "message", "contact", "session", "now", "env", "handover",
 ];
 
 /// The fields of the context values whose shape Parlance fixes (`vars` and `profile`
 /// hold whatever the flows save; `now` and `env` are checked elsewhere).
 pub const CONTEXT_FIELDS: &[(&str, &[&str])] = &[
     ("contact", &["wa_id", "name"]),
+    ("handover", &["id", "state", "status", "agent"]),
     (
         "session",
         &["id", "started_at", "window_open", "turn", "flow", "node"],

@@ -25,6 +25,9 @@ pub struct RawConfig {
     pub transformers: Option<RawTransformers>,
     /// The HTTP API (inject, notify, handover, erasure).
     pub api: Option<RawApi>,
+    /// Where `handover` nodes send the conversation: the agent inbox's webhook. Required
+    /// when a flow has a `handover` node.
+    pub handover: Option<RawHandover>,
     /// What is kept and what is shown in logs.
     pub privacy: Option<RawPrivacy>,
     /// Bounds on one turn, so a flow that loops cannot flood a user.
@@ -207,6 +210,21 @@ pub struct RawTransformers {
 pub struct RawApi {
     /// The Bearer key clients must send; keep it in the environment: `key: ${PARLANCE_API_KEY}`.
     pub key: Option<String>,
+}
+
+/// The agent inbox a `handover` node hands the conversation to. Parlance POSTs each
+/// handover event (`handover.started`, `message`, `status`, `handover.ended`) there as
+/// JSON, signed with `secret` (header `X-Parlance-Signature`, see docs/api.md).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Handover")]
+pub struct RawHandover {
+    /// The agent inbox's URL (http or https), e.g. `https://agents.example.com/parlance`;
+    /// from the environment works too: `webhook: ${AGENT_WEBHOOK_URL}`.
+    pub webhook: Option<String>,
+    /// The key deliveries are signed with (HMAC-SHA256); the receiver checks it. Required
+    /// with `webhook`. Keep it in the environment: `secret: ${AGENT_WEBHOOK_SECRET}`.
+    pub secret: Option<String>,
 }
 
 /// Privacy settings.

@@ -264,8 +264,8 @@ pub struct RawMessageFields {
     pub payload: Option<serde_json::Value>,
 }
 
-/// The mocks of one `http` node: one answer for every call, or a list of answers, one
-/// per call, in order.
+/// The mocks of one `http` node (one answer for every call, or a list of answers, one
+/// per call, in order), or of one `handover` node (`{ handover: started | unavailable }`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[schemars(rename = "Mocks")]
@@ -285,6 +285,9 @@ pub enum RawMocks {
 pub enum RawMock {
     /// The call fails without an answer: the node's `on_error`, with `message.error.kind`.
     Fail(RawMockFailure),
+    /// A `handover` node's agent inbox: takes the handover (the default without a
+    /// mock) or is unavailable (the node's `on_unavailable`).
+    Handover(RawMockHandover),
     /// The backend answers; a status of 300 or more takes `on_error` (kind `status`).
     Answer(RawMockAnswer),
 }
@@ -320,6 +323,25 @@ pub struct RawMockFailure {
     pub fail: RawMockFailKind,
     /// What the request must be; the step fails when it is not.
     pub request: Option<RawRequestExpect>,
+}
+
+/// What the agent inbox does with a mocked `handover` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MockHandover")]
+pub struct RawMockHandover {
+    pub handover: RawMockHandoverOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "MockHandoverOutcome")]
+pub enum RawMockHandoverOutcome {
+    /// The inbox takes it: the node's `say`, then the bot is silent (no agents are
+    /// played, so the test ends here).
+    Started,
+    /// No agent inbox takes it: the node's `on_unavailable`.
+    Unavailable,
 }
 
 /// The ways a mocked call can fail (a non-2xx answer is `status:` on an answer).

@@ -17,7 +17,8 @@ use crate::engine::{
 use crate::flow::{Bot, NodeKind, NodeRef};
 use crate::source::{SourceFile, YamlPath};
 use crate::spec::test::{
-    RawMock, RawMockAnswer, RawMockFailKind, RawMocks, RawRequestExpect, RawTestFile,
+    RawMock, RawMockAnswer, RawMockFailKind, RawMockHandoverOutcome, RawMocks, RawRequestExpect,
+    RawTestFile,
 };
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
@@ -130,10 +131,32 @@ impl Mocks {
                 }
             };
             let kind = bot.node(*r).kind.name();
-            if kind != "http" {
-                return Err(error(format!(
-                    "`mocks` names {flow}.{node}, a {kind} node; only http nodes are mocked"
-                )));
+            let answers: Vec<&RawMock> = match mocks {
+                RawMocks::One(m) => vec![m.as_ref()],
+                RawMocks::Each(list) => list.iter().collect(),
+            };
+            let handover_mocks = answers
+                .iter()
+                .filter(|m| matches!(m, RawMock::Handover(_)))
+                .count();
+            match (kind, handover_mocks) {
+                ("http", 0) => {}
+                ("handover", n) if n == answers.len() => {}
+                ("http", _) => {
+                    return Err(error(format!(
+                        "`mocks` gives the http node {flow}.{node} a `handover:` mock; an http node's mock answers (`status`, `json`, `body`) or fails (`fail`)"
+                    )));
+                }
+                ("handover", _) => {
+                    return Err(error(format!(
+                        "`mocks` names the handover node {flow}.{node}; its mock is `{{ handover: started }}` or `{{ handover: unavailable }}`"
+                    )));
+                }
+                (kind, _) => {
+                    return Err(error(format!(
+                        "`mocks` names {flow}.{node}, a {kind} node; only http and handover nodes are mocked"
+                    )));
+                }
             }
             if nodes.iter().any(|m| &m.flow == flow && &m.node == node) {
                 return Err(error(format!(
@@ -251,6 +274,8 @@ impl Mocks {
         let expect = match &mock {
             RawMock::Fail(f) => f.request.as_ref(),
             RawMock::Answer(a) => a.request.as_ref(),
+            // Refused when the mocks were read (`Mocks::new`).
+            RawMock::Handover(_) => None,
         };
         if let Some(expect) = expect {
             let differences = self.differences(expect, request, &url);
@@ -267,6 +292,7 @@ impl Mocks {
         match &mock {
             RawMock::Fail(f) => failed(f.fail, request),
             RawMock::Answer(a) => answer(a, request),
+            RawMock::Handover(_) => not_called(request),
         }
     }
 
@@ -388,8 +414,36 @@ impl Perform for Mocks {
     fn perform_at(&mut self, at: &NodeAt, effect: &Effect) -> EffectOutcome {
         match effect {
             Effect::Http(request) => self.http(at, request),
-            // Agents are not simulated: the engine's error for an effect nobody performs.
-            Effect::Handover { .. } => EffectOutcome::Unsupported,
+            Effect::Handover { .. } => self.handover(at),
+        }
+    }
+}
+
+impl Mocks {
+    /// A `handover` node's outcome: its mock's (`{ handover: unavailable }`), else the
+    /// handover starts. Agents are not played: after a start the bot is silent, so a
+    /// test ends at the handover (docs/flows.md).
+    fn handover(&mut self, at: &NodeAt) -> EffectOutcome {
+        let Some(entry) = self
+            .nodes
+            .iter_mut()
+            .find(|m| m.flow == at.flow && m.node == at.node)
+        else {
+            return EffectOutcome::HandoverStarted;
+        };
+        let call = entry.calls;
+        entry.calls += 1;
+        let mock = match &entry.mocks {
+            RawMocks::One(m) => Some(m.as_ref()),
+            RawMocks::Each(list) => list.get(call),
+        };
+        match mock {
+            Some(RawMock::Handover(h)) => match h.handover {
+                RawMockHandoverOutcome::Started => EffectOutcome::HandoverStarted,
+                RawMockHandoverOutcome::Unavailable => EffectOutcome::Unavailable,
+            },
+            // A list used up: the default. (Other kinds were refused in `Mocks::new`.)
+            Some(RawMock::Fail(_) | RawMock::Answer(_)) | None => EffectOutcome::HandoverStarted,
         }
     }
 }

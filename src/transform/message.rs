@@ -87,6 +87,7 @@ pub fn to_event(original: &Event, returned: &Value) -> Result<Event, String> {
             | EventKind::Injected(_)
             | EventKind::Data(_)
             | EventKind::StartFlow { .. }
+            | EventKind::HandoverEnded(_)
             | EventKind::Unsupported(_) => {
                 return Err(format!(
                     "message.type \"{other}\" is not a kind of message a bot receives (text, reply, button, location, image, video, audio, document, sticker, contacts, reaction, flow_reply)"

@@ -356,6 +356,7 @@ fn is_users_message(kind: &EventKind) -> bool {
         | EventKind::EffectResult(_)
         | EventKind::Injected(_)
         | EventKind::Data(_)
-        | EventKind::StartFlow { .. } => false,
+        | EventKind::StartFlow { .. }
+        | EventKind::HandoverEnded(_) => false,
     }
 }

@@ -428,10 +428,8 @@ fn placeholder_node(id: &str, pos: Pos) -> Node {
 /// engine's `Host` seam for the others is for the versions that will.
 fn not_runnable(kind: &NodeKind) -> Option<&'static str> {
     match kind {
-        NodeKind::Handover(_) => Some(
-            "tell the user how to reach a person with a `say` node for now; handover comes when agents are supported",
-        ),
-        NodeKind::Say(_)
+        NodeKind::Handover(_)
+        | NodeKind::Say(_)
         | NodeKind::Media(..)
         | NodeKind::Buttons(_)
         | NodeKind::List(_)

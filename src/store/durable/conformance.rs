@@ -32,6 +32,10 @@
 //!   stale lease writes nothing. A store that takes no direct turns always declines;
 //! - a queued message is never overwritten: a commit onto a queued [`OutKey`] is
 //!   refused; a user's item ids only grow (timers and erasure too);
+//! - handovers: created once per id; read back with their messages in the order added;
+//!   state changes are compare-and-set (a second accept is a conflict, racing changes
+//!   from one state: exactly one wins); listed newest first by number, queue and
+//!   state; exported with the user and erased with them;
 //! - many concurrent accepts and commits from several tasks and two racing holders keep
 //!   every user's order and handle every item exactly once.
 //!
@@ -39,6 +43,10 @@
 //! be provoked through the interface; each implementation tests them itself (SQLite:
 //! one transaction per call).
 
+use super::handover::{
+    Changed, Handover, HandoverAuthor, HandoverChange, HandoverData, HandoverFilter,
+    HandoverMessage, HandoverState,
+};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable, Item, ItemId,
     ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, TurnCommit,
@@ -88,6 +96,9 @@ where
     export_user_lists_what_is_kept(fresh().await).await;
     purge_forgets_old_dedupe_keys_and_sent_records(fresh().await).await;
     ping_answers(fresh().await).await;
+    handovers_change_by_compare_and_set(fresh().await).await;
+    handovers_list_newest_first_by_number_queue_and_state(fresh().await).await;
+    handovers_are_exported_and_erased(fresh().await).await;
     concurrent_accepts_and_two_holders_keep_order(fresh().await).await;
 }
 
@@ -2217,4 +2228,259 @@ pub async fn concurrent_accepts_and_two_holders_keep_order(store: Arc<dyn Durabl
         store.users_with_work(i64::MAX / 2, 10).await.unwrap(),
         vec![]
     );
+}
+
+// ---- handovers
+
+fn handover(id: &str, key: &SessionKey, queue: Option<&str>, created: Millis) -> Handover {
+    Handover {
+        id: id.to_string(),
+        key: key.clone(),
+        queue: queue.map(str::to_string),
+        state: HandoverState::Queued,
+        agent: None,
+        created,
+        updated: created,
+        ended: None,
+        status: None,
+    }
+}
+
+fn change(from: &[HandoverState], to: HandoverState, now: Millis) -> HandoverChange {
+    HandoverChange {
+        from: from.to_vec(),
+        to,
+        agent: None,
+        status: None,
+        now,
+    }
+}
+
+fn note(from: HandoverAuthor, at: Millis, body: &str) -> HandoverMessage {
+    HandoverMessage {
+        from,
+        at,
+        body: body.to_string(),
+    }
+}
+
+pub async fn handovers_change_by_compare_and_set(store: Arc<dyn Durable>) {
+    use HandoverState::*;
+    let k = key("15550001");
+    let h = handover("ho_1", &k, Some("support"), 1_000);
+    store.create_handover(&h).await.expect("create");
+    assert!(
+        store.create_handover(&h).await.is_err(),
+        "an id is stored once"
+    );
+    assert_eq!(store.handover("ho_1").await.unwrap(), Some(h.clone()));
+    assert_eq!(store.handover("ho_none").await.unwrap(), None);
+
+    // Accept: queued → accepted, with the agent; a second accept is a conflict.
+    let accept = HandoverChange {
+        agent: Some("ada".into()),
+        ..change(&[Queued], Accepted, 2_000)
+    };
+    let accepted = Handover {
+        state: Accepted,
+        agent: Some("ada".into()),
+        updated: 2_000,
+        ..h.clone()
+    };
+    assert_eq!(
+        store.change_handover("ho_1", &accept).await.unwrap(),
+        Changed::Done(accepted.clone())
+    );
+    assert_eq!(
+        store.change_handover("ho_1", &accept).await.unwrap(),
+        Changed::Conflict(accepted.clone())
+    );
+    assert_eq!(
+        store.change_handover("ho_none", &accept).await.unwrap(),
+        Changed::NotFound
+    );
+
+    // Messages in the order added; none for an unknown handover.
+    let first = note(
+        HandoverAuthor::User,
+        1_500,
+        r#"{"type":"text","text":"hi"}"#,
+    );
+    let second = note(HandoverAuthor::Agent, 2_500, r#"{"text":"hello"}"#);
+    assert!(store.add_handover_message("ho_1", &first).await.unwrap());
+    assert!(store.add_handover_message("ho_1", &second).await.unwrap());
+    assert!(!store.add_handover_message("ho_none", &first).await.unwrap());
+    assert_eq!(
+        store.handover_messages("ho_1").await.unwrap(),
+        vec![first, second]
+    );
+    assert!(store.handover_messages("ho_none").await.unwrap().is_empty());
+
+    // Resolve: ended, with a status, the agent kept; then no change applies.
+    let resolve = HandoverChange {
+        status: Some("solved".into()),
+        ..change(&[Queued, Accepted], Resolved, 3_000)
+    };
+    let resolved = Handover {
+        state: Resolved,
+        updated: 3_000,
+        ended: Some(3_000),
+        status: Some("solved".into()),
+        ..accepted
+    };
+    assert_eq!(
+        store.change_handover("ho_1", &resolve).await.unwrap(),
+        Changed::Done(resolved.clone())
+    );
+    assert_eq!(
+        store
+            .change_handover("ho_1", &change(&[Queued], TimedOut, 4_000))
+            .await
+            .unwrap(),
+        Changed::Conflict(resolved.clone())
+    );
+    assert_eq!(store.handover("ho_1").await.unwrap(), Some(resolved));
+
+    // Racing changes from one state: exactly one wins.
+    store
+        .create_handover(&handover("ho_2", &k, None, 5_000))
+        .await
+        .unwrap();
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        racers.push(tokio::spawn(async move {
+            let c = HandoverChange {
+                agent: Some(format!("agent{i}")),
+                ..change(&[Queued], Accepted, 6_000)
+            };
+            store.change_handover("ho_2", &c).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Changed::Done(_) => wins += 1,
+            Changed::Conflict(h) => assert_eq!(h.state, Accepted),
+            Changed::NotFound => panic!("ho_2 exists"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one accept wins");
+}
+
+pub async fn handovers_list_newest_first_by_number_queue_and_state(store: Arc<dyn Durable>) {
+    use HandoverState::*;
+    let a = key("15550001");
+    let b = key("15550002");
+    let other_number = SessionKey::new("2002", "15550001");
+    for h in [
+        handover("ho_a1", &a, Some("support"), 1_000),
+        handover("ho_b1", &b, Some("sales"), 2_000),
+        handover("ho_a2", &a, Some("support"), 3_000),
+        handover("ho_x1", &other_number, Some("support"), 4_000),
+        // Same time: the larger id first.
+        handover("ho_b2", &b, None, 3_000),
+    ] {
+        store.create_handover(&h).await.unwrap();
+    }
+    store
+        .change_handover("ho_a2", &change(&[Queued], Accepted, 5_000))
+        .await
+        .unwrap();
+    let ids = |found: Vec<Handover>| found.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let filter = |numbers: &[&str], queue: Option<&str>, state, limit| HandoverFilter {
+        numbers: numbers.iter().map(|n| n.to_string()).collect(),
+        queue: queue.map(str::to_string),
+        state,
+        limit,
+    };
+    let list = |f: HandoverFilter| {
+        let store = Arc::clone(&store);
+        async move { ids(store.handovers(&f).await.unwrap()) }
+    };
+    assert_eq!(
+        list(filter(&["1001"], None, None, 100)).await,
+        ["ho_b2", "ho_a2", "ho_b1", "ho_a1"]
+    );
+    assert_eq!(
+        list(filter(&["1001", "2002"], None, None, 2)).await,
+        ["ho_x1", "ho_b2"]
+    );
+    assert_eq!(
+        list(filter(&["1001"], Some("support"), None, 100)).await,
+        ["ho_a2", "ho_a1"]
+    );
+    assert_eq!(
+        list(filter(&["1001"], None, Some(Queued), 100)).await,
+        ["ho_b2", "ho_b1", "ho_a1"]
+    );
+    assert_eq!(
+        list(filter(&["1001"], Some("support"), Some(Queued), 1)).await,
+        ["ho_a1"]
+    );
+    assert!(list(filter(&["3003"], None, None, 100)).await.is_empty());
+    assert_eq!(
+        ids(store.user_handovers(&a).await.unwrap()),
+        ["ho_a2", "ho_a1"]
+    );
+    assert_eq!(
+        ids(store.user_handovers(&other_number).await.unwrap()),
+        ["ho_x1"]
+    );
+}
+
+pub async fn handovers_are_exported_and_erased(store: Arc<dyn Durable>) {
+    let a = key("15550001");
+    let b = key("15550002");
+    let other_number = SessionKey::new("2002", "15550001");
+    let ha = handover("ho_a", &a, Some("support"), 1_000);
+    let hx = handover("ho_x", &other_number, None, 2_000);
+    let hb = handover("ho_b", &b, None, 3_000);
+    for h in [&ha, &hx, &hb] {
+        store.create_handover(h).await.unwrap();
+    }
+    let m = note(
+        HandoverAuthor::User,
+        1_100,
+        r#"{"type":"text","text":"help"}"#,
+    );
+    store.add_handover_message("ho_a", &m).await.unwrap();
+    store
+        .add_handover_message("ho_b", &note(HandoverAuthor::User, 3_100, "{}"))
+        .await
+        .unwrap();
+    let exported = store.export_user(&a).await.unwrap();
+    assert_eq!(
+        exported.handovers,
+        vec![HandoverData {
+            handover: ha,
+            messages: vec![m],
+        }]
+    );
+    assert!(!exported.is_empty(), "a handover alone is something kept");
+
+    store.delete_user("15550001").await.unwrap();
+    for gone in ["ho_a", "ho_x"] {
+        assert_eq!(store.handover(gone).await.unwrap(), None, "{gone}");
+        assert!(store.handover_messages(gone).await.unwrap().is_empty());
+    }
+    assert!(store.export_user(&a).await.unwrap().is_empty());
+    assert!(store.export_user(&other_number).await.unwrap().is_empty());
+    let all = HandoverFilter {
+        numbers: vec!["1001".into(), "2002".into()],
+        queue: None,
+        state: None,
+        limit: 100,
+    };
+    let left: Vec<String> = store
+        .handovers(&all)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(left, ["ho_b"], "the other user's handover stays");
+    assert_eq!(store.handover_messages("ho_b").await.unwrap().len(), 1);
+    // Idempotent.
+    store.delete_user("15550001").await.unwrap();
 }

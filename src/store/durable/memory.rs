@@ -3,6 +3,9 @@
 //! implementation stays simple enough to be the reference the others are compared to.
 //! Nothing survives the process.
 
+use super::handover::{
+    Changed, Handover, HandoverChange, HandoverData, HandoverFilter, HandoverMessage, newest_first,
+};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, Lease, Millis,
     NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
@@ -39,6 +42,8 @@ struct Inner {
     sent: HashMap<String, SentRecord>,
     /// Items moved aside, with why.
     aside: Vec<(Item, String)>,
+    /// Handovers by id, with their messages in the order added.
+    handovers: HashMap<String, (Handover, Vec<HandoverMessage>)>,
 }
 
 impl MemoryDurable {
@@ -522,6 +527,7 @@ impl Durable for MemoryDurable {
             .statuses
             .retain(|s| s.recipient.as_deref() != Some(user) && !theirs.contains(&s.message_id));
         inner.sent.retain(|_, s| s.key.user != user);
+        inner.handovers.retain(|_, (h, _)| h.key.user != user);
         Ok(gone)
     }
 
@@ -575,7 +581,109 @@ impl Durable for MemoryDurable {
                 .collect(),
             sent,
             statuses,
+            handovers: {
+                let mut theirs: Vec<&(Handover, Vec<HandoverMessage>)> = inner
+                    .handovers
+                    .values()
+                    .filter(|(h, _)| &h.key == key)
+                    .collect();
+                theirs.sort_by(|a, b| newest_first(&a.0, &b.0));
+                theirs
+                    .into_iter()
+                    .map(|(h, m)| HandoverData {
+                        handover: h.clone(),
+                        messages: m.clone(),
+                    })
+                    .collect()
+            },
         })
+    }
+
+    async fn create_handover(&self, handover: &Handover) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.handovers.contains_key(&handover.id) {
+            return Err(StoreError(format!(
+                "handover {} is already stored; nothing was written",
+                handover.id
+            )));
+        }
+        inner
+            .handovers
+            .insert(handover.id.clone(), (handover.clone(), Vec::new()));
+        Ok(())
+    }
+
+    async fn handover(&self, id: &str) -> Result<Option<Handover>, StoreError> {
+        Ok(self.lock().handovers.get(id).map(|(h, _)| h.clone()))
+    }
+
+    async fn handover_messages(&self, id: &str) -> Result<Vec<HandoverMessage>, StoreError> {
+        Ok(self
+            .lock()
+            .handovers
+            .get(id)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default())
+    }
+
+    async fn handovers(&self, filter: &HandoverFilter) -> Result<Vec<Handover>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<Handover> = inner
+            .handovers
+            .values()
+            .map(|(h, _)| h)
+            .filter(|h| filter.matches(h))
+            .cloned()
+            .collect();
+        found.sort_by(newest_first);
+        found.truncate(filter.limit);
+        Ok(found)
+    }
+
+    async fn user_handovers(&self, key: &SessionKey) -> Result<Vec<Handover>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<Handover> = inner
+            .handovers
+            .values()
+            .map(|(h, _)| h)
+            .filter(|h| &h.key == key)
+            .cloned()
+            .collect();
+        found.sort_by(newest_first);
+        Ok(found)
+    }
+
+    async fn change_handover(
+        &self,
+        id: &str,
+        change: &HandoverChange,
+    ) -> Result<Changed, StoreError> {
+        let mut inner = self.lock();
+        let Some((record, _)) = inner.handovers.get_mut(id) else {
+            return Ok(Changed::NotFound);
+        };
+        match change.apply(record) {
+            Some(next) => {
+                *record = next.clone();
+                Ok(Changed::Done(next))
+            }
+            None => Ok(Changed::Conflict(record.clone())),
+        }
+    }
+
+    async fn add_handover_message(
+        &self,
+        id: &str,
+        message: &HandoverMessage,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.handovers.get_mut(id) {
+            Some((_, messages)) => {
+                messages.push(message.clone());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn purge(&self, before: Millis) -> Result<usize, StoreError> {

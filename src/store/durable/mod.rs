@@ -36,12 +36,14 @@
 //! seconds).
 
 pub mod conformance;
+pub mod handover;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
 
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};
 use crate::engine::Session;
+use handover::{Changed, Handover, HandoverChange, HandoverData, HandoverFilter, HandoverMessage};
 use std::time::Duration;
 
 /// Unix time in milliseconds.
@@ -284,6 +286,8 @@ pub struct UserData {
     /// The statuses of those messages, in the order of `sent`, each message's oldest
     /// first (then by status).
     pub statuses: Vec<StatusRecord>,
+    /// Handovers, newest first, each with its messages.
+    pub handovers: Vec<HandoverData>,
 }
 
 impl UserData {
@@ -296,6 +300,7 @@ impl UserData {
             && self.dead_letters.is_empty()
             && self.sent.is_empty()
             && self.statuses.is_empty()
+            && self.handovers.is_empty()
     }
 }
 
@@ -533,11 +538,47 @@ pub trait Durable: Send + Sync {
     /// Every status recorded for one sent message, oldest first (then by status).
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError>;
 
+    // ---- handovers ([`handover`])
+
+    /// Stores a new handover record (no messages yet). An id already stored is an
+    /// error, with nothing written.
+    async fn create_handover(&self, handover: &Handover) -> Result<(), StoreError>;
+
+    /// The handover with this id, if any.
+    async fn handover(&self, id: &str) -> Result<Option<Handover>, StoreError>;
+
+    /// A handover's messages in the order they were added (none for an unknown id).
+    async fn handover_messages(&self, id: &str) -> Result<Vec<HandoverMessage>, StoreError>;
+
+    /// Handovers that match `filter`, newest first ([`handover::newest_first`]), at
+    /// most `filter.limit`.
+    async fn handovers(&self, filter: &HandoverFilter) -> Result<Vec<Handover>, StoreError>;
+
+    /// The handovers of `key`'s user on `key`'s number, newest first.
+    async fn user_handovers(&self, key: &SessionKey) -> Result<Vec<Handover>, StoreError>;
+
+    /// Changes a handover's state if it is one of `change.from`, in one atomic step
+    /// (compare-and-set): of two racing changes from the same state one is
+    /// [`Changed::Conflict`].
+    async fn change_handover(
+        &self,
+        id: &str,
+        change: &HandoverChange,
+    ) -> Result<Changed, StoreError>;
+
+    /// Appends a message to a handover; `false` (nothing written) when there is no
+    /// such handover.
+    async fn add_handover_message(
+        &self,
+        id: &str,
+        message: &HandoverMessage,
+    ) -> Result<bool, StoreError>;
+
     /// Sessions active at or after `since` (Unix seconds). May be slow: callers cache it.
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError>;
 
     /// Erases everything about a user on every number: sessions, inbox, outbox, timers,
-    /// dead letters, leases, sent records, and the statuses of messages sent to them
+    /// dead letters, leases, sent records, handovers with their messages, and the statuses of messages sent to them
     /// (those whose `recipient` is the user, and those of a message in their sent
     /// records). Not dedupe keys: forgetting them would let a redelivery run again
     /// (`purge` forgets them once Meta no longer redelivers). Idempotent. Returns how many sessions

@@ -72,6 +72,7 @@
 //! instances); `keys` names the keys and
 //! `scripts` holds the Lua.
 
+mod handovers;
 mod inbox;
 mod keys;
 mod leases;
@@ -84,6 +85,7 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
+use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
     Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
@@ -569,6 +571,42 @@ impl Durable for RedisDurable {
 
     async fn statuses(&self, message_id: &str) -> Result<Vec<StatusRecord>, StoreError> {
         records::statuses(self, message_id).await
+    }
+
+    async fn create_handover(&self, handover: &Handover) -> Result<(), StoreError> {
+        handovers::create(self, handover).await
+    }
+
+    async fn handover(&self, id: &str) -> Result<Option<Handover>, StoreError> {
+        handovers::get(self, id).await
+    }
+
+    async fn handover_messages(&self, id: &str) -> Result<Vec<HandoverMessage>, StoreError> {
+        handovers::messages(self, id).await
+    }
+
+    async fn handovers(&self, filter: &HandoverFilter) -> Result<Vec<Handover>, StoreError> {
+        handovers::list(self, filter).await
+    }
+
+    async fn user_handovers(&self, key: &SessionKey) -> Result<Vec<Handover>, StoreError> {
+        handovers::of_user(self, key).await
+    }
+
+    async fn change_handover(
+        &self,
+        id: &str,
+        change: &HandoverChange,
+    ) -> Result<Changed, StoreError> {
+        handovers::change(self, id, change).await
+    }
+
+    async fn add_handover_message(
+        &self,
+        id: &str,
+        message: &HandoverMessage,
+    ) -> Result<bool, StoreError> {
+        handovers::add_message(self, id, message).await
     }
 
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {

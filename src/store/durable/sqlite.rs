@@ -38,6 +38,7 @@
 //! Tables are prefixed `d_` so the same file can also hold today's `SqliteStore` tables;
 //! `d_sessions` has the shape of `sessions`, for a later migration.
 
+use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
     Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData, memory::after,
@@ -436,6 +437,7 @@ fn export_rows(conn: &Connection, key: &SessionKey) -> Result<UserData, StoreErr
             data.statuses.push(row.map_err(err)?);
         }
     }
+    data.handovers = handovers::export(conn, key)?;
     Ok(data)
 }
 
@@ -1220,6 +1222,51 @@ impl Durable for SqliteDurable {
         .await
     }
 
+    async fn create_handover(&self, handover: &Handover) -> Result<(), StoreError> {
+        let h = handover.clone();
+        self.write_plain(move |conn| Ok(handovers::insert(conn, &h)?))
+            .await
+    }
+
+    async fn handover(&self, id: &str) -> Result<Option<Handover>, StoreError> {
+        self.read(|conn| handovers::get(conn, id)).await
+    }
+
+    async fn handover_messages(&self, id: &str) -> Result<Vec<HandoverMessage>, StoreError> {
+        let id = id.to_string();
+        self.scan(move |conn| handovers::messages(conn, &id)).await
+    }
+
+    async fn handovers(&self, filter: &HandoverFilter) -> Result<Vec<Handover>, StoreError> {
+        let filter = filter.clone();
+        self.scan(move |conn| handovers::list(conn, &filter)).await
+    }
+
+    async fn user_handovers(&self, key: &SessionKey) -> Result<Vec<Handover>, StoreError> {
+        let key = key.clone();
+        self.scan(move |conn| handovers::of_user(conn, &key)).await
+    }
+
+    async fn change_handover(
+        &self,
+        id: &str,
+        change: &HandoverChange,
+    ) -> Result<Changed, StoreError> {
+        let (id, change) = (id.to_string(), change.clone());
+        self.write_plain(move |conn| Ok(handovers::change(conn, &id, &change)?))
+            .await
+    }
+
+    async fn add_handover_message(
+        &self,
+        id: &str,
+        message: &HandoverMessage,
+    ) -> Result<bool, StoreError> {
+        let (id, message) = (id.to_string(), message.clone());
+        self.write_plain(move |conn| Ok(handovers::add_message(conn, &id, &message)?))
+            .await
+    }
+
     async fn count_sessions(&self, since: i64) -> Result<usize, StoreError> {
         self.scan(move |conn| {
             conn.query_row(
@@ -1253,6 +1300,8 @@ impl Durable for SqliteDurable {
                 "d_timers",
                 "d_sent",
                 "d_quarantine",
+                "d_handovers",
+                "d_handover_messages",
             ] {
                 conn.execute(
                     &format!("DELETE FROM {table} WHERE user = ?1"),
@@ -1305,6 +1354,7 @@ impl Durable for SqliteDurable {
     }
 }
 
+mod handovers;
 mod leases;
 mod lock;
 mod schema;

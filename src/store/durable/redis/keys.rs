@@ -89,7 +89,17 @@ impl UserKeys {
         self.k("sent")
     }
 
-    /// Every fixed-name key of the user (dedupe keys are found by SCAN).
+    /// Hash handover id → the handover record (JSON).
+    pub fn handovers(&self) -> String {
+        self.k("ho")
+    }
+    /// List of one handover's messages (JSON), in the order added.
+    pub fn handover_messages(&self, id: &str) -> String {
+        self.k(&format!("hom:{}", encode(id)))
+    }
+
+    /// Every fixed-name key of the user (dedupe keys and handover messages are found
+    /// by SCAN).
     pub fn all_fixed(&self) -> Vec<String> {
         vec![
             self.last_id(),
@@ -106,6 +116,7 @@ impl UserKeys {
             self.timer_bodies(),
             self.sent(),
             self.aside(),
+            self.handovers(),
         ]
     }
 }
@@ -130,6 +141,10 @@ pub(crate) struct GlobalKeys {
     pub dead_owner: String,
     /// wamid → tag of the user the message was sent to.
     pub sent_owner: String,
+    /// Handover id → tag of its user, and the sorted set id → created (ms): the
+    /// listing's index, a hint like the others (the user's `ho` hash is the truth).
+    pub handover_owner: String,
+    pub handover_created: String,
 }
 
 impl GlobalKeys {
@@ -145,6 +160,8 @@ impl GlobalKeys {
             dead_ids: format!("{prefix}{{dead}}:ids"),
             dead_owner: format!("{prefix}{{dead}}:owner"),
             sent_owner: format!("{prefix}{{sent}}:owner"),
+            handover_owner: format!("{prefix}{{handovers}}:owner"),
+            handover_created: format!("{prefix}{{handovers}}:created"),
         }
     }
 }

@@ -74,6 +74,7 @@ pub(super) async fn count_sessions(store: &RedisDurable, since: i64) -> Result<u
 
 pub(super) async fn delete_user(store: &RedisDurable, user: &str) -> Result<usize, StoreError> {
     let mut con = store.con();
+    handovers::forget_user(store, user).await?;
     let found = store.scan(&keys::user_pattern(&store.prefix, user)).await?;
     let mut by_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for key in found {
@@ -143,6 +144,9 @@ pub(super) async fn delete_user(store: &RedisDurable, user: &str) -> Result<usiz
             store.drop_dead_index(&id).await?;
         }
     }
+    // A handover created while the user was erased left an index entry after the
+    // first sweep.
+    handovers::forget_user(store, user).await?;
     // Statuses of messages to the user with no sent record here (purged, or sent
     // by another tool): found by their recipient.
     let status_keys = store.scan(&keys::statuses_pattern(&store.prefix)).await?;
@@ -392,5 +396,6 @@ pub(super) async fn export_user(
         data.statuses.extend(statuses(store, &r.message_id).await?);
     }
     data.sent = records;
+    data.handovers = handovers::export(store, key).await?;
     Ok(data)
 }

@@ -110,4 +110,30 @@ CREATE TABLE IF NOT EXISTS d_quarantine (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS d_quarantine_user ON d_quarantine (user);
+-- Handovers (store::durable::handover): one row each, their messages in the order
+-- added (seq). Listed newest first, by number and state.
+CREATE TABLE IF NOT EXISTS d_handovers (
+    id TEXT PRIMARY KEY,
+    phone_number_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    queue TEXT,
+    state TEXT NOT NULL,
+    agent TEXT,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    ended INTEGER,
+    status TEXT
+);
+CREATE INDEX IF NOT EXISTS d_handovers_created ON d_handovers (created DESC, id DESC);
+CREATE INDEX IF NOT EXISTS d_handovers_user ON d_handovers (user);
+CREATE TABLE IF NOT EXISTS d_handover_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    handover_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    author TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_handover_messages_id ON d_handover_messages (handover_id, seq);
+CREATE INDEX IF NOT EXISTS d_handover_messages_user ON d_handover_messages (user);
 ";
