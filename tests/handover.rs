@@ -834,3 +834,57 @@ async fn outside_the_window_an_agent_may_only_send_a_template() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_sent_just_before_the_resolve_still_reaches_the_user_first() {
+    let graph = FakeGraph::start().await.unwrap();
+    let inbox = AgentInbox::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(
+        dir.path(),
+        &graph,
+        &inbox.url,
+        "sqlite://data/test.db",
+        "10m",
+    );
+    let server = Server::start(dir.path(), &[]).await;
+    let port = server.port;
+    let user = "15550002222";
+    write(port, user, "wamid.r1", "help").await;
+    assert_eq!(texts_for(&graph, user, 2).await.len(), 2);
+    let id = handover_of(port, user).await;
+    let (status, _) = post_json(
+        port,
+        &format!("/handovers/{id}/accept"),
+        json!({ "agent": "ada" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The last words and the resolve at the same moment: the resolve is recorded at
+    // once, while the reply may still wait in the user's inbox before it. A reply the
+    // API took (202) must still reach the user, before the bot resumes.
+    let (reply_path, resolve_path) = (
+        format!("/handovers/{id}/messages"),
+        format!("/handovers/{id}/resolve"),
+    );
+    let reply = post_json(port, &reply_path, json!({ "text": "bye from ada" }));
+    let resolve = post_json(port, &resolve_path, json!({ "status": "solved" }));
+    let ((replied, _), (resolved, _)) = tokio::join!(reply, resolve);
+    assert_eq!(resolved, 202);
+    let expected: Vec<&str> = match replied {
+        202 => vec![
+            "connecting you",
+            "an agent will be with you",
+            "bye from ada",
+            "welcome back: solved -",
+        ],
+        // The resolve came first: the reply was refused, not lost.
+        409 => vec![
+            "connecting you",
+            "an agent will be with you",
+            "welcome back: solved -",
+        ],
+        other => panic!("the reply got {other}"),
+    };
+    assert_eq!(texts_for(&graph, user, expected.len()).await, expected);
+}

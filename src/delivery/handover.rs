@@ -284,8 +284,11 @@ impl Runtime {
         }
     }
 
-    /// What an agent's item asks for. A reply to a handover that ended (or was erased)
-    /// is dropped with a log line: the API checked it was open when it took it.
+    /// What an agent's item asks for. A reply is sent even when the API resolved the
+    /// handover meanwhile: the API refuses replies once it resolved one, so a reply
+    /// still in the inbox was taken before the resolve, whose own item comes after it.
+    /// A reply to a handover that timed out or found no agent (or was erased) is
+    /// dropped with a log line.
     pub(super) async fn agent_input(
         &self,
         number: &Number,
@@ -329,8 +332,14 @@ impl Runtime {
         };
         match item.action {
             AgentAction::Reply { payload, template } => {
-                if !record.state.is_open() {
-                    tracing::info!(handover = %record.id, "an agent reply to a handover that ended; not sent");
+                let sent_before_its_end = match record.state {
+                    HandoverState::Queued | HandoverState::Accepted | HandoverState::Resolved => {
+                        true
+                    }
+                    HandoverState::TimedOut | HandoverState::Unavailable => false,
+                };
+                if !sent_before_its_end {
+                    tracing::warn!(handover = %record.id, "an agent reply to a handover that ended without the agent; not sent");
                     return Ok(Input::Nothing);
                 }
                 Ok(Input::AgentReply {
