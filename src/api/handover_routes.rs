@@ -460,16 +460,17 @@ pub async fn resolve(
     if status.is_empty() || status.chars().count() > 200 {
         return Err(ApiError::invalid("status: give 1 to 200 characters"));
     }
-    let (_, number) = find(&state, &opened, &id).await?;
+    let (found, number) = find(&state, &opened, &id).await?;
     let Some(_admitted) = state.runtime.admit() else {
         return Err(shutting_down());
     };
+    let now = chrono::Utc::now().timestamp_millis();
     let change = HandoverChange {
         from: vec![HandoverState::Queued, HandoverState::Accepted],
         to: HandoverState::Resolved,
         agent: None,
         status: Some(status.clone()),
-        now: chrono::Utc::now().timestamp_millis(),
+        now,
     };
     let resolved = match number
         .store
@@ -482,9 +483,10 @@ pub async fn resolve(
         Changed::NotFound => return Err(not_found()),
     };
     // The record says resolved; the flow goes on when the item's turn runs. Should
-    // storing the item fail, the user's next message finds no open handover and the
-    // conversation stays silent until a later resolve: say so loudly.
-    let item = state
+    // storing the item fail, the record goes back to what it was, so the agent's retry
+    // (after the 503) resolves it again instead of getting a 409 while the
+    // conversation stays with nobody.
+    let stored = state
         .runtime
         .accept_agent(
             resolved.key.clone(),
@@ -495,11 +497,22 @@ pub async fn resolve(
                 vars: req.vars.unwrap_or_default(),
             },
         )
-        .await
-        .map_err(|e| {
-            tracing::error!(handover = %id, error = %e, "a resolved handover's continuation could not be stored");
-            ApiError::store(&e)
-        })?;
+        .await;
+    let item = match stored {
+        Ok(item) => item,
+        Err(e) => {
+            let back = HandoverChange {
+                from: vec![HandoverState::Resolved],
+                to: found.state,
+                agent: None,
+                status: None,
+                now,
+            };
+            let reverted = number.store.change_handover(&id, &back).await;
+            tracing::error!(handover = %id, error = %e, reverted = matches!(reverted, Ok(Changed::Done(_))), "a resolved handover's continuation could not be stored; the resolve was undone, the agent may try again");
+            return Err(ApiError::store(&e));
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(Resolved {
