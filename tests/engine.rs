@@ -1576,3 +1576,28 @@ fn a_handover_that_ends_goes_on_at_next_with_its_status_and_vars() {
         turn.actions
     );
 }
+
+#[test]
+fn settings_never_print_their_secrets() {
+    let bot = temp_bot(&[
+        ("flows/main.yaml", "nodes:\n  hi:\n    say: hello\n"),
+        (
+            "parlance.yaml",
+            "bot: { entry: main }\nsession: { store: \"redis://:hunter2@127.0.0.1:6379/0\" }\napi: { key: sup3r-s3cret-key }\nwhatsapp:\n  access_token: t0ken-value\n  phone_number_id: \"1001\"\n  app_secret: app-s3cret\n  verify_token: v3rify\n",
+        ),
+    ]);
+    let shown = format!("{:?}", bot.settings);
+    for secret in [
+        "hunter2",
+        "sup3r-s3cret-key",
+        "t0ken-value",
+        "app-s3cret",
+        "v3rify",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("redis://<credentials>@127.0.0.1:6379/0"),
+        "{shown}"
+    );
+}

@@ -12,7 +12,8 @@ pub const DEFAULT_MESSAGES_PER_TURN: u32 = 10;
 /// Most nodes one turn runs unless `limits.nodes_per_turn` says otherwise.
 pub const DEFAULT_NODES_PER_TURN: u32 = 100;
 
-#[derive(Debug, Clone)]
+/// `Debug` never prints the API key, nor a password in the store's URL.
+#[derive(Clone)]
 pub struct Settings {
     pub name: String,
     pub whatsapp: WhatsAppSettings,
@@ -31,6 +32,38 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The agent inbox `handover` nodes hand over to (`handover:`); `None` when not set.
     pub handover: Option<HandoverSettings>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A URL's password sits between `:` and `@` in its authority.
+        let store = match (self.store.find("://"), self.store.find('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!(
+                    "{}://<credentials>@{}",
+                    &self.store[..scheme],
+                    &self.store[at + 1..]
+                )
+            }
+            _ => self.store.clone(),
+        };
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("whatsapp", &self.whatsapp)
+            .field("session_timeout", &self.session_timeout)
+            .field("store", &store)
+            .field("overflow", &self.overflow)
+            .field("expose_env", &self.expose_env)
+            .field("transformers", &self.transformers)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("mask_logs", &self.mask_logs)
+            .field("keep_transcripts", &self.keep_transcripts)
+            .field("limits", &self.limits)
+            .field("scripts", &self.scripts)
+            .field("http", &self.http)
+            .field("handover", &self.handover)
+            .finish()
+    }
 }
 
 /// The agent inbox of `handover:` in parlance.yaml. The loader has checked that the
