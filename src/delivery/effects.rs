@@ -16,14 +16,12 @@
 
 use super::codec::{self, TimerItem};
 use super::runtime::{Number, Runtime, Step, WorkerState, mask, millis, now_ms};
-use super::turn::KeptSession;
+use super::turn::{KeptSession, placed};
 use crate::engine::{self, Effect, EffectOutcome, Event, EventKind, OutboxPlace, Session, State};
 use crate::flow::settings::HttpSettings;
 use crate::http::Caller;
 use crate::store::SessionKey;
-use crate::store::durable::{
-    CommitError, Lease, Millis, NewOutgoing, NewTimer, OutKey, TurnCommit,
-};
+use crate::store::durable::{CommitError, Lease, Millis, NewTimer, TurnCommit};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -256,16 +254,13 @@ impl Runtime {
         let key = &lease.key;
         let started = std::time::Instant::now();
         let now_ms = now_ms();
-        let session = match state.session.take() {
-            Some(k) if k.token == lease.token => k.session,
-            Some(_) | None => match number.store.load_session(key).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return Step::Again,
-                Err(e) => {
-                    tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the effect's outcome waits for the watchdog");
-                    return Step::Stop;
-                }
-            },
+        let session = match self.session_of(number, lease, state).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Step::Again,
+            Err(e) => {
+                tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the effect's outcome waits for the watchdog");
+                return Step::Stop;
+            }
         };
         let place = match &session.state {
             State::Effect {
@@ -326,17 +321,7 @@ impl Runtime {
         let commit = TurnCommit {
             item: None,
             session: ran.session,
-            outgoing: (place.index..)
-                .zip(ran.outgoing)
-                .map(|(index, o)| NewOutgoing {
-                    at: OutKey {
-                        turn: place.turn,
-                        index,
-                    },
-                    not_before: o.not_before,
-                    body: o.body,
-                })
-                .collect(),
+            outgoing: placed(place.turn, place.index, ran.outgoing),
             timers,
             cancel_timers,
         };

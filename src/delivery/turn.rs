@@ -65,16 +65,13 @@ impl Runtime {
         let started = std::time::Instant::now();
         let now_ms = now_ms();
         let now = now_ms.div_euclid(1000);
-        let session = match state.session.take() {
-            Some(k) if k.token == lease.token => k.session,
-            Some(_) | None => match number.store.load_session(key).await {
-                Ok(Some(s)) => s,
-                Ok(None) => Session::new(&key.user, now),
-                Err(e) => {
-                    tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
-                    return Step::Stop;
-                }
-            },
+        let session = match self.session_of(number, lease, state).await {
+            Ok(Some(s)) => s,
+            Ok(None) => Session::new(&key.user, now),
+            Err(e) => {
+                tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
+                return Step::Stop;
+            }
         };
         // The session waits for an effect nobody performs (its process died): that
         // comes first; this item waits for its outcome.
@@ -208,17 +205,7 @@ impl Runtime {
         let commit = TurnCommit {
             item: Some(item.id),
             session,
-            outgoing: (0u32..)
-                .zip(outgoing)
-                .map(|(index, o)| NewOutgoing {
-                    at: OutKey {
-                        turn: item.id.0,
-                        index,
-                    },
-                    not_before: o.not_before,
-                    body: o.body,
-                })
-                .collect(),
+            outgoing: placed(item.id.0, 0, outgoing),
             timers,
             cancel_timers,
         };
@@ -252,6 +239,21 @@ impl Runtime {
             (None, None) => {}
         }
         Step::Again
+    }
+
+    /// The user's session under `lease`: the one the worker's last commit under this
+    /// lease left (nobody else can have changed it since: a change needs the lease),
+    /// else read from the store.
+    pub(super) async fn session_of(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        state: &mut WorkerState,
+    ) -> Result<Option<Session>, crate::store::StoreError> {
+        match state.session.take() {
+            Some(k) if k.token == lease.token => Ok(Some(k.session)),
+            Some(_) | None => number.store.load_session(&lease.key).await,
+        }
     }
 
     /// Runs the engine for one event: the session after it, the turn's messages (to
@@ -488,6 +490,18 @@ pub(super) struct Retry;
 fn multi_threaded() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// A turn's messages in the user's outbox: turn `turn`, from index `first` on.
+pub(super) fn placed(turn: u64, first: u32, outgoing: Vec<DirectOutgoing>) -> Vec<NewOutgoing> {
+    (first..)
+        .zip(outgoing)
+        .map(|(index, o)| NewOutgoing {
+            at: OutKey { turn, index },
+            not_before: o.not_before,
+            body: o.body,
+        })
+        .collect()
 }
 
 /// What [`Runtime::run`] made of one event; nothing written yet.
