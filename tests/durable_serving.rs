@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Server, free_port, parlance, post_signed, text_webhook};
+use support::{Server, free_port, parlance, post_signed, redis_store, text_webhook};
 
 const SECRET: &str = "durable-app-secret";
 const NUMBER: &str = "1001";
@@ -458,20 +458,6 @@ async fn two_instances_refuse_to_share_one_sqlite_file() {
 }
 
 // ---- several instances on Redis
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A store URL on the test Redis with a prefix of its own (tests run side by side).
-fn redis_store(name: &str) -> String {
-    let base = redis_url();
-    let base = base.trim_end_matches('/');
-    format!(
-        "{base}/0?prefix=test-{name}-{}:",
-        chrono::Utc::now().timestamp_micros()
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_redis_keep_each_users_order_and_count_through_a_kill() {

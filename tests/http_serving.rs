@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Server, free_port, post_signed, text_webhook};
+use support::{Server, deliver_text, free_port, redis_store};
 
 const SECRET: &str = "http-app-secret";
 const NUMBER: &str = "2002";
@@ -127,19 +127,6 @@ fn write_bot_on(dir: &Path, graph: &FakeGraph, backend: &str, timeout: &str, sto
     .unwrap();
 }
 
-/// Posts a signed webhook until the server acknowledges it (at most 30 s).
-async fn deliver(client: &reqwest::Client, port: u16, user: &str, id: &str, text: &str) {
-    let body = text_webhook(NUMBER, user, id, text);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while post_signed(client, port, SECRET, &body).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the webhook was never acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The texts Graph accepted for `user`, in order.
 fn texts_to(graph: &FakeGraph, user: &str) -> Vec<String> {
     graph
@@ -174,9 +161,33 @@ async fn an_http_answer_continues_the_turn_and_later_messages_wait_in_order() {
     let client = reqwest::Client::new();
     let user = "4917000000001";
     // The second message arrives while the first one's call is out: it waits for it.
-    deliver(&client, server.port, user, "wamid.o1", "o1").await;
-    deliver(&client, server.port, user, "wamid.o2", "o2").await;
-    deliver(&client, server.port, user, "wamid.bad", "bad1").await;
+    deliver_text(
+        &client,
+        server.port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.o1",
+        "o1",
+    )
+    .await;
+    deliver_text(
+        &client,
+        server.port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.o2",
+        "o2",
+    )
+    .await;
+    deliver_text(
+        &client,
+        server.port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.bad",
+        "bad1",
+    )
+    .await;
     let got = wait_texts(&graph, user, 6, Duration::from_secs(15)).await;
     assert_eq!(
         got,
@@ -205,7 +216,15 @@ async fn a_slow_backend_holds_up_only_its_own_user() {
     let mut server = Server::start(dir.path(), &[]).await;
     let client = reqwest::Client::new();
     let slow_user = "4917000000100";
-    deliver(&client, server.port, slow_user, "wamid.slow", "slow1").await;
+    deliver_text(
+        &client,
+        server.port,
+        (NUMBER, SECRET),
+        slow_user,
+        "wamid.slow",
+        "slow1",
+    )
+    .await;
     let called = Instant::now() + Duration::from_secs(5);
     while backend.calls("slow1") == 0 {
         assert!(Instant::now() < called, "the backend was never called");
@@ -215,9 +234,10 @@ async fn a_slow_backend_holds_up_only_its_own_user() {
     let started = Instant::now();
     let users: Vec<String> = (0..20).map(|i| format!("49170000002{i:02}")).collect();
     for (i, u) in users.iter().enumerate() {
-        deliver(
+        deliver_text(
             &client,
             server.port,
+            (NUMBER, SECRET),
             u,
             &format!("wamid.ping{i}"),
             &format!("ping{i}"),
@@ -255,7 +275,15 @@ async fn a_kill_9_during_a_call_makes_it_again_and_replies_once() {
     let mut server = Server::start_on(dir.path(), port, &args).await;
     let client = reqwest::Client::new();
     let user = "4917000000300";
-    deliver(&client, port, user, "wamid.crash", "crash1").await;
+    deliver_text(
+        &client,
+        port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.crash",
+        "crash1",
+    )
+    .await;
     let got = wait_texts(&graph, user, 1, Duration::from_secs(5)).await;
     assert_eq!(got, ["Looking up crash1"]);
     let called = Instant::now() + Duration::from_secs(5);
@@ -292,16 +320,6 @@ async fn a_kill_9_during_a_call_makes_it_again_and_replies_once() {
     );
 }
 
-/// A store URL on the test Redis with a prefix of its own (tests run side by side).
-fn redis_store(name: &str) -> String {
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    format!(
-        "{}/0?prefix=test-{name}-{}:",
-        base.trim_end_matches('/'),
-        chrono::Utc::now().timestamp_micros()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_another_instance_makes_the_call_of_one_that_died() {
     let graph = FakeGraph::start().await.unwrap();
@@ -321,7 +339,15 @@ async fn on_redis_another_instance_makes_the_call_of_one_that_died() {
     let mut second = Server::start(dir.path(), &args).await;
     let client = reqwest::Client::new();
     let user = "4917000000400";
-    deliver(&client, first.port, user, "wamid.crash2", "crash2").await;
+    deliver_text(
+        &client,
+        first.port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.crash2",
+        "crash2",
+    )
+    .await;
     let called = Instant::now() + Duration::from_secs(5);
     while backend.calls("crash2") == 0 {
         assert!(Instant::now() < called, "the backend was never called");
@@ -340,7 +366,15 @@ async fn on_redis_another_instance_makes_the_call_of_one_that_died() {
     );
     assert_eq!(backend.calls("crash2"), 2);
     // Its next message is answered in order after that.
-    deliver(&client, second.port, user, "wamid.o9", "o9").await;
+    deliver_text(
+        &client,
+        second.port,
+        (NUMBER, SECRET),
+        user,
+        "wamid.o9",
+        "o9",
+    )
+    .await;
     let got = wait_texts(&graph, user, 4, Duration::from_secs(10)).await;
     assert_eq!(
         got,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Server, post_signed, text_webhook};
+use support::{Server, deliver_text};
 
 const SECRET: &str = "script-app-secret";
 const NUMBER: &str = "3003";
@@ -40,18 +40,6 @@ fn write_bot(dir: &Path, graph: &FakeGraph) {
         "nodes:\n  sorry:\n    say: \"sorry {{ message.text }}\"\n    next: end\n",
     )
     .unwrap();
-}
-
-async fn deliver(client: &reqwest::Client, port: u16, user: &str, id: &str, text: &str) {
-    let body = text_webhook(NUMBER, user, id, text);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while post_signed(client, port, SECRET, &body).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the webhook was never acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn text_to(graph: &FakeGraph, user: &str) -> Option<String> {
@@ -89,9 +77,10 @@ async fn runaway_scripts_do_not_hold_up_other_users() {
     for (i, u) in spinners.iter().enumerate() {
         let (client, port, u) = (client.clone(), server.port, u.clone());
         spinning.push(tokio::spawn(async move {
-            deliver(
+            deliver_text(
                 &client,
                 port,
+                (NUMBER, SECRET),
                 &u,
                 &format!("wamid.spin{i}"),
                 &format!("spin{i}"),
@@ -104,9 +93,10 @@ async fn runaway_scripts_do_not_hold_up_other_users() {
     let started = Instant::now();
     for i in 0..10 {
         let u = format!("49170000006{i:02}");
-        deliver(
+        deliver_text(
             &client,
             server.port,
+            (NUMBER, SECRET),
             &u,
             &format!("wamid.ping{i}"),
             &format!("ping{i}"),

@@ -158,3 +158,38 @@ impl Drop for Server {
         self.kill9();
     }
 }
+
+/// The test Redis (`REDIS_URL`, else the one on loopback).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A store URL on the test Redis with a key prefix of its own (tests run side by side).
+pub fn redis_store(name: &str) -> String {
+    format!(
+        "{}/0?prefix=test-{name}-{}:",
+        redis_url().trim_end_matches('/'),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+/// Posts a signed text webhook from `user` to the server on `port` until it is
+/// acknowledged (at most 30 s), as Meta redelivers.
+pub async fn deliver_text(
+    client: &reqwest::Client,
+    port: u16,
+    (number, secret): (&str, &str),
+    user: &str,
+    id: &str,
+    text: &str,
+) {
+    let body = text_webhook(number, user, id, text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post_signed(client, port, secret, &body).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook was never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
