@@ -4,7 +4,7 @@
 
 import { h, pretty } from "./dom.js";
 import { ticks } from "./render.js";
-import { drawGraph } from "./graph.js";
+import { drawGraph, zoomGraph } from "./graph.js";
 
 export function createInspector({ api, getUser }) {
   const turnsEl = document.querySelector('.view[data-view="turns"]');
@@ -75,10 +75,11 @@ export function createInspector({ api, getUser }) {
     const inbound = t.inbound || {};
     const details = h(
       "details",
-      { class: "turn", "data-testid": "turn", open, ontoggle: (ev) => toggled.set(key, ev.target.open) },
+      { class: "turn", "data-testid": "turn", open },
       h(
         "summary",
-        {},
+        // Only the designer's own clicks are remembered (a click comes before the toggle).
+        { onclick: () => toggled.set(key, !details.open) },
         h("span", { class: "turn-no" }, `Turn ${t.turn}`),
         h("span", { class: "pill kind" }, inbound.kind || "?"),
         h("span", { class: "turn-summary" }, inbound.summary || ""),
@@ -192,6 +193,8 @@ export function createInspector({ api, getUser }) {
       if (seq === graphSeq) target.replaceChildren(h("p", { class: "bad" }, `The graph is not available: ${e.message}`));
     }
   }
+  document.getElementById("graph-in").addEventListener("click", () => zoomGraph(document.getElementById("graph"), 1.25));
+  document.getElementById("graph-out").addEventListener("click", () => zoomGraph(document.getElementById("graph"), 0.8));
   graphSelect.addEventListener("change", () => {
     graphSelect.dataset.chosen = "1";
     refreshGraph();
