@@ -60,6 +60,7 @@ pub fn reload(live: &LiveBot) -> bool {
         version,
         ok,
         diagnostics,
+        found: loaded.diagnostics,
     });
     ok
 }

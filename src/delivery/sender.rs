@@ -65,6 +65,7 @@ impl Runtime {
             let now = now_ms();
             let e = match result {
                 Ok(accepted) => {
+                    let wamid = accepted.message_id.clone();
                     let sent = SentRecord {
                         message_id: accepted.message_id,
                         key: key.clone(),
@@ -74,10 +75,13 @@ impl Runtime {
                     };
                     self.metrics.messages_sent.inc();
                     return match number.store.mark_sent(lease, now, out.at, sent).await {
-                        Ok(()) => Sent {
-                            sent_at: Some(now),
-                            then: Step::Again,
-                        },
+                        Ok(()) => {
+                            self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
+                            Sent {
+                                sent_at: Some(now),
+                                then: Step::Again,
+                            }
+                        }
                         Err(e) => {
                             // Graph has it; the outbox still says unsent. The next
                             // attempt is the crash case (see the module docs).
