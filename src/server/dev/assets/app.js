@@ -182,6 +182,8 @@ async function loadHistory(user) {
         payload: item.payload,
         status: item.status || (item.direction === "out" ? "sent" : undefined),
         at: item.at,
+        flow: item.flow,
+        node: item.node,
       });
     }
   } catch (e) {
@@ -483,7 +485,7 @@ function connect() {
     });
   on("message", (d) => {
     ensureUser(d.user);
-    addEntry(d.user, { direction: "out", id: d.wamid, payload: d.payload, status: "sent", at: d.at });
+    addEntry(d.user, { direction: "out", id: d.wamid, payload: d.payload, status: "sent", at: d.at, flow: d.flow, node: d.node });
   });
   on("inbound", (d) => {
     ensureUser(d.user);
@@ -548,7 +550,16 @@ showPane("chat");
 
 // ---- start ---------------------------------------------------------------------------
 
-const inspector = createInspector({ api, getUser: () => state.selected });
+const inspector = createInspector({
+  api,
+  getUser: () => state.selected,
+  // The node that sent the bot's last message: where the graph points without a trace.
+  lastNode: () => {
+    const out = chat(state.selected).entries.filter((e) => e.direction === "out" && e.flow);
+    const last = out[out.length - 1];
+    return last ? { kind: "sent", flow: last.flow, node: last.node, fallback: true } : null;
+  },
+});
 const agent = createAgentPane({ api, getUser: () => state.selected, onCount: (n) => {
   const el = $("#agent-count");
   el.hidden = !n;

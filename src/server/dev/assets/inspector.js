@@ -6,7 +6,7 @@ import { h, pretty } from "./dom.js";
 import { ticks } from "./render.js";
 import { drawGraph, zoomGraph } from "./graph.js";
 
-export function createInspector({ api, getUser }) {
+export function createInspector({ api, getUser, lastNode }) {
   const turnsEl = document.querySelector('.view[data-view="turns"]');
   const graphSelect = document.getElementById("graph-flow");
   let bots = [];
@@ -47,6 +47,7 @@ export function createInspector({ api, getUser }) {
       turnsEl.replaceChildren(
         h("p", { class: "muted empty", "data-testid": "trace-empty" }, e.status === 404 ? "No turns yet: send the bot a message." : `The trace is not available: ${e.message}`),
       );
+      if (view === "graph") refreshGraph();
       return;
     }
     if (user !== getUser()) return;
@@ -187,7 +188,11 @@ export function createInspector({ api, getUser }) {
       const g = await api.graph(flow);
       if (seq !== graphSeq) return;
       const here = state && state.flow === flow && state.node ? `${state.flow}.${state.node}` : null;
-      document.getElementById("graph-current").textContent = state ? `now: ${state.kind}${state.flow ? ` at ${state.flow}.${state.node || ""}` : ""}` : "";
+      document.getElementById("graph-current").textContent = !state
+        ? ""
+        : state.fallback
+          ? `the last message came from ${state.flow}.${state.node}`
+          : `now: ${state.kind}${state.flow ? ` at ${state.flow}.${state.node || ""}` : ""}`;
       await drawGraph(target, g, here);
     } catch (e) {
       if (seq === graphSeq) target.replaceChildren(h("p", { class: "bad" }, `The graph is not available: ${e.message}`));
@@ -202,7 +207,7 @@ export function createInspector({ api, getUser }) {
 
   /** Where the conversation is: the newest turn's state after. */
   function currentState() {
-    if (!lastTrace) return null;
+    if (!lastTrace) return lastNode();
     let newest = null;
     for (const number of lastTrace.numbers || []) {
       for (const t of number.turns || []) if (!newest || String(t.at) >= String(newest.at)) newest = t;
