@@ -210,6 +210,8 @@ pub struct Runtime {
     /// Who waits for the turn of a message (`/dev/message`), by the message's id.
     pub waiters: Mutex<HashMap<String, oneshot::Sender<TurnReport>>>,
     pub metrics: crate::metrics::Metrics,
+    /// The newest turns of each user this instance ran (`GET /api/v1/users/{user}/trace`).
+    pub trace: super::trace::TraceStore,
     /// Whether new work is taken, and how much admitted work has not been stored.
     intake: Mutex<Intake>,
     /// The shutdown deadline passed: workers give their leases up at their next step.
@@ -278,6 +280,7 @@ impl Runtime {
             workers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
+            trace: super::trace::TraceStore::default(),
             intake: Mutex::new(Intake::default()),
             hurry: AtomicBool::new(false),
             settled: Notify::new(),
