@@ -98,6 +98,13 @@ impl Browser {
         browser
     }
 
+    /// Ends the session properly (the way that does not block the runtime).
+    async fn quit(mut self) {
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.quit().await;
+        }
+    }
+
     fn driver(&self) -> &WebDriver {
         self.driver.as_ref().expect("the session is open")
     }
@@ -165,10 +172,14 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session ends with chromedriver, which takes its browser along.
-        drop(self.driver.take());
+        // chromedriver takes its browser along.
         let _ = self.chromedriver.kill();
         let _ = self.chromedriver.wait();
+        // A session not quit (a failed test) would say goodbye synchronously, blocking
+        // the runtime until its request times out; its chromedriver is gone anyway.
+        if let Some(driver) = self.driver.take() {
+            std::mem::forget(driver);
+        }
     }
 }
 
@@ -374,6 +385,16 @@ async fn a_pizza_order_in_the_simulator_becomes_a_passing_test() {
     }
 
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        // The picture as a designer sees it a moment later: everything read, no focus ring.
+        b.wait_js(
+            "every bot message read",
+            "return ![...document.querySelectorAll('[data-testid=msg-bot] [data-testid=ticks]')].some(t => t.dataset.status !== 'read')",
+        )
+        .await;
+        b.driver()
+            .execute("document.activeElement.blur()", vec![])
+            .await
+            .unwrap();
         b.screenshot("simulator-desktop.png").await;
         let phone = Browser::open(Screen::Phone).await;
         phone
@@ -382,7 +403,14 @@ async fn a_pizza_order_in_the_simulator_becomes_a_passing_test() {
             .await
             .unwrap();
         phone.wait_bot_says("Grazie Maria!").await;
+        phone
+            .wait_js(
+                "every bot message read",
+                "return ![...document.querySelectorAll('[data-testid=msg-bot] [data-testid=ticks]')].some(t => t.dataset.status !== 'read')",
+            )
+            .await;
         phone.screenshot("simulator-phone.png").await;
+        phone.quit().await;
     }
 
     // Record the conversation, save it into the bot folder, run it with `parlance test`.
@@ -436,6 +464,7 @@ async fn a_pizza_order_in_the_simulator_becomes_a_passing_test() {
         saved.path().display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    b.quit().await;
 }
 
 /// A broken edit: the banner names file:line:col while the old bot still answers; the
@@ -516,6 +545,7 @@ async fn a_broken_edit_shows_a_banner_until_it_is_fixed() {
         notice.as_str().unwrap(),
         format!("{} live", now.as_str().unwrap())
     );
+    b.quit().await;
 }
 
 /// At phone width the inspector is a tab; it shows the last turn's visited nodes with
@@ -564,6 +594,7 @@ async fn the_inspector_at_phone_width_shows_the_last_turn() {
         nodes.iter().any(|n| n.starts_with("main.choose_pizza")),
         "{nodes:?}"
     );
+    b.quit().await;
 }
 
 /// Every kind of message the engine sends is drawn as its own kind; payload text is
@@ -656,4 +687,5 @@ async fn every_message_kind_is_drawn() {
         "const f = document.querySelector('[data-testid=msg-bot][data-kind=whatsapp_flow] [data-testid=flow-placeholder]'); return f && f.textContent.includes('booking')",
     )
     .await;
+    b.quit().await;
 }
