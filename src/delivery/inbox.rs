@@ -246,9 +246,10 @@ impl Runtime {
             outgoing,
         };
         match store.accept_turn(&lease, now_ms, turn).await {
-            Ok(Direct::Committed(_)) => {
+            Ok(Direct::Committed(_, next)) => {
                 self.metrics.turns.inc();
                 state.session = Some(kept);
+                state.next_out = next;
                 // The store found the inbox empty; later items raise the worker's
                 // signal (see `WorkerState::inbox_empty`).
                 state.inbox_empty = store.single_process();

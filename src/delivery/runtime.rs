@@ -18,7 +18,7 @@ use super::transport::Transport;
 use crate::engine::OfflineHost;
 use crate::live::LiveBot;
 use crate::store::SessionKey;
-use crate::store::durable::{Durable, Lease, Millis};
+use crate::store::durable::{Durable, Lease, Millis, Peek};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -506,6 +506,14 @@ impl Runtime {
         if let Some(id) = state.mark_read.take() {
             self.mark_read(number, &id).await;
         }
+        // Good for this step only (see `WorkerState::next_out`); a replay raised
+        // `stored`, and its message may sort before the one peeked at.
+        let peeked = std::mem::take(&mut state.next_out);
+        let peeked = if signal.stored.load(Ordering::SeqCst) {
+            Peek::NotLooked
+        } else {
+            peeked
+        };
         if state.effect.is_some()
             && let Some(outcome) = Self::effect_done(state)
         {
@@ -534,7 +542,11 @@ impl Runtime {
         if number.paused().is_some() {
             return Ok(idle(state));
         }
-        let Some(out) = number.store.next_outgoing(key).await? else {
+        let next = match peeked {
+            Peek::Next(next) => next,
+            Peek::NotLooked => number.store.next_outgoing(key).await?,
+        };
+        let Some(out) = next else {
             state.look_again = true;
             return Ok(idle(state));
         };
@@ -553,6 +565,7 @@ impl Runtime {
             let delay = number.live.bot().settings.whatsapp.message_delay;
             state.gate = sent_at + millis(delay);
         }
+        state.next_out = step.next;
         Ok(step.then)
     }
 
@@ -622,6 +635,12 @@ pub(super) struct WorkerState {
     /// scanner's timers do not kick a user whose worker runs; they wait for it to stop,
     /// and the next scan then finds them.)
     pub(super) inbox_empty: bool,
+    /// What the last write said the user's first unsent message is (see [`Peek`]):
+    /// the next send takes it instead of reading the outbox again. Only writes under
+    /// the worker's lease change the outbox, except a dead letter's replay, which
+    /// raises [`Signal::stored`]; so it holds until the worker runs a turn or sees that
+    /// signal, and is dropped at every other step.
+    pub(super) next_out: Peek,
     /// The effect (`http` call) being performed for the user: while it runs, the
     /// user's items wait and the worker only sends.
     pub(super) effect: Option<super::effects::InFlight>,
@@ -645,6 +664,8 @@ pub(super) struct Sent {
     /// When Graph accepted a message (Unix ms), for the message delay.
     pub sent_at: Option<Millis>,
     pub then: Step,
+    /// The user's next message, when the store looked in the same write.
+    pub next: Peek,
 }
 
 /// Unix time in milliseconds.

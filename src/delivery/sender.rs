@@ -15,7 +15,7 @@ use super::graph::{GraphError, Verdict, backoff, classify};
 use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
-use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing};
+use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing, Peek};
 use serde::{Deserialize, Serialize};
 
 /// What a dead letter's `reason` holds: the error and Meta's code (JSON, so
@@ -74,9 +74,10 @@ impl Runtime {
                     };
                     self.metrics.messages_sent.inc();
                     return match number.store.mark_sent(lease, now, out.at, sent).await {
-                        Ok(()) => Sent {
+                        Ok(next) => Sent {
                             sent_at: Some(now),
                             then: Step::Again,
+                            next,
                         },
                         Err(e) => {
                             // Graph has it; the outbox still says unsent. The next
@@ -155,9 +156,10 @@ impl Runtime {
                     at: now,
                 };
                 return match number.store.mark_sent(lease, now, out.at, sent).await {
-                    Ok(()) => Sent {
+                    Ok(next) => Sent {
                         sent_at: None,
                         then: Step::Again,
+                        next,
                     },
                     Err(e) => {
                         log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -194,6 +196,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -273,6 +276,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -311,6 +315,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&number.phone_number_id, out.at, &e);
@@ -324,6 +329,7 @@ fn stop() -> Sent {
     Sent {
         sent_at: None,
         then: Step::Stop,
+        next: Peek::NotLooked,
     }
 }
 
