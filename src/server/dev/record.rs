@@ -612,8 +612,8 @@ mod tests {
         assert_eq!(scalar("a \"b\"\n\\"), "\"a \\\"b\\\"\\n\\\\\"");
         assert_eq!(scalar("\u{85}x"), "\"\\u0085x\"");
         assert_eq!(
-            flow(&json!({"reply": "medium", "n": [1, true, null], "no": "x"})),
-            "{ reply: \"medium\", n: [1, true, null], \"no\": \"x\" }"
+            flow(&json!({"reply": "medium", "m": [1, true, null], "no": "x"})),
+            "{ reply: \"medium\", m: [1, true, null], \"no\": \"x\" }"
         );
     }
 }
