@@ -5,11 +5,13 @@
 //! Architecture Invariant: a turn takes the bot once (`LiveBot::bot`) and keeps it to
 //! its end, so a reload never changes a bot in the middle of a turn.
 
+use crate::diag::Diagnostic;
 use crate::flow::Bot;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The outcome of the last (re)load of a bot.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -22,6 +24,10 @@ pub struct ReloadReport {
     pub ok: bool,
     /// Every diagnostic of that load, as `validate` prints them.
     pub diagnostics: Vec<String>,
+    /// The same diagnostics with their parts (file, line, code...), for the `/dev`
+    /// page's banner; `/admin/status` keeps showing the text.
+    #[serde(skip)]
+    pub found: Vec<Diagnostic>,
 }
 
 /// One bot folder and the bot compiled from it that serves now.
@@ -29,7 +35,8 @@ pub struct LiveBot {
     /// The bot folder, as given on the command line.
     pub dir: PathBuf,
     bot: ArcSwap<Bot>,
-    last_reload: Mutex<ReloadReport>,
+    /// The last report; its receivers (the `/dev` page's reload notices) hear of each new one.
+    last_reload: watch::Sender<ReloadReport>,
 }
 
 impl LiveBot {
@@ -38,11 +45,12 @@ impl LiveBot {
         LiveBot {
             dir,
             bot: ArcSwap::from_pointee(bot),
-            last_reload: Mutex::new(ReloadReport {
+            last_reload: watch::Sender::new(ReloadReport {
                 at: chrono::Utc::now().timestamp(),
                 version: 1,
                 ok: true,
                 diagnostics: Vec::new(),
+                found: Vec::new(),
             }),
         }
     }
@@ -59,13 +67,15 @@ impl LiveBot {
 
     /// How the last (re)load went.
     pub fn report(&self) -> ReloadReport {
-        self.last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.last_reload.borrow().clone()
     }
 
     pub fn set_report(&self, report: ReloadReport) {
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = report;
+        self.last_reload.send_replace(report);
+    }
+
+    /// Every report from now on (the current one counts as seen).
+    pub fn reports(&self) -> watch::Receiver<ReloadReport> {
+        self.last_reload.subscribe()
     }
 }

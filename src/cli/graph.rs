@@ -300,7 +300,8 @@ fn flow_id(f: FlowIdx) -> String {
     format!("f{}", f.0)
 }
 
-fn node_id(r: NodeRef) -> String {
+/// The Mermaid id of a node in [`mermaid`]'s charts (the `/dev` page highlights nodes by it).
+pub fn node_id(r: NodeRef) -> String {
     format!("f{}_n{}", r.flow.0, r.node)
 }
 

@@ -3,6 +3,7 @@
 //! `POST /dev/message` drives it).
 
 use super::{EXIT_ERRORS, EXIT_OK, LogFormat};
+use crate::delivery::dev_hub::DevHub;
 use crate::delivery::runtime::{LoopSettings, Number, Runtime};
 use crate::delivery::transport::{GraphClient, LocalSink, Transport};
 use crate::diag::Severity;
@@ -224,6 +225,7 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
     let mut admin_keys = Vec::new();
     // Bots naming the same store share one connection (and, for SQLite, one lock).
     let mut stores: Vec<(String, Arc<dyn Durable>)> = Vec::new();
+    let dev = Arc::new(DevHub::default());
     for dir in &options.dirs {
         let bot = load_logged(dir)?;
         let wa = bot.settings.whatsapp.clone();
@@ -232,7 +234,7 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
             locals.push(dir.clone());
             (
                 LOCAL_NUMBER.to_string(),
-                Transport::Local(LocalSink::default()),
+                Transport::Local(LocalSink::new(LOCAL_NUMBER, Arc::clone(&dev))),
             )
         } else {
             (
@@ -280,8 +282,10 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
         let live = Arc::new(LiveBot::new(dir.clone(), bot));
         numbers.push(Arc::new(Number::new(&id, live, store, transport)));
     }
-    let runtime = Runtime::new(numbers, options.delivery);
+    let runtime = Runtime::new(numbers, options.delivery, dev);
     runtime.spawn_scanner();
+    // The `/dev` simulator's phone (statuses) and reload notices, for local numbers.
+    server::dev::spawn(&runtime);
     let state = Arc::new(Shared {
         runtime,
         verify_tokens,

@@ -476,3 +476,37 @@ pub fn load_tests(dir: &Path) -> LoadedTests {
     diag::sort(&mut diagnostics);
     LoadedTests { files, diagnostics }
 }
+
+/// Reads one conversation test from `text`, as [`load_tests`] reads a file at `rel`
+/// (relative to the bot folder): the test, or the diagnostics that stop it. For tests
+/// made by a program (the `/dev` simulator's recorder) before they are written.
+pub fn read_test_text(
+    rel: &Path,
+    text: &str,
+) -> Result<(SourceFile, RawTestFile), Vec<Diagnostic>> {
+    let parsed = source::yaml::parse(text, None);
+    let mut diagnostics: Vec<Diagnostic> = parsed
+        .problems
+        .into_iter()
+        .map(|p| {
+            Diagnostic::new(rel, p.pos, p.code, p.message)
+                .at_path(p.path.to_string())
+                .maybe_hint(p.hint)
+        })
+        .collect();
+    let file = SourceFile {
+        rel: rel.to_path_buf(),
+        display: rel.to_path_buf(),
+        tree: parsed.tree,
+        interpolated: parsed.interpolated,
+        text: text.to_string(),
+    };
+    let test = read_whole::<RawTestFile>(&file, FileKind::Test, &mut diagnostics);
+    match test {
+        Some(test) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((file, test)),
+        Some(_) | None => {
+            diag::sort(&mut diagnostics);
+            Err(diagnostics)
+        }
+    }
+}

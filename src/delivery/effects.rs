@@ -304,13 +304,17 @@ impl Runtime {
                     place.turn,
                     place.index.saturating_add(queued),
                 );
-                timers.push(watchdog_timer(effect, now_ms));
+                timers.push(watchdog_timer(effect, self.engine_ms(number, now_ms)));
             }
             None => cancel_timers.push(EFFECT_TIMER.to_string()),
         }
         // A handover started: nobody accepting it within the node's `timeout` ends it.
         if let Some(at) = &ran.handover.started
-            && let Some(timer) = super::handover::timeout_timer(&number.live.bot(), at, now_ms)
+            && let Some(timer) = super::handover::timeout_timer(
+                &number.live.bot(),
+                at,
+                self.engine_ms(number, now_ms),
+            )
         {
             timers.push(timer);
         }
@@ -339,6 +343,7 @@ impl Runtime {
         self.metrics
             .turn_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.dev_turn(number, key, None, Some(place.turn), &ran.report);
         if let Some(effect) = ran.effect {
             self.start_effect(number, key, state, effect);
         }

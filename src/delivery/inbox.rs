@@ -210,7 +210,7 @@ impl Runtime {
         let now_ms = now_ms();
         let session = match store.load_session(key).await? {
             Some(s) => s,
-            None => Session::new(&key.user, now_ms.div_euclid(1000)),
+            None => Session::new(&key.user, self.engine_ms(number, now_ms).div_euclid(1000)),
         };
         // A session waiting for an effect lets its items wait in order, and a turn
         // that stops at one commits with its watchdog: both are the worker's.
@@ -246,8 +246,9 @@ impl Runtime {
             outgoing,
         };
         match store.accept_turn(&lease, now_ms, turn).await {
-            Ok(Direct::Committed(_, next)) => {
+            Ok(Direct::Committed(item, next)) => {
                 self.metrics.turns.inc();
+                self.dev_turn(number, key, event.id.as_deref(), Some(item.0), &report);
                 state.session = Some(kept);
                 state.next_out = next;
                 // The store found the inbox empty; later items raise the worker's

@@ -14,10 +14,13 @@
 //! - [`codec`]: the versioned bodies the store keeps for items and messages.
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
 //! - [`transport`]: where payloads go: the Graph API, or a local sink without credentials.
+//! - [`dev_hub`]: what the `/dev` simulator sees of local numbers: events, histories,
+//!   the simulated clock.
 
 pub mod agent_hook;
 pub mod api_items;
 pub mod codec;
+pub mod dev_hub;
 pub mod effects;
 pub mod graph;
 pub mod handover;

@@ -216,6 +216,8 @@ pub struct Runtime {
     hurry: AtomicBool,
     /// Woken when admitted work ends or a worker stops, for [`Runtime::drain`].
     settled: Notify,
+    /// What the `/dev` simulator sees of local numbers, and its clock.
+    pub dev: Arc<super::dev_hub::DevHub>,
 }
 
 /// The door for new work: open until shutdown begins.
@@ -253,7 +255,12 @@ pub struct Pending {
 }
 
 impl Runtime {
-    pub fn new(numbers: Vec<Arc<Number>>, settings: LoopSettings) -> Arc<Self> {
+    /// `dev` is the hub the local numbers' sinks were given (see `LocalSink::new`).
+    pub fn new(
+        numbers: Vec<Arc<Number>>,
+        settings: LoopSettings,
+        dev: Arc<super::dev_hub::DevHub>,
+    ) -> Arc<Self> {
         let mut stores: Vec<Arc<dyn Durable>> = Vec::new();
         for n in &numbers {
             if !stores.iter().any(|s| Arc::ptr_eq(s, &n.store)) {
@@ -274,6 +281,7 @@ impl Runtime {
             intake: Mutex::new(Intake::default()),
             hurry: AtomicBool::new(false),
             settled: Notify::new(),
+            dev,
         })
     }
 
@@ -548,6 +556,7 @@ impl Runtime {
         };
         let Some(out) = next else {
             state.look_again = true;
+            self.dev_pause(number, key, false);
             return Ok(idle(state));
         };
         let now = now_ms();
@@ -557,6 +566,10 @@ impl Runtime {
             // falls due, here or on another instance.
             if due - now > HOLD_FOR {
                 return Ok(idle(state));
+            }
+            // Due later than the message delay says: a `wait` pause.
+            if out.not_before > now {
+                self.dev_pause(number, key, true);
             }
             return Ok(Step::Sleep(due));
         }

@@ -43,7 +43,18 @@ impl Runtime {
     pub async fn scan_once(self: &Arc<Self>) {
         for store in self.stores() {
             let now = now_ms();
-            match store.fire_due_timers(now, TIMERS_PER_SCAN).await {
+            // Timers of local numbers are set on the `/dev` clock (see
+            // `Runtime::engine_ms`): a store only they use fires on it too.
+            let local_only = self
+                .numbers()
+                .filter(|n| Arc::ptr_eq(&n.store, store))
+                .all(|n| n.transport.is_local());
+            let timers_now = if local_only {
+                self.dev.sim_ms(now)
+            } else {
+                now
+            };
+            match store.fire_due_timers(timers_now, TIMERS_PER_SCAN).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(fired = n, "timers fell due"),
                 Err(e) => tracing::warn!(error = %e, "cannot fire due timers"),

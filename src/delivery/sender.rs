@@ -65,6 +65,7 @@ impl Runtime {
             let now = now_ms();
             let e = match result {
                 Ok(accepted) => {
+                    let wamid = accepted.message_id.clone();
                     let sent = SentRecord {
                         message_id: accepted.message_id,
                         key: key.clone(),
@@ -74,11 +75,14 @@ impl Runtime {
                     };
                     self.metrics.messages_sent.inc();
                     return match number.store.mark_sent(lease, now, out.at, sent).await {
-                        Ok(next) => Sent {
-                            sent_at: Some(now),
-                            then: Step::Again,
-                            next,
-                        },
+                        Ok(next) => {
+                            self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
+                            Sent {
+                                sent_at: Some(now),
+                                then: Step::Again,
+                                next,
+                            }
+                        }
                         Err(e) => {
                             // Graph has it; the outbox still says unsent. The next
                             // attempt is the crash case (see the module docs).

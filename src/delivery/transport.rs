@@ -1,11 +1,13 @@
 //! Where rendered payloads go: the Graph API, or (in local mode) a sink that keeps them
 //! for the developer to see.
 
+use super::dev_hub::DevHub;
 use super::graph::{self, Accepted, GraphError};
 use crate::flow::WhatsAppSettings;
+use crate::store::SessionKey;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long one Graph API request may take before it counts as failed (and retryable),
@@ -92,35 +94,52 @@ impl GraphClient {
     }
 }
 
-/// Local mode: nothing goes to Meta; every payload is kept per user (the newest
-/// `KEEP_PER_USER`), for `/dev/message` and the simulator.
-#[derive(Debug, Default)]
+/// Local mode: nothing goes to Meta. The sink answers as the Graph API would: a wamid
+/// for every message, and Meta's 131047 for a free-form message more than 24 hours
+/// (on the `/dev` clock) after the user last wrote, so the node's `on_window_closed`
+/// template goes out instead. What was sent is the `/dev` simulator's to show
+/// ([`DevHub`]); the sender tells it once the outbox recorded the send.
+#[derive(Debug)]
 pub struct LocalSink {
-    sent: Mutex<HashMap<String, Vec<Value>>>,
-    counter: Mutex<u64>,
+    phone_number_id: String,
+    hub: Arc<DevHub>,
+    /// Random per start: the store keeps sent records by wamid, and a restart must
+    /// not give a new message the id of an old one.
+    run: String,
+    counter: AtomicU64,
 }
 
 impl LocalSink {
-    pub const KEEP_PER_USER: usize = 200;
-
-    pub fn post(&self, body: &Value) -> Accepted {
-        let to = body["to"].as_str().unwrap_or_default().to_string();
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let list = sent.entry(to).or_default();
-        list.push(body.clone());
-        let excess = list.len().saturating_sub(Self::KEEP_PER_USER);
-        list.drain(..excess);
-        let mut counter = self.counter.lock().unwrap_or_else(|e| e.into_inner());
-        *counter += 1;
-        Accepted {
-            message_id: format!("wamid.local.{counter}"),
+    pub fn new(phone_number_id: &str, hub: Arc<DevHub>) -> Self {
+        LocalSink {
+            phone_number_id: phone_number_id.to_string(),
+            hub,
+            run: super::agent_hook::random_id("")[..8].to_string(),
+            counter: AtomicU64::new(0),
         }
     }
 
-    /// What was sent to `user`, oldest first.
-    pub fn sent_to(&self, user: &str) -> Vec<Value> {
-        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.get(user).cloned().unwrap_or_default()
+    pub fn post(&self, body: &Value) -> Result<Accepted, GraphError> {
+        let to = body["to"].as_str().unwrap_or_default();
+        let template = body["type"].as_str() == Some("template");
+        let key = SessionKey::new(&self.phone_number_id, to);
+        if !template && !self.hub.window_open(&key) {
+            return Err(GraphError {
+                status: 400,
+                code: Some(131047),
+                subcode: None,
+                message: "Re-engagement message".into(),
+                details: Some(
+                    "Message failed to send because more than 24 hours have passed since the customer last replied to this number.".into(),
+                ),
+                fbtrace_id: None,
+                ambiguous: false,
+            });
+        }
+        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Accepted {
+            message_id: format!("wamid.local.{}.{n}", self.run),
+        })
     }
 }
 
@@ -136,7 +155,7 @@ impl Transport {
     pub async fn post(&self, token: &str, body: &Value) -> Result<Accepted, GraphError> {
         match self {
             Transport::Graph(g) => g.post(token, body).await,
-            Transport::Local(l) => Ok(l.post(body)),
+            Transport::Local(l) => l.post(body),
         }
     }
 

@@ -64,10 +64,11 @@ impl Runtime {
         let key = &lease.key;
         let started = std::time::Instant::now();
         let now_ms = now_ms();
-        let now = now_ms.div_euclid(1000);
+        // What the engine and timers see (the `/dev` clock for a local number).
+        let clock_ms = self.engine_ms(number, now_ms);
         let session = match self.session_of(number, lease, state).await {
             Ok(Some(s)) => s,
-            Ok(None) => Session::new(&key.user, now),
+            Ok(None) => Session::new(&key.user, clock_ms.div_euclid(1000)),
             Err(e) => {
                 tracing::warn!(number = %key.phone_number_id, error = %e, "cannot load a session; the item waits");
                 return Step::Stop;
@@ -189,14 +190,14 @@ impl Runtime {
             }
         }
         if let Some(at) = &acts.started
-            && let Some(timer) = handover::timeout_timer(&number.live.bot(), at, now_ms)
+            && let Some(timer) = handover::timeout_timer(&number.live.bot(), at, clock_ms)
         {
             timers.push(timer);
         }
         if let Some(effect) = &effect {
             let queued = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
             effects::set_resume(&mut session, item.id.0, queued);
-            timers.push(effects::watchdog_timer(effect, now_ms));
+            timers.push(effects::watchdog_timer(effect, clock_ms));
         }
         let next = KeptSession {
             token: lease.token,
@@ -229,6 +230,8 @@ impl Runtime {
         if let Some(effect) = effect {
             self.start_effect(number, key, state, effect);
         }
+        let message_id = marked.as_ref().and_then(|event| event.id.as_deref());
+        self.dev_turn(number, key, message_id, Some(item.id.0), &report);
         match (marked.and_then(|event| event.id), request) {
             (Some(id), _) => {
                 self.answer_waiter(&id, report);
@@ -275,7 +278,7 @@ impl Runtime {
                 &bot,
                 session,
                 event,
-                now_ms.div_euclid(1000),
+                self.engine_ms(number, now_ms).div_euclid(1000),
                 &number.host,
                 &mut Stop,
                 &key.user,

@@ -10,8 +10,8 @@
 //! only when the body is signed with that number's app secret (or the bot said
 //! `allow_unsigned`); the loader refuses a sending number with neither.
 
+use crate::delivery::dev_hub::{DevInput, DevReply};
 use crate::delivery::runtime::{Number, Runtime, TurnReport};
-use crate::engine::{Event, EventKind};
 use crate::whatsapp::inbound::{self, Item};
 use crate::whatsapp::signature;
 use axum::Router;
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod dev;
 pub mod listen;
 pub mod ready;
 
@@ -61,8 +62,9 @@ pub enum WebhookAuth {
 pub type AppState = Arc<Shared>;
 
 /// The router: `/webhook`, `/dev/message`, `/healthz` (liveness), `/readyz`
-/// (readiness, see [`ready`]), `/admin/status`, `/metrics`, and the API under `/api`
-/// (`crate::api`, with its own body limit and error shape).
+/// (readiness, see [`ready`]), `/admin/status`, `/metrics`, the API under `/api`
+/// (`crate::api`, with its own body limit and error shape) and the `/dev` simulator
+/// ([`dev`]: `/`, `/dev`, `/dev/assets/...`, `/dev/api/...`).
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
@@ -74,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/dead-letters/{id}/replay", post(replay_dead_letter))
         .route("/metrics", get(metrics))
         .merge(crate::api::router())
+        .merge(dev::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -295,12 +298,13 @@ async fn dev_message(
             format!("expected {{\"from\": \"...\", \"text\": \"...\"}}: {e}"),
         )
     })?;
-    let kind = match (msg.text, msg.reply) {
-        (Some(text), None) => EventKind::Text(text),
-        (None, Some(id)) => EventKind::Reply {
-            title: id.clone(),
+    let input = match (msg.text, msg.reply) {
+        (Some(text), None) => DevInput::Text(text),
+        (None, Some(id)) => DevInput::Reply(DevReply {
             id,
-        },
+            title: None,
+            kind: None,
+        }),
         _ => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -314,14 +318,7 @@ async fn dev_message(
             "\"from\" is empty".into(),
         ));
     }
-    let now = chrono::Utc::now().timestamp();
-    let id = format!("wamid.dev.{now}.{}", rand_suffix());
-    let event = Event {
-        id: Some(id.clone()),
-        at: now,
-        contact_name: msg.name,
-        kind,
-    };
+    let id = dev::messages::new_message_id();
     // Registered before the item is stored: its turn may run at once.
     let (done, report) = tokio::sync::oneshot::channel();
     state
@@ -330,12 +327,18 @@ async fn dev_message(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), done);
-    let key = crate::store::SessionKey::new(&number.phone_number_id, &msg.from);
-    if let Err(e) = state.runtime.accept_message(key, event).await {
+    // The simulator's history and clock include it (the page shows it too).
+    let submission = dev::messages::Submission {
+        user: msg.from,
+        name: msg.name,
+        input,
+        phone_number_id: None,
+    };
+    if let Err(e) = dev::messages::submit(&state, &number, &id, submission).await {
         state.runtime.forget_waiter(&id);
         return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the message could not be stored: {e}"),
+            e.status,
+            format!("the message could not be stored: {}", e.message),
         ));
     }
     let report = match tokio::time::timeout(DEV_TURN_TIMEOUT, report).await {
@@ -353,12 +356,6 @@ async fn dev_message(
 
 /// How long `/dev/message` waits for its turn.
 const DEV_TURN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-}
 
 /// The numbers the request's `Authorization: Bearer KEY` opens (each bot's key opens its
 /// own number only), or the error to answer.

@@ -1,0 +1,42 @@
+//! `GET /dev/api/events`: everything that happens to the simulated users, live, as
+//! server-sent events (`event:` the [`DevEvent`] name, `data:` its JSON), with a
+//! keep-alive comment every 15 s so proxies and browsers keep the stream open.
+
+use crate::api::error::ApiError;
+use crate::delivery::dev_hub::DevEvent;
+use crate::server::AppState;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
+
+/// How often an idle stream gets a comment line.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /dev/api/events`.
+pub async fn events(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if super::simulated(&state).is_empty() {
+        return Err(super::off());
+    }
+    let stream = BroadcastStream::new(state.runtime.dev.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(event) => sse(&event),
+            // A stream that fell this far behind missed events: the page refetches
+            // the history when it sees this comment or reconnects.
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Event::default().comment(format!("missed {n} events"))
+            }
+        })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn sse(event: &DevEvent) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    Event::default().event(event.name()).data(data)
+}
