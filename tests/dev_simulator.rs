@@ -387,6 +387,23 @@ async fn a_conversation_arrives_live_with_its_statuses() {
 }
 
 #[tokio::test]
+async fn a_quiet_stream_stays_open() {
+    let bot = clock_bot();
+    // A stream with nothing to say for longer than a request head may take is still
+    // open (it is a request being answered, kept alive by comments every 15 s).
+    let server = Server::start(bot.path(), &["--header-timeout", "1"]).await;
+    let mut events = Events::open(&server).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    post(
+        &server,
+        "/dev/api/message",
+        json!({"from": USER, "text": "hi"}),
+    )
+    .await;
+    events.message_text("What is your name?").await;
+}
+
+#[tokio::test]
 async fn every_message_form_reaches_the_bot_and_anything_else_is_refused() {
     let bot = pizza();
     let server = Server::start(bot.path(), &[]).await;
