@@ -51,7 +51,8 @@
 //!   (`runtime`) running turns (`turn`) and draining the outbox exactly once, in order
 //!   (`sender`: pacing, message delay, retries until a deadline, auth pause, dead
 //!   letters) over a `delivery::transport` (the Graph API or the local sink); the
-//!   scanner for work nobody does (`scan`), and the shutdown drain.
+//!   scanner for work nobody does (`scan`), and the shutdown drain. The session trace
+//!   (`trace`): each user's newest turns as this instance ran them, in memory.
 //! - [`reload`]: watches bot folders and swaps a `LiveBot`'s bot in when an edit is
 //!   valid.
 //! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, `/healthz`,

@@ -1601,3 +1601,74 @@ fn settings_never_print_their_secrets() {
         "{shown}"
     );
 }
+
+/// Answers every `http` call with 200 and `{"eta": "5 min"}`.
+struct AnswersEta;
+
+impl engine::Perform for AnswersEta {
+    fn perform(&mut self, _effect: &engine::Effect) -> engine::EffectOutcome {
+        engine::EffectOutcome::Http(
+            json!({ "status": 200, "headers": {}, "body": { "eta": "5 min" } }),
+        )
+    }
+}
+
+/// The session trace's "nodes visited": every node a turn ran or answered, in order,
+/// across the steps of an effect and into the fallback flow, each named with its kind
+/// and where it is written.
+#[test]
+fn a_turn_lists_the_nodes_it_visited_across_effects_and_the_fallback() {
+    let bot = temp_bot(&[
+        ("parlance.yaml", "bot: { entry: main, fallback: sorry }\n"),
+        (
+            "flows/sorry.yaml",
+            "nodes:\n  sorry:\n    say: \"Sorry\"\n    next: end\n",
+        ),
+        (
+            "flows/main.yaml",
+            "nodes:
+  hello:
+    say: \"hi\"
+  lookup:
+    http: { url: \"https://shop.example.com/eta\" }
+    save: order
+  tell:
+    say: \"ETA {{ vars.order.body.eta }}\"
+  broken:
+    say: \"{{ vars.order.body.missing.deeper }}\"
+",
+        ),
+    ]);
+    let session = Session::new(WA_ID, CLOCK);
+    let host = OfflineHost::default();
+    let turn = engine::run(
+        &bot,
+        session,
+        &Event::text("go", CLOCK),
+        CLOCK,
+        &host,
+        &mut AnswersEta,
+    );
+    let visits: Vec<String> = turn
+        .visited
+        .iter()
+        .map(|r| {
+            let v = engine::visit_of(&bot, *r);
+            format!("{}.{} {} {}", v.at.flow, v.at.node, v.kind, v.source)
+        })
+        .collect();
+    assert_eq!(
+        visits[..5],
+        [
+            "main.hello say flows/main.yaml:2:3",
+            "main.lookup http flows/main.yaml:4:3",
+            // Its answer continues there.
+            "main.lookup http flows/main.yaml:4:3",
+            "main.tell say flows/main.yaml:7:3",
+            "main.broken say flows/main.yaml:9:3",
+        ]
+    );
+    // Then the fallback flow answers the error.
+    assert_eq!(visits[5..], ["sorry.sorry say flows/sorry.yaml:2:3"]);
+    assert_eq!(texts(&turn.actions), ["hi", "ETA 5 min", "Sorry"]);
+}

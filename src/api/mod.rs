@@ -1,5 +1,5 @@
-//! The HTTP API under `/api/v1` (docs/api.md): inject and notify, data requests, and
-//! (later) the agent routes of handovers. Every route takes the Bearer key of a bot
+//! The HTTP API under `/api/v1` (docs/api.md): inject and notify, data requests, the
+//! session trace, and the agent routes of handovers. Every route takes the Bearer key of a bot
 //! ([`auth`]), answers errors in one shape ([`error`]), and is described by the OpenAPI
 //! document generated from the handlers' own types (`GET /api/openapi.json`, checked in
 //! as `docs/openapi.json`).
@@ -12,6 +12,7 @@ pub mod error;
 pub mod handover_routes;
 pub mod handovers;
 pub mod messages;
+pub mod trace;
 pub mod users;
 
 use crate::server::AppState;
@@ -37,6 +38,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     tags(
         (name = "messages", description = "Inject and notify"),
         (name = "users", description = "Data requests: export and erasure"),
+        (name = "trace", description = "The session trace: why the bot said what it said"),
         (name = "handovers", description = "Agents: list, read, accept, reply to and resolve handovers"),
     )
 )]
@@ -94,6 +96,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::inject))
         .routes(routes!(messages::notify))
         .routes(routes!(users::export, users::erase))
+        .routes(routes!(trace::user_trace))
         .routes(routes!(handover_routes::list))
         .routes(routes!(handover_routes::get_one))
         .routes(routes!(handover_routes::accept))

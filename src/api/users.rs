@@ -215,6 +215,13 @@ pub async fn erase(
             stores.push(Arc::clone(&number.store));
         }
     }
+    // The trace holds the user's messages and payloads too.
+    for number_id in &opened {
+        state
+            .runtime
+            .trace
+            .forget(&SessionKey::new(number_id, &user));
+    }
     let mut sessions_erased = 0;
     for store in stores {
         sessions_erased += store

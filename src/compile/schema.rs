@@ -101,7 +101,7 @@ fn explain(
                 let hint = match did_you_mean(key, allowed.iter().map(String::as_str)) {
                     Some(close) => Some(format!("did you mean \"{close}\"?")),
                     None if is_node(kind, &pointer) => Some(format!(
-                        "a node takes one kind key ({}) and next, save, on_error, on_window_closed",
+                        "a node takes one kind key ({}) and next, save, pii, on_error, on_window_closed",
                         NODE_KINDS.join(", ")
                     )),
                     None if !allowed.is_empty() => {

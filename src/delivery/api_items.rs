@@ -189,5 +189,24 @@ pub(super) fn send(key: &SessionKey, session: Session, message: &Message, now_ms
         report,
         effect: None,
         handover: super::turn::HandoverActs::default(),
+        trace: None,
+    }
+}
+
+/// A notify's message for the session trace: one line, and what kind it is.
+pub(super) fn describe(message: &Message) -> (String, serde_json::Value) {
+    match message {
+        Message::Text { body, .. } => (
+            format!("notify: {body}"),
+            serde_json::json!({ "type": "text", "text": body }),
+        ),
+        Message::Template { name, language, .. } => (
+            format!("notify: template {name}"),
+            serde_json::json!({ "type": "template", "name": name, "language": language }),
+        ),
+        other => (
+            "notify".to_string(),
+            serde_json::json!({ "type": other.kind_name() }),
+        ),
     }
 }

@@ -16,7 +16,7 @@
 
 use super::codec::{self, TimerItem};
 use super::runtime::{Number, Runtime, Step, WorkerState, mask, millis, now_ms};
-use super::turn::{KeptSession, placed};
+use super::turn::{KeptSession, bodies_of, placed};
 use crate::engine::{self, Effect, EffectOutcome, Event, EventKind, OutboxPlace, Session, State};
 use crate::flow::settings::HttpSettings;
 use crate::http::Caller;
@@ -322,6 +322,7 @@ impl Runtime {
             token: lease.token,
             session: ran.session.clone(),
         };
+        let bodies = ran.trace.as_ref().map(|_| bodies_of(&ran.outgoing));
         let commit = TurnCommit {
             item: None,
             session: ran.session,
@@ -330,7 +331,13 @@ impl Runtime {
             cancel_timers,
         };
         match number.store.commit_turn(lease, now_ms, commit).await {
-            Ok(()) => state.session = Some(kept),
+            Ok(()) => {
+                state.session = Some(kept);
+                if let (Some(draft), Some(bodies)) = (ran.trace, bodies) {
+                    self.trace
+                        .record(key, draft, place.turn, place.index, bodies);
+                }
+            }
             Err(CommitError::Fenced) => {
                 tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "the user's lease passed to another instance; it performs the effect again");
                 return Step::Stop;

@@ -30,6 +30,19 @@ pub struct GraphError {
     pub ambiguous: bool,
 }
 
+impl GraphError {
+    /// `131047: message (details)`: how the session trace shows it, Meta's code first.
+    pub fn brief(&self) -> String {
+        let Some(code) = self.code else {
+            return self.to_string();
+        };
+        match &self.details {
+            Some(details) => format!("{code}: {} ({details})", self.message),
+            None => format!("{code}: {}", self.message),
+        }
+    }
+}
+
 impl std::fmt::Display for GraphError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.code {

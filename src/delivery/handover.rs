@@ -412,6 +412,7 @@ impl Runtime {
             report,
             effect: None,
             handover: HandoverActs::default(),
+            trace: None,
         }
     }
 }

@@ -109,6 +109,12 @@ impl Runtime {
                         };
                         push(&mut batches, &number.store, Incoming::Item(new));
                     }
+                    if let Some(user) = recipient.as_deref() {
+                        let key = SessionKey::new(&number.phone_number_id, user);
+                        let error = first_error.map(|e| format!("{}: {}", e.code, e.title));
+                        self.trace
+                            .status(&key, &message_id, &status, error.as_deref());
+                    }
                     let record = StatusRecord {
                         message_id,
                         status,
@@ -225,6 +231,7 @@ impl Runtime {
             report,
             effect,
             handover,
+            trace: draft,
         } = self.run(number, key, session, &event, now_ms);
         if effect.is_some() || handover.to_agent || handover.started.is_some() {
             return store_one(store, message_item(key.clone(), event)).await;
@@ -233,6 +240,7 @@ impl Runtime {
             token: lease.token,
             session: session.clone(),
         };
+        let bodies = draft.as_ref().map(|_| super::turn::bodies_of(&outgoing));
         let turn = DirectTurn {
             item: NewItem {
                 key: key.clone(),
@@ -247,6 +255,9 @@ impl Runtime {
         };
         match store.accept_turn(&lease, now_ms, turn).await {
             Ok(Direct::Committed(item, next)) => {
+                if let (Some(draft), Some(bodies)) = (draft, bodies) {
+                    self.trace.record(key, draft, item.0, 0, bodies);
+                }
                 self.metrics.turns.inc();
                 self.dev_turn(number, key, event.id.as_deref(), Some(item.0), &report);
                 state.session = Some(kept);

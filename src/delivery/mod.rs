@@ -10,6 +10,8 @@
 //! - [`sender`]: one outgoing message: pacing, window template, retries until the
 //!   deadline, auth pause, dead letters.
 //! - [`scan`]: finding work nobody is doing (restarts, dead instances, due retries).
+//! - [`trace`]: the session trace: each user's newest turns as this instance ran them
+//!   (nodes visited, variables, payloads and their statuses), in memory, bounded.
 //! - [`api_items`]: what the API's inject and notify put in a user's loop.
 //! - [`codec`]: the versioned bodies the store keeps for items and messages.
 //! - [`graph`]: what the Graph API answers and what each error means for a retry.
@@ -28,5 +30,6 @@ pub mod inbox;
 pub mod runtime;
 pub mod scan;
 pub mod sender;
+pub mod trace;
 pub mod transport;
 pub mod turn;

@@ -44,6 +44,8 @@ pub struct LoopSettings {
     /// How long one Graph API request may take before it counts as failed (and, since
     /// it went out, ambiguous).
     pub graph_timeout: Duration,
+    /// How much of the session trace this instance keeps in memory.
+    pub trace: super::trace::TraceLimits,
 }
 
 impl LoopSettings {
@@ -74,6 +76,7 @@ impl Default for LoopSettings {
             retry_deadline: Duration::from_secs(6 * 3600),
             scan_every: Duration::from_secs(1),
             graph_timeout: super::transport::REQUEST_TIMEOUT,
+            trace: super::trace::TraceLimits::default(),
         }
     }
 }
@@ -210,6 +213,8 @@ pub struct Runtime {
     /// Who waits for the turn of a message (`/dev/message`), by the message's id.
     pub waiters: Mutex<HashMap<String, oneshot::Sender<TurnReport>>>,
     pub metrics: crate::metrics::Metrics,
+    /// The newest turns of each user this instance ran (`GET /api/v1/users/{user}/trace`).
+    pub trace: super::trace::TraceStore,
     /// Whether new work is taken, and how much admitted work has not been stored.
     intake: Mutex<Intake>,
     /// The shutdown deadline passed: workers give their leases up at their next step.
@@ -278,6 +283,7 @@ impl Runtime {
             workers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
+            trace: super::trace::TraceStore::new(settings.trace),
             intake: Mutex::new(Intake::default()),
             hurry: AtomicBool::new(false),
             settled: Notify::new(),

@@ -65,6 +65,7 @@ impl Runtime {
             let now = now_ms();
             let e = match result {
                 Ok(accepted) => {
+                    self.trace.sent(key, out.at, &accepted.message_id, swapped);
                     let wamid = accepted.message_id.clone();
                     let sent = SentRecord {
                         message_id: accepted.message_id,
@@ -103,6 +104,8 @@ impl Runtime {
                     swapped = true;
                 }
                 Verdict::Auth => {
+                    let why = format!("sending is paused: {}", e.brief());
+                    self.trace.attempt_failed(key, out.at, &why);
                     number.pause(&token, e.to_string());
                     return stop();
                 }
@@ -112,6 +115,7 @@ impl Runtime {
                         .await;
                 }
                 Verdict::WindowClosed | Verdict::Permanent => {
+                    self.trace.failed(key, out.at, &e.brief());
                     return self
                         .give_up(
                             number,
@@ -271,6 +275,8 @@ impl Runtime {
                 .await;
         }
         self.metrics.messages_retried.inc();
+        let why = format!("retrying: {}", e.brief());
+        self.trace.attempt_failed(&lease.key, out.at, &why);
         tracing::info!(number = %lease.key.phone_number_id, error = %e, attempt = out.attempts + 1, wait_ms = wait, "retrying a send");
         match number
             .store
@@ -303,6 +309,8 @@ impl Runtime {
         sent: bool,
     ) -> Sent {
         self.metrics.messages_failed.inc();
+        // Failed already, with Graph's own words, when Graph refused it.
+        self.trace.failed(&lease.key, out.at, &error);
         let node = body.map_or_else(|| "?".to_string(), |b| format!("{}.{}", b.flow, b.node));
         tracing::error!(number = %number.phone_number_id, to = %mask(&lease.key.user), %node, %error, "message not delivered: kept as a dead letter");
         let attempts = out.attempts + u32::from(sent);

@@ -8,6 +8,7 @@ use super::codec::{
 };
 use super::handover;
 use super::runtime::{Number, Runtime, Step, TurnReport, WorkerState, mask, millis, now_ms};
+use super::trace::{self, Draft, Vars};
 use super::{agent_hook, effects};
 use crate::engine::{
     self, Action, Effect, EffectOutcome, Event, EventKind, NO_FAILURE_REASON, Session,
@@ -118,11 +119,16 @@ impl Runtime {
                     Some(request),
                 )
             }
-            Input::Send { message, request } => (
-                api_items::send(key, session, &message, now_ms),
-                None,
-                Some(request),
-            ),
+            Input::Send { message, request } => {
+                let (summary, detail) = api_items::describe(&message);
+                let inbound = trace::inbound_of("notify", &summary, &detail);
+                let ran = api_items::send(key, session, &message, now_ms);
+                (
+                    self.traced(number, inbound, ran, now_ms),
+                    None,
+                    Some(request),
+                )
+            }
             Input::Ended { event, record } => {
                 let mut ran = self.run(number, key, session, &event, now_ms);
                 let ended = agent_hook::ended(&record, now_ms);
@@ -136,12 +142,13 @@ impl Runtime {
                 payload,
                 template,
                 at,
-            } => (
-                self.agent_reply(number, session, &record, payload, template, at, now_ms)
-                    .await,
-                None,
-                None,
-            ),
+            } => {
+                let inbound = trace::inbound_of("agent", "an agent replied", &payload);
+                let ran = self
+                    .agent_reply(number, session, &record, payload, template, at, now_ms)
+                    .await;
+                (self.traced(number, inbound, ran, now_ms), None, None)
+            }
             Input::AgentStatus(event) => (
                 Ran {
                     session,
@@ -149,6 +156,7 @@ impl Runtime {
                     report: TurnReport::default(),
                     effect: None,
                     handover: HandoverActs::default(),
+                    trace: None,
                 },
                 None,
                 None,
@@ -160,6 +168,7 @@ impl Runtime {
                     report: TurnReport::default(),
                     effect: None,
                     handover: HandoverActs::default(),
+                    trace: None,
                 },
                 None,
                 None,
@@ -171,6 +180,7 @@ impl Runtime {
             report,
             effect,
             handover: acts,
+            trace: draft,
         } = ran;
         let mut timers = Vec::new();
         let mut cancel_timers = Vec::new();
@@ -203,6 +213,8 @@ impl Runtime {
             token: lease.token,
             session: session.clone(),
         };
+        // Kept for the trace once committed (a failed commit runs the item again).
+        let bodies = draft.as_ref().map(|_| bodies_of(&outgoing));
         let commit = TurnCommit {
             item: Some(item.id),
             session,
@@ -211,7 +223,12 @@ impl Runtime {
             cancel_timers,
         };
         match number.store.commit_turn(lease, now_ms, commit).await {
-            Ok(()) => state.session = Some(next),
+            Ok(()) => {
+                state.session = Some(next);
+                if let (Some(draft), Some(bodies)) = (draft, bodies) {
+                    self.trace.record(key, draft, item.id.0, 0, bodies);
+                }
+            }
             Err(CommitError::Fenced) => {
                 tracing::info!(number = %key.phone_number_id, to = %mask(&key.user), "the user's lease passed to another instance; it goes on from here");
                 return Step::Stop;
@@ -271,6 +288,13 @@ impl Runtime {
         now_ms: i64,
     ) -> Ran {
         let bot = number.live.bot();
+        let mask = !number.transport.is_local();
+        let before = Vars::of(&session.vars, &bot, mask);
+        let pii_before = if mask {
+            trace::pii_values(&session.vars, &bot)
+        } else {
+            Vec::new()
+        };
         // The engine's own performer stays idle: an effect ends the turn here (the
         // turn commits, then the worker performs it; see `effects`).
         let run = || {
@@ -293,13 +317,33 @@ impl Runtime {
         } else {
             run()
         };
-        let (outgoing, report, effect, handover) = self.outgoing(key, now_ms, turn.steps);
+        let Outs {
+            outgoing,
+            report,
+            effect,
+            handover,
+            ended,
+        } = self.outgoing(key, now_ms, turn.steps);
+        let masked = mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot);
+        let inbound = trace::inbound(event, masked);
+        let draft = Draft::new(
+            &bot,
+            inbound,
+            &turn.visited,
+            before,
+            &turn.session,
+            mask,
+            &report.problems,
+            ended,
+            now_ms,
+        );
         Ran {
             session: turn.session,
             outgoing,
             report,
             effect,
             handover,
+            trace: Some(draft),
         }
     }
 
@@ -396,17 +440,8 @@ impl Runtime {
 
     /// The turn's messages, in order (a `wait` making the ones after it due later), and
     /// the report of what it did.
-    fn outgoing(
-        &self,
-        key: &SessionKey,
-        now_ms: i64,
-        steps: Vec<TurnStep>,
-    ) -> (
-        Vec<DirectOutgoing>,
-        TurnReport,
-        Option<Effect>,
-        HandoverActs,
-    ) {
+    fn outgoing(&self, key: &SessionKey, now_ms: i64, steps: Vec<TurnStep>) -> Outs {
+        let mut ended = false;
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
         let mut effect = None;
@@ -460,10 +495,42 @@ impl Runtime {
                 Action::Effect { effect: e, .. } => effect = Some(e),
                 Action::HandoverStarted { at, .. } => handover.started = Some(at),
                 Action::ToAgent => handover.to_agent = true,
-                Action::Ended => {}
+                Action::Ended => ended = true,
             }
         }
-        (outgoing, report, effect, handover)
+        Outs {
+            outgoing,
+            report,
+            effect,
+            handover,
+            ended,
+        }
+    }
+
+    /// `ran` (a turn that queued a message as is: an API notify's, an agent's reply)
+    /// with its trace: the session unchanged, no node visited.
+    fn traced(
+        &self,
+        number: &Number,
+        inbound: trace::InboundDraft,
+        mut ran: Ran,
+        now_ms: i64,
+    ) -> Ran {
+        let bot = number.live.bot();
+        let mask = !number.transport.is_local();
+        let before = Vars::of(&ran.session.vars, &bot, mask);
+        ran.trace = Some(Draft::new(
+            &bot,
+            inbound,
+            &[],
+            before,
+            &ran.session,
+            mask,
+            &ran.report.problems,
+            false,
+            now_ms,
+        ));
+        ran
     }
 
     /// Marks the user's message read (and shows typing), when the bot says so: before
@@ -507,6 +574,21 @@ pub(super) fn placed(turn: u64, first: u32, outgoing: Vec<DirectOutgoing>) -> Ve
         .collect()
 }
 
+/// What [`Runtime::outgoing`] made of a turn's steps.
+struct Outs {
+    outgoing: Vec<DirectOutgoing>,
+    report: TurnReport,
+    effect: Option<Effect>,
+    handover: HandoverActs,
+    /// The conversation ended in this turn.
+    ended: bool,
+}
+
+/// The bodies of a turn's messages, for the trace.
+pub(super) fn bodies_of(outgoing: &[DirectOutgoing]) -> Vec<String> {
+    outgoing.iter().map(|o| o.body.clone()).collect()
+}
+
 /// What [`Runtime::run`] made of one event; nothing written yet.
 pub(super) struct Ran {
     /// The session after the turn.
@@ -518,6 +600,9 @@ pub(super) struct Ran {
     pub(super) effect: Option<Effect>,
     /// What the turn did about a handover.
     pub(super) handover: HandoverActs,
+    /// The turn's trace, recorded once it is committed (`None`: nothing to show, as
+    /// for an agent's status).
+    pub(super) trace: Option<Draft>,
 }
 
 /// What a turn did about a handover (`Action::HandoverStarted`, `Action::ToAgent`).

@@ -44,6 +44,10 @@ const PATH_SHOWN: usize = 5;
 pub struct Turn {
     pub session: Session,
     pub actions: Vec<Action>,
+    /// The nodes the turn ran or answered, in order (every step of [`run`]'s, the
+    /// fallback flow's included): the session trace's "why did the bot say this".
+    /// Indices into the bot that ran it; [`visit_of`] names them.
+    pub visited: Vec<NodeRef>,
 }
 
 /// Something the caller must do or know, in order.
@@ -82,6 +86,36 @@ pub struct Outgoing {
     pub instead_outside_window: Option<Message>,
 }
 
+/// A node the turn visited, named: its flow and node ids, its kind and where it is
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    pub at: NodeAt,
+    pub kind: &'static str,
+    /// `flows/order.yaml:12:3`
+    pub source: String,
+}
+
+/// Names node `r` of `bot` (the bot that ran the turn: indices are its own).
+pub fn visit_of(bot: &Bot, r: NodeRef) -> Visit {
+    Visit {
+        at: at(bot, r),
+        kind: bot.node(r).kind.name(),
+        source: source_of(bot, r),
+    }
+}
+
+/// Where node `r` is written: `file:line:column`.
+fn source_of(bot: &Bot, r: NodeRef) -> String {
+    let pos = bot.node(r).pos;
+    format!(
+        "{}:{}:{}",
+        bot.flow(r.flow).file.display(),
+        pos.line,
+        pos.column
+    )
+}
+
 /// What went wrong, and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -94,16 +128,9 @@ pub struct Problem {
 impl Problem {
     /// A problem at node `r` of `bot`.
     pub fn at_node(bot: &Bot, r: NodeRef, message: String) -> Self {
-        let flow = bot.flow(r.flow);
-        let pos = bot.node(r).pos;
         Problem {
             at: Some(at(bot, r)),
-            source: Some(format!(
-                "{}:{}:{}",
-                flow.file.display(),
-                pos.line,
-                pos.column
-            )),
+            source: Some(source_of(bot, r)),
             message,
         }
     }
@@ -280,6 +307,7 @@ pub fn run_carrying(
         };
         let next = step(bot, turn.session, &result, now, host);
         turn.actions.extend(next.actions);
+        turn.visited.extend(next.visited);
         turn.session = next.session;
     }
     turn
@@ -314,6 +342,7 @@ pub fn pending_effect(
         message: message.clone(),
         actions: Vec::new(),
         path: Vec::new(),
+        visited: Vec::new(),
         earlier_nodes: 0,
         sent: 0,
         paused: 0,
@@ -370,6 +399,7 @@ fn step_carrying(
         message,
         actions: Vec::new(),
         path: Vec::new(),
+        visited: Vec::new(),
         earlier_nodes: 0,
         sent: 0,
         paused: 0,
@@ -381,6 +411,7 @@ fn step_carrying(
     Turn {
         session: run.session,
         actions: run.actions,
+        visited: run.visited,
     }
 }
 
@@ -403,6 +434,9 @@ struct Run<'a> {
     /// The nodes run so far (since the fallback took over, once it has), for
     /// `limits.nodes_per_turn` and for the log of a runaway turn.
     path: Vec<NodeRef>,
+    /// Every node run or answered, in order, kept across the fallback's takeover
+    /// ([`Turn::visited`]).
+    visited: Vec<NodeRef>,
     /// Nodes the same turn ran before it stopped at an effect (this step goes on
     /// from its outcome), counted against `limits.nodes_per_turn` with `path`.
     earlier_nodes: usize,
@@ -625,6 +659,8 @@ impl Run<'_> {
         };
         self.session.state = State::Idle;
         self.here = Some(at);
+        // The node goes on with its outcome: the trace shows it again.
+        self.visited.push(r);
         self.message = message;
         self.earlier_nodes = so_far.nodes as usize;
         self.sent = so_far.sent as usize;
@@ -743,6 +779,7 @@ impl Run<'_> {
             return;
         };
         self.here = Some(at);
+        self.visited.push(r);
         let on_timeout = match &self.bot.node(r).kind {
             NodeKind::Handover(h) => h.on_timeout,
             _ => None,
@@ -882,6 +919,7 @@ impl Run<'_> {
     fn answer(&mut self, w: &Waiting, kind: &EventKind) {
         let node = self.bot.node(w.node);
         self.here = Some(at(self.bot, w.node));
+        self.visited.push(w.node);
         let value = match &node.kind {
             NodeKind::Buttons(_) | NodeKind::List(_) => {
                 choice_of(&w.choices, kind).map(|id| (Value::from(id), Map::new()))
@@ -1065,6 +1103,7 @@ impl Run<'_> {
     fn visit(&mut self, r: NodeRef) -> Then {
         let node = self.bot.node(r);
         self.here = Some(at(self.bot, r));
+        self.visited.push(r);
         match &node.kind {
             NodeKind::Set(values) => {
                 // In order: a later value can read an earlier one.

@@ -69,6 +69,8 @@ pub struct Bot {
     flow_ids: HashMap<String, FlowIdx>,
     /// Some node is a `script` node.
     script_nodes: bool,
+    /// The variables declared personal data (`pii: true` beside their `save`).
+    pii: std::collections::HashSet<String>,
 }
 
 impl Bot {
@@ -89,8 +91,15 @@ impl Bot {
                 .iter()
                 .any(|n| matches!(n.kind, NodeKind::Script(_)))
         });
+        let pii = flows
+            .iter()
+            .flat_map(|f| &f.nodes)
+            .filter(|n| n.pii)
+            .filter_map(|n| n.save.clone())
+            .collect();
         Bot {
             script_nodes,
+            pii,
             settings,
             scripts,
             transformers: crate::transform::Transformers::default(),
@@ -122,6 +131,17 @@ impl Bot {
 
     pub fn node_count(&self) -> usize {
         self.flows.iter().map(|f| f.nodes.len()).sum()
+    }
+
+    /// Whether variable `name` is declared personal data (`pii: true`): masked where
+    /// variables are shown (the session trace).
+    pub fn is_pii(&self, name: &str) -> bool {
+        self.pii.contains(name)
+    }
+
+    /// Whether any variable is declared personal data.
+    pub fn has_pii(&self) -> bool {
+        !self.pii.is_empty()
     }
 
     /// Whether a turn may run a script (a `script` node or a transformer): such a
@@ -198,6 +218,8 @@ pub struct Node {
     pub kind: NodeKind,
     pub next: Next,
     pub save: Option<String>,
+    /// What `save` stores is personal data (`pii: true`): masked in the session trace.
+    pub pii: bool,
     pub on_error: Option<Target>,
     pub on_window_closed: Option<TemplateMessage>,
 }

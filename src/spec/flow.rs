@@ -133,6 +133,10 @@ pub struct RawNode {
     /// whatsapp_flow, template quick replies) or the HTTP response. Read it as `vars.NAME`.
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub save: Option<String>,
+    /// The value `save` stores is personal data (a phone number, an email, an address):
+    /// the session trace (`GET /api/v1/users/{user}/trace`, the `/dev` inspector) shows
+    /// this variable as `•••` on numbers with WhatsApp credentials, wherever it is set.
+    pub pii: Option<bool>,
     /// Where to go when this node fails (an HTTP error, a script error, a send WhatsApp refused).
     pub on_error: Option<RawTarget>,
     /// A template to send instead when the user's 24-hour customer service window has

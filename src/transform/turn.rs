@@ -21,6 +21,8 @@ use std::sync::LazyLock;
 pub struct Turn {
     pub session: Session,
     pub steps: Vec<Step>,
+    /// The nodes the engine ran or answered ([`engine::Turn::visited`]).
+    pub visited: Vec<crate::flow::NodeRef>,
     /// The input transformer dropped the message: no turn ran.
     pub dropped: bool,
 }
@@ -94,6 +96,7 @@ pub fn run(
                         return Turn {
                             session,
                             steps,
+                            visited: Vec::new(),
                             dropped: true,
                         };
                     }
@@ -106,6 +109,7 @@ pub fn run(
     let carry = (!carry.is_empty()).then_some(&carry);
     let turn = engine::run_carrying(bot, session, &event, now, host, perform, carry);
     let mut session = turn.session;
+    let visited = turn.visited;
     let after = t.output.is_some() || t.finished.is_some();
     let message = if after {
         message_value(event.id.as_deref(), &event.kind, event.at)
@@ -187,6 +191,7 @@ pub fn run(
     Turn {
         session,
         steps,
+        visited,
         dropped: false,
     }
 }

@@ -223,6 +223,13 @@ impl Ctx<'_> {
                     )),
             );
         }
+        if raw.pii == Some(true) && raw.save.is_none() {
+            self.diags.push(
+                self.file
+                    .diag_at_key(&path.key("pii"), Code::MisplacedKey, "`pii` has no effect without `save`".to_string())
+                    .with_hint("it marks the variable `save` stores as personal data; add `save: NAME` or remove `pii`".to_string()),
+            );
+        }
         if raw.on_window_closed.is_some()
             && let Some(kind) = &kind
             && !kind.sends_free_form()
@@ -259,6 +266,7 @@ impl Ctx<'_> {
             kind: kind.unwrap_or(NodeKind::Set(Vec::new())),
             next,
             save: raw.save.clone(),
+            pii: raw.pii == Some(true),
             on_error,
             on_window_closed,
         }
@@ -418,6 +426,7 @@ fn placeholder_node(id: &str, pos: Pos) -> Node {
         kind: NodeKind::Set(Vec::new()),
         next: Next::Goto(Target::End),
         save: None,
+        pii: false,
         on_error: None,
         on_window_closed: None,
     }
