@@ -71,7 +71,7 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Json<V
     };
     let mut notes = recorded.notes;
     if checked.as_deref().is_some_and(|f| f.contains("mock")) {
-        notes.push("a test never calls the network: give each http node the conversation reaches an answer under `mocks:` (docs/testing.md)".into());
+        notes.push("a test never calls the network: give each http node the conversation reaches an answer under `mocks:` (docs/flows.md#mocking-http-nodes)".into());
     }
     let path = if request.write {
         write(&number.live.dir, &rel, &recorded.yaml, request.overwrite)?;
@@ -180,7 +180,7 @@ pub fn build(bot: &Bot, user: &str, name: &str, history: &[Entry]) -> Result<Rec
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Recorded with the /dev simulator; edit it as any test (docs/testing.md)."
+        "# Recorded with the /dev simulator; edit it as any test (docs/flows.md#conversation-tests)."
     );
     let _ = writeln!(out, "name: {}", scalar(name));
     let mut contact = Map::new();
