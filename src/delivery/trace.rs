@@ -55,8 +55,7 @@ const OUTGOING_OVERHEAD: usize = 64;
 /// The memory the trace takes at most by default, in MiB (`serve --trace-memory`).
 pub const DEFAULT_MIB: usize = 32;
 
-/// How much the trace keeps.
-/// (Any limit 0 turns the trace off.)
+/// How much the trace keeps; any limit 0 turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceLimits {
     /// The newest turns kept per (number, user).
@@ -244,11 +243,12 @@ impl Vars {
             }
             value.clone()
         };
-        let masked: Map<String, Value> = if mask && vars.keys().any(|k| bot.is_pii(k)) {
-            vars.iter().map(|(k, v)| (k.clone(), shown(k, v))).collect()
-        } else {
-            Map::new()
-        };
+        let masked: Map<String, Value> =
+            if mask && bot.has_pii() && vars.keys().any(|k| bot.is_pii(k)) {
+                vars.iter().map(|(k, v)| (k.clone(), shown(k, v))).collect()
+            } else {
+                Map::new()
+            };
         let source = if masked.is_empty() { vars } else { &masked };
         let text = serde_json::to_string(source).unwrap_or_else(|_| "{}".into());
         let text = if text.len() > VALUE_MAX {
