@@ -136,11 +136,15 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)>
 }
 
 /// Whether a changed path is part of the bot in `dir`: its YAML files and scripts, not
-/// its database or editor swap files.
+/// its database, editor swap files or conversation tests (`tests/`: not part of the
+/// bot that serves; the `/dev` simulator writes recorded tests there).
 fn is_bot_file(dir: &Path, path: &Path) -> bool {
     let Ok(rel) = path.strip_prefix(dir) else {
         return false;
     };
+    if rel.starts_with("tests") {
+        return false;
+    }
     let hidden = rel
         .components()
         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
@@ -171,5 +175,6 @@ mod tests {
             Path::new("/bots/acme/flows/.main.yaml.swp")
         ));
         assert!(!is_bot_file(dir, Path::new("/bots/other/flows/main.yaml")));
+        assert!(!is_bot_file(dir, Path::new("/bots/acme/tests/happy.yaml")));
     }
 }

@@ -165,9 +165,13 @@ fn chat_json_prints_exact_payloads_and_commands_work() {
 
     let out = parlance(
         &["chat", "."],
-        "hi\n/location 52.52 13.40\n/vars\n/nope\n/reset\n/quit\nnever read\n",
+        "hi\n/trace\n/location 52.52 13.40\n/vars\n/nope\n/reset\n/quit\nnever read\n",
     );
     let text = stdout(&out);
+    assert!(
+        text.contains("you: /trace\n  main.welcome (buttons) flows/main.yaml:7:3\n"),
+        "{text}"
+    );
     assert!(text.contains("you: /location 52.52 13.40"), "{text}");
     assert!(
         text.contains("(unknown command /nope; /help for commands)"),

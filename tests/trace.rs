@@ -44,6 +44,11 @@ const OTHERS: &[(&str, &str)] = &[
 
 /// A bot folder: with the fake Graph's credentials and an api.key, or local (neither).
 fn bot(graph: Option<&FakeGraph>) -> tempfile::TempDir {
+    bot_on(graph, "sqlite://data/test.db")
+}
+
+/// [`bot`] with its sessions in `store`.
+fn bot_on(graph: Option<&FakeGraph>, store: &str) -> tempfile::TempDir {
     let config = match graph {
         Some(graph) => format!(
             "bot: {{ entry: main }}
@@ -54,12 +59,12 @@ whatsapp:
   app_secret: {SECRET}
   message_delay_ms: 0
   base_url: {}
-session: {{ store: \"sqlite://data/test.db\" }}
+session: {{ store: \"{store}\" }}
 api: {{ key: {KEY} }}
 ",
             graph.base_url()
         ),
-        None => "bot: { entry: main }\nsession: { store: \"sqlite://data/test.db\" }\n".into(),
+        None => format!("bot: {{ entry: main }}\nsession: {{ store: \"{store}\" }}\n"),
     };
     let mut files = vec![
         ("parlance.yaml", config.as_str()),
@@ -319,4 +324,139 @@ async fn a_local_bot_shows_pii_and_the_local_wamids() {
     assert_eq!(turns[1]["inbound"]["summary"], "+1 555 0100");
     let wamid = turns[1]["outgoing"][0]["wamid"].as_str().unwrap();
     assert!(wamid.starts_with("wamid.local."), "{wamid}");
+}
+
+/// A backend for `http` nodes: `GET /eta` answers `{"eta": "5 min"}`.
+async fn backend() -> String {
+    let app = axum::Router::new().route(
+        "/eta",
+        axum::routing::get(|| async { axum::Json(json!({ "eta": "5 min" })) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// A turn that stops at an `http` call, and the rest of it once the answer is in: two
+/// entries, the second from the `effect_result`, its message after the first's in the
+/// outbox order.
+#[tokio::test]
+async fn an_http_call_splits_the_turn_in_two_entries() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = bot(Some(&graph));
+    std::fs::write(
+        dir.path().join("flows/order.yaml"),
+        format!(
+            "triggers:\n  - keywords: [order]\nnodes:\n  look:\n    say: \"Looking it up\"\n  lookup:\n    http: {{ url: \"{}/eta\", retries: 0 }}\n    save: eta\n  tell:\n    say: \"ETA {{{{ vars.eta.body.eta }}}}\"\n    next: end\n",
+            backend().await
+        ),
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let port = server.port;
+    deliver_text(
+        &Client::new(),
+        port,
+        (NUMBER, SECRET),
+        USER,
+        "wamid.o.1",
+        "order",
+    )
+    .await;
+    let turns = turns_when(port, Some(KEY), NUMBER, |t| {
+        t.len() == 2 && t.iter().all(|t| t["outgoing"][0]["status"] == "sent")
+    })
+    .await;
+    assert_eq!(turns.len(), 2, "{turns:#?}");
+    let (asked, answered) = (&turns[0], &turns[1]);
+    assert_eq!(
+        visited(asked),
+        [
+            "order.look say flows/order.yaml:4:3",
+            "order.lookup http flows/order.yaml:6:3"
+        ]
+    );
+    assert_eq!(
+        asked["state_after"],
+        json!({ "kind": "effect", "flow": "order", "node": "lookup" })
+    );
+    assert_eq!(asked["outgoing"][0]["index"], 0);
+    assert_eq!(answered["inbound"]["kind"], "effect_result");
+    assert_eq!(answered["inbound"]["summary"], "the http call answered 200");
+    assert_eq!(answered["turn"], asked["turn"]);
+    assert_eq!(
+        visited(answered),
+        [
+            "order.lookup http flows/order.yaml:6:3",
+            "order.tell say flows/order.yaml:9:3"
+        ]
+    );
+    assert_eq!(answered["vars_before"], json!({}));
+    assert_eq!(
+        answered["vars_after"]["eta"]["body"],
+        json!({ "eta": "5 min" })
+    );
+    assert_eq!(answered["state_after"]["kind"], "ended");
+    let out = &answered["outgoing"][0];
+    assert_eq!(out["index"], 1);
+    assert_eq!(out["payload"]["text"]["body"], "ETA 5 min");
+    assert_eq!(out["wamid"], "wamid.FAKE00000002");
+}
+
+/// On Redis (the store of several instances) the same: the direct path's turn and the
+/// worker's, their sends and statuses.
+#[tokio::test]
+async fn the_trace_follows_turns_and_sends_on_redis() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = bot_on(Some(&graph), &support::redis_store("trace"));
+    let server = Server::start(dir.path(), &[]).await;
+    let port = server.port;
+    let client = Client::new();
+    deliver_text(&client, port, (NUMBER, SECRET), USER, "wamid.r.1", "hi").await;
+    deliver_text(
+        &client,
+        port,
+        (NUMBER, SECRET),
+        USER,
+        "wamid.r.2",
+        "+1 555 0100",
+    )
+    .await;
+    let turns = turns_when(port, Some(KEY), NUMBER, |t| {
+        t.len() == 2 && t.iter().all(|t| t["outgoing"][0]["status"] == "sent")
+    })
+    .await;
+    assert_eq!(turns.len(), 2, "{turns:#?}");
+    let wamid = turns[1]["outgoing"][0]["wamid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wamid, "wamid.FAKE00000002");
+    let body = status_webhook(&wamid, "delivered");
+    assert_eq!(post_signed(&client, port, SECRET, &body).await, 200);
+    let turns = turns_when(port, Some(KEY), NUMBER, |_| true).await;
+    assert_eq!(turns[1]["outgoing"][0]["status"], "delivered");
+    assert_eq!(turns[1]["vars_after"], json!({ "phone": "•••" }));
+}
+
+/// `--trace-memory 0` keeps no trace: the turn ran (its reply is in the answer), and
+/// the trace says there is none.
+#[tokio::test]
+async fn trace_memory_0_keeps_no_trace() {
+    let dir = bot(None);
+    let server = Server::start(dir.path(), &["--trace-memory", "0"]).await;
+    let r = Client::new()
+        .post(format!("http://127.0.0.1:{}/dev/message", server.port))
+        .json(&json!({ "from": USER, "text": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["sent"][0]["text"]["body"], "Your phone number?");
+    let (status, body) = get_trace(server.port, USER, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

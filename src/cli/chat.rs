@@ -15,6 +15,7 @@ const HELP: &str = "type a message, or a number to tap a button or list row
   /location LAT LON [NAME]   share a location
   /image URL                 send an image (also /document, /audio, /video)
   /vars                      show the session's variables
+  /trace                     show the nodes the last turn ran, with where they are written
   /reset                     start a new conversation
   /quit                      leave (or Ctrl-D)";
 
@@ -46,6 +47,8 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>, http_calls: b
     let mut session = Session::new(user, now());
     let mut choices: Vec<(String, String)> = Vec::new();
     let mut counter = 0u64;
+    // The nodes the last turn ran or answered, for `/trace`.
+    let mut visited = Vec::new();
     let stdin = std::io::stdin();
     loop {
         if interactive {
@@ -76,6 +79,20 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>, http_calls: b
                 let _ = writeln!(out, "{vars}");
                 continue;
             }
+            Input::Trace => {
+                for r in &visited {
+                    let v = crate::engine::visit_of(&bot, *r);
+                    let _ = writeln!(
+                        out,
+                        "  {}.{} ({}) {}",
+                        v.at.flow, v.at.node, v.kind, v.source
+                    );
+                }
+                if visited.is_empty() {
+                    let _ = writeln!(out, "(no node ran in the last turn)");
+                }
+                continue;
+            }
             Input::Reset => {
                 session = Session::new(user, now());
                 choices.clear();
@@ -97,6 +114,7 @@ pub fn run(dir: &Path, json: bool, user: &str, name: Option<&str>, http_calls: b
         };
         let turn = transform::run(&bot, session, &event, now(), &host, &mut effects, user);
         session = turn.session;
+        visited = turn.visited;
         if turn.dropped && !json {
             let _ = writeln!(out, "     (the input transformer dropped this message)");
         }
@@ -207,6 +225,7 @@ enum Input {
     Event(EventKind),
     Help,
     Vars,
+    Trace,
     Reset,
     Quit,
     Invalid(String),
@@ -239,6 +258,7 @@ fn parse_input(line: &str, choices: &[(String, String)]) -> Input {
     match words.next().unwrap_or_default() {
         "help" | "?" => Input::Help,
         "vars" => Input::Vars,
+        "trace" => Input::Trace,
         "reset" => Input::Reset,
         "quit" | "exit" => Input::Quit,
         "location" => {

@@ -97,6 +97,10 @@ pub enum Command {
         /// most once.
         #[arg(long, value_name = "DURATION", default_value = "10s", env = "PARLANCE_GRAPH_TIMEOUT", value_parser = humantime::parse_duration)]
         graph_timeout: Duration,
+        /// MiB of memory the session trace (`GET /api/v1/users/{user}/trace`) may take
+        /// at most; the least recently active users' traces go first. 0 keeps none.
+        #[arg(long, value_name = "MIB", default_value_t = crate::delivery::trace::DEFAULT_MIB as u64, env = "PARLANCE_TRACE_MEMORY", value_parser = clap::value_parser!(u64).range(0..=65_536))]
+        trace_memory: u64,
     },
     /// Talk to the bot in the terminal: type a message, a number to tap a button or
     /// row, or /help. Reads piped input one message per line, so it can be scripted.
@@ -185,6 +189,7 @@ pub fn run(cli: Cli) -> u8 {
             retry_deadline,
             lease_ttl,
             graph_timeout,
+            trace_memory,
         } => serve::run(
             serve::Options {
                 dirs,
@@ -202,6 +207,10 @@ pub fn run(cli: Cli) -> u8 {
                     retry_deadline,
                     lease_ttl,
                     graph_timeout,
+                    trace: crate::delivery::trace::TraceLimits {
+                        bytes: usize::try_from(trace_memory << 20).unwrap_or(usize::MAX),
+                        ..Default::default()
+                    },
                     ..LoopSettings::default()
                 },
             },

@@ -254,13 +254,14 @@ impl Runtime {
             outgoing,
         };
         match store.accept_turn(&lease, now_ms, turn).await {
-            Ok(Direct::Committed(item)) => {
+            Ok(Direct::Committed(item, next)) => {
                 if let (Some(draft), Some(bodies)) = (draft, bodies) {
                     self.trace.record(key, draft, item.0, 0, bodies);
                 }
                 self.metrics.turns.inc();
                 self.dev_turn(number, key, event.id.as_deref(), Some(item.0), &report);
                 state.session = Some(kept);
+                state.next_out = next;
                 // The store found the inbox empty; later items raise the worker's
                 // signal (see `WorkerState::inbox_empty`).
                 state.inbox_empty = store.single_process();

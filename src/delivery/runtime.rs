@@ -18,7 +18,7 @@ use super::transport::Transport;
 use crate::engine::OfflineHost;
 use crate::live::LiveBot;
 use crate::store::SessionKey;
-use crate::store::durable::{Durable, Lease, Millis};
+use crate::store::durable::{Durable, Lease, Millis, Peek};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -44,6 +44,8 @@ pub struct LoopSettings {
     /// How long one Graph API request may take before it counts as failed (and, since
     /// it went out, ambiguous).
     pub graph_timeout: Duration,
+    /// How much of the session trace this instance keeps in memory.
+    pub trace: super::trace::TraceLimits,
 }
 
 impl LoopSettings {
@@ -74,6 +76,7 @@ impl Default for LoopSettings {
             retry_deadline: Duration::from_secs(6 * 3600),
             scan_every: Duration::from_secs(1),
             graph_timeout: super::transport::REQUEST_TIMEOUT,
+            trace: super::trace::TraceLimits::default(),
         }
     }
 }
@@ -280,7 +283,7 @@ impl Runtime {
             workers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
-            trace: super::trace::TraceStore::default(),
+            trace: super::trace::TraceStore::new(settings.trace),
             intake: Mutex::new(Intake::default()),
             hurry: AtomicBool::new(false),
             settled: Notify::new(),
@@ -517,6 +520,14 @@ impl Runtime {
         if let Some(id) = state.mark_read.take() {
             self.mark_read(number, &id).await;
         }
+        // Good for this step only (see `WorkerState::next_out`); a replay raised
+        // `stored`, and its message may sort before the one peeked at.
+        let peeked = std::mem::take(&mut state.next_out);
+        let peeked = if signal.stored.load(Ordering::SeqCst) {
+            Peek::NotLooked
+        } else {
+            peeked
+        };
         if state.effect.is_some()
             && let Some(outcome) = Self::effect_done(state)
         {
@@ -545,7 +556,11 @@ impl Runtime {
         if number.paused().is_some() {
             return Ok(idle(state));
         }
-        let Some(out) = number.store.next_outgoing(key).await? else {
+        let next = match peeked {
+            Peek::Next(next) => next,
+            Peek::NotLooked => number.store.next_outgoing(key).await?,
+        };
+        let Some(out) = next else {
             state.look_again = true;
             self.dev_pause(number, key, false);
             return Ok(idle(state));
@@ -569,6 +584,7 @@ impl Runtime {
             let delay = number.live.bot().settings.whatsapp.message_delay;
             state.gate = sent_at + millis(delay);
         }
+        state.next_out = step.next;
         Ok(step.then)
     }
 
@@ -638,6 +654,12 @@ pub(super) struct WorkerState {
     /// scanner's timers do not kick a user whose worker runs; they wait for it to stop,
     /// and the next scan then finds them.)
     pub(super) inbox_empty: bool,
+    /// What the last write said the user's first unsent message is (see [`Peek`]):
+    /// the next send takes it instead of reading the outbox again. Only writes under
+    /// the worker's lease change the outbox, except a dead letter's replay, which
+    /// raises [`Signal::stored`]; so it holds until the worker runs a turn or sees that
+    /// signal, and is dropped at every other step.
+    pub(super) next_out: Peek,
     /// The effect (`http` call) being performed for the user: while it runs, the
     /// user's items wait and the worker only sends.
     pub(super) effect: Option<super::effects::InFlight>,
@@ -661,6 +683,8 @@ pub(super) struct Sent {
     /// When Graph accepted a message (Unix ms), for the message delay.
     pub sent_at: Option<Millis>,
     pub then: Step,
+    /// The user's next message, when the store looked in the same write.
+    pub next: Peek,
 }
 
 /// Unix time in milliseconds.

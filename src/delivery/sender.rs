@@ -15,7 +15,7 @@ use super::graph::{GraphError, Verdict, backoff, classify};
 use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
-use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing};
+use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing, Peek};
 use serde::{Deserialize, Serialize};
 
 /// What a dead letter's `reason` holds: the error and Meta's code (JSON, so
@@ -65,8 +65,8 @@ impl Runtime {
             let now = now_ms();
             let e = match result {
                 Ok(accepted) => {
-                    let wamid = accepted.message_id.clone();
                     self.trace.sent(key, out.at, &accepted.message_id, swapped);
+                    let wamid = accepted.message_id.clone();
                     let sent = SentRecord {
                         message_id: accepted.message_id,
                         key: key.clone(),
@@ -76,11 +76,12 @@ impl Runtime {
                     };
                     self.metrics.messages_sent.inc();
                     return match number.store.mark_sent(lease, now, out.at, sent).await {
-                        Ok(()) => {
+                        Ok(next) => {
                             self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
                             Sent {
                                 sent_at: Some(now),
                                 then: Step::Again,
+                                next,
                             }
                         }
                         Err(e) => {
@@ -163,9 +164,10 @@ impl Runtime {
                     at: now,
                 };
                 return match number.store.mark_sent(lease, now, out.at, sent).await {
-                    Ok(()) => Sent {
+                    Ok(next) => Sent {
                         sent_at: None,
                         then: Step::Again,
+                        next,
                     },
                     Err(e) => {
                         log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -202,6 +204,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -283,6 +286,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -323,6 +327,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
+                next: Peek::NotLooked,
             },
             Err(e) => {
                 log_write_error(&number.phone_number_id, out.at, &e);
@@ -336,6 +341,7 @@ fn stop() -> Sent {
     Sent {
         sent_at: None,
         then: Step::Stop,
+        next: Peek::NotLooked,
     }
 }
 

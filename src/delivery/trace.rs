@@ -52,7 +52,10 @@ const SHARDS: usize = 8;
 const RECORD_OVERHEAD: usize = 128;
 const OUTGOING_OVERHEAD: usize = 64;
 
-/// How much the trace keeps.
+/// The memory the trace takes at most by default, in MiB (`serve --trace-memory`).
+pub const DEFAULT_MIB: usize = 32;
+
+/// How much the trace keeps; any limit 0 turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceLimits {
     /// The newest turns kept per (number, user).
@@ -69,7 +72,7 @@ impl Default for TraceLimits {
         TraceLimits {
             turns_per_user: 50,
             users: 10_000,
-            bytes: 64 * 1024 * 1024,
+            bytes: DEFAULT_MIB * 1024 * 1024,
         }
     }
 }
@@ -207,7 +210,7 @@ pub struct Draft {
 /// The parts of a turn's trace that never change, stored as one JSON text.
 #[derive(Serialize)]
 struct FixedOut<'a> {
-    inbound: &'a Inbound,
+    inbound: &'a InboundDraft,
     visited: &'a [VisitedNode],
     vars_before: &'a RawValue,
     vars_after: &'a RawValue,
@@ -240,11 +243,12 @@ impl Vars {
             }
             value.clone()
         };
-        let masked: Map<String, Value> = if mask && vars.keys().any(|k| bot.is_pii(k)) {
-            vars.iter().map(|(k, v)| (k.clone(), shown(k, v))).collect()
-        } else {
-            Map::new()
-        };
+        let masked: Map<String, Value> =
+            if mask && bot.has_pii() && vars.keys().any(|k| bot.is_pii(k)) {
+                vars.iter().map(|(k, v)| (k.clone(), shown(k, v))).collect()
+            } else {
+                Map::new()
+            };
         let source = if masked.is_empty() { vars } else { &masked };
         let text = serde_json::to_string(source).unwrap_or_else(|_| "{}".into());
         let text = if text.len() > VALUE_MAX {
@@ -270,7 +274,7 @@ fn capped(value: &Value) -> Value {
     if len <= VALUE_MAX {
         return value.clone();
     }
-    Value::from(format!("… {len} bytes of JSON, too large for the trace"))
+    Value::from(too_large(len))
 }
 
 impl Draft {
@@ -278,7 +282,7 @@ impl Draft {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         bot: &Bot,
-        inbound: Inbound,
+        inbound: InboundDraft,
         visited: &[NodeRef],
         before: Vars,
         after: &Session,
@@ -358,34 +362,63 @@ pub fn pii_changed(before: &[(String, Value)], after: &Map<String, Value>, bot: 
         })
 }
 
-/// Masks what the user sent: the turn saved personal data, most likely this message.
-pub fn mask_inbound(inbound: &mut Inbound) {
-    inbound.summary = MASKED.to_string();
-    if let Some(kind) = inbound.detail.get_mut("kind") {
-        *kind = Value::from(MASKED);
-    }
+/// What started a turn, as the trace keeps it (read back as [`Inbound`]).
+#[derive(Debug, Serialize)]
+pub struct InboundDraft {
+    kind: String,
+    id: Option<String>,
+    summary: String,
+    /// JSON, at most [`VALUE_MAX`] long (else a note of its size).
+    detail: Box<RawValue>,
 }
 
-/// The inbound part of a turn's trace for `event`.
-pub fn inbound(event: &Event) -> Inbound {
-    let detail = serde_json::to_value(event).map_or(Value::Null, |v| capped(&v));
-    Inbound {
+/// The inbound part of a turn's trace for `event`. `masked` when the turn saved a
+/// `pii: true` variable on a number with credentials: what the user sent is most
+/// likely what was saved, so neither the summary nor the message's content is kept.
+pub fn inbound(event: &Event, masked: bool) -> InboundDraft {
+    let (summary, detail) = if masked {
+        let detail = serde_json::json!({
+            "id": event.id,
+            "at": event.at,
+            "contact_name": event.contact_name,
+            "kind": MASKED,
+        });
+        (MASKED.to_string(), raw(&detail))
+    } else {
+        (cut(&summary(&event.kind)), raw(event))
+    };
+    InboundDraft {
         kind: kind_name(&event.kind).to_string(),
         id: event.id.clone(),
-        summary: cut(&summary(&event.kind)),
+        summary,
         detail,
     }
 }
 
 /// The inbound part of a turn that ran no event (an API notify's message, an agent's
 /// reply): `kind` and `summary` as given, `detail` the message.
-pub fn inbound_of(kind: &str, summary: &str, detail: &Value) -> Inbound {
-    Inbound {
+pub fn inbound_of(kind: &str, summary: &str, detail: &Value) -> InboundDraft {
+    InboundDraft {
         kind: kind.to_string(),
         id: None,
         summary: cut(summary),
-        detail: capped(detail),
+        detail: raw(detail),
     }
+}
+
+/// `value` as JSON text, or a note of its size when longer than [`VALUE_MAX`].
+fn raw(value: &impl Serialize) -> Box<RawValue> {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    let text = if text.len() > VALUE_MAX {
+        Value::from(too_large(text.len())).to_string()
+    } else {
+        text
+    };
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+fn too_large(len: usize) -> String {
+    format!("… {len} bytes of JSON, too large for the trace")
 }
 
 fn kind_name(kind: &EventKind) -> &'static str {
@@ -711,7 +744,7 @@ impl TraceStore {
         first: u32,
         bodies: Vec<String>,
     ) {
-        if self.limits.turns_per_user == 0 || self.limits.users == 0 {
+        if self.limits.turns_per_user == 0 || self.limits.users == 0 || self.limits.bytes == 0 {
             return;
         }
         let record = TurnRecord {

@@ -324,10 +324,8 @@ impl Runtime {
             handover,
             ended,
         } = self.outgoing(key, now_ms, turn.steps);
-        let mut inbound = trace::inbound(event);
-        if mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot) {
-            trace::mask_inbound(&mut inbound);
-        }
+        let masked = mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot);
+        let inbound = trace::inbound(event, masked);
         let draft = Draft::new(
             &bot,
             inbound,
@@ -511,7 +509,13 @@ impl Runtime {
 
     /// `ran` (a turn that queued a message as is: an API notify's, an agent's reply)
     /// with its trace: the session unchanged, no node visited.
-    fn traced(&self, number: &Number, inbound: trace::Inbound, mut ran: Ran, now_ms: i64) -> Ran {
+    fn traced(
+        &self,
+        number: &Number,
+        inbound: trace::InboundDraft,
+        mut ran: Ran,
+        now_ms: i64,
+    ) -> Ran {
         let bot = number.live.bot();
         let mask = !number.transport.is_local();
         let before = Vars::of(&ran.session.vars, &bot, mask);

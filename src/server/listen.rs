@@ -218,7 +218,8 @@ async fn serve_connection(
 struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` of the last byte read or written.
+    /// Milliseconds since `epoch` of the last byte read or written, at least 1: 0 means
+    /// none yet.
     last_io_ms: AtomicU64,
     /// When the first byte of the head now arriving was read (none between requests).
     head_started: Mutex<Option<Instant>>,
@@ -239,8 +240,11 @@ impl Activity {
     }
 
     fn touch(&self) {
+        // A request read and answered within the connection's first millisecond is
+        // still I/O: without the `max`, a connection whose answer streams on (the
+        // `/dev` event stream) would get the header timeout, not the idle timeout.
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_ms.store(ms, Ordering::Relaxed);
+        self.last_io_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
     fn head(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
@@ -348,5 +352,25 @@ impl AsyncWrite for Tracked {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Activity, Limits};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn io_in_the_first_millisecond_counts_as_io() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let activity = Activity::new();
+        // Nothing yet: the header timeout.
+        assert!(activity.deadline(&limits) < Instant::now() + Duration::from_secs(2));
+        activity.touch();
+        assert!(activity.deadline(&limits) > Instant::now() + Duration::from_secs(30));
     }
 }

@@ -87,10 +87,3 @@ fn content_type(mime: &str) -> String {
         mime.to_string()
     }
 }
-
-/// Every file the page has (for tests and `/dev/api/info`'s consumers).
-pub fn files() -> Vec<String> {
-    let mut files: Vec<String> = Assets::iter().map(|f| f.to_string()).collect();
-    files.sort();
-    files
-}

@@ -145,6 +145,11 @@ pub async fn submit(
     };
     let hub = &state.runtime.dev;
     let at = hub.now_ms();
+    // WhatsApp always sends a profile name: a simulated user without one is called
+    // what a conversation test calls its user, so a recorded test sees the same texts.
+    let name = submission
+        .name
+        .unwrap_or_else(|| crate::testing::DEFAULT_NAME.to_string());
     let mut input = submission.input;
     if let DevInput::Media(m) = &mut input
         && m.id.is_none()
@@ -154,7 +159,7 @@ pub async fn submit(
     let event = Event {
         id: Some(id.to_string()),
         at: at.div_euclid(1000),
-        contact_name: submission.name.clone(),
+        contact_name: Some(name.clone()),
         kind: event_kind(&input),
     };
     let key = SessionKey::new(&number.phone_number_id, &submission.user);
@@ -163,7 +168,7 @@ pub async fn submit(
         Inbound {
             id: id.to_string(),
             input,
-            name: submission.name,
+            name: Some(name),
             at,
             item: None,
         },

@@ -71,7 +71,7 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Json<V
     };
     let mut notes = recorded.notes;
     if checked.as_deref().is_some_and(|f| f.contains("mock")) {
-        notes.push("a test never calls the network: give each http node the conversation reaches an answer under `mocks:` (docs/testing.md)".into());
+        notes.push("a test never calls the network: give each http node the conversation reaches an answer under `mocks:` (docs/flows.md#mocking-http-nodes)".into());
     }
     let path = if request.write {
         write(&number.live.dir, &rel, &recorded.yaml, request.overwrite)?;
@@ -180,7 +180,7 @@ pub fn build(bot: &Bot, user: &str, name: &str, history: &[Entry]) -> Result<Rec
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Recorded with the /dev simulator; edit it as any test (docs/testing.md)."
+        "# Recorded with the /dev simulator; edit it as any test (docs/flows.md#conversation-tests)."
     );
     let _ = writeln!(out, "name: {}", scalar(name));
     let mut contact = Map::new();
@@ -589,6 +589,79 @@ fn write(dir: &Path, rel: &Path, yaml: &str, overwrite: bool) -> Result<(), ApiE
 mod tests {
     use super::*;
 
+    fn out(wamid: &str, item: u64, node: &str, text: &str) -> Entry {
+        Entry::Out(Outbound {
+            wamid: wamid.into(),
+            payload: json!({"type": "text", "text": {"body": text}}),
+            status: "read".into(),
+            error: None,
+            at: 0,
+            flow: "main".into(),
+            node: node.into(),
+            item,
+        })
+    }
+
+    fn inbound(id: &str, at: i64, item: u64, text: &str) -> Entry {
+        Entry::In(Inbound {
+            id: id.into(),
+            input: DevInput::Text(text.into()),
+            name: Some("Ann".into()),
+            at,
+            item: Some(item),
+        })
+    }
+
+    #[test]
+    fn replies_stay_with_their_turn_and_long_pauses_advance_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+        std::fs::write(
+            dir.path().join("flows/main.yaml"),
+            "id: main\nnodes:\n  greet:\n    say: Hello\n  ask_name:\n    ask: { text: \"Name?\" }\n    save: name\n  done:\n    say: \"Bye {{ vars.name }}\"\n",
+        )
+        .unwrap();
+        let bot = crate::compile::load_bot(dir.path())
+            .bot
+            .expect("the bot loads");
+        // The user typed "Ann" before the first turn's replies went out.
+        let history = vec![
+            out("w0", 99, "greet", "from the API, before the user wrote"),
+            inbound("m1", 1_000, 1, "hi"),
+            inbound("m2", 121_000, 2, "Ann"),
+            out("w1", 1, "greet", "Hello"),
+            out("w2", 1, "ask_name", "Name?"),
+            out("w3", 2, "done", "Bye Ann"),
+        ];
+        let recorded = build(&bot, "15550001111", "greets Ann", &history).unwrap();
+        let steps: Vec<&str> = recorded
+            .yaml
+            .lines()
+            .skip_while(|l| *l != "steps:")
+            .skip(1)
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "  - user: \"hi\"",
+                "  - bot: { say: \"Hello\" }",
+                "  - bot: { ask: \"Name?\" }",
+                "  - advance: \"120s\"",
+                "  - user: \"Ann\"",
+                "  - bot: { say: \"Bye Ann\" }",
+            ]
+        );
+        assert!(
+            recorded
+                .yaml
+                .contains("contact: { wa_id: \"15550001111\", name: \"Ann\" }")
+        );
+        assert_eq!(recorded.notes.len(), 1, "{:?}", recorded.notes);
+        let rel = Path::new("tests/greets_ann.yaml");
+        assert_eq!(check(&bot, rel, &recorded.yaml).unwrap(), None);
+        assert!(build(&bot, "15550001111", "x", &[]).is_err());
+    }
+
     #[test]
     fn names_become_file_names_and_paths_are_refused() {
         assert_eq!(slug("Orders a pizza!").unwrap(), "orders_a_pizza");
@@ -612,8 +685,8 @@ mod tests {
         assert_eq!(scalar("a \"b\"\n\\"), "\"a \\\"b\\\"\\n\\\\\"");
         assert_eq!(scalar("\u{85}x"), "\"\\u0085x\"");
         assert_eq!(
-            flow(&json!({"reply": "medium", "n": [1, true, null], "no": "x"})),
-            "{ reply: \"medium\", n: [1, true, null], \"no\": \"x\" }"
+            flow(&json!({"reply": "medium", "m": [1, true, null], "no": "x"})),
+            "{ reply: \"medium\", m: [1, true, null], \"no\": \"x\" }"
         );
     }
 }

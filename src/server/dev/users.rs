@@ -67,7 +67,7 @@ pub async fn read(
 
 /// `POST /dev/api/users/{user}/reset`: erases the user's conversation from the store
 /// (as the API's erasure does: session, queued messages, timers, records) and the
-/// page's history, so the next message starts afresh.
+/// page's history and the user's trace, so the next message starts afresh.
 pub async fn reset(
     State(state): State<AppState>,
     Query(which): Query<Which>,
@@ -80,5 +80,7 @@ pub async fn reset(
         .await
         .map_err(|e| ApiError::store(&e))?;
     state.runtime.dev.reset(&key);
+    // The inspector starts afresh too.
+    state.runtime.trace.forget(&key);
     Ok(Json(json!({ "user": key.user, "sessions_erased": erased })))
 }

@@ -49,7 +49,7 @@ use super::handover::{
 };
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable, Item, ItemId,
-    ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, TurnCommit,
+    ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, Peek, TurnCommit,
     UserData,
 };
 use crate::engine::Session;
@@ -185,6 +185,18 @@ fn sent_record(wamid: &str, key: &SessionKey, at: Millis) -> SentRecord {
     }
 }
 
+/// What a write said about the user's outbox (when it looked) is what a read says.
+async fn assert_peek(store: &dyn Durable, key: &SessionKey, peek: Peek, what: &str) {
+    match peek {
+        Peek::NotLooked => {}
+        Peek::Next(next) => assert_eq!(
+            next,
+            store.next_outgoing(key).await.expect("next_outgoing"),
+            "{what}'s peek at the outbox"
+        ),
+    }
+}
+
 /// Every body in the user's outbox, in order, by draining it (mark_sent) under `lease`.
 async fn drain(store: &dyn Durable, lease: &Lease, now: Millis) -> Vec<String> {
     let mut bodies = Vec::new();
@@ -194,10 +206,11 @@ async fn drain(store: &dyn Durable, lease: &Lease, now: Millis) -> Vec<String> {
         .expect("next_outgoing")
     {
         let wamid = format!("wamid.drain.{}.{}", o.at.turn, o.at.index);
-        store
+        let peek = store
             .mark_sent(lease, now, o.at, sent_record(&wamid, &lease.key, now))
             .await
             .expect("mark_sent");
+        assert_peek(store, &lease.key, peek, "mark_sent").await;
         bodies.push(o.body);
     }
     bodies
@@ -825,9 +838,11 @@ pub async fn direct_turns_commit_in_one_step(store: Arc<dyn Durable>) {
         )
         .await
         .unwrap();
-    let Direct::Committed(id) = store.accept_turn(&l, 5, first).await.unwrap() else {
+    let Direct::Committed(id, peek) = store.accept_turn(&l, 5, first).await.unwrap() else {
         panic!("a user with an empty inbox takes the direct path");
     };
+    // ada's earlier message is still queued: it comes first.
+    assert_peek(&*store, &ada, peek, "accept_turn").await;
     assert!(id > earlier, "{id:?} after {earlier:?}");
     assert_eq!(
         store.load_session(&ada).await.unwrap(),
@@ -912,7 +927,7 @@ pub async fn direct_turns_commit_in_one_step(store: Arc<dyn Durable>) {
     );
     assert!(matches!(
         store.accept_turn(&lb, 9, bobs).await.unwrap(),
-        Direct::Committed(_)
+        Direct::Committed(..)
     ));
     // A stale lease writes nothing.
     store.release(&lb).await.unwrap();

@@ -8,7 +8,7 @@ use super::handover::{
 };
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, Lease, Millis,
-    NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
+    NewItem, NewTimer, OutKey, Outgoing, Peek, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError};
@@ -108,6 +108,11 @@ impl Inner {
             },
         );
         id
+    }
+
+    /// The user's first unsent message (the map sorts a user's by place).
+    fn first_outgoing(&self, key: &SessionKey) -> Option<Outgoing> {
+        self.outbox.values().find(|o| &o.key == key).cloned()
     }
 
     /// The queued message a write under `lease` is about, if the lease is held.
@@ -281,7 +286,7 @@ impl Durable for MemoryDurable {
             let at = OutKey { turn: id.0, index };
             inner.queue(key, at, o.body, o.not_before.max(now));
         }
-        Ok(Direct::Committed(id))
+        Ok(Direct::Committed(id, Peek::Next(inner.first_outgoing(key))))
     }
 
     fn takes_direct_turns(&self) -> bool {
@@ -306,7 +311,7 @@ impl Durable for MemoryDurable {
     }
 
     async fn next_outgoing(&self, key: &SessionKey) -> Result<Option<Outgoing>, StoreError> {
-        Ok(self.lock().outbox.values().find(|o| &o.key == key).cloned())
+        Ok(self.lock().first_outgoing(key))
     }
 
     async fn mark_sent(
@@ -315,7 +320,7 @@ impl Durable for MemoryDurable {
         now: Millis,
         at: OutKey,
         sent: SentRecord,
-    ) -> Result<(), CommitError> {
+    ) -> Result<Peek, CommitError> {
         let mut inner = self.lock();
         inner.held_outgoing(lease, now, at)?;
         inner.outbox.remove(&(lease.key.clone(), at));
@@ -324,7 +329,7 @@ impl Durable for MemoryDurable {
             ..sent
         };
         inner.sent.insert(sent.message_id.clone(), sent);
-        Ok(())
+        Ok(Peek::Next(inner.first_outgoing(&lease.key)))
     }
 
     async fn mark_attempt(

@@ -255,11 +255,26 @@ pub struct DirectOutgoing {
     pub body: String,
 }
 
+/// What a write learned about the user's outbox in the same step, so the sender need
+/// not read it again: a store that can look inside its write (SQLite, memory) says
+/// what the user's first unsent message is after it; one where that costs more than the
+/// separate read (Redis) does not look.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Peek {
+    /// Not looked at: read [`Durable::next_outgoing`].
+    #[default]
+    NotLooked,
+    /// The user's first unsent message after the write ([`Durable::next_outgoing`]'s
+    /// answer at that moment), or `None` when the outbox is empty.
+    Next(Option<Outgoing>),
+}
+
 /// What [`Durable::accept_turn`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Direct {
-    /// Committed: the item got this id, the turn of its outgoing messages.
-    Committed(ItemId),
+    /// Committed: the item got this id, the turn of its outgoing messages; and the
+    /// user's outbox as the commit left it.
+    Committed(ItemId, Peek),
     /// Its dedupe key was stored before: nothing was written.
     Duplicate,
     /// The user has items waiting in the inbox, which go first, or the store takes no
@@ -470,7 +485,7 @@ pub trait Durable: Send + Sync {
         now: Millis,
         at: OutKey,
         sent: SentRecord,
-    ) -> Result<(), CommitError>;
+    ) -> Result<Peek, CommitError>;
 
     /// An attempt failed and will be retried: counts it (and whether its outcome is
     /// unknown) and sets when to try again.

@@ -88,7 +88,7 @@ mod tests;
 use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
-    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, Peek, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -508,7 +508,7 @@ impl Durable for RedisDurable {
         now: Millis,
         at: OutKey,
         sent: SentRecord,
-    ) -> Result<(), CommitError> {
+    ) -> Result<Peek, CommitError> {
         outbox::mark_sent(self, lease, now, at, sent).await
     }
 

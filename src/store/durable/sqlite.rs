@@ -41,7 +41,7 @@
 use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
-    Millis, NewItem, NewTimer, OutKey, Outgoing, TurnCommit, UserData, memory::after,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, Peek, TurnCommit, UserData, memory::after,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -639,6 +639,24 @@ fn insert_outgoing(
     Ok(())
 }
 
+/// The user's first unsent message, read inside a write (the writer's connection sees
+/// what the write did): an index probe there costs less than the separate read
+/// transaction the sender would make next. A row this build cannot read is left to
+/// that read, which moves it aside.
+fn peek(conn: &Connection, key: &SessionKey) -> rusqlite::Result<Peek> {
+    let found = conn
+        .prepare_cached(NEXT_OUTGOING)?
+        .query_row(params![key.phone_number_id, key.user], |r| {
+            Ok(outgoing_row(key, r))
+        })
+        .optional()?;
+    Ok(match found {
+        None => Peek::Next(None),
+        Some(Ok(next)) => Peek::Next(Some(next)),
+        Some(Err(_)) => Peek::NotLooked,
+    })
+}
+
 #[async_trait::async_trait]
 impl Durable for SqliteDurable {
     fn single_process(&self) -> bool {
@@ -826,7 +844,7 @@ impl Durable for SqliteDurable {
                 let at = OutKey { turn: id.0, index };
                 insert_outgoing(conn, key, at, &o.body, o.not_before.max(now))?;
             }
-            Ok(Direct::Committed(id))
+            Ok(Direct::Committed(id, peek(conn, key)?))
         })
         .await
     }
@@ -879,7 +897,7 @@ impl Durable for SqliteDurable {
         now: Millis,
         at: OutKey,
         sent: SentRecord,
-    ) -> Result<(), CommitError> {
+    ) -> Result<Peek, CommitError> {
         let lease = lease.clone();
         let leases = Arc::clone(&self.leases);
         self.write_leased(move |conn| {
@@ -905,7 +923,7 @@ impl Durable for SqliteDurable {
                 sent.node,
                 sent.at
             ])?;
-            Ok(())
+            Ok(peek(conn, key)?)
         })
         .await
     }

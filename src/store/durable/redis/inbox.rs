@@ -322,7 +322,7 @@ pub(super) async fn accept_turn(
                 if let Some(d) = &item.dedupe {
                     store.claimed_and_stored(&keys, d, item.at).await?;
                 }
-                return Ok(Direct::Committed(ItemId(id)));
+                return Ok(Direct::Committed(ItemId(id), Peek::NotLooked));
             }
             2 => return Ok(Direct::Duplicate),
             0 => return Err(CommitError::Fenced),

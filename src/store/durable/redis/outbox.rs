@@ -75,7 +75,7 @@ pub(super) async fn mark_sent(
     now: Millis,
     at: OutKey,
     sent: SentRecord,
-) -> Result<(), CommitError> {
+) -> Result<Peek, CommitError> {
     let keys = store.user(&lease.key);
     // The owner first: `sent()` finds the record through it (a hint, like the
     // indexes: the record in the user's slot is the truth).
@@ -115,7 +115,8 @@ pub(super) async fn mark_sent(
                 .map_err(err)?;
         }
     }
-    written
+    // Not looked: the next read is one round trip either way.
+    written.map(|()| Peek::NotLooked)
 }
 
 pub(super) async fn mark_attempt(
