@@ -486,6 +486,7 @@ function connect() {
   on("message", (d) => {
     ensureUser(d.user);
     addEntry(d.user, { direction: "out", id: d.wamid, payload: d.payload, status: "sent", at: d.at, flow: d.flow, node: d.node });
+    if (d.user === state.selected) inspector.refreshSoon();
   });
   on("inbound", (d) => {
     ensureUser(d.user);
