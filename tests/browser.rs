@@ -596,7 +596,7 @@ async fn the_inspector_at_phone_width_shows_the_last_turn() {
 /// text (no markup gets in); media that cannot load keep their place.
 #[tokio::test]
 async fn every_message_kind_is_drawn() {
-    let bot = copy_bot(&repo("tests/bots/showcase"));
+    let bot = copy_bot(&repo("fixtures/showcase"));
     let server = serve(bot.path()).await;
     let b = Browser::open(Screen::Desktop).await;
     b.driver()
