@@ -10,10 +10,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Server, free_port, parlance, wait_until_up};
+use support::{Server, copy_bot, free_port, parlance};
 use thirtyfour::prelude::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -143,6 +143,36 @@ impl Browser {
         }
     }
 
+    /// Clicks the last element matching `css`, again if the page drew it anew meanwhile.
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.wait_last(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if stale(&e) && Instant::now() < deadline => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
+    }
+
+    /// Types `text` into the last field matching `css` (emptied first), again if the
+    /// page drew it anew meanwhile.
+    async fn fill(&self, css: &str, text: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let field = self.wait_last(css).await;
+            let typed = async {
+                field.clear().await?;
+                field.send_keys(text).await
+            };
+            match typed.await {
+                Ok(()) => return,
+                Err(e) if stale(&e) && Instant::now() < deadline => {}
+                Err(e) => panic!("typing into {css}: {e}"),
+            }
+        }
+    }
+
     /// Waits until a bot message containing `text` is in the chat.
     async fn wait_bot_says(&self, text: &str) {
         let script = format!(
@@ -183,6 +213,14 @@ impl Drop for Browser {
     }
 }
 
+/// The page drew the element anew after it was looked up.
+fn stale(e: &WebDriverError) -> bool {
+    matches!(
+        e.as_inner(),
+        thirtyfour::error::WebDriverErrorInner::StaleElementReference(_)
+    )
+}
+
 fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
@@ -194,64 +232,13 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// A copy of a bot folder (without its data/) in a new temporary directory.
-fn copy_bot(from: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(from).unwrap();
-        if rel.starts_with("data") {
-            continue;
-        }
-        let to = dir.path().join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-    dir
-}
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// `parlance serve` in local mode (no WhatsApp credentials, whatever the caller's
-/// environment says) on `dir`.
-async fn serve(dir: &Path) -> Server {
-    let port = free_port();
-    let mut cmd = parlance();
-    for var in [
-        "WA_ACCESS_TOKEN",
-        "WA_PHONE_NUMBER_ID",
-        "WA_VERIFY_TOKEN",
-        "WA_APP_SECRET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let child = cmd
-        .arg("serve")
-        .arg(dir)
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, port };
-    if !wait_until_up(port).await {
-        panic!("the server did not start:\n{}", server.logs());
-    }
-    server
-}
-
 /// A pizza order by clicks and typing, as a designer would: the list sheet, reply buttons,
 /// text, a location; replies appear live with read ticks; the inspector and the graph
 /// explain the turn; the conversation becomes a test that `parlance test` passes.
 #[tokio::test]
 async fn a_pizza_order_in_the_simulator_becomes_a_passing_test() {
-    let bot = copy_bot(&repo("examples/pizza"));
-    let server = serve(bot.path()).await;
+    let bot = copy_bot("examples/pizza");
+    let server = Server::start(bot.path(), &[]).await;
     let b = Browser::open(Screen::Desktop).await;
     let d = b.driver();
 
@@ -466,8 +453,8 @@ async fn a_pizza_order_in_the_simulator_becomes_a_passing_test() {
 /// fix clears it and the notice says which version is live.
 #[tokio::test]
 async fn a_broken_edit_shows_a_banner_until_it_is_fixed() {
-    let bot = copy_bot(&repo("examples/pizza"));
-    let server = serve(bot.path()).await;
+    let bot = copy_bot("examples/pizza");
+    let server = Server::start(bot.path(), &[]).await;
     let b = Browser::open(Screen::Desktop).await;
     b.driver()
         .goto(format!("http://127.0.0.1:{}/dev", server.port))
@@ -547,8 +534,8 @@ async fn a_broken_edit_shows_a_banner_until_it_is_fixed() {
 /// their file:line.
 #[tokio::test]
 async fn the_inspector_at_phone_width_shows_the_last_turn() {
-    let bot = copy_bot(&repo("examples/pizza"));
-    let server = serve(bot.path()).await;
+    let bot = copy_bot("examples/pizza");
+    let server = Server::start(bot.path(), &[]).await;
     let b = Browser::open(Screen::Phone).await;
     b.driver()
         .goto(format!("http://127.0.0.1:{}/dev", server.port))
@@ -596,8 +583,8 @@ async fn the_inspector_at_phone_width_shows_the_last_turn() {
 /// text (no markup gets in); media that cannot load keep their place.
 #[tokio::test]
 async fn every_message_kind_is_drawn() {
-    let bot = copy_bot(&repo("fixtures/showcase"));
-    let server = serve(bot.path()).await;
+    let bot = copy_bot("fixtures/showcase");
+    let server = Server::start(bot.path(), &[]).await;
     let b = Browser::open(Screen::Desktop).await;
     b.driver()
         .goto(format!("http://127.0.0.1:{}/dev", server.port))
@@ -680,6 +667,127 @@ async fn every_message_kind_is_drawn() {
     b.wait_js(
         "the WhatsApp Flow placeholder",
         "const f = document.querySelector('[data-testid=msg-bot][data-kind=whatsapp_flow] [data-testid=flow-placeholder]'); return f && f.textContent.includes('booking')",
+    )
+    .await;
+    b.quit().await;
+}
+
+/// A local bot with `api.key`: the page asks for the key once (its API answers the
+/// inspector and the Agent tab 401 without it) and then works. A refund question in the support example is handed over to the
+/// agent inbox (a real HTTP server on loopback); the Agent tab accepts it, answers as
+/// the agent (the answer shows in the chat) and resolves it, and the flow goes on.
+#[tokio::test]
+async fn the_page_asks_for_the_key_and_the_agent_pane_takes_a_handover() {
+    // The agent inbox: takes every handover event (2xx: the handover goes ahead).
+    let inbox = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/parlance", inbox.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let kept = std::sync::Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/parlance",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = std::sync::Arc::clone(&kept);
+            async move {
+                if let Ok(event) = serde_json::from_slice::<Value>(&body) {
+                    kept.lock().unwrap().push(event);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(inbox, app).await;
+    });
+
+    let bot = copy_bot("examples/support");
+    let server = Server::start_env(
+        bot.path(),
+        free_port(),
+        &[],
+        &[
+            ("PARLANCE_API_KEY", "the-support-key"),
+            ("AGENT_WEBHOOK_URL", &hook),
+            ("AGENT_WEBHOOK_SECRET", "agent-secret"),
+        ],
+    )
+    .await;
+    let b = Browser::open(Screen::Desktop).await;
+    b.driver()
+        .goto(format!("http://127.0.0.1:{}/dev", server.port))
+        .await
+        .unwrap();
+
+    // The key, asked for once.
+    let why = b
+        .wait_js(
+            "the key dialog",
+            "const d = document.querySelector('[data-testid=key-dialog]'); return d && d.open && document.getElementById('key-why').textContent",
+        )
+        .await;
+    assert!(why.as_str().unwrap().contains("api.key"), "{why}");
+    let input = b.wait_last("[data-testid=key-input]").await;
+    input.send_keys("the-support-key").await.unwrap();
+    input.send_keys(Key::Enter).await.unwrap();
+    b.wait_js(
+        "the live stream",
+        "return document.getElementById('connection').textContent.includes('live')",
+    )
+    .await;
+
+    b.type_and_enter("hi").await;
+    b.wait_bot_says("How can I help you today?").await;
+    b.wait_last("[data-testid=reply-button][data-reply-id=billing]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_bot_says("What is your billing question about?")
+        .await;
+    b.wait_last("[data-testid=reply-button][data-reply-id=refund]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_bot_says("passing you to a colleague from billing")
+        .await;
+    let started = received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "handover.started");
+    assert!(started, "{:?}", received.lock().unwrap());
+    // The key was asked for once only, however many calls the page made since.
+    let dialog_open = b
+        .driver()
+        .execute(
+            "return document.querySelector('[data-testid=key-dialog]').open",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dialog_open.json(), &json!(false));
+
+    // The Agent tab: accept, answer, resolve. (The pane is drawn again as the
+    // conversation moves, so each step looks its field up afresh.)
+    b.click("[data-testid=view-agent]").await;
+    b.fill("[data-testid=agent] input[name=agent]", "grace")
+        .await;
+    b.click("[data-testid=handover-accept]").await;
+    b.fill(
+        "[data-testid=agent] input[name=text]",
+        "Hi, Grace from billing here. Refund approved.",
+    )
+    .await;
+    b.click("[data-testid=handover-send]").await;
+    b.wait_bot_says("Grace from billing here").await;
+    b.fill("[data-testid=agent] input[name=status]", "refunded")
+        .await;
+    b.click("[data-testid=handover-resolve]").await;
+    // The flow goes on at the handover node's next, reading the agent's status.
+    b.wait_bot_says("Your refund is on its way").await;
+    b.wait_js(
+        "the handover shown as resolved",
+        "return [...document.querySelectorAll('[data-testid=handover] .pill')].some(p => p.textContent === 'resolved')",
     )
     .await;
     b.quit().await;

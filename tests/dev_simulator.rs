@@ -6,10 +6,11 @@
 
 mod support;
 
+use parlance::testing::fake_graph::FakeGraph;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Server, bot_folder, parlance};
+use support::{Server, bot_folder, copy_bot, parlance};
 
 const USER: &str = "15550001111";
 
@@ -38,6 +39,26 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A request with `Authorization: Bearer key` (none when `key` is `None`).
+async fn keyed(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client().request(method, url(server, path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn get(server: &Server, path: &str) -> (u16, Value) {
     let r = client().get(url(server, path)).send().await.unwrap();
     let status = r.status().as_u16();
@@ -61,11 +82,16 @@ struct Events {
 
 impl Events {
     async fn open(server: &Server) -> Events {
-        let response = client()
-            .get(url(server, "/dev/api/events"))
-            .send()
-            .await
-            .unwrap();
+        Events::open_with(server, None).await
+    }
+
+    /// The stream of a server whose simulated bot has `api.key`.
+    async fn open_with(server: &Server, key: Option<&str>) -> Events {
+        let mut request = client().get(url(server, "/dev/api/events"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
@@ -145,22 +171,7 @@ fn payload_text(p: &Value) -> Option<&str> {
 
 /// A copy of examples/pizza without its database, as a fresh bot folder.
 fn pizza() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pizza");
-    for entry in walkdir::WalkDir::new(&src) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(&src).unwrap();
-        if rel.starts_with("data") {
-            continue;
-        }
-        let to = dir.path().join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-    dir
+    copy_bot("examples/pizza")
 }
 
 /// A bot that greets, asks a name, and has a late second message behind a `wait`
@@ -875,6 +886,203 @@ async fn a_server_with_credentials_has_no_simulator() {
         "/dev/api/users/15550001111/read",
     ] {
         let (status, body) = post(&server, path, json!({"from": USER, "text": "hi"})).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "dev_off", "{path}");
+    }
+}
+
+/// `dev.enabled: true` beside a real number: the page is served, its data routes open
+/// only with the bot's key, simulated users talk to a local twin (`dev-123`) whose
+/// replies never reach the Graph API, and the real number goes on answering webhooks.
+#[tokio::test]
+async fn dev_enabled_beside_a_real_number_is_a_local_twin_behind_the_key() {
+    const KEY: &str = "k3y-of-the-bot";
+    let graph = FakeGraph::start().await.unwrap();
+    let bot = bot_folder(&[
+        (
+            "parlance.yaml",
+            &format!(
+                "bot: {{ name: real, entry: main }}\nwhatsapp: {{ access_token: t, phone_number_id: \"123\", app_secret: s3cret, verify_token: v, base_url: \"{}\" }}\nsession: {{ store: \"memory://\" }}\napi: {{ key: {KEY} }}\ndev: {{ enabled: true }}\n",
+                graph.base_url()
+            ),
+        ),
+        (
+            "flows/main.yaml",
+            "id: main\nnodes:\n  hi:\n    say: \"Hello {{ contact.name }}\"\n",
+        ),
+    ]);
+    let server = Server::start(bot.path(), &[]).await;
+
+    // The page and its files hold nothing of the bot: served without the key.
+    for path in ["/dev", "/dev/assets/app.js"] {
+        let r = client().get(url(&server, path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // Its data routes: 401 without the key or with a wrong one.
+    use reqwest::Method;
+    for key in [None, Some("not-the-key")] {
+        let (status, body) = keyed(&server, Method::GET, "/dev/api/info", key, None).await;
+        assert_eq!(status, 401, "{key:?}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let (status, _) = keyed(
+            &server,
+            Method::POST,
+            "/dev/api/message",
+            key,
+            Some(json!({"from": USER, "text": "hi"})),
+        )
+        .await;
+        assert_eq!(status, 401, "{key:?}");
+        let (status, _) = keyed(
+            &server,
+            Method::POST,
+            "/dev/message",
+            key,
+            Some(json!({"from": USER, "text": "hi"})),
+        )
+        .await;
+        assert_eq!(status, 401, "{key:?}");
+    }
+    let r = client()
+        .get(url(&server, "/dev/api/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // With the key: the twin.
+    let (status, info) = keyed(&server, Method::GET, "/dev/api/info", Some(KEY), None).await;
+    assert_eq!(status, 200, "{info}");
+    let bots = info["bots"].as_array().unwrap();
+    assert_eq!(bots.len(), 1, "{info}");
+    assert_eq!(bots[0]["phone_number_id"], "dev-123");
+    assert_eq!(bots[0]["writes_tests"], false);
+
+    let mut events = Events::open_with(&server, Some(KEY)).await;
+    let (status, _) = keyed(
+        &server,
+        Method::POST,
+        "/dev/api/message",
+        Some(KEY),
+        Some(json!({"from": USER, "name": "Grace", "text": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let message = events.message_text("Hello Grace").await;
+    assert_eq!(message.data["phone_number_id"], "dev-123");
+    assert!(
+        message.data["wamid"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid.local."),
+        "{message:?}"
+    );
+
+    // A recorded test is downloaded, never written into the server's bot folder.
+    let (status, body) = keyed(
+        &server,
+        Method::POST,
+        "/dev/api/record",
+        Some(KEY),
+        Some(json!({"user": USER, "name": "greets", "write": true})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "not_local");
+    assert!(!bot.path().join("tests/greets.yaml").exists());
+    let (status, body) = keyed(
+        &server,
+        Method::POST,
+        "/dev/api/record",
+        Some(KEY),
+        Some(json!({"user": USER, "name": "greets"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["passes"], true, "{body}");
+
+    // The twin's turn is in the trace (the API, with the same key).
+    let (status, trace) = keyed(
+        &server,
+        Method::GET,
+        &format!("/api/v1/users/{USER}/trace"),
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{trace}");
+    assert_eq!(trace["numbers"][0]["phone_number_id"], "dev-123");
+
+    // Nothing of it reached the Graph API...
+    assert!(graph.received().is_empty(), "{:?}", graph.received());
+    // ...while the real number answers a real, signed webhook through it.
+    let webhook = support::text_webhook("123", "15557654321", "wamid.real.1", "hi");
+    let status = support::post_signed(&client(), server.port, "s3cret", &webhook).await;
+    assert_eq!(status, 200);
+    let sent = graph.wait_for_messages(1).await;
+    assert_eq!(sent[0]["to"], "15557654321");
+    assert_eq!(sent[0]["text"]["body"], "Hello Ada");
+    // The simulated user never talked to the real number.
+    assert!(sent.iter().all(|m| m["to"] != USER), "{sent:?}");
+}
+
+/// Beside credentials the simulator needs the key: `dev.enabled` without `api.key` is
+/// a load error naming it, so it is never served open.
+#[test]
+fn dev_enabled_beside_credentials_without_a_key_does_not_load() {
+    let bot = bot_folder(&[
+        (
+            "parlance.yaml",
+            "whatsapp: { access_token: t, phone_number_id: \"123\", app_secret: s, verify_token: v }\ndev: { enabled: true }\n",
+        ),
+        ("flows/main.yaml", "id: main\nnodes:\n  hi:\n    say: hi\n"),
+    ]);
+    let out = parlance().arg("validate").arg(bot.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("parlance.yaml:"), "{said}");
+    assert!(said.contains("needs api.key"), "{said}");
+}
+
+/// A local bot's simulator is open, `api.key` or not (its API stays behind the key; the
+/// page asks for it); `dev.enabled: false` turns the simulator off in local mode.
+#[tokio::test]
+async fn a_local_bot_is_open_and_dev_disabled_is_off() {
+    use reqwest::Method;
+    let keyed_bot = bot_folder(&[
+        (
+            "parlance.yaml",
+            "session: { store: \"memory://\" }\napi: { key: local-key }\n",
+        ),
+        ("flows/main.yaml", "id: main\nnodes:\n  hi:\n    say: hi\n"),
+    ]);
+    let server = Server::start(keyed_bot.path(), &[]).await;
+    for key in [None, Some("local-key")] {
+        let (status, info) = keyed(&server, Method::GET, "/dev/api/info", key, None).await;
+        assert_eq!(status, 200, "{key:?}: {info}");
+        assert_eq!(info["bots"][0]["phone_number_id"], "local");
+        assert_eq!(info["bots"][0]["writes_tests"], true);
+    }
+    let (status, _) = keyed(&server, Method::GET, "/dev/api/info", Some("wrong"), None).await;
+    assert_eq!(status, 401);
+    // The API is the bot's: its key.
+    let path = format!("/api/v1/users/{USER}/trace");
+    let (status, _) = keyed(&server, Method::GET, &path, None, None).await;
+    assert_eq!(status, 401);
+    drop(server);
+
+    let off_bot = bot_folder(&[
+        (
+            "parlance.yaml",
+            "session: { store: \"memory://\" }\ndev: { enabled: false }\n",
+        ),
+        ("flows/main.yaml", "id: main\nnodes:\n  hi:\n    say: hi\n"),
+    ]);
+    let server = Server::start(off_bot.path(), &[]).await;
+    for path in ["/dev", "/dev/api/info"] {
+        let (status, body) = get(&server, path).await;
         assert_eq!(status, 404, "{path}");
         assert_eq!(body["error"]["code"], "dev_off", "{path}");
     }

@@ -7,6 +7,7 @@ use crate::delivery::dev_hub::DevHub;
 use crate::delivery::runtime::{LoopSettings, Number, Runtime};
 use crate::delivery::transport::{GraphClient, LocalSink, Transport};
 use crate::diag::Severity;
+use crate::flow::settings::Simulated;
 use crate::live::LiveBot;
 use crate::server::listen::{self, Limits};
 use crate::server::{self, AdminKey, Shared, WebhookAuth};
@@ -21,6 +22,10 @@ use std::time::Duration;
 
 /// The phone number id a bot without credentials answers as.
 pub const LOCAL_NUMBER: &str = "local";
+
+/// The phone number id of a bot's simulator twin (`dev.enabled` beside credentials)
+/// is this prefix and the real number's id.
+pub const DEV_TWIN_PREFIX: &str = "dev-";
 
 pub struct Options {
     pub dirs: Vec<PathBuf>,
@@ -279,8 +284,43 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
         if let Some(key) = &bot.settings.api_key {
             admin_keys.push(AdminKey::new(&id, key));
         }
+        let twin = bot.settings.simulated() == Simulated::Twin;
+        let key = bot.settings.api_key.clone();
         let live = Arc::new(LiveBot::new(dir.clone(), bot));
-        numbers.push(Arc::new(Number::new(&id, live, store, transport)));
+        numbers.push(Arc::new(Number::new(
+            &id,
+            Arc::clone(&live),
+            store,
+            transport,
+        )));
+        if twin {
+            // `dev.enabled` beside credentials: simulated users talk to a local twin of
+            // the same live bot (reloads reach both), with sessions in a memory store of
+            // its own, so nothing they do reaches Meta or the real users' store. Its
+            // routes open with the bot's key only (the loader requires one).
+            let twin_id = format!("{DEV_TWIN_PREFIX}{id}");
+            let memory = crate::store::open(&StoreUrl::Memory, dir)
+                .await
+                .map_err(|e| {
+                    tracing::error!(bot = %dir.display(), "the simulator's store: {e}");
+                    EXIT_ERRORS
+                })?;
+            if let Some(key) = &key {
+                admin_keys.push(AdminKey::new(&twin_id, key));
+            }
+            tracing::info!(
+                bot = %dir.display(),
+                number = %twin_id,
+                "dev.enabled: the /dev simulator is served beside this number, behind api.key; its users talk to a local twin (sessions in memory, nothing sent to Meta)"
+            );
+            let sink = LocalSink::new(&twin_id, Arc::clone(&dev));
+            numbers.push(Arc::new(Number::new(
+                &twin_id,
+                live,
+                memory,
+                Transport::Local(sink),
+            )));
+        }
     }
     let runtime = Runtime::new(numbers, options.delivery, dev);
     runtime.spawn_scanner();
@@ -331,7 +371,14 @@ async fn open_store(
 
 /// Every bot the runtime serves, for the reloader (which knows bots, not numbers).
 fn live_bots(runtime: &Runtime) -> Vec<Arc<LiveBot>> {
-    runtime.numbers().map(|n| Arc::clone(&n.live)).collect()
+    let mut bots: Vec<Arc<LiveBot>> = Vec::new();
+    // A simulator twin shares its bot's live value: watched once.
+    for number in runtime.numbers() {
+        if !bots.iter().any(|b| Arc::ptr_eq(b, &number.live)) {
+            bots.push(Arc::clone(&number.live));
+        }
+    }
+    bots
 }
 
 /// Loads one bot folder; its diagnostics are log lines (JSON ones with

@@ -4,8 +4,8 @@
 use super::node::{Names, is_identifier, parse_duration};
 use crate::diag::{self, Code, Diagnostic, Pos, did_you_mean};
 use crate::flow::settings::{
-    DEFAULT_HTTP_MAX_BODY_BYTES, DEFAULT_MESSAGES_PER_SECOND, HandoverSettings, HttpSettings,
-    TurnLimits,
+    DEFAULT_HTTP_MAX_BODY_BYTES, DEFAULT_MESSAGES_PER_SECOND, DevMode, HandoverSettings,
+    HttpSettings, TurnLimits,
 };
 use crate::flow::{FlowIdx, Settings, Transformers, WhatsAppSettings};
 use crate::script;
@@ -101,6 +101,7 @@ pub(crate) fn resolve(
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "bot".into())
         });
+    let dev = dev_mode(file, raw, &whatsapp, diags);
     Settings {
         name,
         whatsapp,
@@ -117,6 +118,7 @@ pub(crate) fn resolve(
             output: transformers.output,
             finished: transformers.finished,
         },
+        dev,
         api_key: raw
             .api
             .as_ref()
@@ -129,6 +131,42 @@ pub(crate) fn resolve(
         http: http_settings(file, raw, diags),
         handover: handover_settings(file, raw, diags),
     }
+}
+
+/// `dev.enabled`. On beside WhatsApp credentials, the simulator acts as the bot and
+/// shows its traces, so it needs `api.key` to be behind: without one it is an error,
+/// never a page open to anyone who reaches the server.
+fn dev_mode(
+    file: Option<&SourceFile>,
+    raw: &RawConfig,
+    whatsapp: &WhatsAppSettings,
+    diags: &mut Vec<Diagnostic>,
+) -> DevMode {
+    let Some(enabled) = raw.dev.as_ref().and_then(|d| d.enabled) else {
+        return DevMode::Default;
+    };
+    if !enabled {
+        return DevMode::Off;
+    }
+    let keyed = raw
+        .api
+        .as_ref()
+        .and_then(|a| a.key.as_deref())
+        .is_some_and(|k| !k.is_empty());
+    if !whatsapp.is_local() && !keyed {
+        if let Some(file) = file {
+            diags.push(
+                file.diag_at(
+                    &YamlPath::root().key("dev").key("enabled"),
+                    Code::MissingField,
+                    "dev.enabled serves the simulator beside a real WhatsApp number, which needs api.key: the page and its routes answer only requests that carry the key",
+                )
+                .with_hint("set api.key: ${PARLANCE_API_KEY} (then the page asks for the key), or remove dev.enabled"),
+            );
+        }
+        return DevMode::Off;
+    }
+    DevMode::On
 }
 
 /// `handover:`: the agent inbox's webhook and the secret deliveries are signed with,

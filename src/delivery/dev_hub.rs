@@ -236,6 +236,34 @@ pub enum DevEvent {
 }
 
 impl DevEvent {
+    /// The number the event is about (`None`: the simulator as a whole, the clock).
+    pub fn phone_number_id(&self) -> Option<&str> {
+        match self {
+            DevEvent::Message {
+                phone_number_id, ..
+            }
+            | DevEvent::Typing {
+                phone_number_id, ..
+            }
+            | DevEvent::Status {
+                phone_number_id, ..
+            }
+            | DevEvent::Inbound {
+                phone_number_id, ..
+            }
+            | DevEvent::Reload {
+                phone_number_id, ..
+            }
+            | DevEvent::Turn {
+                phone_number_id, ..
+            }
+            | DevEvent::Reset {
+                phone_number_id, ..
+            } => Some(phone_number_id),
+            DevEvent::Clock { .. } => None,
+        }
+    }
+
     /// The SSE `event:` name.
     pub fn name(&self) -> &'static str {
         match self {

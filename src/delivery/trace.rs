@@ -719,6 +719,12 @@ impl TraceStore {
         self.limits.bytes.div_ceil(SHARDS)
     }
 
+    /// Whether turns are kept at all (`serve --trace-memory 0` turns it off). When it is
+    /// off, turns skip building their trace: it is per-turn work on the hot path.
+    pub fn is_on(&self) -> bool {
+        self.limits.turns_per_user > 0 && self.limits.users > 0 && self.limits.bytes > 0
+    }
+
     /// Live views hear of every change from here on.
     pub fn subscribe(&self) -> broadcast::Receiver<TraceChange> {
         self.changes.subscribe()
@@ -744,7 +750,7 @@ impl TraceStore {
         first: u32,
         bodies: Vec<String>,
     ) {
-        if self.limits.turns_per_user == 0 || self.limits.users == 0 || self.limits.bytes == 0 {
+        if !self.is_on() {
             return;
         }
         let record = TurnRecord {

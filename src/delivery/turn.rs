@@ -289,12 +289,15 @@ impl Runtime {
     ) -> Ran {
         let bot = number.live.bot();
         let mask = !number.transport.is_local();
-        let before = Vars::of(&session.vars, &bot, mask);
-        let pii_before = if mask {
-            trace::pii_values(&session.vars, &bot)
-        } else {
-            Vec::new()
-        };
+        // What the trace needs from before the turn, when the trace is on.
+        let before = self.trace.is_on().then(|| {
+            let pii = if mask {
+                trace::pii_values(&session.vars, &bot)
+            } else {
+                Vec::new()
+            };
+            (Vars::of(&session.vars, &bot, mask), pii)
+        });
         // The engine's own performer stays idle: an effect ends the turn here (the
         // turn commits, then the worker performs it; see `effects`).
         let run = || {
@@ -324,26 +327,27 @@ impl Runtime {
             handover,
             ended,
         } = self.outgoing(key, now_ms, turn.steps);
-        let masked = mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot);
-        let inbound = trace::inbound(event, masked);
-        let draft = Draft::new(
-            &bot,
-            inbound,
-            &turn.visited,
-            before,
-            &turn.session,
-            mask,
-            &report.problems,
-            ended,
-            now_ms,
-        );
+        let draft = before.map(|(before, pii_before)| {
+            let masked = mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot);
+            Draft::new(
+                &bot,
+                trace::inbound(event, masked),
+                &turn.visited,
+                before,
+                &turn.session,
+                mask,
+                &report.problems,
+                ended,
+                now_ms,
+            )
+        });
         Ran {
             session: turn.session,
             outgoing,
             report,
             effect,
             handover,
-            trace: Some(draft),
+            trace: draft,
         }
     }
 
@@ -516,6 +520,9 @@ impl Runtime {
         mut ran: Ran,
         now_ms: i64,
     ) -> Ran {
+        if !self.trace.is_on() {
+            return ran;
+        }
         let bot = number.live.bot();
         let mask = !number.transport.is_local();
         let before = Vars::of(&ran.session.vars, &bot, mask);

@@ -23,6 +23,8 @@ pub struct Settings {
     pub expose_env: Vec<String>,
     pub transformers: Transformers,
     pub api_key: Option<String>,
+    /// Whether `/dev` simulates this bot (`dev.enabled`; see [`Settings::simulated`]).
+    pub dev: DevMode,
     pub mask_logs: bool,
     pub keep_transcripts: Duration,
     pub limits: TurnLimits,
@@ -32,6 +34,42 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The agent inbox `handover` nodes hand over to (`handover:`); `None` when not set.
     pub handover: Option<HandoverSettings>,
+}
+
+/// Whether the `/dev` simulator serves a bot (`dev.enabled` in parlance.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevMode {
+    /// Not set: on in local mode, off beside WhatsApp credentials.
+    #[default]
+    Default,
+    /// `dev.enabled: true`: on, beside credentials too (behind `api.key`, which the
+    /// loader then requires).
+    On,
+    /// `dev.enabled: false`: off.
+    Off,
+}
+
+impl Settings {
+    /// How `/dev` simulates this bot: not at all, as the bot itself (local mode: it has
+    /// no WhatsApp credentials), or through a local twin beside its real number.
+    pub fn simulated(&self) -> Simulated {
+        match (self.dev, self.whatsapp.is_local()) {
+            (DevMode::Off, _) | (DevMode::Default, false) => Simulated::No,
+            (DevMode::Default | DevMode::On, true) => Simulated::Itself,
+            (DevMode::On, false) => Simulated::Twin,
+        }
+    }
+}
+
+/// See [`Settings::simulated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulated {
+    No,
+    /// A local bot: its own number is the simulated one.
+    Itself,
+    /// A bot with WhatsApp credentials and `dev.enabled: true`: a local twin number
+    /// (`dev-<phone_number_id>`, memory store) runs the same bot for simulated users.
+    Twin,
 }
 
 impl fmt::Debug for Settings {
@@ -56,6 +94,7 @@ impl fmt::Debug for Settings {
             .field("expose_env", &self.expose_env)
             .field("transformers", &self.transformers)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("dev", &self.dev)
             .field("mask_logs", &self.mask_logs)
             .field("keep_transcripts", &self.keep_transcripts)
             .field("limits", &self.limits)

@@ -273,22 +273,14 @@ struct DevMessage {
     name: Option<String>,
 }
 
-/// Local mode: run a turn for a simulated user and answer what the bot would send.
+/// A simulated number (the first the request may use, as `/dev/api` decides): run a
+/// turn for a simulated user and answer what the bot would send.
 async fn dev_message(
     State(state): State<AppState>,
+    sim: dev::Sim,
     body: Bytes,
 ) -> Result<axum::Json<TurnReport>, ApiError> {
-    let Some(number) = state
-        .runtime
-        .numbers()
-        .find(|n| n.transport.is_local())
-        .cloned()
-    else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "/dev/message only exists in local mode (a bot without WhatsApp credentials)".into(),
-        ));
-    };
+    let number = sim.first();
     let Some(_admitted) = state.runtime.admit() else {
         return Err(shutting_down());
     };

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub transformers: Option<RawTransformers>,
     /// The HTTP API (inject, notify, handover, erasure).
     pub api: Option<RawApi>,
+    /// The `/dev` simulator (docs/simulator.md).
+    pub dev: Option<RawDev>,
     /// Where `handover` nodes send the conversation: the agent inbox's webhook. Required
     /// when a flow has a `handover` node.
     pub handover: Option<RawHandover>,
@@ -210,6 +212,19 @@ pub struct RawTransformers {
 pub struct RawApi {
     /// The Bearer key clients must send; keep it in the environment: `key: ${PARLANCE_API_KEY}`.
     pub key: Option<String>,
+}
+
+/// The `/dev` simulator: a WhatsApp-like page to talk to the bot as simulated users.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Dev")]
+pub struct RawDev {
+    /// Serve the simulator. Default: on for a bot without WhatsApp credentials (local
+    /// mode), off for one with them. `true` on a bot with credentials serves it beside
+    /// the real number, behind `api.key` (required then): simulated users talk to a
+    /// local twin of the bot (phone number id `dev-<phone_number_id>`, sessions in
+    /// memory) and nothing they do reaches Meta. `false` turns it off in local mode.
+    pub enabled: Option<bool>,
 }
 
 /// The agent inbox a `handover` node hands the conversation to. Parlance POSTs each

@@ -6,12 +6,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `parlance` binary, without the caller's `PARLANCE_*` and `RUST_LOG` variables, so
-/// a developer's environment cannot change what a test sees.
+/// The `parlance` binary, without the caller's `PARLANCE_*`, `WA_*` and `RUST_LOG`
+/// variables, so a developer's environment (WhatsApp credentials included, which would
+/// turn local mode off) cannot change what a test sees. Tests that want a variable set it
+/// on the returned command.
 pub fn parlance() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_parlance"));
     for (name, _) in std::env::vars() {
-        if name.starts_with("PARLANCE_") || name == "RUST_LOG" {
+        if name.starts_with("PARLANCE_") || name.starts_with("WA_") || name == "RUST_LOG" {
             cmd.env_remove(name);
         }
     }
@@ -26,6 +28,27 @@ pub fn bot_folder(files: &[(&str, &str)]) -> tempfile::TempDir {
         let path = dir.path().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+/// A copy of the bot folder `rel` (relative to the repository) without its `data/`
+/// (the database), as a fresh bot folder a test may change.
+pub fn copy_bot(rel: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        if rel.starts_with("data") {
+            continue;
+        }
+        let to = dir.path().join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
     }
     dir
 }
@@ -103,7 +126,13 @@ impl Server {
 
     /// Starts on `port` (a restart keeps its address, as behind a balancer).
     pub async fn start_on(dir: &Path, port: u16, args: &[&str]) -> Server {
+        Server::start_env(dir, port, args, &[]).await
+    }
+
+    /// Starts with environment variables `env` set (a bot folder's `${NAME}`s).
+    pub async fn start_env(dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
         let child = parlance()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg(dir)
             .args(["--port", &port.to_string()])

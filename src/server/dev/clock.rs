@@ -26,10 +26,11 @@ struct ClockRequest {
 }
 
 /// `POST /dev/api/clock` → `{"clock_offset_secs", "now"}` (and a `clock` event).
-pub async fn clock(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    if super::simulated(&state).is_empty() {
-        return Err(super::off());
-    }
+pub async fn clock(
+    State(state): State<AppState>,
+    _sim: super::Sim,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let request: ClockRequest = super::json_body(&body, FORMS)?;
     let hub = &state.runtime.dev;
     match (request.advance_secs, request.reset) {

@@ -19,19 +19,21 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// `GET /dev/api/events`.
 pub async fn events(
     State(state): State<AppState>,
+    sim: super::Sim,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if super::simulated(&state).is_empty() {
-        return Err(super::off());
-    }
-    let stream = BroadcastStream::new(state.runtime.dev.subscribe()).map(|item| {
-        Ok(match item {
-            Ok(event) => sse(&event),
+    let stream = BroadcastStream::new(state.runtime.dev.subscribe()).filter_map(move |item| {
+        match item {
+            // Only the numbers the request may use (a twin's users stay behind its key).
+            Ok(event) => match event.phone_number_id() {
+                Some(id) if !sim.covers(id) => None,
+                Some(_) | None => Some(Ok(sse(&event))),
+            },
             // A stream that fell this far behind missed events: the page refetches
             // the history when it sees this comment or reconnects.
             Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Event::default().comment(format!("missed {n} events"))
+                Some(Ok(Event::default().comment(format!("missed {n} events"))))
             }
-        })
+        }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }

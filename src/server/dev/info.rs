@@ -16,11 +16,10 @@ use serde_json::{Map, Value, json};
 use std::path::Path;
 
 /// `GET /dev/api/info`.
-pub async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let numbers = super::simulated(&state);
-    if numbers.is_empty() {
-        return Err(super::off());
-    }
+pub async fn info(
+    State(state): State<AppState>,
+    super::Sim(numbers): super::Sim,
+) -> Result<Json<Value>, ApiError> {
     let bots: Vec<Value> = numbers.iter().map(|n| bot_info(n)).collect();
     let hub = &state.runtime.dev;
     Ok(Json(json!({
@@ -40,6 +39,7 @@ fn bot_info(number: &Number) -> Value {
         "message_delay_ms": u64::try_from(bot.settings.whatsapp.message_delay.as_millis()).unwrap_or(u64::MAX),
         "flows": bot.flows.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
         "entry": bot.flow(bot.entry).id,
+        "writes_tests": super::record::writes_tests(number),
         "diagnostics": diagnostics(&report, &number.live.dir),
     })
 }
@@ -77,11 +77,8 @@ pub struct GraphQuery {
 
 /// `GET /dev/api/graph?flow=ID`: the chart `parlance graph` draws, and each node's id in
 /// it (`"main.welcome": "f0_n0"`), so the page can highlight where a user is.
-pub async fn graph(
-    State(state): State<AppState>,
-    Query(q): Query<GraphQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let number = super::number(&state, q.phone_number_id.as_deref())?;
+pub async fn graph(sim: super::Sim, Query(q): Query<GraphQuery>) -> Result<Json<Value>, ApiError> {
+    let number = sim.number(q.phone_number_id.as_deref())?;
     let bot = number.live.bot();
     let only = match q.flow.as_deref() {
         None | Some("") => None,

@@ -32,14 +32,11 @@ pub struct Submission {
 /// `POST /dev/api/message` → 202 `{"id": "wamid.dev…"}`.
 pub async fn message(
     State(state): State<AppState>,
+    sim: super::Sim,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let numbers = super::simulated(&state);
-    if numbers.is_empty() {
-        return Err(super::off());
-    }
     let submission = parse(&body)?;
-    let number = super::number(&state, submission.phone_number_id.as_deref())?;
+    let number = sim.number(submission.phone_number_id.as_deref())?;
     let id = new_message_id();
     submit(&state, &number, &id, submission).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))

@@ -13,14 +13,20 @@
 //! What happens to local numbers' users is told by the per-user loop to the
 //! [`DevHub`](crate::delivery::dev_hub::DevHub); the handlers here only translate HTTP.
 //!
-//! Architecture Invariant: these routes act on local numbers only (no WhatsApp
-//! credentials: nothing reaches Meta); with credentials they answer 404.
+//! Architecture Invariant: these routes act on local numbers only (nothing reaches
+//! Meta): a bot without WhatsApp credentials, or the local twin of a bot with
+//! `dev.enabled: true` (`cli::serve` builds it). The page and its files are served
+//! whenever a number is simulated; the data routes take [`Sim`], which opens a number
+//! whose bot has `api.key` only to requests carrying that key. Nothing simulated: 404.
 
-use super::AppState;
+use super::{AppState, admin};
 use crate::api::error::ApiError;
 use crate::delivery::runtime::Number;
+use crate::flow::settings::Simulated;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use std::sync::Arc;
 
@@ -53,42 +59,99 @@ pub fn routes() -> Router<AppState> {
         .route("/dev/api/record", post(record::record))
 }
 
-/// What a server with WhatsApp credentials answers on `/dev`: where the simulator is
+/// What a server without simulated numbers answers on `/dev`: where the simulator is
 /// and how it would be enabled.
-pub const OFF_MESSAGE: &str = "the /dev simulator is served in local mode only (a bot without WhatsApp credentials); this server's bots have credentials. Run the bot without whatsapp.access_token to use it. (Serving it next to real numbers needs `dev.enabled: true` in parlance.yaml, with requests carrying Authorization: Bearer <api.key>; this build does not have that setting yet.)";
+pub const OFF_MESSAGE: &str = "the /dev simulator is not served here: it runs for bots in local mode (no WhatsApp credentials), and beside a real number only with `dev.enabled: true` (and api.key) in the bot's parlance.yaml; a bot with `dev.enabled: false` has it off";
 
-/// The numbers the simulator drives: the local ones, sorted by id.
+/// The numbers the simulator drives: local numbers whose bot has it on (a local bot
+/// without `dev.enabled: false`, or a `dev.enabled` bot's twin), sorted by id.
 pub fn simulated(state: &AppState) -> Vec<Arc<Number>> {
     let mut numbers: Vec<Arc<Number>> = state
         .runtime
         .numbers()
         .filter(|n| n.transport.is_local())
+        .filter(|n| n.live.bot().settings.simulated() != Simulated::No)
         .cloned()
         .collect();
     numbers.sort_by(|a, b| a.phone_number_id.cmp(&b.phone_number_id));
     numbers
 }
 
-/// The number a request acts on: `wanted`, or the first simulated one; 404 when the
-/// simulator is off or `wanted` is not simulated.
-pub fn number(state: &AppState, wanted: Option<&str>) -> Result<Arc<Number>, ApiError> {
-    let numbers = simulated(state);
-    if numbers.is_empty() {
-        return Err(off());
-    }
-    match wanted {
-        None => Ok(Arc::clone(&numbers[0])),
-        Some(id) => numbers
+/// The simulated numbers a request may act on (at least one): local bots (open, as
+/// `/dev/message` always was: nothing they do reaches Meta, and `serve` binds loopback
+/// by default), and twins beside real numbers whose bot's key the request carries as
+/// `Authorization: Bearer`. A twin without the key is never open (the loader requires
+/// one). 404 when nothing is simulated, 401 when the request opens nothing.
+pub struct Sim(pub Vec<Arc<Number>>);
+
+impl FromRequestParts<AppState> for Sim {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let numbers = simulated(state);
+        if numbers.is_empty() {
+            return Err(off());
+        }
+        let keys = &state.admin_keys;
+        let locked = |n: &Number| n.live.bot().settings.simulated() == Simulated::Twin;
+        let given = parts.headers.get(header::AUTHORIZATION).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+        });
+        let opened = admin::opened_numbers(keys, given.flatten());
+        if given.is_some() && opened.is_empty() {
+            return Err(unauthorized("the Bearer key is not any bot's api.key"));
+        }
+        let allowed: Vec<Arc<Number>> = numbers
             .into_iter()
-            .find(|n| n.phone_number_id == id)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no simulated number \"{id}\" (only local numbers are)"),
-                )
-            }),
+            .filter(|n| !locked(n) || opened.contains(&n.phone_number_id.as_str()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(unauthorized(
+                "the simulator is behind api.key here: send the bot's api.key as Authorization: Bearer <key> (the page asks for it)",
+            ));
+        }
+        Ok(Sim(allowed))
     }
+}
+
+impl Sim {
+    /// The first number the request may use (there is one: the extractor refuses
+    /// requests that may use none).
+    pub fn first(&self) -> Arc<Number> {
+        Arc::clone(&self.0[0])
+    }
+
+    /// The number a request acts on: `wanted`, or the first one it may act on; 404
+    /// when `wanted` is not one of them.
+    pub fn number(&self, wanted: Option<&str>) -> Result<Arc<Number>, ApiError> {
+        match wanted {
+            None => Ok(self.first()),
+            Some(id) => self
+                .0
+                .iter()
+                .find(|n| n.phone_number_id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no simulated number \"{id}\" that this request may use"),
+                    )
+                }),
+        }
+    }
+
+    /// Whether the request may see what happens on `phone_number_id`.
+    pub fn covers(&self, phone_number_id: &str) -> bool {
+        self.0.iter().any(|n| n.phone_number_id == phone_number_id)
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
 /// 404: the simulator is off on this server.

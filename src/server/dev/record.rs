@@ -9,8 +9,10 @@
 
 use crate::api::error::ApiError;
 use crate::delivery::dev_hub::{DevInput, Entry, Inbound, Outbound};
+use crate::delivery::runtime::Number;
 use crate::engine::EventKind;
 use crate::flow::Bot;
+use crate::flow::settings::Simulated;
 use crate::server::AppState;
 use crate::store::SessionKey;
 use axum::Json;
@@ -44,12 +46,13 @@ struct RecordRequest {
 }
 
 /// `POST /dev/api/record` → `{"yaml", "path", "passes", "failure", "notes"}`.
-pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    if super::simulated(&state).is_empty() {
-        return Err(super::off());
-    }
+pub async fn record(
+    State(state): State<AppState>,
+    sim: super::Sim,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let request: RecordRequest = super::json_body(&body, FORMS)?;
-    let number = super::number(&state, request.phone_number_id.as_deref())?;
+    let number = sim.number(request.phone_number_id.as_deref())?;
     super::user(&request.user)?;
     let name = request.name.trim().to_string();
     let slug = slug(&name)?;
@@ -74,6 +77,13 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Json<V
         notes.push("a test never calls the network: give each http node the conversation reaches an answer under `mocks:` (docs/flows.md#mocking-http-nodes)".into());
     }
     let path = if request.write {
+        if !writes_tests(&number) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_local",
+                "a recorded test is written into the bot folder in local mode only; beside a real number (dev.enabled), download it and commit it with the bot",
+            ));
+        }
         write(&number.live.dir, &rel, &recorded.yaml, request.overwrite)?;
         tracing::info!(bot = %number.live.dir.display(), file = %rel.display(), "a recorded test was written");
         Some(rel.to_string_lossy().into_owned())
@@ -87,6 +97,13 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Json<V
         "failure": checked,
         "notes": notes,
     })))
+}
+
+/// Whether `write: true` may put the test into the bot folder: in local mode only, not
+/// from a twin beside a real number (a production server's files are not the page's to
+/// change).
+pub fn writes_tests(number: &Number) -> bool {
+    number.live.bot().settings.simulated() == Simulated::Itself
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

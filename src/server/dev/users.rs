@@ -19,11 +19,11 @@ pub struct Which {
 
 /// The user of the path, checked, on the number asked for.
 fn key(
-    state: &AppState,
+    sim: &super::Sim,
     path: Result<Path<String>, PathRejection>,
     which: &Which,
 ) -> Result<(SessionKey, std::sync::Arc<crate::delivery::runtime::Number>), ApiError> {
-    let number = super::number(state, which.phone_number_id.as_deref())?;
+    let number = sim.number(which.phone_number_id.as_deref())?;
     let Path(user) = path.map_err(|e| crate::api::error::path_rejection(&e))?;
     super::user(&user)?;
     Ok((SessionKey::new(&number.phone_number_id, &user), number))
@@ -33,10 +33,11 @@ fn key(
 /// reset, oldest first (the page redraws the chat from it).
 pub async fn history(
     State(state): State<AppState>,
+    sim: super::Sim,
     Query(which): Query<Which>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let (key, _) = key(&state, path, &which)?;
+    let (key, _) = key(&sim, path, &which)?;
     let entries = state.runtime.dev.history(&key);
     Ok(Json(entries.iter().map(Entry::to_json).collect()))
 }
@@ -45,10 +46,11 @@ pub async fn history(
 /// bot not read yet gets a `read` status.
 pub async fn read(
     State(state): State<AppState>,
+    sim: super::Sim,
     Query(which): Query<Which>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (key, _) = key(&state, path, &which)?;
+    let (key, _) = key(&sim, path, &which)?;
     let unread: Vec<String> = state
         .runtime
         .dev
@@ -70,10 +72,11 @@ pub async fn read(
 /// page's history and the user's trace, so the next message starts afresh.
 pub async fn reset(
     State(state): State<AppState>,
+    sim: super::Sim,
     Query(which): Query<Which>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (key, number) = key(&state, path, &which)?;
+    let (key, number) = key(&sim, path, &which)?;
     let erased = number
         .store
         .delete_user(&key.user)

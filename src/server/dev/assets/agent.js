@@ -3,7 +3,7 @@
 
 import { h, clockTime } from "./dom.js";
 
-export function createAgentPane({ api, getUser, onCount }) {
+export function createAgentPane({ api, getUser, onCount, simulated }) {
   const el = document.querySelector('.view[data-view="agent"]');
   let timer = null;
   let agentName = localStorage.getItem("parlance.dev.agent") || "ada";
@@ -12,7 +12,10 @@ export function createAgentPane({ api, getUser, onCount }) {
     const user = getUser();
     let list;
     try {
-      list = (await api.handovers()).handovers || [];
+      // The simulated numbers' handovers only: beside a real number (dev.enabled) the
+      // key also opens the real number's, which are real users'.
+      const ids = simulated();
+      list = ((await api.handovers()).handovers || []).filter((x) => !ids.length || ids.includes(x.phone_number_id));
     } catch (e) {
       el.replaceChildren(h("p", { class: "muted" }, `The agent API is not available: ${e.message}`));
       onCount(0);
@@ -31,7 +34,29 @@ export function createAgentPane({ api, getUser, onCount }) {
     const cards = [];
     for (const ho of mine) cards.push(await card(ho));
     if (user !== getUser()) return;
+    // The pane is drawn again whenever the user's conversation moves: what the designer
+    // was typing (and where) survives it.
+    const typed = typing();
     el.replaceChildren(...cards, others(list, user));
+    restore(typed);
+  }
+
+  /** The fields of the cards as typed: `handover id/field name` → value, and the focus. */
+  function typing() {
+    const at = (input) => `${input.closest("[data-handover]").dataset.handover}/${input.name}`;
+    const values = new Map();
+    for (const input of el.querySelectorAll("[data-handover] input[name]")) values.set(at(input), input.value);
+    const active = document.activeElement;
+    const focus = active && el.contains(active) && active.name && active.closest("[data-handover]") ? at(active) : null;
+    return { values, focus, at };
+  }
+
+  function restore({ values, focus, at }) {
+    for (const input of el.querySelectorAll("[data-handover] input[name]")) {
+      const key = at(input);
+      if (values.has(key)) input.value = values.get(key);
+      if (key === focus) input.focus();
+    }
   }
 
   function others(list, user) {
@@ -50,7 +75,7 @@ export function createAgentPane({ api, getUser, onCount }) {
     const live = ho.state === "queued" || ho.state === "accepted";
     return h(
       "div",
-      { class: "handover", "data-testid": "handover" },
+      { class: "handover", "data-testid": "handover", "data-handover": ho.id },
       h(
         "div",
         { class: "row" },

@@ -1,7 +1,7 @@
 // The simulator page: state, the live event stream, users, the composer and the clock.
 // The chat is drawn by render.js, the inspector by inspector.js, the agent pane by agent.js.
 
-import { api } from "./api.js";
+import { api, onKeyNeeded, subscribe } from "./api.js";
 import { h } from "./dom.js";
 import { renderEntry, fillListSheet, ticks } from "./render.js";
 import { createInspector } from "./inspector.js";
@@ -457,32 +457,36 @@ function onReload(ev) {
 // ---- the live stream -----------------------------------------------------------------
 
 function connect() {
-  const es = new EventSource("/dev/api/events");
   const conn = $("#connection");
   let dropped = false;
-  es.onopen = () => {
-    conn.textContent = "● live";
-    conn.className = "connection ok";
-    if (dropped) resync();
-    dropped = false;
-  };
-  es.onerror = () => {
-    // EventSource reconnects by itself; what was missed is fetched again on reconnect.
-    conn.textContent = "○ reconnecting…";
-    conn.className = "connection down";
-    dropped = true;
-  };
-  const on = (name, fn) =>
-    es.addEventListener(name, (m) => {
+  const handlers = new Map();
+  const on = (name, fn) => handlers.set(name, fn);
+  subscribe({
+    onOpen: () => {
+      conn.textContent = "● live";
+      conn.className = "connection ok";
+      if (dropped) resync();
+      dropped = false;
+    },
+    // The stream reconnects by itself; what was missed is fetched again on reconnect.
+    onDrop: () => {
+      conn.textContent = "○ reconnecting…";
+      conn.className = "connection down";
+      dropped = true;
+    },
+    onEvent: (name, raw) => {
+      const fn = handlers.get(name);
+      if (!fn) return;
       let data;
       try {
-        data = JSON.parse(m.data);
+        data = JSON.parse(raw);
       } catch {
-        console.warn("unreadable event", name, m.data);
+        console.warn("unreadable event", name, raw);
         return;
       }
       fn(data);
-    });
+    },
+  });
   on("message", (d) => {
     ensureUser(d.user);
     addEntry(d.user, { direction: "out", id: d.wamid, payload: d.payload, status: "sent", at: d.at, flow: d.flow, node: d.node });
@@ -561,11 +565,31 @@ const inspector = createInspector({
     return last ? { kind: "sent", flow: last.flow, node: last.node, fallback: true } : null;
   },
 });
-const agent = createAgentPane({ api, getUser: () => state.selected, onCount: (n) => {
+const agent = createAgentPane({ api, getUser: () => state.selected, simulated: () => ((state.info && state.info.bots) || []).map((b) => b.phone_number_id), onCount: (n) => {
   const el = $("#agent-count");
   el.hidden = !n;
   el.textContent = String(n);
 } });
+
+// Asked for by api.js when the server answers 401 (a bot with api.key).
+$("#key-cancel").addEventListener("click", () => $("#key-dialog").close("cancel"));
+onKeyNeeded(
+  (message) =>
+    new Promise((resolve) => {
+      const dialog = $("#key-dialog");
+      const input = dialog.querySelector("input");
+      $("#key-why").textContent = message;
+      input.value = "";
+      dialog.returnValue = "";
+      dialog.addEventListener(
+        "close",
+        () => resolve(dialog.returnValue === "ok" && input.value.trim() ? input.value.trim() : null),
+        { once: true },
+      );
+      dialog.showModal();
+      input.focus();
+    }),
+);
 
 saveUsers(state.users);
 renderUsers();

@@ -51,6 +51,10 @@ export function createInspector({ api, getUser, lastNode }) {
       return;
     }
     if (user !== getUser()) return;
+    // Only the simulated numbers' turns: beside a real number (dev.enabled) the key also
+    // opens the real number, whose user of the same id is someone else.
+    const simulated = new Set(bots.map((b) => b.phone_number_id));
+    trace.numbers = (trace.numbers || []).filter((n) => !simulated.size || simulated.has(n.phone_number_id));
     lastTrace = trace;
     drawTurns(trace);
     if (view === "graph") refreshGraph();
@@ -288,6 +292,9 @@ export function createInspector({ api, getUser, lastNode }) {
     },
     setBots(list) {
       bots = list || [];
+      // Beside a real number (dev.enabled) the test is downloaded, never written into
+      // the server's bot folder.
+      document.getElementById("record-save").hidden = !(bots[0] && bots[0].writes_tests);
       const flows = [...new Set(bots.flatMap((b) => b.flows || []))];
       const keep = graphSelect.value;
       graphSelect.replaceChildren(...flows.map((f) => h("option", { value: f }, f)));
