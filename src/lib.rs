@@ -56,8 +56,9 @@
 //! - [`reload`]: watches bot folders and swaps a `LiveBot`'s bot in when an edit is
 //!   valid.
 //! - [`server`]: the HTTP routes (axum): Meta's webhook, `/dev/message`, `/healthz`,
-//!   `/readyz`, admin, metrics, and the `/dev` simulator of local numbers
-//!   (`server::dev`, its page embedded in the binary); handlers only translate HTTP. The accept loop with its
+//!   `/readyz`, admin, metrics, and the `/dev` simulator of local numbers (local
+//!   bots, and the twins `cli::serve` builds beside real numbers for `dev.enabled`;
+//!   `server::dev`, its page embedded in the binary); handlers only translate HTTP. The accept loop with its
 //!   timeouts and connection limit is `server::listen`.
 //! - [`cli`]: one module per subcommand.
 //!

@@ -16,11 +16,8 @@ use serde_json::{Map, Value, json};
 use std::path::Path;
 
 /// `GET /dev/api/info`.
-pub async fn info(
-    State(state): State<AppState>,
-    super::Sim(numbers): super::Sim,
-) -> Result<Json<Value>, ApiError> {
-    let bots: Vec<Value> = numbers.iter().map(|n| bot_info(n)).collect();
+pub async fn info(State(state): State<AppState>, sim: super::Sim) -> Result<Json<Value>, ApiError> {
+    let bots: Vec<Value> = sim.numbers().iter().map(|n| bot_info(n)).collect();
     let hub = &state.runtime.dev;
     Ok(Json(json!({
         "bots": bots,

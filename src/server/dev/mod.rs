@@ -16,8 +16,8 @@
 //! Architecture Invariant: these routes act on local numbers only (nothing reaches
 //! Meta): a bot without WhatsApp credentials, or the local twin of a bot with
 //! `dev.enabled: true` (`cli::serve` builds it). The page and its files are served
-//! whenever a number is simulated; the data routes take [`Sim`], which opens a number
-//! whose bot has `api.key` only to requests carrying that key. Nothing simulated: 404.
+//! whenever a number is simulated; the data routes take [`Sim`], which opens a twin only
+//! to requests carrying its bot's `api.key`. Nothing simulated: 404.
 
 use super::{AppState, admin};
 use crate::api::error::ApiError;
@@ -82,7 +82,7 @@ pub fn simulated(state: &AppState) -> Vec<Arc<Number>> {
 /// by default), and twins beside real numbers whose bot's key the request carries as
 /// `Authorization: Bearer`. A twin without the key is never open (the loader requires
 /// one). 404 when nothing is simulated, 401 when the request opens nothing.
-pub struct Sim(pub Vec<Arc<Number>>);
+pub struct Sim(Vec<Arc<Number>>);
 
 impl FromRequestParts<AppState> for Sim {
     type Rejection = ApiError;
@@ -118,6 +118,11 @@ impl FromRequestParts<AppState> for Sim {
 }
 
 impl Sim {
+    /// Every number the request may use, by id.
+    pub fn numbers(&self) -> &[Arc<Number>] {
+        &self.0
+    }
+
     /// The first number the request may use (there is one: the extractor refuses
     /// requests that may use none).
     pub fn first(&self) -> Arc<Number> {
