@@ -7,8 +7,9 @@
 //!   channel: no lock contention, no `SQLITE_BUSY`, and no blocking-pool thread per call
 //!   (the old store's cost: hundreds of parked threads).
 //! - **Group commit.** The writer takes the first waiting write, then every write that
-//!   arrived meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, each in
-//!   its own savepoint: one that fails (or is fenced) is rolled back alone. Each caller
+//!   arrived meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, each
+//!   after the first that succeeded in its own savepoint: one that fails (or is fenced)
+//!   is rolled back alone (before any succeeded: the transaction starts over). Each caller
 //!   is answered only after the transaction committed, so an answer always means
 //!   "durable". Under load a commit carries many turns, which is where the throughput
 //!   comes from; alone, a write commits at once (no waiting for a batch to fill).
@@ -143,8 +144,8 @@ impl SqliteDurable {
         writer
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        // Each write of a group commit runs in a savepoint; their undo pages stay in
-        // memory instead of a temporary file.
+        // Writes of a group commit run in savepoints; their undo pages stay in memory
+        // instead of a temporary file.
         writer
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(err)?;

@@ -309,6 +309,19 @@ async fn a_failed_accept_stores_nothing_and_leaves_its_batch_alone() {
 
 #[tokio::test]
 async fn writes_waiting_behind_a_commit_share_the_next_one() {
+    batch_with_poison(&[7]).await;
+}
+
+/// The first writes of a batch run without a savepoint (nothing to keep yet): when they
+/// fail, the transaction starts over and the rest of the batch still commits.
+#[tokio::test]
+async fn failed_first_writes_of_a_batch_leave_the_rest_alone() {
+    batch_with_poison(&[0, 1, 30]).await;
+}
+
+/// 50 writes queued behind a held commit, those at `poisoned` failing: the others are
+/// stored in one commit.
+async fn batch_with_poison(poisoned: &[usize]) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_in(&dir));
     raw(&dir)
@@ -341,7 +354,7 @@ async fn writes_waiting_behind_a_commit_share_the_next_one() {
     let writers: Vec<_> = (0..50)
         .map(|n| {
             let store = Arc::clone(&store);
-            let body = if n == 7 {
+            let body = if poisoned.contains(&n) {
                 "poison".to_string()
             } else {
                 format!("m{n}")
@@ -364,10 +377,17 @@ async fn writes_waiting_behind_a_commit_share_the_next_one() {
                 assert!(matches!(a[0], Accepted::Stored(_)), "{n}: {a:?}");
                 stored += 1;
             }
-            Err(e) => assert_eq!((n, e.0.as_str()), (7, "disk says no")),
+            Err(e) => {
+                assert!(poisoned.contains(&n), "{n}: {e:?}");
+                assert_eq!(e.0, "disk says no");
+            }
         }
     }
-    assert_eq!(stored, 49, "the failed write was rolled back alone");
+    assert_eq!(
+        stored,
+        50 - poisoned.len(),
+        "the failed writes were rolled back alone"
+    );
     assert_eq!(
         store.commits() - before,
         2,

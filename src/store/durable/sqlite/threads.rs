@@ -106,15 +106,33 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     run("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     let result = (|| -> rusqlite::Result<usize> {
+        // Until a write of the batch has succeeded, the transaction holds nothing to
+        // keep: a write then runs without a savepoint, and if it fails the whole
+        // transaction is rolled back and begun again. A savepoint costs a copy of every
+        // page the write touches (SQLite's sub-journal), and a batch is often one write.
+        let mut kept = false;
         for job in batch.iter_mut() {
-            run("SAVEPOINT job")?;
+            if kept {
+                run("SAVEPOINT job")?;
+            }
             // A write that panicked is a failed write: the writer, and every other
             // caller, go on.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
-            if !ran.unwrap_or(false) {
-                run("ROLLBACK TO job")?;
+            let ok = ran.unwrap_or(false);
+            match (kept, ok) {
+                (true, true) => {
+                    run("RELEASE job")?;
+                }
+                (true, false) => {
+                    run("ROLLBACK TO job")?;
+                    run("RELEASE job")?;
+                }
+                (false, true) => kept = true,
+                (false, false) => {
+                    run("ROLLBACK")?;
+                    run("BEGIN IMMEDIATE")?;
+                }
             }
-            run("RELEASE job")?;
         }
         run("COMMIT")
     })();
