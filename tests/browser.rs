@@ -792,3 +792,82 @@ async fn the_page_asks_for_the_key_and_the_agent_pane_takes_a_handover() {
     .await;
     b.quit().await;
 }
+
+/// `dev.enabled: true` beside a real number: the page asks for the key before anything
+/// (its event stream needs it too), then a simulated user talks to the local twin; a
+/// recorded test can be downloaded but not saved into the server's bot folder; nothing
+/// reaches the Graph API.
+#[tokio::test]
+async fn beside_a_real_number_the_page_talks_to_the_twin_with_the_key() {
+    let graph = parlance::testing::fake_graph::FakeGraph::start()
+        .await
+        .unwrap();
+    // examples/pizza with credentials, and what a team adds to serve the simulator
+    // beside the real number: dev.enabled and the API key.
+    let bot = copy_bot("examples/pizza");
+    let settings = bot.path().join("parlance.yaml");
+    let yaml = std::fs::read_to_string(&settings).unwrap().replace(
+        "  message_delay_ms: 500\n",
+        &format!(
+            "  message_delay_ms: 500\n  base_url: \"{}\"\n",
+            graph.base_url()
+        ),
+    );
+    assert!(yaml.contains("base_url"), "{yaml}");
+    std::fs::write(
+        &settings,
+        format!("{yaml}\ndev: {{ enabled: true }}\napi: {{ key: twin-key }}\n"),
+    )
+    .unwrap();
+    let server = Server::start_env(
+        bot.path(),
+        free_port(),
+        &[],
+        &[
+            ("WA_ACCESS_TOKEN", "EAAG-real"),
+            ("WA_PHONE_NUMBER_ID", "123456"),
+            ("WA_VERIFY_TOKEN", "verify"),
+            ("WA_APP_SECRET", "app-secret"),
+        ],
+    )
+    .await;
+    let b = Browser::open(Screen::Desktop).await;
+    b.driver()
+        .goto(format!("http://127.0.0.1:{}/dev", server.port))
+        .await
+        .unwrap();
+    b.wait_js(
+        "the key dialog",
+        "const d = document.querySelector('[data-testid=key-dialog]'); return d && d.open",
+    )
+    .await;
+    let live = b
+        .driver()
+        .execute(
+            "return document.getElementById('connection').textContent.includes('live')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(live.json(), &json!(false), "no stream without the key");
+    b.fill("[data-testid=key-input]", "twin-key").await;
+    b.click("[data-testid=key-ok]").await;
+    b.wait_js(
+        "the live stream",
+        "return document.getElementById('connection').textContent.includes('live')",
+    )
+    .await;
+    b.type_and_enter("hi").await;
+    b.wait_bot_says("What would you like today?").await;
+    let save_hidden = b
+        .driver()
+        .execute(
+            "return document.querySelector('[data-testid=record-save]').hidden",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(save_hidden.json(), &json!(true));
+    assert!(graph.received().is_empty(), "{:?}", graph.received());
+    b.quit().await;
+}
