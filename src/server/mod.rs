@@ -209,11 +209,12 @@ async fn receive(
     // drops mid-way, axum drops this handler, and the store's step must still finish
     // whole (it is atomic either way; this keeps the drain's count right).
     let runtime = Arc::clone(&state.runtime);
-    let stored = tokio::spawn(async move {
+    // (Boxed, as a worker is: the store's step is a large future to move by value.)
+    let stored = tokio::spawn(Box::pin(async move {
         let stored = runtime.accept_webhook(handled).await;
         drop(admitted);
         stored
-    });
+    }));
     match stored.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
