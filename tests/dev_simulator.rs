@@ -415,6 +415,23 @@ async fn a_quiet_stream_stays_open() {
 }
 
 #[tokio::test]
+async fn a_quiet_stream_outlives_a_short_idle_timeout() {
+    let bot = clock_bot();
+    // Connections without I/O for 2 s are closed; the stream's keep-alives come often
+    // enough that it is still the same open stream when the bot speaks 5 s later.
+    let server = Server::start(bot.path(), &["--idle-timeout", "2"]).await;
+    let mut events = Events::open(&server).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    post(
+        &server,
+        "/dev/api/message",
+        json!({"from": USER, "text": "hi"}),
+    )
+    .await;
+    events.message_text("What is your name?").await;
+}
+
+#[tokio::test]
 async fn every_message_form_reaches_the_bot_and_anything_else_is_refused() {
     let bot = pizza();
     let server = Server::start(bot.path(), &[]).await;

@@ -332,6 +332,7 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
         webhook_auth,
         admin_keys,
         max_body_bytes: options.max_body_bytes,
+        stream_keep_alive: server::dev::events::keep_alive(options.limits.idle_timeout),
         sessions_counted_at: tokio::sync::Mutex::new(None),
     });
     Ok((state, locals))

@@ -47,6 +47,9 @@ pub struct Shared {
     /// Each bot's `api.key` and the number it opens in the admin routes.
     pub admin_keys: Vec<AdminKey>,
     pub max_body_bytes: usize,
+    /// How often a quiet event stream (`/dev/api/events`) gets a keep-alive comment:
+    /// within `serve --idle-timeout`, which closes connections without I/O.
+    pub stream_keep_alive: std::time::Duration,
     /// When `/metrics` last counted the sessions (see [`SESSION_COUNT_EVERY`]).
     pub sessions_counted_at: tokio::sync::Mutex<Option<Instant>>,
 }

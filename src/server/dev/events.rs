@@ -1,6 +1,7 @@
 //! `GET /dev/api/events`: everything that happens to the simulated users, live, as
 //! server-sent events (`event:` the [`DevEvent`] name, `data:` its JSON), with a
-//! keep-alive comment every 15 s so proxies and browsers keep the stream open.
+//! keep-alive comment every 15 s (more often under a shorter `serve --idle-timeout`) so
+//! the server, proxies and browsers keep the stream open.
 
 use crate::api::error::ApiError;
 use crate::delivery::dev_hub::DevEvent;
@@ -13,8 +14,14 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{Stream, StreamExt};
 
-/// How often an idle stream gets a comment line.
+/// How often an idle stream gets a comment line, at most.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How often an idle stream gets a comment line on a server whose connections close
+/// after `idle_timeout` without I/O: twice within it, so a quiet stream is never cut.
+pub fn keep_alive(idle_timeout: Duration) -> Duration {
+    KEEP_ALIVE.min(idle_timeout / 2)
+}
 
 /// `GET /dev/api/events`.
 pub async fn events(
@@ -35,7 +42,7 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.stream_keep_alive)))
 }
 
 fn sse(event: &DevEvent) -> Event {
