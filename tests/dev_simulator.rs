@@ -213,6 +213,20 @@ nodes:
       body: ["{{ contact.name | default('there') }}"]
 "#,
         ),
+        (
+            "flows/lost.yaml",
+            r#"id: lost
+triggers:
+  - keywords: [lost]
+nodes:
+  one:
+    say: "one"
+  pause:
+    wait: 3s
+  never:
+    say: "never seen"
+"#,
+        ),
     ])
 }
 
@@ -550,6 +564,77 @@ async fn reset_starts_the_user_afresh() {
     assert_eq!(
         payload_text(&next.data["payload"]),
         Some("What is your name?")
+    );
+}
+
+#[tokio::test]
+async fn a_message_refused_outside_the_window_shows_failed_and_is_not_recorded() {
+    let bot = clock_bot();
+    let server = Server::start(bot.path(), &[]).await;
+    let mut events = Events::open(&server).await;
+    post(
+        &server,
+        "/dev/api/message",
+        json!({"from": USER, "text": "lost"}),
+    )
+    .await;
+    events.message_text("one").await;
+    events
+        .until("typing during the pause", |e| {
+            e.event == "typing" && e.data["on"] == true
+        })
+        .await;
+    // 24 hours pass during the pause: the local sink refuses the node's text (131047)
+    // and it has no on_window_closed template.
+    let (status, _) = post(
+        &server,
+        "/dev/api/clock",
+        json!({"advance_secs": 25 * 3600}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let refused = events.message_text("never seen").await;
+    let id = refused.data["wamid"].as_str().unwrap().to_string();
+    assert!(id.starts_with("unsent."), "{id}");
+    assert_eq!(refused.data["node"], "never");
+    let failed = events
+        .until("the failed status", |e| {
+            e.event == "status" && e.data["wamid"] == id.as_str()
+        })
+        .await;
+    assert_eq!(failed.data["status"], "failed");
+    let why = failed.data["error"].as_str().unwrap();
+    assert!(why.starts_with("131047"), "{why}");
+
+    // The chat's history says the same after a reload of the page.
+    let (status, history) = get(&server, &format!("/dev/api/users/{USER}/history")).await;
+    assert_eq!(status, 200);
+    let entry = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["wamid"] == id.as_str())
+        .unwrap_or_else(|| panic!("{history:#}"));
+    assert_eq!(entry["status"], "failed", "{entry:#}");
+
+    // A recorded test leaves it out, and says so.
+    let (status, recorded) = post(
+        &server,
+        "/dev/api/record",
+        json!({"user": USER, "name": "lost"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{recorded}");
+    let yaml = recorded["yaml"].as_str().unwrap();
+    assert!(yaml.contains("one"), "{yaml}");
+    assert!(!yaml.contains("never seen"), "{yaml}");
+    assert!(
+        recorded["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("WhatsApp refused")),
+        "{recorded}"
     );
 }
 

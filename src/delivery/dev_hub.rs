@@ -13,7 +13,7 @@
 use super::codec::OutgoingBody;
 use super::runtime::{Number, Runtime, TurnReport};
 use crate::store::SessionKey;
-use crate::store::durable::Millis;
+use crate::store::durable::{Millis, OutKey};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -592,6 +592,40 @@ impl Runtime {
                 item,
             },
         );
+    }
+
+    /// A message of a local number that WhatsApp would refuse for good (131047 without
+    /// an `on_window_closed` template: the simulated clock passed the 24-hour window).
+    /// The chat shows it with a failed mark and why, as WhatsApp shows a message it could
+    /// not deliver, rather than nothing; it has no wamid, so its id says what it is.
+    pub(super) fn dev_failed(
+        &self,
+        number: &Number,
+        key: &SessionKey,
+        payload: &Value,
+        body: &OutgoingBody,
+        at: OutKey,
+        error: &str,
+    ) {
+        if !number.transport.is_local() {
+            return;
+        }
+        let id = format!("unsent.{}.{}", at.turn, at.index);
+        self.dev.sent(
+            key,
+            Outbound {
+                wamid: id.clone(),
+                payload: payload.clone(),
+                status: "failed".into(),
+                error: Some(error.to_string()),
+                at: self.dev.now_ms(),
+                flow: body.flow.clone(),
+                node: body.node.clone(),
+                item: at.turn,
+            },
+        );
+        // The page draws a message as sent; this tells it (and any other view) at once.
+        self.dev.status(key, &id, "failed", Some(error.to_string()));
     }
 
     /// Whether the worker is about to sleep for a `wait` pause (not the message delay)

@@ -116,6 +116,7 @@ impl Runtime {
                 }
                 Verdict::WindowClosed | Verdict::Permanent => {
                     self.trace.failed(key, out.at, &e.brief());
+                    self.dev_failed(number, key, payload, &body, out.at, &e.brief());
                     return self
                         .give_up(
                             number,

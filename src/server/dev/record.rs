@@ -174,10 +174,14 @@ pub fn build(bot: &Bot, user: &str, name: &str, history: &[Entry]) -> Result<Rec
     // The bot's messages of each user message, by position in `inbound`.
     let mut answers: Vec<Vec<&Outbound>> = vec![Vec::new(); inbound.len()];
     let mut before_first = 0usize;
+    let mut refused = 0usize;
     let mut latest: Option<usize> = None;
     for e in history {
         match e {
             Entry::In(i) => latest = inbound.iter().position(|x| x.id == i.id),
+            // WhatsApp refused it (the window had closed): the user never saw it, and
+            // `parlance test` plays a closed window its own way (docs/flows.md).
+            Entry::Out(o) if o.status == "failed" => refused += 1,
             Entry::Out(o) => {
                 let own = inbound.iter().position(|i| i.item == Some(o.item));
                 // Not from a user message's turn (a timer, the API): where it showed.
@@ -191,6 +195,11 @@ pub fn build(bot: &Bot, user: &str, name: &str, history: &[Entry]) -> Result<Rec
     if before_first > 0 {
         notes.push(format!(
             "{before_first} message(s) the bot sent before the user's first message are left out: a conversation test starts with the user"
+        ));
+    }
+    if refused > 0 {
+        notes.push(format!(
+            "{refused} message(s) WhatsApp refused (shown failed in the chat) are left out: a test of a closed 24-hour window uses `advance:` and a `status:` step (docs/flows.md#conversation-tests)"
         ));
     }
     let name_of_user = inbound.iter().rev().find_map(|i| i.name.clone());
