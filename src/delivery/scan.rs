@@ -59,7 +59,22 @@ impl Runtime {
                 Ok(n) => tracing::debug!(fired = n, "timers fell due"),
                 Err(e) => tracing::warn!(error = %e, "cannot fire due timers"),
             }
-            let users = match store.users_with_work(now, USERS_PER_SCAN).await {
+            // Only users this instance can serve now: the numbers on this store whose
+            // sending is not paused. Another bot's number on a shared Redis, or a
+            // paused one with thousands of users waiting, must not fill the scan and
+            // hold back everyone else's work (a `wait`, a retry, a dead instance's).
+            let serving: Vec<String> = self
+                .numbers()
+                .filter(|n| Arc::ptr_eq(&n.store, store) && n.paused().is_none())
+                .map(|n| n.phone_number_id.clone())
+                .collect();
+            if serving.is_empty() {
+                continue;
+            }
+            let users = match store
+                .users_with_work(now, USERS_PER_SCAN, Some(&serving))
+                .await
+            {
                 Ok(users) => users,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for pending work");

@@ -18,6 +18,7 @@
 //!   mark_attempt counts attempts and ambiguous ones and sets not_before; dead letters
 //!   are kept, listed per number and replayed at the end of the user's outbox;
 //! - users_with_work: pending items and due messages, not users whose lease runs,
+//!   only the numbers asked for (others never fill the limit),
 //!   oldest work first;
 //! - timers: replace by name, cancel, fire exactly once into the inbox when due;
 //! - records: statuses and sent lookups; delete_user erases everything of a user on
@@ -89,6 +90,7 @@ where
     an_item_moved_aside_leaves_the_inbox_under_the_lease(fresh().await).await;
     dead_letters_are_kept_listed_and_replayed(fresh().await).await;
     users_with_work_finds_pending_users(fresh().await).await;
+    users_with_work_of_some_numbers(fresh().await).await;
     timers_replace_cancel_and_fire_once(fresh().await).await;
     statuses_and_sent_records(fresh().await).await;
     count_sessions_counts_recent_ones(fresh().await).await;
@@ -1076,10 +1078,17 @@ pub async fn a_message_after_a_wait_is_due_at_its_time(store: Arc<dyn Durable>) 
     );
     store.release(&l).await.unwrap();
     assert!(
-        store.users_with_work(5_999, 10).await.unwrap().is_empty(),
+        store
+            .users_with_work(5_999, 10, None)
+            .await
+            .unwrap()
+            .is_empty(),
         "not due before its time"
     );
-    assert_eq!(store.users_with_work(6_000, 10).await.unwrap(), vec![ada]);
+    assert_eq!(
+        store.users_with_work(6_000, 10, None).await.unwrap(),
+        vec![ada]
+    );
 }
 
 /// A turn whose outgoing message takes an [`OutKey`] already queued for the user (or
@@ -1432,9 +1441,51 @@ pub async fn dead_letters_are_kept_listed_and_replayed(store: Arc<dyn Durable>) 
 /// Users with items, or messages due, whose lease is free or expired; oldest work first
 /// (a user's work dates from its oldest item's `at` or its oldest due message's
 /// `not_before`).
+/// `only`: other numbers' users (older ones, more than `limit` of them) neither come
+/// back nor take the places of the wanted number's.
+pub async fn users_with_work_of_some_numbers(store: Arc<dyn Durable>) {
+    let paused: Vec<SessionKey> = (0..5)
+        .map(|i| SessionKey::new("2002", &format!("old{i}")))
+        .collect();
+    for (i, k) in paused.iter().enumerate() {
+        accept_one(&*store, msg(k, None, "waiting", 10 + i as Millis)).await;
+    }
+    let (ada, bob) = (key("ada"), key("bob"));
+    accept_one(&*store, msg(&ada, None, "a", 100)).await;
+    accept_one(&*store, msg(&bob, None, "b", 200)).await;
+    let mine = ["1001".to_string()];
+    assert_eq!(
+        store.users_with_work(1_000, 2, Some(&mine)).await.unwrap(),
+        vec![ada.clone(), bob.clone()]
+    );
+    assert_eq!(
+        store.users_with_work(1_000, 1, Some(&mine)).await.unwrap(),
+        vec![ada.clone()]
+    );
+    // Without `only` the older users of 2002 come first, as before.
+    assert_eq!(
+        store.users_with_work(1_000, 2, None).await.unwrap(),
+        paused[..2].to_vec()
+    );
+    let both = ["2002".to_string(), "1001".to_string()];
+    assert_eq!(
+        store
+            .users_with_work(1_000, 10, Some(&both))
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    assert_eq!(
+        store.users_with_work(1_000, 10, Some(&[])).await.unwrap(),
+        vec![],
+        "no number: nobody"
+    );
+}
+
 pub async fn users_with_work_finds_pending_users(store: Arc<dyn Durable>) {
     let (ada, bob, cy, dee, eve) = (key("ada"), key("bob"), key("cy"), key("dee"), key("eve"));
-    assert_eq!(store.users_with_work(0, 10).await.unwrap(), vec![]);
+    assert_eq!(store.users_with_work(0, 10, None).await.unwrap(), vec![]);
     // bob: a message queued at 50 (his item handled). ada: an item at 100.
     let bob_item = accept_one(&*store, msg(&bob, None, "b", 40)).await;
     let bob_lease = lease(&*store, &bob, "a", 0).await;
@@ -1477,26 +1528,26 @@ pub async fn users_with_work_finds_pending_users(store: Arc<dyn Durable>) {
     store.release(&eve_lease).await.unwrap();
 
     assert_eq!(
-        store.users_with_work(1_000, 10).await.unwrap(),
+        store.users_with_work(1_000, 10, None).await.unwrap(),
         vec![bob.clone(), ada.clone()]
     );
     assert_eq!(
-        store.users_with_work(1_000, 1).await.unwrap(),
+        store.users_with_work(1_000, 1, None).await.unwrap(),
         vec![bob.clone()]
     );
     assert_eq!(
-        store.users_with_work(5_000, 10).await.unwrap(),
+        store.users_with_work(5_000, 10, None).await.unwrap(),
         vec![bob.clone(), ada.clone(), dee.clone()]
     );
     // When cy's lease ends, cy's older item comes first.
     assert_eq!(
-        store.users_with_work(60_000, 10).await.unwrap(),
+        store.users_with_work(60_000, 10, None).await.unwrap(),
         vec![cy.clone(), bob.clone(), ada.clone(), dee.clone()]
     );
     // A user whose lease this instance holds is not "free" either.
     let _ada_lease = lease(&*store, &ada, "a", 60_000).await;
     assert_eq!(
-        store.users_with_work(60_001, 10).await.unwrap(),
+        store.users_with_work(60_001, 10, None).await.unwrap(),
         vec![cy.clone(), bob.clone(), dee.clone()]
     );
     // An unhandled item is work at once, even when its `at` is later than `now` (a
@@ -1504,11 +1555,11 @@ pub async fn users_with_work_finds_pending_users(store: Arc<dyn Durable>) {
     let fay = key("fay");
     accept_one(&*store, msg(&fay, None, "f", 100_000)).await;
     assert_eq!(
-        store.users_with_work(60_002, 10).await.unwrap(),
+        store.users_with_work(60_002, 10, None).await.unwrap(),
         vec![cy.clone(), bob.clone(), dee.clone(), fay.clone()]
     );
     assert_eq!(
-        store.users_with_work(60_003, 10).await.unwrap(),
+        store.users_with_work(60_003, 10, None).await.unwrap(),
         vec![cy, bob, dee, fay],
         "and again"
     );
@@ -2240,7 +2291,7 @@ pub async fn concurrent_accepts_and_two_holders_keep_order(store: Arc<dyn Durabl
         }
     }
     assert_eq!(
-        store.users_with_work(i64::MAX / 2, 10).await.unwrap(),
+        store.users_with_work(i64::MAX / 2, 10, None).await.unwrap(),
         vec![]
     );
 }

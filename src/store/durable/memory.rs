@@ -414,6 +414,7 @@ impl Durable for MemoryDurable {
         &self,
         now: Millis,
         limit: usize,
+        only: Option<&[String]>,
     ) -> Result<Vec<SessionKey>, StoreError> {
         let inner = self.lock();
         let mut since: HashMap<&SessionKey, Millis> = HashMap::new();
@@ -430,6 +431,7 @@ impl Durable for MemoryDurable {
         let mut users: Vec<(Millis, &SessionKey)> = since
             .into_iter()
             .filter(|(k, _)| inner.leases.get(*k).is_none_or(|l| l.until <= now))
+            .filter(|(k, _)| only.is_none_or(|numbers| numbers.contains(&k.phone_number_id)))
             .map(|(k, at)| (at, k))
             .collect();
         users.sort();

@@ -525,11 +525,14 @@ pub trait Durable: Send + Sync {
     /// Users with unhandled items, or outgoing messages due at `now`
     /// (`not_before <= now`), whose lease is free or expired at `now`; at most `limit`,
     /// oldest work first: by the smallest of their items' `at` and their due messages'
-    /// `not_before`, then by key.
+    /// `not_before`, then by key. With `only`, users of those phone numbers only (the
+    /// ones an instance serves and may send for now): the others' users never fill the
+    /// `limit` (a number whose sending is paused may have thousands waiting).
     async fn users_with_work(
         &self,
         now: Millis,
         limit: usize,
+        only: Option<&[String]>,
     ) -> Result<Vec<SessionKey>, StoreError>;
 
     /// Moves timers due at `now` into their users' inboxes as [`ItemKind::Timer`]

@@ -549,8 +549,9 @@ impl Durable for RedisDurable {
         &self,
         now: Millis,
         limit: usize,
+        only: Option<&[String]>,
     ) -> Result<Vec<SessionKey>, StoreError> {
-        inbox::users_with_work(self, now, limit).await
+        inbox::users_with_work(self, now, limit, only).await
     }
 
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {

@@ -1073,11 +1073,19 @@ impl Durable for SqliteDurable {
         &self,
         now: Millis,
         limit: usize,
+        only: Option<&[String]>,
     ) -> Result<Vec<SessionKey>, StoreError> {
         // Leased users are filtered out here (leases live in memory): asking for as
         // many more rows as there are leases still yields `limit` free ones.
         let wanted = limit;
-        let limit = i64::try_from(limit.saturating_add(self.leases.count())).unwrap_or(i64::MAX);
+        let enough = limit.saturating_add(self.leases.count());
+        // Other numbers' users are stepped over as the rows come (SQLite groups every
+        // user before the first row either way), so the query itself is not limited.
+        let limit = match only {
+            Some(_) => -1,
+            None => i64::try_from(enough).unwrap_or(i64::MAX),
+        };
+        let only = only.map(<[String]>::to_vec);
         let leases = Arc::clone(&self.leases);
         let found: Vec<SessionKey> = self.scan(move |conn| {
             let mut q = conn
@@ -1100,7 +1108,17 @@ impl Durable for SqliteDurable {
                     })
                 })
                 .map_err(err)?;
-            rows.collect::<Result<_, _>>().map_err(err)
+            let mut found = Vec::new();
+            for row in rows {
+                let key = row.map_err(err)?;
+                if only.as_ref().is_none_or(|numbers| numbers.contains(&key.phone_number_id)) {
+                    found.push(key);
+                    if found.len() >= enough {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
         })
         .await?;
         Ok(found

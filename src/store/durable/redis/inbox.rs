@@ -389,6 +389,7 @@ pub(super) async fn users_with_work(
     store: &RedisDurable,
     now: Millis,
     limit: usize,
+    only: Option<&[String]>,
 ) -> Result<Vec<SessionKey>, StoreError> {
     // Candidates come from the index in score order; a score is never later than
     // the user's true oldest work (hints keep the smallest), so once `limit` users
@@ -412,6 +413,10 @@ pub(super) async fn users_with_work(
                 moved += 1;
                 continue;
             };
+            // Another number's user: stepped over, its hint left to whoever serves it.
+            if only.is_some_and(|numbers| !numbers.contains(&key.phone_number_id)) {
+                continue;
+            }
             let keys = store.user(&key);
             let version = store.hint_version(Index::Work, &tag).await?;
             let truth: Vec<String> = store

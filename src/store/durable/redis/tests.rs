@@ -264,7 +264,7 @@ async fn work_and_timers_are_found_through_the_indexes() {
         .accept(vec![item(&dave, None, "a", 1), item(&erin, None, "b", 2)])
         .await
         .unwrap();
-    let mut users = store.users_with_work(100, 10).await.unwrap();
+    let mut users = store.users_with_work(100, 10, None).await.unwrap();
     users.sort();
     assert_eq!(users, vec![dave.clone(), erin.clone()]);
     // Dave's turn: the item goes, a timer comes; nothing else for him.
@@ -287,7 +287,10 @@ async fn work_and_timers_are_found_through_the_indexes() {
     };
     store.commit_turn(&lease, 100, commit).await.unwrap();
     store.release(&lease).await.unwrap();
-    assert_eq!(store.users_with_work(200, 10).await.unwrap(), vec![erin]);
+    assert_eq!(
+        store.users_with_work(200, 10, None).await.unwrap(),
+        vec![erin]
+    );
     assert_eq!(store.fire_due_timers(4_999, 10).await.unwrap(), 0);
     assert_eq!(store.fire_due_timers(5_000, 10).await.unwrap(), 1);
     assert_eq!(store.fire_due_timers(5_001, 10).await.unwrap(), 0);
@@ -298,7 +301,7 @@ async fn work_and_timers_are_found_through_the_indexes() {
     );
     assert!(
         store
-            .users_with_work(5_001, 10)
+            .users_with_work(5_001, 10, None)
             .await
             .unwrap()
             .contains(&dave)
@@ -488,7 +491,7 @@ async fn a_stale_hint_costs_one_check_then_goes() {
     store.hint(Index::Work, &tag, 5).await.unwrap();
     let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
     assert_eq!(score, Some(5.0));
-    assert_eq!(store.users_with_work(10, 10).await.unwrap(), vec![]);
+    assert_eq!(store.users_with_work(10, 10, None).await.unwrap(), vec![]);
     let score: Option<f64> = store.con().zscore(&store.global.work, &tag).await.unwrap();
     assert_eq!(score, None, "the stale hint was removed");
     // A hint added after the check read its version survives the removal.
@@ -565,7 +568,7 @@ async fn a_sooner_retry_is_found_at_its_time() {
         .unwrap();
     store.release(&lease).await.unwrap();
     // Looked at before it is due: the index moves Lou to 5_000.
-    assert_eq!(store.users_with_work(100, 10).await.unwrap(), vec![]);
+    assert_eq!(store.users_with_work(100, 10, None).await.unwrap(), vec![]);
     // Another holder retries sooner than that.
     let lease = store.acquire(&lou, "i2", 200, ttl).await.unwrap().unwrap();
     store
@@ -573,7 +576,10 @@ async fn a_sooner_retry_is_found_at_its_time() {
         .await
         .unwrap();
     store.release(&lease).await.unwrap();
-    assert_eq!(store.users_with_work(1_000, 10).await.unwrap(), vec![lou]);
+    assert_eq!(
+        store.users_with_work(1_000, 10, None).await.unwrap(),
+        vec![lou]
+    );
 }
 
 /// One user's turn with two queued messages, under a fresh lease: the lease.
