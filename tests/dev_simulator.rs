@@ -567,32 +567,29 @@ async fn reset_starts_the_user_afresh() {
     );
 }
 
-#[tokio::test]
-async fn a_message_refused_outside_the_window_shows_failed_and_is_not_recorded() {
-    let bot = clock_bot();
-    let server = Server::start(bot.path(), &[]).await;
-    let mut events = Events::open(&server).await;
-    post(
-        &server,
-        "/dev/api/message",
-        json!({"from": USER, "text": "lost"}),
-    )
-    .await;
+/// Sends `message` (a flow that says "one", then pauses 3 s), and once the pause shows
+/// as typing, moves the clock 25 hours on: the next message finds the window closed.
+async fn close_the_window_in_the_pause(server: &Server, events: &mut Events, message: Value) {
+    post(server, "/dev/api/message", message).await;
     events.message_text("one").await;
     events
         .until("typing during the pause", |e| {
             e.event == "typing" && e.data["on"] == true
         })
         .await;
+    let (status, _) = post(server, "/dev/api/clock", json!({"advance_secs": 25 * 3600})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_message_refused_outside_the_window_shows_failed_and_is_not_recorded() {
+    let bot = clock_bot();
+    let server = Server::start(bot.path(), &[]).await;
+    let mut events = Events::open(&server).await;
     // 24 hours pass during the pause: the local sink refuses the node's text (131047)
     // and it has no on_window_closed template.
-    let (status, _) = post(
-        &server,
-        "/dev/api/clock",
-        json!({"advance_secs": 25 * 3600}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    close_the_window_in_the_pause(&server, &mut events, json!({"from": USER, "text": "lost"}))
+        .await;
     let refused = events.message_text("never seen").await;
     let id = refused.data["wamid"].as_str().unwrap().to_string();
     assert!(id.starts_with("unsent."), "{id}");
@@ -684,25 +681,12 @@ async fn the_clock_expires_sessions_and_closes_the_window() {
     // The window: the second message of `late` waits 3 s (shown as typing); the clock
     // passes 24 hours meanwhile, so the local sink refuses it (131047) and the node's
     // template goes out instead.
-    post(
+    close_the_window_in_the_pause(
         &server,
-        "/dev/api/message",
+        &mut events,
         json!({"from": USER, "name": "Ada", "text": "late"}),
     )
     .await;
-    events.message_text("one").await;
-    events
-        .until("typing during the pause", |e| {
-            e.event == "typing" && e.data["on"] == true
-        })
-        .await;
-    let (status, _) = post(
-        &server,
-        "/dev/api/clock",
-        json!({"advance_secs": 25 * 3600}),
-    )
-    .await;
-    assert_eq!(status, 200);
     // "typing…" stops as the message arrives.
     let off = events.named("typing").await;
     assert_eq!(off.data["on"], false);

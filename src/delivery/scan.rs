@@ -43,12 +43,13 @@ impl Runtime {
     pub async fn scan_once(self: &Arc<Self>) {
         for store in self.stores() {
             let now = now_ms();
-            // Timers of local numbers are set on the `/dev` clock (see
-            // `Runtime::engine_ms`): a store only they use fires on it too.
-            let local_only = self
+            let on_store: Vec<_> = self
                 .numbers()
                 .filter(|n| Arc::ptr_eq(&n.store, store))
-                .all(|n| n.transport.is_local());
+                .collect();
+            // Timers of local numbers are set on the `/dev` clock (see
+            // `Runtime::engine_ms`): a store only they use fires on it too.
+            let local_only = on_store.iter().all(|n| n.transport.is_local());
             let timers_now = if local_only {
                 self.dev.sim_ms(now)
             } else {
@@ -63,9 +64,9 @@ impl Runtime {
             // sending is not paused. Another bot's number on a shared Redis, or a
             // paused one with thousands of users waiting, must not fill the scan and
             // hold back everyone else's work (a `wait`, a retry, a dead instance's).
-            let serving: Vec<String> = self
-                .numbers()
-                .filter(|n| Arc::ptr_eq(&n.store, store) && n.paused().is_none())
+            let serving: Vec<String> = on_store
+                .iter()
+                .filter(|n| n.paused().is_none())
                 .map(|n| n.phone_number_id.clone())
                 .collect();
             if serving.is_empty() {
