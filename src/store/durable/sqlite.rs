@@ -7,9 +7,11 @@
 //!   channel: no lock contention, no `SQLITE_BUSY`, and no blocking-pool thread per call
 //!   (the old store's cost: hundreds of parked threads).
 //! - **Group commit.** The writer takes the first waiting write, then every write that
-//!   arrived meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, each
-//!   after the first that succeeded in its own savepoint: one that fails (or is fenced)
-//!   is rolled back alone (before any succeeded: the transaction starts over). Each caller
+//!   arrived meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, without
+//!   savepoints (each would copy every page its write touches). A write that fails (or
+//!   is fenced) before changing anything just drops out; one that fails after changing
+//!   rows makes the batch start over with a savepoint per write, so it is rolled back
+//!   alone; writes are closures that may run twice (`threads`). Each caller
 //!   is answered only after the transaction committed, so an answer always means
 //!   "durable". Under load a commit carries many turns, which is where the throughput
 //!   comes from; alone, a write commits at once (no waiting for a batch to fill).
@@ -21,7 +23,10 @@
 //!   serving cost). Scans (the scanner, admin listings) go to tokio's blocking pool.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a committed transaction survives the
 //!   process being killed (the OS has it); a power loss may lose the last commits
-//!   (FULL would fsync every commit, several times slower).
+//!   (FULL would fsync every commit, several times slower). Checkpoints (copying the
+//!   WAL into the file, then two `fsync`s) run on a thread and connection of their own,
+//!   so commits do not wait for them; the writer checkpoints itself only when the WAL
+//!   has grown past ~32 MiB.
 //! - **One process per file.** Leases are only as good as the clock and the file they
 //!   live in; two processes on one file would also fight for the writer lock. `open`
 //!   takes an exclusive OS lock on `<file>.lock` and fails clearly when another process
@@ -58,7 +63,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use threads::{Pending, WriteError, WriteJob, WriteResult, write_loop};
+use threads::{Pending, WriteError, WriteJob, WriteResult, checkpoint_loop, wal_hook, write_loop};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction carries: bounds how long the first caller of a
@@ -136,7 +141,7 @@ impl SqliteDurable {
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock = lock(path)?;
-        let writer = Connection::open(path)
+        let mut writer = Connection::open(path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
@@ -164,7 +169,25 @@ impl SqliteDurable {
             .map_err(err)?;
         let leases = Arc::new(Leases::new(uint(last_token)));
 
-        let mut threads = Vec::with_capacity(1);
+        let mut threads = Vec::with_capacity(2);
+        // Checkpoints run on their own thread and connection (see `checkpoint_loop`);
+        // the hook replaces SQLite's automatic checkpoint on the writer.
+        let checkpointer = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        checkpointer
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(err)?;
+        checkpointer
+            .pragma_update(None, "cache_size", -64)
+            .map_err(err)?;
+        let (nudge, nudges) = mpsc::sync_channel(1);
+        writer.wal_hook(Some(wal_hook(nudge))).map_err(err)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("parlance-sqlite-checkpoint".into())
+                .spawn(move || checkpoint_loop(checkpointer, nudges))
+                .map_err(|e| StoreError(format!("cannot start the SQLite checkpointer: {e}")))?,
+        );
         let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
@@ -200,11 +223,11 @@ impl SqliteDurable {
     async fn write<T, F>(&self, work: F) -> WriteResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> WriteResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
-            work: Some(work),
+            work,
             out: None,
             reply,
         });
@@ -221,7 +244,7 @@ impl SqliteDurable {
     async fn write_plain<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> WriteResult<T> + Send + 'static,
     {
         self.write(work).await.map_err(|e| match e {
             WriteError::Store(e) => e,
@@ -233,7 +256,7 @@ impl SqliteDurable {
     async fn write_leased<T, F>(&self, work: F) -> Result<T, CommitError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> WriteResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> WriteResult<T> + Send + 'static,
     {
         self.write(work).await.map_err(|e| match e {
             WriteError::Store(e) => CommitError::Store(e),
@@ -765,7 +788,7 @@ impl Durable for SqliteDurable {
                 outgoing,
                 timers,
                 cancel_timers,
-            } = commit;
+            } = &commit;
             if let Some(item) = item {
                 let removed = conn
                     .prepare_cached(
@@ -778,25 +801,25 @@ impl Durable for SqliteDurable {
             }
             save_session(conn, key, &data, session.updated_at)?;
             let mut places = std::collections::HashSet::new();
-            for o in &outgoing {
+            for o in outgoing {
                 let queued = conn
                     .prepare_cached(
                         "SELECT 1 FROM d_outbox WHERE phone_number_id = ?1 AND user = ?2 AND turn = ?3 AND idx = ?4",
                     )?
                     .exists(params![key.phone_number_id, key.user, int(o.at.turn), o.at.index])?;
                 if queued || !places.insert(o.at) {
-                    // The savepoint rolls back what this commit wrote so far.
+                    // The batch is undone to before this commit (see `threads`).
                     return Err(WriteError::Store(super::taken(o.at)));
                 }
                 insert_outgoing(conn, key, o.at, &o.body, o.not_before.max(now))?;
             }
-            for t in &timers {
+            for t in timers {
                 conn.prepare_cached(
                     "INSERT OR REPLACE INTO d_timers (phone_number_id, user, name, due, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![key.phone_number_id, key.user, t.name, t.due, t.body])?;
             }
-            for name in &cancel_timers {
+            for name in cancel_timers {
                 conn.prepare_cached(
                     "DELETE FROM d_timers WHERE phone_number_id = ?1 AND user = ?2 AND name = ?3",
                 )?
@@ -830,18 +853,18 @@ impl Durable for SqliteDurable {
                 item,
                 session,
                 outgoing,
-            } = turn;
-            if !first_seen(conn, &item)? {
+            } = &turn;
+            if !first_seen(conn, item)? {
                 return Ok(Direct::Duplicate);
             }
             // The item takes its id from the inbox's sequence, like every item, so
             // its messages sort among the user's other turns; it is handled already,
             // so its row goes at once (inside this transaction: it is never seen).
-            let id = insert_item(conn, &item)?;
+            let id = insert_item(conn, item)?;
             conn.prepare_cached("DELETE FROM d_items WHERE id = ?1")?
                 .execute(params![int(id.0)])?;
             save_session(conn, key, &data, session.updated_at)?;
-            for (index, o) in (0u32..).zip(&outgoing) {
+            for (index, o) in (0u32..).zip(outgoing) {
                 let at = OutKey { turn: id.0, index };
                 insert_outgoing(conn, key, at, &o.body, o.not_before.max(now))?;
             }
@@ -880,7 +903,7 @@ impl Durable for SqliteDurable {
                 &BadRow {
                     table: "d_items",
                     rowid,
-                    reason: why,
+                    reason: why.clone(),
                 },
             )?;
             Ok(())

@@ -395,6 +395,115 @@ async fn batch_with_poison(poisoned: &[usize]) {
     );
 }
 
+/// Three writes queued behind a held commit, the middle one `failing` in the way given;
+/// answers how often each of the other two ran, their answers and the failing one's.
+async fn batch_around(
+    failing: fn(&Connection) -> WriteResult<()>,
+) -> ([usize; 2], [bool; 2], bool, u64) {
+    use std::sync::atomic::AtomicUsize;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_in(&dir));
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let blocker = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .write_plain(move |_| {
+                    let _ = entered.send(());
+                    let _ = wait.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    inside
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer took the blocking write");
+    let before = store.commits();
+    let runs = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let counted = |n: usize| {
+        let store = Arc::clone(&store);
+        let runs = Arc::clone(&runs[n]);
+        tokio::spawn(async move {
+            store
+                .write_plain(move |conn| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    conn.execute(
+                        "INSERT INTO d_meta (name, value) VALUES (?1, 1)",
+                        params![format!("ok{n}")],
+                    )?;
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let first = counted(0);
+    tokio::task::yield_now().await;
+    let failed = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.write_plain(failing).await })
+    };
+    tokio::task::yield_now().await;
+    let second = counted(1);
+    tokio::task::yield_now().await;
+    go.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let answers = [first.await.unwrap().is_ok(), second.await.unwrap().is_ok()];
+    let failed = failed.await.unwrap().is_ok();
+    let kept: i64 = raw(&dir)
+        .query_row(
+            "SELECT COUNT(*) FROM d_meta WHERE name IN ('ok0', 'ok1', 'half')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        kept, 2,
+        "the two good writes stand, the failed one left nothing"
+    );
+    (
+        [
+            runs[0].load(Ordering::SeqCst),
+            runs[1].load(Ordering::SeqCst),
+        ],
+        answers,
+        failed,
+        store.commits() - before,
+    )
+}
+
+/// A write that fails before changing anything (a fenced lease, a conflict found by a
+/// read) costs its batch nothing: no savepoints, nothing run twice.
+#[tokio::test]
+async fn a_write_that_failed_before_changing_anything_leaves_its_batch_as_it_was() {
+    let (runs, answers, failed, commits) = batch_around(|_| Err(WriteError::Fenced)).await;
+    assert_eq!(runs, [1, 1], "each good write ran once");
+    assert_eq!(answers, [true, true]);
+    assert!(!failed);
+    assert_eq!(commits, 2, "the held commit, then one for the three writes");
+}
+
+/// A write that fails after changing rows is undone alone: the batch starts over with
+/// a savepoint per write, and the others still commit (once).
+#[tokio::test]
+async fn a_write_that_failed_half_way_is_undone_alone() {
+    let (runs, answers, failed, commits) = batch_around(|conn| {
+        conn.execute("INSERT INTO d_meta (name, value) VALUES ('half', 1)", [])?;
+        Err(WriteError::Store(StoreError("and then it failed".into())))
+    })
+    .await;
+    assert_eq!(
+        runs,
+        [2, 1],
+        "the batch started over at the failure, each write in its savepoint then"
+    );
+    assert_eq!(answers, [true, true]);
+    assert!(!failed);
+    assert_eq!(commits, 2, "the held commit, then one for the three writes");
+}
+
 /// Set in the child process of [`a_killed_process_loses_nothing_it_acknowledged`].
 const CRASH_CHILD: &str = "PARLANCE_DURABLE_CRASH_CHILD";
 

@@ -4,6 +4,9 @@
 use super::{MAX_BATCH, err};
 use crate::store::StoreError;
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
+use rusqlite::wal::CheckpointMode;
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -30,7 +33,8 @@ impl From<StoreError> for WriteError {
 /// Several writes share one transaction: each is run, then answered after the commit.
 pub(super) trait WriteJob: Send {
     /// Runs the write inside the batch's transaction; `false` when it failed (or was
-    /// fenced) and its savepoint must be rolled back.
+    /// fenced). A write may be run again (its batch started over): writes only touch
+    /// the database, never state of their own outside it.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn answer(self: Box<Self>, committed: Result<(), String>);
@@ -39,7 +43,7 @@ pub(super) trait WriteJob: Send {
 pub(super) type WriteResult<T> = Result<T, WriteError>;
 
 pub(super) struct Pending<T, F> {
-    pub(super) work: Option<F>,
+    pub(super) work: F,
     pub(super) out: Option<WriteResult<T>>,
     pub(super) reply: oneshot::Sender<WriteResult<T>>,
 }
@@ -47,13 +51,13 @@ pub(super) struct Pending<T, F> {
 impl<T, F> WriteJob for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> WriteResult<T> + Send,
+    F: FnMut(&Connection) -> WriteResult<T> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let out = match self.work.take() {
-            Some(work) => work(conn),
-            None => Err(WriteError::Store(StoreError("a write ran twice".into()))),
-        };
+        // An earlier run's answer (its batch started over) must not outlive it, should
+        // this run panic.
+        self.out = None;
+        let out = (self.work)(conn);
         let ok = out.is_ok();
         self.out = Some(out);
         ok
@@ -102,44 +106,126 @@ pub(super) fn write_loop(
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    match run_all(conn, batch, Undo::Batch) {
+        // A write failed after changing rows: the batch runs again from the start,
+        // this time each write in a savepoint, so that one is undone alone.
+        Err(Failed::HalfDone) => {
+            run_all(conn, batch, Undo::EachWrite).map_err(Failed::into_message)
+        }
+        done => done.map_err(Failed::into_message),
+    }
+}
+
+/// How a batch's failed write is undone.
+#[derive(Clone, Copy, PartialEq)]
+enum Undo {
+    /// No savepoints. A savepoint costs a copy of every page its write touches (SQLite's
+    /// sub-journal: most of the writer's `memcpy`), and nearly every failed write
+    /// changed nothing (a fenced lease, checked before writing; a failed statement
+    /// undoes itself), so the transaction simply goes on without it. One that failed
+    /// after changing rows ends the try ([`Failed::HalfDone`]).
+    Batch,
+    /// Every write in a savepoint, rolled back alone when it fails.
+    EachWrite,
+}
+
+enum Failed {
+    /// A write failed after changing rows; the transaction was rolled back.
+    HalfDone,
+    /// The transaction failed (or SQLite ended it); nothing of the batch stands.
+    Batch(String),
+}
+
+impl Failed {
+    fn into_message(self) -> String {
+        match self {
+            Failed::HalfDone => "a write failed after changing rows".into(),
+            Failed::Batch(e) => e,
+        }
+    }
+}
+
+fn run_all(conn: &Connection, batch: &mut [Box<dyn WriteJob>], undo: Undo) -> Result<(), Failed> {
     // Cached statements: `execute_batch` would parse these again for every write.
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-    run("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-    let result = (|| -> rusqlite::Result<usize> {
-        // Until a write of the batch has succeeded, the transaction holds nothing to
-        // keep: a write then runs without a savepoint, and if it fails the whole
-        // transaction is rolled back and begun again. A savepoint costs a copy of every
-        // page the write touches (SQLite's sub-journal), and a batch is often one write.
-        let mut kept = false;
+    run("BEGIN IMMEDIATE").map_err(|e| Failed::Batch(e.to_string()))?;
+    let result = (|| -> Result<(), Failed> {
+        let sql = |e: rusqlite::Error| Failed::Batch(e.to_string());
         for job in batch.iter_mut() {
-            if kept {
-                run("SAVEPOINT job")?;
+            if undo == Undo::EachWrite {
+                run("SAVEPOINT job").map_err(sql)?;
             }
+            let before = conn.total_changes();
             // A write that panicked is a failed write: the writer, and every other
             // caller, go on.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
             let ok = ran.unwrap_or(false);
-            match (kept, ok) {
-                (true, true) => {
-                    run("RELEASE job")?;
+            if !ok && conn.is_autocommit() {
+                // SQLite ended the transaction itself (an I/O error, a full disk).
+                return Err(Failed::Batch(
+                    "SQLite rolled the transaction back after a failed write".into(),
+                ));
+            }
+            match (undo, ok) {
+                (Undo::EachWrite, true) => {
+                    run("RELEASE job").map_err(sql)?;
                 }
-                (true, false) => {
-                    run("ROLLBACK TO job")?;
-                    run("RELEASE job")?;
+                (Undo::EachWrite, false) => {
+                    run("ROLLBACK TO job").map_err(sql)?;
+                    run("RELEASE job").map_err(sql)?;
                 }
-                (false, true) => kept = true,
-                (false, false) => {
-                    run("ROLLBACK")?;
-                    run("BEGIN IMMEDIATE")?;
+                (Undo::Batch, true) => {}
+                (Undo::Batch, false) => {
+                    if conn.total_changes() != before {
+                        return Err(Failed::HalfDone);
+                    }
                 }
             }
         }
-        run("COMMIT")
+        run("COMMIT").map(drop).map_err(sql)
     })();
-    if let Err(e) = result {
-        // Nothing of the batch stands; every caller is told.
+    if result.is_err() && !conn.is_autocommit() {
         let _ = run("ROLLBACK");
-        return Err(e.to_string());
     }
-    Ok(())
+    result
+}
+
+/// Checkpoints the WAL into the database file off the writer's thread: a checkpoint
+/// ends in two `fsync`s, and run by the writer (SQLite's default, every 1,000 pages)
+/// every commit waited for them. The writer nudges this thread through its WAL hook
+/// ([`wal_hook`]); the channel closes with the writer's connection.
+pub(super) fn checkpoint_loop(conn: Connection, nudges: mpsc::Receiver<()>) {
+    while nudges.recv().is_ok() {
+        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            tracing::debug!(error = %e, "a background WAL checkpoint did not run");
+        }
+    }
+}
+
+/// The WAL's size, in pages, at which the checkpointer thread is nudged (SQLite's own
+/// default for checkpoints).
+const CHECKPOINT_PAGES: c_int = 1_000;
+/// The size at which the writer checkpoints itself (~32 MiB of WAL). Under a steady
+/// load the checkpointer copies what was committed before it started while the writer
+/// appends more, so the WAL may never be wholly copied, and SQLite starts it over only
+/// when it is; the writer, between its own commits, copies the rest.
+const WRITER_CHECKPOINT_PAGES: c_int = 8_000;
+
+/// The writer's WAL hook (called after each commit with the WAL's size in pages).
+pub(super) fn wal_hook(
+    nudge: mpsc::SyncSender<()>,
+) -> impl FnMut(&mut Wal, c_int) -> rusqlite::Result<()> + Send + 'static {
+    move |wal, pages| {
+        if pages >= WRITER_CHECKPOINT_PAGES {
+            if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                tracing::debug!(error = %e, "the writer's WAL checkpoint did not run");
+            }
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full: a nudge is already waiting.
+            let _ = nudge.try_send(());
+        }
+        // The commit stands whatever a checkpoint did; an error here would be reported
+        // as the commit's.
+        Ok(())
+    }
 }
