@@ -322,6 +322,9 @@ pub async fn build(options: &Options) -> Result<(Arc<Shared>, Vec<PathBuf>), u8>
             )));
         }
     }
+    // Every turn's payloads are checked against WhatsApp's schema: compiled before the
+    // first webhook, not during it.
+    crate::render::warm();
     let runtime = Runtime::new(numbers, options.delivery, dev);
     runtime.spawn_scanner();
     // The `/dev` simulator's phone (statuses) and reload notices, for local numbers.

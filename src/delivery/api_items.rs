@@ -180,6 +180,7 @@ pub(super) fn send(key: &SessionKey, session: Session, message: &Message, now_ms
                 payload,
                 instead: None,
                 to: codec::Destination::Graph,
+                checked: true,
             }),
         });
     }

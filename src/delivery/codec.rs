@@ -137,6 +137,37 @@ pub struct OutgoingBody {
     /// webhook (a handover event, `payload` being the event's JSON).
     #[serde(default, skip_serializing_if = "Destination::is_graph")]
     pub to: Destination,
+    /// `payload` passed WhatsApp's schema ([`crate::render::check`]) when it was queued,
+    /// so the sender posts it as stored. Unchecked (older bodies, or a payload that
+    /// failed), the sender checks it and dead-letters it when it fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checked: bool,
+}
+
+/// The sender's reading of an [`OutgoingBody`] for the usual case (a checked message to
+/// the Graph API): the payload stays the JSON text it was stored as and is posted as
+/// it is, never rebuilt as a `Value` and written out again.
+#[derive(Debug, Deserialize)]
+pub struct OutgoingSend<'a> {
+    pub v: u32,
+    pub flow: String,
+    pub node: String,
+    #[serde(borrow)]
+    pub payload: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    pub to: Destination,
+    #[serde(default)]
+    pub checked: bool,
+}
+
+impl<'a> OutgoingSend<'a> {
+    /// `None` unless `text` is a checked Graph message of this format: the sender then
+    /// reads the whole body ([`decode`]), which says what is wrong if anything is.
+    pub fn read(text: &'a str) -> Option<Self> {
+        serde_json::from_str::<OutgoingSend>(text)
+            .ok()
+            .filter(|s| s.v == BODY_VERSION && s.checked && s.to.is_graph())
+    }
 }
 
 /// Where an outgoing message goes. Agent webhook events share the user's outbox with
@@ -195,6 +226,34 @@ mod tests {
     use super::*;
     use crate::engine::EventKind;
     use crate::flow::MediaKind;
+
+    /// The sender posts a body's stored payload text as it is only when the turn
+    /// checked it and it goes to the Graph API; anything else is read whole.
+    #[test]
+    fn only_checked_graph_messages_are_posted_as_stored() {
+        let body = |checked, to| OutgoingBody {
+            v: BODY_VERSION,
+            flow: "main".into(),
+            node: "hello".into(),
+            queued_at: 1,
+            payload: serde_json::json!({ "type": "text", "text": { "body": "hi \"there\"" } }),
+            instead: None,
+            to,
+            checked,
+        };
+        let text = encode(&body(true, Destination::Graph));
+        let send = OutgoingSend::read(&text).expect("a checked Graph message");
+        assert_eq!(
+            serde_json::from_str::<Value>(send.payload.get()).unwrap(),
+            body(true, Destination::Graph).payload
+        );
+        assert_eq!((send.flow.as_str(), send.node.as_str()), ("main", "hello"));
+        assert!(OutgoingSend::read(&encode(&body(false, Destination::Graph))).is_none());
+        assert!(OutgoingSend::read(&encode(&body(true, Destination::Agent))).is_none());
+        assert!(OutgoingSend::read(&text.replace("\"v\":1", "\"v\":2")).is_none());
+        // Unchecked bodies (older ones) do not write the field at all.
+        assert!(!encode(&body(false, Destination::Graph)).contains("checked"));
+    }
 
     #[test]
     fn events_round_trip_and_other_versions_are_refused() {

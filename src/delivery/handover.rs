@@ -73,6 +73,7 @@ pub(super) fn agent_event(name: &str, event: Value, now_ms: Millis) -> DirectOut
             payload: event,
             instead: None,
             to: Destination::Agent,
+            checked: false,
         }),
     }
 }
@@ -403,6 +404,7 @@ impl Runtime {
                     payload,
                     instead: None,
                     to: Destination::Graph,
+                    checked: false,
                 }),
             });
         }

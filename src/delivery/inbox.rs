@@ -163,7 +163,7 @@ impl Runtime {
             if let [Incoming::Message(key, _)] = &items[..]
                 && store.takes_direct_turns()
                 && let Some(number) = self.number(&key.phone_number_id).cloned()
-                && let Some(signal) = self.claim(key)
+                && let Some(signal) = self.claim_when_free(key).await
                 && let Some(Incoming::Message(key, event)) = items.pop()
             {
                 let mut state = WorkerState::default();

@@ -200,7 +200,13 @@ pub(super) struct Signal {
     pub(super) wake: Notify,
     /// An item was stored for the user since the worker last looked at the inbox.
     stored: AtomicBool,
+    /// Told when the worker has finished (see [`Runtime::claim_when_free`]).
+    gone: Notify,
 }
+
+/// How long a webhook's message waits for the user's running worker to finish before
+/// it is stored for that worker instead (see [`Runtime::claim_when_free`]).
+const HANDOFF_WAIT: Duration = Duration::from_millis(50);
 
 pub struct Runtime {
     numbers: HashMap<String, Arc<Number>>,
@@ -418,6 +424,35 @@ impl Runtime {
         Some(signal)
     }
 
+    /// [`Runtime::claim`], but when the user's worker is running, waits up to
+    /// [`HANDOFF_WAIT`] for it to finish first. A user's next message usually comes
+    /// right after the bot's reply, while the worker is still recording that reply as
+    /// sent: waiting a moment lets the message take the direct path (one write) rather
+    /// than the inbox (a write to store it, a read, and a second write for its turn).
+    /// Nothing is acknowledged meanwhile, so a crash loses nothing.
+    pub(super) async fn claim_when_free(&self, key: &SessionKey) -> Option<Arc<Signal>> {
+        let running = {
+            let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            workers.get(key).map(|w| Arc::clone(&w.signal))
+        };
+        if let Some(signal) = running {
+            // Registered before looking again, so a worker finishing in between is seen.
+            let gone = signal.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            let still = {
+                let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+                workers
+                    .get(key)
+                    .is_some_and(|w| Arc::ptr_eq(&w.signal, &signal))
+            };
+            if still {
+                let _ = tokio::time::timeout(HANDOFF_WAIT, gone).await;
+            }
+        }
+        self.claim(key)
+    }
+
     /// Runs the user's worker (claimed with [`Runtime::claim`]) from `state`.
     pub(super) fn start_worker(
         self: &Arc<Self>,
@@ -500,7 +535,9 @@ impl Runtime {
                 false
             }
             Some(_) | None => {
-                workers.remove(key);
+                if let Some(w) = workers.remove(key) {
+                    w.signal.gone.notify_waiters();
+                }
                 true
             }
         }

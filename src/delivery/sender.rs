@@ -11,7 +11,7 @@
 //! and the store's commit is the same case, and resends that message once.)
 
 use super::codec::{self, Destination, OutgoingBody};
-use super::graph::{GraphError, Verdict, backoff, classify};
+use super::graph::{Accepted, GraphError, Verdict, backoff, classify};
 use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
@@ -34,6 +34,27 @@ impl Runtime {
     /// Sends `out`, the first message of the lease's user, and records what happened.
     pub(super) async fn send(&self, number: &Number, lease: &Lease, out: Outgoing) -> Sent {
         let key = &lease.key;
+        // The usual case, a checked message to the Graph API: its stored JSON is posted
+        // as it is. Anything else, or a failure, takes the general path below, which
+        // reads the whole body.
+        let mut failed = None;
+        if let Some(graph) = number.transport.graph()
+            && let Some(fast) = codec::OutgoingSend::read(&out.body)
+        {
+            self.pace(number).await;
+            let token = number.token();
+            match graph
+                .post_json(&token, fast.payload.get().as_bytes().to_vec())
+                .await
+            {
+                Ok(accepted) => {
+                    return self
+                        .sent(number, lease, &out, accepted, &fast.flow, &fast.node, false)
+                        .await;
+                }
+                Err(e) => failed = Some((e, token)),
+            }
+        }
         let body = match codec::decode::<OutgoingBody>(&out.body) {
             Ok(b) => b,
             Err(e) => {
@@ -50,50 +71,38 @@ impl Runtime {
         let mut payload = &body.payload;
         let mut swapped = false;
         loop {
-            if let Err(problems) = render::check(payload) {
-                let why = format!(
-                    "the payload breaks WhatsApp's schema: {}",
-                    problems.join("; ")
-                );
-                return self
-                    .give_up(number, lease, &out, Some(&body), why, None, false)
-                    .await;
-            }
-            self.pace(number).await;
-            let token = number.token();
-            let result = number.transport.post(&token, payload).await;
-            let now = now_ms();
-            let e = match result {
-                Ok(accepted) => {
-                    self.trace.sent(key, out.at, &accepted.message_id, swapped);
-                    let wamid = accepted.message_id.clone();
-                    let sent = SentRecord {
-                        message_id: accepted.message_id,
-                        key: key.clone(),
-                        flow: body.flow.clone(),
-                        node: body.node.clone(),
-                        at: now,
-                    };
-                    self.metrics.messages_sent.inc();
-                    return match number.store.mark_sent(lease, now, out.at, sent).await {
-                        Ok(next) => {
-                            self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
-                            Sent {
-                                sent_at: Some(now),
-                                then: Step::Again,
-                                next,
+            let (e, token) = match failed.take() {
+                Some(failed) => failed,
+                None => {
+                    if let Err(problems) = render::check(payload) {
+                        let why = format!(
+                            "the payload breaks WhatsApp's schema: {}",
+                            problems.join("; ")
+                        );
+                        return self
+                            .give_up(number, lease, &out, Some(&body), why, None, false)
+                            .await;
+                    }
+                    self.pace(number).await;
+                    let token = number.token();
+                    match number.transport.post(&token, payload).await {
+                        Ok(accepted) => {
+                            let wamid = accepted.message_id.clone();
+                            let sent = self
+                                .sent(
+                                    number, lease, &out, accepted, &body.flow, &body.node, swapped,
+                                )
+                                .await;
+                            if sent.sent_at.is_some() {
+                                self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
                             }
+                            return sent;
                         }
-                        Err(e) => {
-                            // Graph has it; the outbox still says unsent. The next
-                            // attempt is the crash case (see the module docs).
-                            tracing::error!(number = %key.phone_number_id, error = %e, "a sent message could not be recorded as sent");
-                            stop()
-                        }
-                    };
+                        Err(e) => (e, token),
+                    }
                 }
-                Err(e) => e,
             };
+            let now = now_ms();
             let verdict = classify(e.status, e.code);
             match verdict {
                 Verdict::WindowClosed if !swapped && body.instead.is_some() => {
@@ -129,6 +138,45 @@ impl Runtime {
                         )
                         .await;
                 }
+            }
+        }
+    }
+
+    /// Graph accepted `out`: records it as sent with its wamid (which takes it out of
+    /// the outbox) and says what comes next.
+    #[allow(clippy::too_many_arguments)]
+    async fn sent(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        out: &Outgoing,
+        accepted: Accepted,
+        flow: &str,
+        node: &str,
+        swapped: bool,
+    ) -> Sent {
+        let key = &lease.key;
+        let now = now_ms();
+        self.trace.sent(key, out.at, &accepted.message_id, swapped);
+        let sent = SentRecord {
+            message_id: accepted.message_id,
+            key: key.clone(),
+            flow: flow.to_string(),
+            node: node.to_string(),
+            at: now,
+        };
+        self.metrics.messages_sent.inc();
+        match number.store.mark_sent(lease, now, out.at, sent).await {
+            Ok(next) => Sent {
+                sent_at: Some(now),
+                then: Step::Again,
+                next,
+            },
+            Err(e) => {
+                // Graph has it; the outbox still says unsent. The next attempt is the
+                // crash case (see the module docs).
+                tracing::error!(number = %key.phone_number_id, error = %e, "a sent message could not be recorded as sent");
+                stop()
             }
         }
     }

@@ -974,6 +974,7 @@ mod tests {
             payload: serde_json::json!({ "type": "text", "text": { "body": text } }),
             instead: Some(serde_json::json!({ "type": "template" })),
             to: Destination::Graph,
+            checked: false,
         })
     }
 
@@ -1115,6 +1116,7 @@ mod tests {
             payload: serde_json::json!({ "event": "message" }),
             instead: None,
             to: Destination::Agent,
+            checked: false,
         });
         store.record(&key(1), draft(1, 10), 1, 0, vec![body("hi"), agent]);
         let turns = store.turns(&key(1)).unwrap();

@@ -43,6 +43,12 @@ impl GraphClient {
     /// Posts one body to `/{phone_number_id}/messages`. The token is the bot's current
     /// one, so a reload with new credentials takes effect at the next send.
     pub async fn post(&self, token: &str, body: &Value) -> Result<Accepted, GraphError> {
+        self.post_json(token, serde_json::to_vec(body).unwrap_or_default())
+            .await
+    }
+
+    /// Posts a body that is JSON text already (see `codec::OutgoingSend`).
+    pub async fn post_json(&self, token: &str, json: Vec<u8>) -> Result<Accepted, GraphError> {
         let url = match &self.messages_url {
             Ok(url) => url.clone(),
             Err(e) => {
@@ -63,7 +69,8 @@ impl GraphClient {
             .post(url)
             .bearer_auth(token)
             .timeout(self.timeout)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json)
             .send()
             .await;
         let response = match response {
@@ -156,6 +163,15 @@ impl Transport {
         match self {
             Transport::Graph(g) => g.post(token, body).await,
             Transport::Local(l) => l.post(body),
+        }
+    }
+
+    /// The Graph API's client, unless local: the sender posts stored JSON text to it
+    /// as it is.
+    pub fn graph(&self) -> Option<&GraphClient> {
+        match self {
+            Transport::Graph(g) => Some(g),
+            Transport::Local(_) => None,
         }
     }
 

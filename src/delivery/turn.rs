@@ -462,6 +462,9 @@ impl Runtime {
                         .as_ref()
                         .map(|t| render::payload(&key.user, t, None));
                     report.sent.push(payload.clone());
+                    // Checked here, once; a payload that fails is queued unchecked, and
+                    // the sender dead-letters it with WhatsApp's schema's reasons.
+                    let checked = render::check(&payload).is_ok();
                     let body = OutgoingBody {
                         v: codec::BODY_VERSION,
                         flow: out.at.flow.clone(),
@@ -470,6 +473,7 @@ impl Runtime {
                         payload,
                         instead,
                         to: codec::Destination::Graph,
+                        checked,
                     };
                     outgoing.push(DirectOutgoing {
                         not_before: due,

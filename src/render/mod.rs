@@ -268,18 +268,30 @@ fn interactive(
     Value::Object(i)
 }
 
+/// WhatsApp's outbound schema, compiled once per process.
+fn validator() -> Result<&'static jsonschema::Validator, &'static str> {
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| {
+            serde_json::from_str::<Value>(MESSAGE_SCHEMA)
+                .map_err(|e| e.to_string())
+                .and_then(|s| jsonschema::validator_for(&s).map_err(|e| e.to_string()))
+        })
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// Compiles the outbound schema now (`serve` calls it at start), so the first message
+/// sent does not wait for it.
+pub fn warm() {
+    let _ = validator();
+}
+
 /// Checks a payload against WhatsApp's outbound schema: every problem as
 /// `/json/pointer: what is wrong`.
 pub fn check(payload: &Value) -> Result<(), Vec<String>> {
-    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
-    let validator = VALIDATOR.get_or_init(|| {
-        serde_json::from_str::<Value>(MESSAGE_SCHEMA)
-            .map_err(|e| e.to_string())
-            .and_then(|s| jsonschema::validator_for(&s).map_err(|e| e.to_string()))
-    });
-    let validator = validator
-        .as_ref()
-        .map_err(|e| vec![format!("the outbound schema does not load: {e}")])?;
+    let validator =
+        validator().map_err(|e| vec![format!("the outbound schema does not load: {e}")])?;
     if validator.is_valid(payload) {
         return Ok(());
     }

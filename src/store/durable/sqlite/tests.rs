@@ -504,6 +504,39 @@ async fn a_write_that_failed_half_way_is_undone_alone() {
     assert_eq!(commits, 2, "the held commit, then one for the three writes");
 }
 
+/// The WAL is copied into the database file as it grows (by the checkpoint thread, not
+/// the writer): after ~8 MB of writes the file holds them, and the `-wal` file stays
+/// bounded.
+#[tokio::test]
+async fn the_wal_is_checkpointed_into_the_file_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let body = "x".repeat(4_000);
+    for n in 0..2_000 {
+        store
+            .accept(vec![item(&format!("u{n}"), Some(&format!("w{n}")), &body)])
+            .await
+            .unwrap();
+    }
+    let db = dir.path().join("data/parlance.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let size = std::fs::metadata(&db).unwrap().len();
+        if size >= 8_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file holds {size} bytes: the WAL was not checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wal = std::fs::metadata(dir.path().join("data/parlance.db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal < 40 << 20, "the WAL grew to {wal} bytes");
+}
+
 /// Set in the child process of [`a_killed_process_loses_nothing_it_acknowledged`].
 const CRASH_CHILD: &str = "PARLANCE_DURABLE_CRASH_CHILD";
 
