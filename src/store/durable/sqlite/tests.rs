@@ -319,6 +319,36 @@ async fn failed_first_writes_of_a_batch_leave_the_rest_alone() {
     batch_with_poison(&[0, 1, 30]).await;
 }
 
+/// Holds the store's writer inside a transaction (a write that waits) until the
+/// returned sender says go; answers once the writer is inside it (it runs on its own
+/// thread), with the held write's task.
+async fn hold_writer(
+    store: &Arc<SqliteDurable>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let blocker = {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            store
+                .write_plain(move |_| {
+                    let _ = entered.send(());
+                    let _ = wait.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    inside
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer took the blocking write");
+    (go, blocker)
+}
+
 /// 50 writes queued behind a held commit, those at `poisoned` failing: the others are
 /// stored in one commit.
 async fn batch_with_poison(poisoned: &[usize]) {
@@ -331,25 +361,7 @@ async fn batch_with_poison(poisoned: &[usize]) {
         )
         .unwrap();
     // Hold the writer inside a transaction until the other writes are queued.
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let (entered, inside) = std::sync::mpsc::channel::<()>();
-    let blocker = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            store
-                .write_plain(move |_| {
-                    let _ = entered.send(());
-                    let _ = wait.recv_timeout(Duration::from_secs(10));
-                    Ok(())
-                })
-                .await
-        })
-    };
-    tokio::task::yield_now().await;
-    // The writer is inside the blocker's transaction (it runs on its own thread).
-    inside
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the writer took the blocking write");
+    let (go, blocker) = hold_writer(&store).await;
     let before = store.commits();
     let writers: Vec<_> = (0..50)
         .map(|n| {
@@ -403,24 +415,7 @@ async fn batch_around(
     use std::sync::atomic::AtomicUsize;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_in(&dir));
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let (entered, inside) = std::sync::mpsc::channel::<()>();
-    let blocker = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            store
-                .write_plain(move |_| {
-                    let _ = entered.send(());
-                    let _ = wait.recv_timeout(Duration::from_secs(10));
-                    Ok(())
-                })
-                .await
-        })
-    };
-    tokio::task::yield_now().await;
-    inside
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the writer took the blocking write");
+    let (go, blocker) = hold_writer(&store).await;
     let before = store.commits();
     let runs = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
     let counted = |n: usize| {
