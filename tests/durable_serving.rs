@@ -304,7 +304,11 @@ async fn a_wait_survives_a_restart_in_the_middle_of_the_pause() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _restarted = Server::start_on(dir.path(), port, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !graph.accepted().iter().any(|m| m["text"]["body"] == "after") {
+    while !graph
+        .accepted()
+        .iter()
+        .any(|m| m["text"]["body"] == "after")
+    {
         assert!(Instant::now() < deadline, "\"after\" never went out");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

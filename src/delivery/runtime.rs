@@ -208,16 +208,20 @@ pub(super) struct Signal {
 /// it is stored for that worker instead (see [`Runtime::claim_when_free`]).
 const HANDOFF_WAIT: Duration = Duration::from_millis(50);
 
+/// The maps every message looks into: foldhash, seeded per process (keys come from
+/// Meta's signed webhooks), rather than SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub struct Runtime {
-    numbers: HashMap<String, Arc<Number>>,
+    numbers: FastMap<String, Arc<Number>>,
     /// Every distinct store, once (for the scanner and the purge).
     stores: Vec<Arc<dyn Durable>>,
     /// This process, as lease holder: unique per start.
     pub(super) instance: String,
     pub(super) settings: LoopSettings,
-    workers: Mutex<HashMap<SessionKey, Worker>>,
+    workers: Mutex<FastMap<SessionKey, Worker>>,
     /// Who waits for the turn of a message (`/dev/message`), by the message's id.
-    pub waiters: Mutex<HashMap<String, oneshot::Sender<TurnReport>>>,
+    pub waiters: Mutex<FastMap<String, oneshot::Sender<TurnReport>>>,
     pub metrics: crate::metrics::Metrics,
     /// The newest turns of each user this instance ran (`GET /api/v1/users/{user}/trace`).
     pub trace: super::trace::TraceStore,
@@ -286,8 +290,8 @@ impl Runtime {
             stores,
             instance: instance_id(),
             settings,
-            workers: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(HashMap::new()),
+            workers: Mutex::new(FastMap::default()),
+            waiters: Mutex::new(FastMap::default()),
             metrics: crate::metrics::Metrics::default(),
             trace: super::trace::TraceStore::new(settings.trace),
             intake: Mutex::new(Intake::default()),

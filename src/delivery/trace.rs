@@ -9,14 +9,16 @@
 //! [`TraceLimits::bytes`] in all, the least recently active users dropped first. Lost
 //! on restart; with several instances each holds the turns it ran.
 //!
-//! Cheap on the turn path: a turn's fixed parts are one compact JSON text (parsed again
-//! only when someone reads the trace), each outgoing message the body the outbox
-//! stores, so a payload is kept once, here. The sender and the status webhooks update
-//! an entry by its outbox place (turn, index) or its wamid, searching one user's few
-//! turns. Variables declared `pii: true` are masked when the turn is recorded (never
+//! Cheap on the turn path: a turn's fixed parts are compact JSON texts (parsed again
+//! only when someone reads the trace), each outgoing message its payload as JSON. Texts
+//! that repeat are kept once ([`Texts`]): most turns of a bot send the same menus and
+//! prompts and walk the same nodes, and a turn's variables before are the previous
+//! turn's after; only what the user sent is the turn's own. The sender and the status
+//! webhooks update an entry by its outbox place (turn, index) or its wamid, searching
+//! one user's few turns. Variables declared `pii: true` are masked when the turn is recorded (never
 //! kept) unless the number is local (no WhatsApp credentials: test users).
 
-use super::codec::{self, Destination, OutgoingBody};
+use super::codec::Destination;
 use crate::engine::{self, EffectOutcome, Event, EventKind, HandoverOutcome, Session, State};
 use crate::flow::{Bot, NodeRef};
 use crate::store::SessionKey;
@@ -25,10 +27,11 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
@@ -203,28 +206,26 @@ pub enum ChangeKind {
 pub struct Draft {
     turn: u64,
     at_ms: i64,
-    /// The fixed parts ([`Fixed`]) as compact JSON.
-    fixed: Box<str>,
+    /// [`Inbound`] as compact JSON: the turn's own.
+    inbound: Box<str>,
+    /// [`Route`] as compact JSON: the same for every turn that took the same way.
+    route: Box<str>,
+    vars_before: Box<str>,
+    vars_after: Box<str>,
 }
 
-/// The parts of a turn's trace that never change, stored as one JSON text.
+/// Where a turn went and how it ended, stored as one JSON text.
 #[derive(Serialize)]
-struct FixedOut<'a> {
-    inbound: &'a InboundDraft,
+struct RouteOut<'a> {
     visited: &'a [VisitedNode],
-    vars_before: &'a RawValue,
-    vars_after: &'a RawValue,
     problems: &'a [String],
     state_after: &'a StateAfter,
 }
 
-/// [`FixedOut`] read back.
+/// [`RouteOut`] read back.
 #[derive(Deserialize)]
-struct Fixed {
-    inbound: Inbound,
+struct Route {
     visited: Vec<VisitedNode>,
-    vars_before: Map<String, Value>,
-    vars_after: Map<String, Value>,
     problems: Vec<String>,
     state_after: StateAfter,
 }
@@ -305,22 +306,27 @@ impl Draft {
             .collect();
         let vars_after = Vars::of(&after.vars, bot, mask);
         let state_after = state_after(&after.state, ended);
-        let fixed = FixedOut {
-            inbound: &inbound,
+        let route = RouteOut {
             visited: &visited,
-            vars_before: &before.0,
-            vars_after: &vars_after.0,
             problems,
             state_after: &state_after,
         };
         Draft {
             turn: after.turn,
             at_ms,
-            fixed: serde_json::to_string(&fixed)
-                .unwrap_or_else(|_| "{}".into())
-                .into_boxed_str(),
+            inbound: json_text(&inbound),
+            route: json_text(&route),
+            vars_before: before.0.into(),
+            vars_after: vars_after.0.into(),
         }
     }
+}
+
+/// `value` as compact JSON (`{}` in the impossible case that it cannot be written).
+fn json_text(value: &impl Serialize) -> Box<str> {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "{}".into())
+        .into_boxed_str()
 }
 
 fn state_after(state: &State, ended: bool) -> StateAfter {
@@ -553,18 +559,35 @@ impl Status {
 #[derive(Debug)]
 struct OutRecord {
     index: u32,
-    /// The body the outbox stores ([`OutgoingBody`]): the payload, kept once.
-    body: Box<str>,
+    /// The payload as JSON.
+    payload: Arc<str>,
+    /// The node's `on_window_closed` template as JSON, when it has one.
+    instead: Option<Arc<str>>,
+    /// An event for the agent webhook, not a message to the user: not shown.
+    to_agent: bool,
     wamid: Option<Box<str>>,
     status: Status,
     error: Option<Box<str>>,
     window_template: bool,
 }
 
+/// The parts of an outbox body the trace keeps, borrowed from its text.
+#[derive(Deserialize)]
+struct BodyParts<'a> {
+    #[serde(borrow)]
+    payload: &'a RawValue,
+    #[serde(borrow, default)]
+    instead: Option<&'a RawValue>,
+    #[serde(default)]
+    to: Destination,
+}
+
 impl OutRecord {
+    /// Counts every text whole, shared or not: the budget bounds the memory from above.
     fn bytes(&self) -> usize {
         OUTGOING_OVERHEAD
-            + self.body.len()
+            + self.payload.len()
+            + self.instead.as_ref().map_or(0, |i| i.len())
             + self.wamid.as_ref().map_or(0, |w| w.len())
             + self.error.as_ref().map_or(0, |e| e.len())
     }
@@ -578,56 +601,89 @@ struct TurnRecord {
     at_ms: i64,
     /// The outbox turn of its messages (`OutKey::turn`).
     out_turn: u64,
-    fixed: Box<str>,
+    inbound: Box<str>,
+    route: Arc<str>,
+    vars_before: Arc<str>,
+    vars_after: Arc<str>,
     outgoing: Vec<OutRecord>,
 }
 
 impl TurnRecord {
+    /// Counts every text whole, shared or not: the budget bounds the memory from above.
     fn bytes(&self) -> usize {
         RECORD_OVERHEAD
-            + self.fixed.len()
+            + self.inbound.len()
+            + self.route.len()
+            + self.vars_before.len()
+            + self.vars_after.len()
             + self.outgoing.iter().map(OutRecord::bytes).sum::<usize>()
     }
 
     fn view(&self) -> Option<TraceTurn> {
-        let fixed: Fixed = serde_json::from_str(&self.fixed).ok()?;
+        let route: Route = serde_json::from_str(&self.route).ok()?;
         let outgoing = self.outgoing.iter().filter_map(OutRecord::view).collect();
         Some(TraceTurn {
             seq: self.seq,
             turn: self.turn,
             at: rfc3339(self.at_ms),
-            inbound: fixed.inbound,
-            visited: fixed.visited,
-            vars_before: fixed.vars_before,
-            vars_after: fixed.vars_after,
+            inbound: serde_json::from_str(&self.inbound).ok()?,
+            visited: route.visited,
+            vars_before: serde_json::from_str(&self.vars_before).ok()?,
+            vars_after: serde_json::from_str(&self.vars_after).ok()?,
             outgoing,
-            problems: fixed.problems,
-            state_after: fixed.state_after,
+            problems: route.problems,
+            state_after: route.state_after,
         })
     }
 }
 
 impl OutRecord {
     /// The message as the API shows it; `None` for an event to the agent webhook
-    /// (not a message to the user) or a body this build cannot read.
+    /// (not a message to the user).
     fn view(&self) -> Option<TraceOutgoing> {
-        let body = codec::decode::<OutgoingBody>(&self.body).ok()?;
-        match body.to {
-            Destination::Graph => {}
-            Destination::Agent => return None,
+        if self.to_agent {
+            return None;
         }
-        let payload = match (self.window_template, body.instead) {
+        let shown = match (self.window_template, &self.instead) {
             (true, Some(instead)) => instead,
-            (true, None) | (false, _) => body.payload,
+            (true, None) | (false, _) => &self.payload,
         };
         Some(TraceOutgoing {
             index: self.index,
-            payload,
+            payload: serde_json::from_str(shown).ok()?,
             wamid: self.wamid.as_deref().map(str::to_string),
             status: self.status.as_str().to_string(),
             error: self.error.as_deref().map(str::to_string),
             window_template: self.window_template,
         })
+    }
+}
+
+/// Texts kept once however many records hold them (a shard's). A text no record holds
+/// any more is dropped by the next sweep, which runs when the set has doubled since
+/// the last one: amortized, a lookup per text recorded.
+#[derive(Default)]
+struct Texts {
+    set: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    sweep_at: usize,
+}
+
+/// The set is swept no sooner than at this size.
+const TEXTS_MIN_SWEEP: usize = 1024;
+
+impl Texts {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(kept) = self.set.get(text) {
+            return Arc::clone(kept);
+        }
+        if self.set.len() >= self.sweep_at.max(TEXTS_MIN_SWEEP) {
+            // Held by the set alone: no record uses it.
+            self.set.retain(|t| Arc::strong_count(t) > 1);
+            self.sweep_at = self.set.len() * 2;
+        }
+        let kept: Arc<str> = Arc::from(text);
+        self.set.insert(Arc::clone(&kept));
+        kept
     }
 }
 
@@ -668,13 +724,14 @@ impl UserTurns {
 struct Shard {
     users: LruCache<SessionKey, UserTurns>,
     bytes: usize,
+    texts: Texts,
 }
 
 /// The trace of every user this instance ran turns for. Shared by the runtime (which
 /// records) and the API (which reads).
 pub struct TraceStore {
     shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     limits: TraceLimits,
     next_seq: AtomicU64,
     changes: broadcast::Sender<TraceChange>,
@@ -695,10 +752,11 @@ impl TraceStore {
                     Mutex::new(Shard {
                         users: LruCache::unbounded(),
                         bytes: 0,
+                        texts: Texts::default(),
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             limits,
             next_seq: AtomicU64::new(1),
             changes,
@@ -753,30 +811,48 @@ impl TraceStore {
         if !self.is_on() {
             return;
         }
-        let record = TurnRecord {
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-            turn: draft.turn,
-            at_ms: draft.at_ms,
-            out_turn,
-            fixed: draft.fixed,
-            outgoing: (first..)
-                .zip(bodies)
-                .map(|(index, body)| OutRecord {
-                    index,
-                    body: body.into_boxed_str(),
-                    wamid: None,
-                    status: Status::Queued,
-                    error: None,
-                    window_template: false,
-                })
-                .collect(),
-        };
-        let added = record.bytes();
+        // Read before the lock; our own bodies always read (one that did not would
+        // just be missing from the trace).
+        let parts: Vec<(u32, BodyParts)> = (first..)
+            .zip(&bodies)
+            .filter_map(|(index, body)| Some((index, serde_json::from_str(body).ok()?)))
+            .collect();
         {
             let mut shard = self.shard(key);
             let shard = &mut *shard;
+            let texts = &mut shard.texts;
+            let record = TurnRecord {
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                turn: draft.turn,
+                at_ms: draft.at_ms,
+                out_turn,
+                inbound: draft.inbound,
+                route: texts.get(&draft.route),
+                vars_before: texts.get(&draft.vars_before),
+                vars_after: texts.get(&draft.vars_after),
+                outgoing: parts
+                    .into_iter()
+                    .map(|(index, body)| OutRecord {
+                        index,
+                        payload: texts.get(body.payload.get()),
+                        instead: body.instead.map(|i| texts.get(i.get())),
+                        to_agent: !body.to.is_graph(),
+                        wamid: None,
+                        status: Status::Queued,
+                        error: None,
+                        window_template: false,
+                    })
+                    .collect(),
+            };
+            let added = record.bytes();
             if !shard.users.contains(key) {
-                shard.users.push(key.clone(), UserTurns::default());
+                // Room for two turns, not the default four: most users in memory
+                // have few (a conversation of two, a returning user's newest).
+                let user = UserTurns {
+                    turns: VecDeque::with_capacity(2),
+                    bytes: 0,
+                };
+                shard.users.push(key.clone(), user);
             }
             let mut freed = 0;
             if let Some(user) = shard.users.get_mut(key) {
@@ -946,22 +1022,22 @@ impl TraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::codec::{self, OutgoingBody};
 
     /// A turn's trace whose fixed part is `pad` bytes and a little longer.
     fn draft(turn: u64, pad: usize) -> Draft {
-        let vars = RawValue::from_string(format!("{{\"pad\":\"{}\"}}", "x".repeat(pad))).unwrap();
-        let fixed = FixedOut {
-            inbound: &inbound_of("text", "hi", &Value::Null),
+        let route = RouteOut {
             visited: &[],
-            vars_before: &vars,
-            vars_after: &empty_object(),
             problems: &[],
             state_after: &state_after(&State::Idle, false),
         };
         Draft {
             turn,
             at_ms: 1_767_225_600_000,
-            fixed: serde_json::to_string(&fixed).unwrap().into_boxed_str(),
+            inbound: json_text(&inbound_of("text", "hi", &Value::Null)),
+            route: json_text(&route),
+            vars_before: format!("{{\"pad\":\"{}\"}}", "x".repeat(pad)).into(),
+            vars_after: "{}".into(),
         }
     }
 
@@ -1053,6 +1129,42 @@ mod tests {
             store.forget(&key(user));
         }
         assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[test]
+    fn texts_that_repeat_are_kept_once_and_dropped_when_no_turn_holds_them() {
+        let store = TraceStore::default();
+        let k = key(1);
+        let held = |text: &str| -> usize {
+            let shard = store.shard(&k);
+            shard.texts.set.iter().filter(|t| t.contains(text)).count()
+        };
+        // The same menu three times, after the same variables: one copy of each.
+        for turn in 1..=3 {
+            store.record(&k, draft(turn, 10), turn, 0, vec![body("menu")]);
+        }
+        {
+            let shard = store.shard(&k);
+            let turns = &shard.users.peek(&k).unwrap().turns;
+            let first = &turns[0];
+            assert!(turns.iter().all(|t| {
+                Arc::ptr_eq(&t.outgoing[0].payload, &first.outgoing[0].payload)
+                    && Arc::ptr_eq(&t.vars_before, &first.vars_before)
+            }));
+        }
+        assert_eq!(held("\"menu\""), 1);
+        assert_eq!(
+            store.turns(&k).unwrap()[2].outgoing[0].payload["text"]["body"],
+            "menu"
+        );
+        // Once no turn holds a text, a sweep drops it; the set stays bounded.
+        store.forget(&k);
+        for n in 0..TEXTS_MIN_SWEEP * 3 {
+            store.record(&k, draft(1, 10), 1, 0, vec![body(&format!("other {n}"))]);
+        }
+        assert_eq!(held("\"menu\""), 0);
+        assert!(held("other") <= TEXTS_MIN_SWEEP * 2, "{}", held("other"));
+        assert_eq!(store.turns(&k).unwrap().len(), 50);
     }
 
     #[test]
