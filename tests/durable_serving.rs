@@ -320,9 +320,11 @@ async fn a_wait_survives_a_restart_in_the_middle_of_the_pause() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The kill may land after Graph accepted "before" and before the server recorded
     // it: then "before" goes out again (the one ambiguous case), never "after".
-    let mut texts = accepted_per_user(&graph)[&user(1)].clone();
-    assert!(collapse_repeats(&mut texts) <= 1, "{texts:?}");
-    assert_eq!(texts, ["before", "after"]);
+    let texts = accepted_per_user(&graph)[&user(1)].clone();
+    assert!(
+        texts == ["before", "after"] || texts == ["before", "before", "after"],
+        "{texts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
