@@ -15,8 +15,9 @@
 //! prompts and walk the same nodes, and a turn's variables before are the previous
 //! turn's after; only what the user sent is the turn's own. The sender and the status
 //! webhooks update an entry by its outbox place (turn, index) or its wamid, searching
-//! one user's few turns. Variables declared `pii: true` are masked when the turn is recorded (never
-//! kept) unless the number is local (no WhatsApp credentials: test users).
+//! one user's few turns. Variables declared `pii: true` are masked when the turn is
+//! recorded (never kept) unless the number is local (no WhatsApp credentials: test
+//! users).
 
 use super::codec::Destination;
 use crate::engine::{self, EffectOutcome, Event, EventKind, HandoverOutcome, Session, State};
@@ -1024,7 +1025,7 @@ mod tests {
     use super::*;
     use crate::delivery::codec::{self, OutgoingBody};
 
-    /// A turn's trace whose fixed part is `pad` bytes and a little longer.
+    /// A turn's trace whose variables before are `pad` bytes and a little longer.
     fn draft(turn: u64, pad: usize) -> Draft {
         let route = RouteOut {
             visited: &[],
