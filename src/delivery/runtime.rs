@@ -180,7 +180,8 @@ fn digest(token: &str) -> [u8; 32] {
 /// What a turn did, for `/dev/message` and tests.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TurnReport {
-    /// The payloads the turn queued for sending, in order.
+    /// The payloads the turn queued for sending, in order. Filled only when someone
+    /// may read them (see `Runtime::reports_payloads`).
     pub sent: Vec<Value>,
     /// Errors and warnings the designer should see.
     pub problems: Vec<String>,

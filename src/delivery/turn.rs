@@ -326,7 +326,7 @@ impl Runtime {
             effect,
             handover,
             ended,
-        } = self.outgoing(key, now_ms, turn.steps);
+        } = self.outgoing(key, now_ms, turn.steps, self.reports_payloads(number));
         let draft = before.map(|(before, pii_before)| {
             let masked = mask && trace::pii_changed(&pii_before, &turn.session.vars, &bot);
             Draft::new(
@@ -442,9 +442,28 @@ impl Runtime {
         }
     }
 
+    /// Whether a turn's report must carry its payloads: someone may wait for it
+    /// (`/dev/message`, an API item; their waiter is registered before their item is
+    /// stored, so it is seen here), or the number is local (the simulator). Otherwise
+    /// nobody reads them, and copying every payload was a cost of every message.
+    fn reports_payloads(&self, number: &Number) -> bool {
+        number.transport.is_local()
+            || !self
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
     /// The turn's messages, in order (a `wait` making the ones after it due later), and
-    /// the report of what it did.
-    fn outgoing(&self, key: &SessionKey, now_ms: i64, steps: Vec<TurnStep>) -> Outs {
+    /// the report of what it did (with the payloads when `report_payloads`).
+    fn outgoing(
+        &self,
+        key: &SessionKey,
+        now_ms: i64,
+        steps: Vec<TurnStep>,
+        report_payloads: bool,
+    ) -> Outs {
         let mut ended = false;
         let mut report = TurnReport::default();
         let mut outgoing = Vec::new();
@@ -461,7 +480,9 @@ impl Runtime {
                         .instead_outside_window
                         .as_ref()
                         .map(|t| render::payload(&key.user, t, None));
-                    report.sent.push(payload.clone());
+                    if report_payloads {
+                        report.sent.push(payload.clone());
+                    }
                     // Checked here, once; a payload that fails is queued unchecked, and
                     // the sender dead-letters it with WhatsApp's schema's reasons.
                     let checked = render::check(&payload).is_ok();

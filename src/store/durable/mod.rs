@@ -256,9 +256,9 @@ pub struct DirectOutgoing {
 }
 
 /// What a write learned about the user's outbox in the same step, so the sender need
-/// not read it again: a store that can look inside its write (SQLite, memory) says
-/// what the user's first unsent message is after it; one where that costs more than the
-/// separate read (Redis) does not look.
+/// not read it again: the store says what the user's first unsent message is after the
+/// write (SQLite and memory in the write's transaction, Redis in its script), or does
+/// not look (where looking costs more than the separate read).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Peek {
     /// Not looked at: read [`Durable::next_outgoing`].

@@ -21,6 +21,8 @@
 //!   caller's thread: it takes microseconds, less than handing it to another thread
 //!   and waking the caller again (which, several times a message, was most of the
 //!   serving cost). Scans (the scanner, admin listings) go to tokio's blocking pool.
+//! - **Sessions committed last stay in memory** (`sessions`): the writer fills that
+//!   cache in commit order with what it committed, so a user's next turn skips the read.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a committed transaction survives the
 //!   process being killed (the OS has it); a power loss may lose the last commits
 //!   (FULL would fsync every commit, several times slower). Checkpoints (copying the
@@ -56,6 +58,7 @@ use leases::{Leases, NeedTokens, TOKEN_BLOCK};
 use lock::lock;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use schema::SCHEMA;
+use sessions::SessionCache;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +104,8 @@ pub struct SqliteDurable {
     commits: Arc<AtomicU64>,
     /// Who holds which user's lease (see `leases`).
     leases: Arc<Leases>,
+    /// The sessions committed last (see `sessions`).
+    sessions: Arc<SessionCache>,
     /// Held (and so the OS lock) until the threads above have stopped.
     _lock: Option<File>,
 }
@@ -191,10 +196,12 @@ impl SqliteDurable {
         let (writes, write_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
+        let sessions = Arc::new(SessionCache::new());
+        let staged = Arc::clone(&sessions);
         threads.push(
             std::thread::Builder::new()
                 .name("parlance-sqlite-writer".into())
-                .spawn(move || write_loop(writer, write_rx, &counted))
+                .spawn(move || write_loop(writer, write_rx, &counted, &staged))
                 .map_err(|e| StoreError(format!("cannot start the SQLite writer: {e}")))?,
         );
         let readers = Arc::new(Readers {
@@ -210,6 +217,7 @@ impl SqliteDurable {
             threads,
             commits,
             leases,
+            sessions,
             _lock: Some(lock),
         })
     }
@@ -752,6 +760,9 @@ impl Durable for SqliteDurable {
     }
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
+        if let Some(data) = self.sessions.get(key) {
+            return Ok(decode(i64::from(SESSION_VERSION), &data));
+        }
         self.read(|conn| {
             let row: Option<(i64, String)> = conn
                 .prepare_cached(
@@ -777,8 +788,9 @@ impl Durable for SqliteDurable {
     ) -> Result<(), CommitError> {
         let lease = lease.clone();
         // Encoded here, off the writer thread: the writer only writes.
-        let data = encode(&commit.session)?;
+        let data: Arc<str> = encode(&commit.session)?.into();
         let leases = Arc::clone(&self.leases);
+        let sessions = Arc::clone(&self.sessions);
         self.write_leased(move |conn| {
             require_lease(&leases, &lease, now)?;
             let key = &lease.key;
@@ -800,6 +812,7 @@ impl Durable for SqliteDurable {
                 }
             }
             save_session(conn, key, &data, session.updated_at)?;
+            sessions.stage_put(key, &data);
             let mut places = std::collections::HashSet::new();
             for o in outgoing {
                 let queued = conn
@@ -838,8 +851,9 @@ impl Durable for SqliteDurable {
     ) -> Result<Direct, CommitError> {
         let lease = lease.clone();
         // Encoded here, off the writer thread: the writer only writes.
-        let data = encode(&turn.session)?;
+        let data: Arc<str> = encode(&turn.session)?.into();
         let leases = Arc::clone(&self.leases);
+        let sessions = Arc::clone(&self.sessions);
         self.write_leased(move |conn| {
             require_lease(&leases, &lease, now)?;
             let key = &lease.key;
@@ -864,6 +878,7 @@ impl Durable for SqliteDurable {
             conn.prepare_cached("DELETE FROM d_items WHERE id = ?1")?
                 .execute(params![int(id.0)])?;
             save_session(conn, key, &data, session.updated_at)?;
+            sessions.stage_put(key, &data);
             for (index, o) in (0u32..).zip(outgoing) {
                 let at = OutKey { turn: id.0, index };
                 insert_outgoing(conn, key, at, &o.body, o.not_before.max(now))?;
@@ -1343,8 +1358,10 @@ impl Durable for SqliteDurable {
     async fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
         self.leases.forget_user(user);
         let user = user.to_string();
+        let cache = Arc::clone(&self.sessions);
         self.write_plain(move |conn| {
             let sessions = conn.execute("DELETE FROM d_sessions WHERE user = ?1", params![user])?;
+            cache.stage_forget_user(&user);
             // Statuses first: those of messages sent to the user are found through
             // their sent records, which go below.
             conn.execute(
@@ -1418,6 +1435,7 @@ mod handovers;
 mod leases;
 mod lock;
 mod schema;
+mod sessions;
 mod threads;
 
 #[cfg(test)]

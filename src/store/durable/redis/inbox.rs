@@ -312,7 +312,10 @@ pub(super) async fn accept_turn(
                 .arg(&o.body)
                 .arg(o.not_before.max(now));
         }
-        let done: i64 = call.invoke_async(&mut store.con()).await.map_err(err)?;
+        let reply: redis::Value = call.invoke_async(&mut store.con()).await.map_err(err)?;
+        let Some((done, peek)) = super::outbox::code_and_peek(&lease.key, &reply) else {
+            return Err(CommitError::Store(corrupt("accept_turn reply")));
+        };
         match done {
             1 => {
                 // Again after the write (see `accept_user`).
@@ -322,7 +325,7 @@ pub(super) async fn accept_turn(
                 if let Some(d) = &item.dedupe {
                     store.claimed_and_stored(&keys, d, item.at).await?;
                 }
-                return Ok(Direct::Committed(ItemId(id), Peek::NotLooked));
+                return Ok(Direct::Committed(ItemId(id), peek));
             }
             2 => return Ok(Direct::Duplicate),
             0 => return Err(CommitError::Fenced),

@@ -32,20 +32,10 @@ pub(super) async fn next_outgoing(
         let Some(fields) = fields else {
             return Ok(None);
         };
-        let [m, body, attempts, ambiguous, not_before] = fields.as_slice() else {
+        let [m, ..] = fields.as_slice() else {
             return Err(corrupt("outbox reply"));
         };
-        let read = || -> Option<Outgoing> {
-            Some(Outgoing {
-                key: key.clone(),
-                at: out_key(&text(m)?).ok()?,
-                body: text(body)?,
-                attempts: text(attempts)?.parse().ok()?,
-                ambiguous: text(ambiguous)?.parse().ok()?,
-                not_before: text(not_before)?.parse().ok()?,
-            })
-        };
-        if let Some(o) = read() {
+        if let Some(o) = outgoing_of(key, &fields) {
             return Ok(Some(o));
         }
         // Damaged (or written by a newer version): out of the way, so the user's
@@ -66,6 +56,54 @@ pub(super) async fn next_outgoing(
             .invoke_async(&mut store.con())
             .await
             .map_err(err)?;
+    }
+}
+
+/// An outbox entry as [`scripts::NEXT_OUTGOING`] answers it (member, body, attempts,
+/// ambiguous, not_before); `None` when this build cannot read it.
+fn outgoing_of(key: &SessionKey, fields: &[Vec<u8>]) -> Option<Outgoing> {
+    let [m, body, attempts, ambiguous, not_before] = fields else {
+        return None;
+    };
+    Some(Outgoing {
+        key: key.clone(),
+        at: out_key(&text(m)?).ok()?,
+        body: text(body)?,
+        attempts: text(attempts)?.parse().ok()?,
+        ambiguous: text(ambiguous)?.parse().ok()?,
+        not_before: text(not_before)?.parse().ok()?,
+    })
+}
+
+/// The user's next message as a script answered it after its write: nothing (the
+/// outbox is empty), or the entry's fields as [`scripts::NEXT_OUTGOING`] gives them.
+/// An entry this build cannot read is left to [`next_outgoing`], which moves it aside.
+pub(super) fn peek_of(key: &SessionKey, next: &[redis::Value]) -> Peek {
+    if next.is_empty() {
+        return Peek::Next(None);
+    }
+    let fields: Option<Vec<Vec<u8>>> = next
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect();
+    match fields.and_then(|f| outgoing_of(key, &f)) {
+        Some(o) => Peek::Next(Some(o)),
+        None => Peek::NotLooked,
+    }
+}
+
+/// A script's answer that is a code, or `{code, next message...}` (see [`peek_of`]).
+pub(super) fn code_and_peek(key: &SessionKey, reply: &redis::Value) -> Option<(i64, Peek)> {
+    match reply {
+        redis::Value::Int(code) => Some((*code, Peek::NotLooked)),
+        redis::Value::Array(items) => match items.split_first() {
+            Some((redis::Value::Int(code), next)) => Some((*code, peek_of(key, next))),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -99,7 +137,15 @@ pub(super) async fn mark_sent(
             key: lease.key.clone(),
             ..sent.clone()
         }));
-    let written = store.fenced_write(&mut call).await;
+    let reply: redis::Value = call
+        .invoke_async(&mut store.con())
+        .await
+        .map_err(|e| CommitError::Store(err(e)))?;
+    let written = match code_and_peek(&lease.key, &reply) {
+        Some((1, peek)) => Ok(peek),
+        Some((0, _)) => Err(CommitError::Fenced),
+        _ => Err(CommitError::Store(corrupt("mark_sent reply"))),
+    };
     if let Err(CommitError::Fenced) = written {
         // Nothing was written: the owner would point at nothing (unless an
         // earlier call with this wamid did write it).
@@ -115,8 +161,7 @@ pub(super) async fn mark_sent(
                 .map_err(err)?;
         }
     }
-    // Not looked: the next read is one round trip either way.
-    written.map(|()| Peek::NotLooked)
+    written
 }
 
 pub(super) async fn mark_attempt(

@@ -170,7 +170,9 @@ return 1
 /// dedupe ('1'/'0'), dedupe TTL (ms), at, session version, session data, session at,
 /// outgoing count, (member, body, not_before)*. Returns 0 when fenced, -3 when the user
 /// has items waiting (declined), -1 when the id is not above the user's last (reserve
-/// another), 2 for a duplicate, all with nothing written; else 1.
+/// another), 2 for a duplicate, all with nothing written; else `{1}` or `{1, member,
+/// body, attempts, ambiguous, not_before}`: the user's first unsent message after the
+/// write (as [`NEXT_OUTGOING`] would answer), saving the sender a round trip.
 pub(crate) fn accept_turn() -> String {
     format!(
         "{HELD}
@@ -191,8 +193,8 @@ for _ = 1, tonumber(ARGV[11]) do
   redis.call('HSET', KEYS[7], m .. ':b', ARGV[i + 1], m .. ':n', '0', m .. ':a', '0', m .. ':t', ARGV[i + 2])
   i = i + 3
 end
-return 1
-"
+local out, outmsg = KEYS[5], KEYS[7]
+{NEXT}"
     )
 }
 
@@ -216,6 +218,17 @@ redis.call('HDEL', KEYS[2], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 return 1
 ";
 
+/// The end of a script that wrote the user's outbox (`out` and `outmsg` its keys):
+/// returns `{1}` when the outbox is empty, else `{1, member, body, attempts, ambiguous,
+/// not_before}` of its first message, read as [`NEXT_OUTGOING`] reads it.
+const NEXT: &str = r"
+local n = redis.call('ZRANGE', out, 0, 0)
+if #n == 0 then return {1} end
+n = n[1]
+local f = redis.call('HMGET', outmsg, n .. ':b', n .. ':n', n .. ':a', n .. ':t')
+return {1, n, f[1] or '', f[2] or '0', f[3] or '0', f[4] or '0'}
+";
+
 /// The checks every outbox write under a lease starts with: KEYS[1] lease, KEYS[2]
 /// out; ARGV 1-3 holder, token, now; ARGV[4] the message. Fenced (0) when the lease
 /// is lost or the message is not in the outbox.
@@ -226,14 +239,17 @@ if not redis.call('ZSCORE', KEYS[2], m) then return 0 end
 ";
 
 /// KEYS: lease, out, outmsg, sent. ARGV: holder, token, now, member, wamid, record.
+/// Returns 0 when fenced; else `{1}` when the outbox is now empty, or `{1, member,
+/// body, attempts, ambiguous, not_before}` of the user's next message (as
+/// [`NEXT_OUTGOING`] would answer), so the sender needs no second round trip.
 pub(crate) fn mark_sent() -> String {
     format!(
         "{HELD}{OUTBOX_CHECK}
 redis.call('ZREM', KEYS[2], m)
 redis.call('HDEL', KEYS[3], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
-return 1
-"
+local out, outmsg = KEYS[2], KEYS[3]
+{NEXT}"
     )
 }
 

@@ -1,6 +1,7 @@
 //! The store's writer thread, doing group commits. Callers hand it closures through a
 //! channel and await the answer on a oneshot.
 
+use super::sessions::SessionCache;
 use super::{MAX_BATCH, err};
 use crate::store::StoreError;
 use rusqlite::Connection;
@@ -81,6 +82,7 @@ pub(super) fn write_loop(
     conn: Connection,
     jobs: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: &AtomicU64,
+    sessions: &SessionCache,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -90,12 +92,16 @@ pub(super) fn write_loop(
                 Err(_) => break,
             }
         }
-        let committed = run_batch(&conn, &mut batch);
+        let committed = run_batch(&conn, &mut batch, sessions);
+        // Before anyone is answered: a caller that awaited its write and then reads
+        // its session must find it.
         match &committed {
             Ok(()) => {
+                sessions.apply();
                 commits.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
+                sessions.discard();
                 tracing::error!(error = %e, writes = batch.len(), "an SQLite commit failed");
             }
         }
@@ -105,12 +111,16 @@ pub(super) fn write_loop(
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
-    match run_all(conn, batch, Undo::Batch) {
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    sessions: &SessionCache,
+) -> Result<(), String> {
+    match run_all(conn, batch, Undo::Batch, sessions) {
         // A write failed after changing rows: the batch runs again from the start,
         // this time each write in a savepoint, so that one is undone alone.
         Err(Failed::HalfDone) => {
-            run_all(conn, batch, Undo::EachWrite).map_err(Failed::into_message)
+            run_all(conn, batch, Undo::EachWrite, sessions).map_err(Failed::into_message)
         }
         done => done.map_err(Failed::into_message),
     }
@@ -145,7 +155,14 @@ impl Failed {
     }
 }
 
-fn run_all(conn: &Connection, batch: &mut [Box<dyn WriteJob>], undo: Undo) -> Result<(), Failed> {
+fn run_all(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    undo: Undo,
+    sessions: &SessionCache,
+) -> Result<(), Failed> {
+    // A batch that starts over stages its sessions again.
+    sessions.discard();
     // Cached statements: `execute_batch` would parse these again for every write.
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     run("BEGIN IMMEDIATE").map_err(|e| Failed::Batch(e.to_string()))?;
@@ -156,10 +173,15 @@ fn run_all(conn: &Connection, batch: &mut [Box<dyn WriteJob>], undo: Undo) -> Re
                 run("SAVEPOINT job").map_err(sql)?;
             }
             let before = conn.total_changes();
+            let staged = sessions.mark();
             // A write that panicked is a failed write: the writer, and every other
             // caller, go on.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
             let ok = ran.unwrap_or(false);
+            if !ok {
+                // Undone (or dropped out having changed nothing): so is what it staged.
+                sessions.unstage_to(staged);
+            }
             if !ok && conn.is_autocommit() {
                 // SQLite ended the transaction itself (an I/O error, a full disk).
                 return Err(Failed::Batch(
