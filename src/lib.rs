@@ -60,7 +60,8 @@
 //!   bots, and the twins `cli::serve` builds beside real numbers for `dev.enabled`;
 //!   `server::dev`, its page embedded in the binary); handlers only translate HTTP. The accept loop with its
 //!   timeouts and connection limit is `server::listen`.
-//! - [`cli`]: one module per subcommand.
+//! - [`cli`]: one module per subcommand; `start_pages` gives back the binary's code pages
+//!   only the start used once `serve` is up.
 //!
 //! Architecture Invariant: `delivery` and `reload` do not import each other; both
 //! depend on `live`. `server` never touches a store for a webhook item: it hands items to

@@ -6,6 +6,7 @@ mod chat_http;
 pub mod graph;
 pub mod schema;
 pub mod serve;
+mod start_pages;
 mod test;
 mod validate;
 

@@ -111,9 +111,14 @@ pub fn run(options: Options, shutdown_timeout: Duration) -> u8 {
         let stop_http = async {
             let _ = drain_over.await;
         };
+        let app = server::app(state);
+        // Everything the start runs has run (the routes and their OpenAPI document
+        // just now): its code pages go back (see `start_pages`).
+        let freed = super::start_pages::give_back();
+        tracing::debug!(bytes = freed, "code pages only the start used were given back");
         match listen::serve_with_grace(
             listener,
-            server::app(state),
+            app,
             options.limits,
             stop_http,
             CLOSE_GRACE,
