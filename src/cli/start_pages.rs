@@ -1,8 +1,8 @@
 //! Gives back the pages of the binary that only the start used. Starting touches
 //! code that serving never runs again (the JSON Schemas' compilation, YAML, clap, root
 //! certificates, the OpenAPI document), and the kernel maps each touched page with
-//! its neighbours (64 KiB at a time): ~16 MB of the binary stayed resident, as much as
-//! the server allocates under a load of 128 users. Once the server is up, the binary's
+//! its neighbours (64 KiB at a time): ~16 MB of the binary stayed resident, over a third
+//! of the server's peak under a load of 128 users. Once the server is up, the binary's
 //! mappings are unmapped (`MADV_DONTNEED`); what serving runs is mapped again from the
 //! page cache on its first use, so the resident code is what serving uses.
 //!
