@@ -24,10 +24,7 @@ pub fn give_back() -> u64 {
         return 0;
     };
     let mut freed = 0;
-    for mapping in mappings(&smaps) {
-        if mapping.path != exe || mapping.anonymous_kb != 0 || mapping.writable {
-            continue;
-        }
+    for mapping in mappings(&smaps).into_iter().filter(|m| m.may_go(exe)) {
         let len = mapping.end - mapping.start;
         // SAFETY: `start..end` is a whole mapping of this process (the kernel listed
         // it), private, read-only and backed by the binary's file, with no page of
@@ -53,9 +50,18 @@ struct Mapping<'a> {
     start: usize,
     end: usize,
     writable: bool,
+    private: bool,
     path: &'a str,
     rss_kb: u64,
     anonymous_kb: u64,
+}
+
+impl Mapping<'_> {
+    /// Whether the mapping's pages may be given back: the binary's file, private,
+    /// read-only, and none of the process's own pages in it.
+    fn may_go(&self, exe: &str) -> bool {
+        self.path == exe && self.private && !self.writable && self.anonymous_kb == 0
+    }
 }
 
 /// The mappings listed in `smaps` (a header line `start-end perms offset dev inode
@@ -118,6 +124,7 @@ fn header(line: &str) -> Option<Option<Mapping<'_>>> {
             start,
             end,
             writable: perms.contains('w'),
+            private: perms.contains('p'),
             path,
             rss_kb: 0,
             anonymous_kb: 0,
@@ -158,6 +165,7 @@ Anonymous:             8 kB
                 start: 0x5600_aa10_0000,
                 end: 0x5600_ab00_0000,
                 writable: false,
+                private: true,
                 path: "/usr/bin/parlance",
                 rss_kb: 14_000,
                 anonymous_kb: 0,
@@ -194,10 +202,11 @@ Anonymous:             8 kB
     #[cfg(target_os = "linux")]
     fn resident_code_kb() -> u64 {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         mappings(&smaps)
             .iter()
-            .filter(|m| std::path::Path::new(m.path) == exe && !m.writable && m.anonymous_kb == 0)
+            .filter(|m| m.may_go(exe))
             .map(|m| m.rss_kb)
             .sum()
     }
