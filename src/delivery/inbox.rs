@@ -5,7 +5,7 @@
 //! 503 and Meta redelivers.
 
 use super::codec::{self, FailedItem, MessageItem};
-use super::runtime::{Number, Runtime, WorkerState, now_ms};
+use super::runtime::{Number, Offer, Runtime, WorkerState, now_ms};
 use super::turn::{KeptSession, Ran};
 use crate::engine::{Event, EventKind, Session, State};
 use crate::store::durable::{
@@ -163,16 +163,25 @@ impl Runtime {
             if let [Incoming::Message(key, _)] = &items[..]
                 && store.takes_direct_turns()
                 && let Some(number) = self.number(&key.phone_number_id).cloned()
-                && let Some(signal) = self.claim_when_free(key).await
                 && let Some(Incoming::Message(key, event)) = items.pop()
             {
-                let mut state = WorkerState::default();
-                let done = self.direct(&number, &key, event, &mut state).await;
-                // Whatever happened, the worker goes on from here: it sends what the
-                // turn queued, runs an item the store declined, or lets the lease go.
-                self.start_worker(number, key, signal, state);
-                done?;
-                continue;
+                match self.offer(&key, event).await {
+                    Offer::Claimed(signal, event) => {
+                        let mut state = WorkerState::default();
+                        let done = self.direct(&number, &key, event, &mut state).await;
+                        // Whatever happened, the worker goes on from here: it sends what
+                        // the turn queued, runs an item the store declined, or lets the
+                        // lease go.
+                        self.start_worker(number, key, signal, state);
+                        done?;
+                        continue;
+                    }
+                    Offer::Handled(done) => {
+                        done?;
+                        continue;
+                    }
+                    Offer::Store(event) => items.push(Incoming::Message(key, event)),
+                }
             }
             let items: Vec<NewItem> = items.into_iter().map(Incoming::into_item).collect();
             let keys: Vec<SessionKey> = items.iter().map(|i| i.key.clone()).collect();
@@ -194,13 +203,13 @@ impl Runtime {
         Ok(())
     }
 
-    /// The direct path, for a user this caller just became the worker of: runs the
-    /// message's turn at once and commits it with the dedupe record in one write,
+    /// The direct path, run by the user's worker (a caller that just became it, or the
+    /// running worker a webhook handed the message to): runs the message's turn at once and commits it with the dedupe record in one write,
     /// instead of storing the message, reading it back and committing the turn. The
     /// store declines when the user has items waiting (they go first): the message is
     /// then stored as usual, for the worker to run in order. `Ok` means the message is
     /// durable (or a duplicate).
-    async fn direct(
+    pub(super) async fn direct(
         &self,
         number: &Number,
         key: &SessionKey,
@@ -214,7 +223,8 @@ impl Runtime {
             return store_one(store, message_item(key.clone(), event)).await;
         };
         let now_ms = now_ms();
-        let session = match store.load_session(key).await? {
+        // The worker's own, when it runs this (a handed message), else read.
+        let session = match self.session_of(number, &lease, state).await? {
             Some(s) => s,
             None => Session::new(&key.user, self.engine_ms(number, now_ms).div_euclid(1000)),
         };

@@ -15,10 +15,10 @@
 //! meanwhile is never left waiting for the scanner.
 
 use super::transport::Transport;
-use crate::engine::OfflineHost;
+use crate::engine::{Event, OfflineHost};
 use crate::live::LiveBot;
-use crate::store::SessionKey;
 use crate::store::durable::{Durable, Lease, Millis, Peek};
+use crate::store::{SessionKey, StoreError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -201,12 +201,48 @@ pub(super) struct Signal {
     pub(super) wake: Notify,
     /// An item was stored for the user since the worker last looked at the inbox.
     stored: AtomicBool,
-    /// Told when the worker has finished (see [`Runtime::claim_when_free`]).
-    gone: Notify,
+    /// A webhook's message handed to the worker to run (see [`Runtime::offer`]).
+    handed: Mutex<Option<Handed>>,
 }
 
-/// How long a webhook's message waits for the user's running worker to finish before
-/// it is stored for that worker instead (see [`Runtime::claim_when_free`]).
+impl Signal {
+    /// The message a webhook handed over, if one waits (the caller now owes it an
+    /// answer).
+    pub(super) fn take_handed(&self) -> Option<Handed> {
+        self.handed.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn has_handed(&self) -> bool {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// A user's message, handed by the webhook that brought it to the user's running
+/// worker, which runs its turn on the direct path and answers whether it is durable.
+pub(super) struct Handed {
+    pub(super) event: Event,
+    pub(super) done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What became of a message offered to the user's loop (see [`Runtime::offer`]).
+pub(super) enum Offer {
+    /// The caller is the user's worker now: it runs the message's turn (the direct
+    /// path), then starts the worker with the returned signal.
+    Claimed(Arc<Signal>, Event),
+    /// The running worker took the message: whether its turn (or, declined, the
+    /// message) is durable.
+    Handled(Result<(), StoreError>),
+    /// Neither: the caller stores the message in the inbox and kicks the user.
+    Store(Event),
+}
+
+/// How long a webhook's message waits for the user's running worker to take it before
+/// it is stored for that worker instead (see [`Runtime::offer`]): a worker pausing
+/// between replies takes it at once, one waiting for a Graph request only once that
+/// answered (on SQLite, while the answer is being recorded).
 const HANDOFF_WAIT: Duration = Duration::from_millis(50);
 
 /// The maps every message looks into: foldhash, seeded per process (keys come from
@@ -344,7 +380,7 @@ impl Runtime {
         let _ = self.drain(within).await;
     }
 
-    fn hurrying(&self) -> bool {
+    pub(super) fn hurrying(&self) -> bool {
         self.hurry.load(Ordering::SeqCst)
     }
 
@@ -429,33 +465,54 @@ impl Runtime {
         Some(signal)
     }
 
-    /// [`Runtime::claim`], but when the user's worker is running, waits up to
-    /// [`HANDOFF_WAIT`] for it to finish first. A user's next message usually comes
-    /// right after the bot's reply, while the worker is still recording that reply as
-    /// sent: waiting a moment lets the message take the direct path (one write) rather
-    /// than the inbox (a write to store it, a read, and a second write for its turn).
-    /// Nothing is acknowledged meanwhile, so a crash loses nothing.
-    pub(super) async fn claim_when_free(&self, key: &SessionKey) -> Option<Arc<Signal>> {
-        let running = {
-            let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-            workers.get(key).map(|w| Arc::clone(&w.signal))
-        };
-        if let Some(signal) = running {
-            // Registered before looking again, so a worker finishing in between is seen.
-            let gone = signal.gone.notified();
-            tokio::pin!(gone);
-            gone.as_mut().enable();
-            let still = {
-                let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-                workers
-                    .get(key)
-                    .is_some_and(|w| Arc::ptr_eq(&w.signal, &signal))
-            };
-            if still {
-                let _ = tokio::time::timeout(HANDOFF_WAIT, gone).await;
+    /// Offers a webhook's message to the user's loop. With no worker running, the
+    /// caller becomes the worker ([`Offer::Claimed`]). With one running, the message is
+    /// handed to it: a user's next message usually comes right after the bot's reply,
+    /// while the worker is still recording that reply as sent, and the worker runs the
+    /// message's turn next, under the lease and with the session it holds (no lease to
+    /// give up and take again, no session to read, no worker to start). If the worker
+    /// does not take it within [`HANDOFF_WAIT`], the message is taken back and goes the
+    /// usual way. Nothing is acknowledged meanwhile, so a crash loses nothing.
+    pub(super) async fn offer(&self, key: &SessionKey, event: Event) -> Offer {
+        let (done, outcome) = oneshot::channel();
+        let signal = {
+            let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            if self.hurrying() {
+                return Offer::Store(event);
             }
+            let Some(w) = workers.get(key) else {
+                let signal = Arc::new(Signal::default());
+                workers.insert(
+                    key.clone(),
+                    Worker {
+                        again: false,
+                        signal: Arc::clone(&signal),
+                    },
+                );
+                return Offer::Claimed(signal, event);
+            };
+            let mut handed = w.signal.handed.lock().unwrap_or_else(|e| e.into_inner());
+            if handed.is_some() {
+                // Another message of the user's waits to be taken: this one is stored.
+                return Offer::Store(event);
+            }
+            *handed = Some(Handed { event, done });
+            w.signal.wake.notify_one();
+            Arc::clone(&w.signal)
+            // The worker does not retire while a message waits for it (`retire`).
+        };
+        tokio::pin!(outcome);
+        if let Ok(answer) = tokio::time::timeout(HANDOFF_WAIT, &mut outcome).await {
+            return Offer::Handled(answer.unwrap_or_else(|_| Err(worker_gone())));
         }
-        self.claim(key)
+        match signal.take_handed() {
+            Some(back) => match self.claim(key) {
+                Some(signal) => Offer::Claimed(signal, back.event),
+                None => Offer::Store(back.event),
+            },
+            // Taken just now: the worker answers once the turn is durable.
+            None => Offer::Handled(outcome.await.unwrap_or_else(|_| Err(worker_gone()))),
+        }
     }
 
     /// Runs the user's worker (claimed with [`Runtime::claim`]) from `state`.
@@ -535,14 +592,13 @@ impl Runtime {
     fn retire(&self, key: &SessionKey) -> bool {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         match workers.get_mut(key) {
-            Some(w) if w.again && !self.hurrying() => {
+            // A handed message keeps the worker too: its webhook waits for the answer.
+            Some(w) if (w.again || w.signal.has_handed()) && !self.hurrying() => {
                 w.again = false;
                 false
             }
             Some(_) | None => {
-                if let Some(w) = workers.remove(key) {
-                    w.signal.gone.notify_waiters();
-                }
+                workers.remove(key);
                 true
             }
         }
@@ -558,6 +614,16 @@ impl Runtime {
     ) -> Result<Step, crate::store::StoreError> {
         if self.hurrying() {
             return Ok(Step::Stop);
+        }
+        // A message a webhook handed over goes first: its webhook waits. It runs on the
+        // direct path, which stores it in the inbox instead when that path cannot take
+        // it (items waiting, an effect under way, the lease elsewhere).
+        if let Some(handed) = signal.take_handed() {
+            state.inbox_empty = false;
+            let done = self.direct(number, key, handed.event, state).await;
+            // The webhook may have given up (its future dropped): what was done stands.
+            let _ = handed.done.send(done);
+            return Ok(Step::Again);
         }
         let Some(lease) = self.hold(number, key, state).await? else {
             return Ok(Step::Stop);
@@ -624,7 +690,9 @@ impl Runtime {
             }
             return Ok(Step::Sleep(due));
         }
-        let step = self.send(number, &lease, out).await;
+        let step = self
+            .send(number, &lease, out, Some((signal, &mut *state)))
+            .await;
         if let Some(sent_at) = step.sent_at {
             let delay = number.live.bot().settings.whatsapp.message_delay;
             state.gate = sent_at + millis(delay);
@@ -723,6 +791,10 @@ pub(super) enum Step {
     Stop,
 }
 
+/// The worker's signal and state, for a send to run a handed message's turn while its
+/// record is being written (see `Runtime::record_beside_a_turn`).
+pub(super) type Handoff<'a> = Option<(&'a Signal, &'a mut WorkerState)>;
+
 /// What one send did.
 pub(super) struct Sent {
     /// When Graph accepted a message (Unix ms), for the message delay.
@@ -730,6 +802,10 @@ pub(super) struct Sent {
     pub then: Step,
     /// The user's next message, when the store looked in the same write.
     pub next: Peek,
+}
+
+fn worker_gone() -> StoreError {
+    StoreError("the user's worker stopped before the message was stored".into())
 }
 
 /// Unix time in milliseconds.
