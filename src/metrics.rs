@@ -23,6 +23,9 @@ pub struct Metrics {
     /// 1 for each phone number whose sending is paused by an auth error.
     pub sending_paused: Family<ReasonLabels, Gauge>,
     pub turns: Counter,
+    /// Turns run by the worker already running for the user, which a webhook handed
+    /// the message to (see `delivery::runtime::Runtime::offer`).
+    pub turns_handed: Counter,
     pub turn_errors: Counter,
     /// `http` node calls, by outcome (`ok` or the failure's kind).
     pub http_calls: Family<ReasonLabels, Counter>,
@@ -47,6 +50,7 @@ impl Default for Metrics {
             messages_ambiguous: Counter::default(),
             sending_paused: Family::default(),
             turns: Counter::default(),
+            turns_handed: Counter::default(),
             turn_errors: Counter::default(),
             http_calls: Family::default(),
             effects_recovered: Counter::default(),
@@ -91,6 +95,11 @@ impl Default for Metrics {
             m.sending_paused.clone(),
         );
         registry.register("turns", "Conversation turns run", m.turns.clone());
+        registry.register(
+            "turns_handed",
+            "Turns whose message a webhook handed to the worker already running for the user (a user answering while the bot's replies go out)",
+            m.turns_handed.clone(),
+        );
         registry.register(
             "turn_errors",
             "Turns that stopped with an error",

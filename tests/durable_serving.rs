@@ -327,6 +327,52 @@ async fn a_wait_survives_a_restart_in_the_middle_of_the_pause() {
     );
 }
 
+/// A user who answers while the bot's replies are still going out (here, during the
+/// pause between them): the worker already running for the user takes the message,
+/// runs its turn under the lease and with the session it holds, and the new replies
+/// queue behind the ones still going out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_comes_while_the_replies_go_out_is_run_by_the_users_worker() {
+    let graph = FakeGraph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_bot(
+        dir.path(),
+        &graph,
+        500,
+        "sqlite://data/test.db",
+        "test-token",
+    );
+    let server = Server::start_on(dir.path(), free_port(), &[]).await;
+    let client = reqwest::Client::new();
+    let first = text_webhook(NUMBER, &user(1), "wamid.hand.1", "a");
+    assert_eq!(post_signed(&client, server.port, SECRET, &first).await, 200);
+    // "a 1" went out: the worker now pauses 500 ms before "a 2".
+    assert_eq!(wait_accepted(&graph, 1, Duration::from_secs(10)).await, 1);
+    let second = text_webhook(NUMBER, &user(1), "wamid.hand.2", "b");
+    assert_eq!(
+        post_signed(&client, server.port, SECRET, &second).await,
+        200
+    );
+    assert_eq!(wait_accepted(&graph, 6, Duration::from_secs(10)).await, 6);
+    assert_eq!(
+        accepted_per_user(&graph)[&user(1)],
+        ["a 1", "a 2", "a 3", "b 1", "b 2", "b 3"]
+    );
+    let metrics = client
+        .get(format!("http://127.0.0.1:{}/metrics", server.port))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("parlance_turns_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("parlance_turns_handed_total 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_pauses_sending_and_a_new_token_resumes_it() {
     let graph = FakeGraph::start().await.unwrap();

@@ -208,19 +208,22 @@ impl Runtime {
     /// instead of storing the message, reading it back and committing the turn. The
     /// store declines when the user has items waiting (they go first): the message is
     /// then stored as usual, for the worker to run in order. `Ok` means the message is
-    /// durable (or a duplicate).
+    /// durable (or a duplicate): `Ok(true)` when its turn committed, `Ok(false)` when
+    /// it was stored for the worker instead or was a duplicate.
     pub(super) async fn direct(
         &self,
         number: &Number,
         key: &SessionKey,
         event: Event,
         state: &mut WorkerState,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let started = std::time::Instant::now();
         let store = &number.store;
         let Some(lease) = self.hold(number, key, state).await? else {
             // Another instance runs the user's turns: the item waits for it.
-            return store_one(store, message_item(key.clone(), event)).await;
+            return store_one(store, message_item(key.clone(), event))
+                .await
+                .map(|()| false);
         };
         let now_ms = now_ms();
         // The worker's own, when it runs this (a handed message), else read.
@@ -233,7 +236,9 @@ impl Runtime {
         // A handed-over conversation forwards its messages to the agent, which the
         // worker's turn does (the handover's record is read and written).
         if matches!(session.state, State::Effect { .. } | State::Handover { .. }) {
-            return store_one(store, message_item(key.clone(), event)).await;
+            return store_one(store, message_item(key.clone(), event))
+                .await
+                .map(|()| false);
         }
         let Ran {
             session,
@@ -244,7 +249,9 @@ impl Runtime {
             trace: draft,
         } = self.run(number, key, session, &event, now_ms);
         if effect.is_some() || handover.to_agent || handover.started.is_some() {
-            return store_one(store, message_item(key.clone(), event)).await;
+            return store_one(store, message_item(key.clone(), event))
+                .await
+                .map(|()| false);
         }
         let kept = KeptSession {
             token: lease.token,
@@ -282,18 +289,22 @@ impl Runtime {
                     self.answer_waiter(id, report);
                     state.mark_read = Some(id.clone());
                 }
-                Ok(())
+                Ok(true)
             }
             Ok(Direct::Duplicate) => {
                 tracing::debug!(number = %key.phone_number_id, "duplicate delivery dropped");
-                Ok(())
+                Ok(false)
             }
             // The turn is dropped unwritten; the worker runs the stored item in order.
-            Ok(Direct::Declined) => store_one(store, message_item(key.clone(), event)).await,
+            Ok(Direct::Declined) => store_one(store, message_item(key.clone(), event))
+                .await
+                .map(|()| false),
             // The lease was lost meanwhile: whoever holds it now runs the stored item.
             Err(CommitError::Fenced) => {
                 state.lease = None;
-                store_one(store, message_item(key.clone(), event)).await
+                store_one(store, message_item(key.clone(), event))
+                    .await
+                    .map(|()| false)
             }
             Err(CommitError::Store(e)) => Err(e),
         }

@@ -515,6 +515,25 @@ impl Runtime {
         }
     }
 
+    /// Runs a handed message's turn on the direct path (which stores the message in
+    /// the inbox instead when it cannot take it) and answers the webhook waiting for it.
+    pub(super) async fn run_handed(
+        &self,
+        number: &Number,
+        key: &SessionKey,
+        handed: Handed,
+        state: &mut WorkerState,
+    ) {
+        // Whatever the direct path does, the worker looks at the inbox next.
+        state.inbox_empty = false;
+        let done = self.direct(number, key, handed.event, state).await;
+        if let Ok(true) = done {
+            self.metrics.turns_handed.inc();
+        }
+        // The webhook may have given up (its future dropped): what was done stands.
+        let _ = handed.done.send(done.map(drop));
+    }
+
     /// Runs the user's worker (claimed with [`Runtime::claim`]) from `state`.
     pub(super) fn start_worker(
         self: &Arc<Self>,
@@ -619,10 +638,7 @@ impl Runtime {
         // direct path, which stores it in the inbox instead when that path cannot take
         // it (items waiting, an effect under way, the lease elsewhere).
         if let Some(handed) = signal.take_handed() {
-            state.inbox_empty = false;
-            let done = self.direct(number, key, handed.event, state).await;
-            // The webhook may have given up (its future dropped): what was done stands.
-            let _ = handed.done.send(done);
+            self.run_handed(number, key, handed, state).await;
             return Ok(Step::Again);
         }
         let Some(lease) = self.hold(number, key, state).await? else {

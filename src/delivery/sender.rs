@@ -230,9 +230,7 @@ impl Runtime {
         let Some(handed) = handed else {
             return mark.await;
         };
-        state.inbox_empty = false;
-        let done = self.direct(number, key, handed.event, state).await;
-        let _ = handed.done.send(done);
+        self.run_handed(number, key, handed, state).await;
         let recorded = mark.await?;
         // The turn committed after the record, so what it read of the outbox is the
         // newer; if it did not commit, the record's is.
