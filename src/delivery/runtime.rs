@@ -454,15 +454,7 @@ impl Runtime {
             w.signal.wake.notify_one();
             return None;
         }
-        let signal = Arc::new(Signal::default());
-        workers.insert(
-            key.clone(),
-            Worker {
-                again: false,
-                signal: Arc::clone(&signal),
-            },
-        );
-        Some(signal)
+        Some(enlist(&mut workers, key))
     }
 
     /// Offers a webhook's message to the user's loop. With no worker running, the
@@ -481,15 +473,7 @@ impl Runtime {
                 return Offer::Store(event);
             }
             let Some(w) = workers.get(key) else {
-                let signal = Arc::new(Signal::default());
-                workers.insert(
-                    key.clone(),
-                    Worker {
-                        again: false,
-                        signal: Arc::clone(&signal),
-                    },
-                );
-                return Offer::Claimed(signal, event);
+                return Offer::Claimed(enlist(&mut workers, key), event);
             };
             let mut handed = w.signal.handed.lock().unwrap_or_else(|e| e.into_inner());
             if handed.is_some() {
@@ -818,6 +802,19 @@ pub(super) struct Sent {
     pub then: Step,
     /// The user's next message, when the store looked in the same write.
     pub next: Peek,
+}
+
+/// Makes a worker slot for the user (who has none): the caller is the worker now.
+fn enlist(workers: &mut FastMap<SessionKey, Worker>, key: &SessionKey) -> Arc<Signal> {
+    let signal = Arc::new(Signal::default());
+    workers.insert(
+        key.clone(),
+        Worker {
+            again: false,
+            signal: Arc::clone(&signal),
+        },
+    );
+    signal
 }
 
 fn worker_gone() -> StoreError {
