@@ -241,8 +241,7 @@ pub(super) enum Offer {
 
 /// How long a webhook's message waits for the user's running worker to take it before
 /// it is stored for that worker instead (see [`Runtime::offer`]): a worker pausing
-/// between replies takes it at once, one waiting for a Graph request only once that
-/// answered (on SQLite, while the answer is being recorded).
+/// between replies takes it at once, one sending only once the send is recorded.
 const HANDOFF_WAIT: Duration = Duration::from_millis(50);
 
 /// The maps every message looks into: foldhash, seeded per process (keys come from
@@ -380,7 +379,7 @@ impl Runtime {
         let _ = self.drain(within).await;
     }
 
-    pub(super) fn hurrying(&self) -> bool {
+    fn hurrying(&self) -> bool {
         self.hurry.load(Ordering::SeqCst)
     }
 
@@ -690,9 +689,7 @@ impl Runtime {
             }
             return Ok(Step::Sleep(due));
         }
-        let step = self
-            .send(number, &lease, out, Some((signal, &mut *state)))
-            .await;
+        let step = self.send(number, &lease, out).await;
         if let Some(sent_at) = step.sent_at {
             let delay = number.live.bot().settings.whatsapp.message_delay;
             state.gate = sent_at + millis(delay);
@@ -790,10 +787,6 @@ pub(super) enum Step {
     /// error): the lease is given up.
     Stop,
 }
-
-/// The worker's signal and state, for a send to run a handed message's turn while its
-/// record is being written (see `Runtime::record_beside_a_turn`).
-pub(super) type Handoff<'a> = Option<(&'a Signal, &'a mut WorkerState)>;
 
 /// What one send did.
 pub(super) struct Sent {

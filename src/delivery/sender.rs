@@ -12,12 +12,9 @@
 
 use super::codec::{self, Destination, OutgoingBody};
 use super::graph::{Accepted, GraphError, Verdict, backoff, classify};
-use super::runtime::{
-    Handoff, Number, Runtime, Sent, Signal, Step, WorkerState, mask, millis, now_ms,
-};
+use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
-use crate::store::SessionKey;
 use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing, Peek};
 use serde::{Deserialize, Serialize};
 
@@ -35,13 +32,7 @@ pub struct DeadReason {
 
 impl Runtime {
     /// Sends `out`, the first message of the lease's user, and records what happened.
-    pub(super) async fn send(
-        &self,
-        number: &Number,
-        lease: &Lease,
-        out: Outgoing,
-        handoff: Handoff<'_>,
-    ) -> Sent {
+    pub(super) async fn send(&self, number: &Number, lease: &Lease, out: Outgoing) -> Sent {
         let key = &lease.key;
         // The usual case, a checked message to the Graph API: its stored JSON is posted
         // as it is. Anything else, or a failure, takes the general path below, which
@@ -57,13 +48,8 @@ impl Runtime {
                 .await
             {
                 Ok(accepted) => {
-                    let what = Recorded {
-                        flow: &fast.flow,
-                        node: &fast.node,
-                        swapped: false,
-                    };
                     return self
-                        .sent(number, lease, &out, accepted, what, handoff)
+                        .sent(number, lease, &out, accepted, &fast.flow, &fast.node, false)
                         .await;
                 }
                 Err(e) => failed = Some((e, token)),
@@ -102,13 +88,10 @@ impl Runtime {
                     match number.transport.post(&token, payload).await {
                         Ok(accepted) => {
                             let wamid = accepted.message_id.clone();
-                            let what = Recorded {
-                                flow: &body.flow,
-                                node: &body.node,
-                                swapped,
-                            };
                             let sent = self
-                                .sent(number, lease, &out, accepted, what, handoff)
+                                .sent(
+                                    number, lease, &out, accepted, &body.flow, &body.node, swapped,
+                                )
                                 .await;
                             if sent.sent_at.is_some() {
                                 self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
@@ -161,36 +144,29 @@ impl Runtime {
 
     /// Graph accepted `out`: records it as sent with its wamid (which takes it out of
     /// the outbox) and says what comes next.
+    #[allow(clippy::too_many_arguments)]
     async fn sent(
         &self,
         number: &Number,
         lease: &Lease,
         out: &Outgoing,
         accepted: Accepted,
-        what: Recorded<'_>,
-        handoff: Handoff<'_>,
+        flow: &str,
+        node: &str,
+        swapped: bool,
     ) -> Sent {
         let key = &lease.key;
         let now = now_ms();
-        self.trace
-            .sent(key, out.at, &accepted.message_id, what.swapped);
+        self.trace.sent(key, out.at, &accepted.message_id, swapped);
         let sent = SentRecord {
             message_id: accepted.message_id,
             key: key.clone(),
-            flow: what.flow.to_string(),
-            node: what.node.to_string(),
+            flow: flow.to_string(),
+            node: node.to_string(),
             at: now,
         };
         self.metrics.messages_sent.inc();
-        let mark = number.store.mark_sent(lease, now, out.at, sent);
-        let recorded = match handoff {
-            Some((signal, state)) if number.store.commits_in_call_order() && !self.hurrying() => {
-                self.record_beside_a_turn(number, key, mark, signal, state)
-                    .await
-            }
-            Some(_) | None => mark.await,
-        };
-        match recorded {
+        match number.store.mark_sent(lease, now, out.at, sent).await {
             Ok(next) => Sent {
                 sent_at: Some(now),
                 then: Step::Again,
@@ -203,41 +179,6 @@ impl Runtime {
                 stop()
             }
         }
-    }
-
-    /// Waits for `mark` (a message recorded as sent) and, should a webhook hand the
-    /// worker the user's next message meanwhile, runs that message's turn at once: a
-    /// user's next message usually comes right after the bot's reply, while the reply
-    /// is being recorded. The store commits in call order, and `mark` was called first
-    /// (its first poll submits it), so the turn's commit lands behind the record, in
-    /// the same group commit or the next: one commit less on the way to the user's
-    /// answer than waiting for the record first.
-    async fn record_beside_a_turn(
-        &self,
-        number: &Number,
-        key: &SessionKey,
-        mark: impl Future<Output = Result<Peek, CommitError>>,
-        signal: &Signal,
-        state: &mut WorkerState,
-    ) -> Result<Peek, CommitError> {
-        tokio::pin!(mark);
-        let handed = tokio::select! {
-            biased;
-            recorded = &mut mark => return recorded,
-            // Any wake: the step after this one looks at what else it may be for.
-            () = signal.wake.notified() => signal.take_handed(),
-        };
-        let Some(handed) = handed else {
-            return mark.await;
-        };
-        self.run_handed(number, key, handed, state).await;
-        let recorded = mark.await?;
-        // The turn committed after the record, so what it read of the outbox is the
-        // newer; if it did not commit, the record's is.
-        Ok(match std::mem::take(&mut state.next_out) {
-            Peek::NotLooked => recorded,
-            turn => turn,
-        })
     }
 
     /// Posts a handover event to the bot's agent webhook (`handover.webhook`, read at
@@ -443,14 +384,6 @@ impl Runtime {
             }
         }
     }
-}
-
-/// What a sent message is recorded as.
-struct Recorded<'a> {
-    flow: &'a str,
-    node: &'a str,
-    /// The node's window template went instead (131047).
-    swapped: bool,
 }
 
 fn stop() -> Sent {

@@ -636,14 +636,6 @@ pub trait Durable: Send + Sync {
     fn single_process(&self) -> bool {
         false
     }
-
-    /// Whether the store commits a caller's writes in the order they were called:
-    /// a write's future submits it when first polled, and the writes submitted are
-    /// committed in order (one writer, first in first out). Then a worker may call the
-    /// next write before the previous one answered and still know which came last.
-    fn commits_in_call_order(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

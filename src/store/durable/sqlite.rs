@@ -695,11 +695,6 @@ impl Durable for SqliteDurable {
         true
     }
 
-    /// One writer thread, fed by a channel in call order (see the module docs).
-    fn commits_in_call_order(&self) -> bool {
-        true
-    }
-
     async fn accept(&self, items: Vec<NewItem>) -> Result<Vec<Accepted>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
