@@ -204,12 +204,13 @@ impl Runtime {
     }
 
     /// The direct path, run by the user's worker (a caller that just became it, or the
-    /// running worker a webhook handed the message to): runs the message's turn at once and commits it with the dedupe record in one write,
-    /// instead of storing the message, reading it back and committing the turn. The
-    /// store declines when the user has items waiting (they go first): the message is
-    /// then stored as usual, for the worker to run in order. `Ok` means the message is
-    /// durable (or a duplicate): `Ok(true)` when its turn committed, `Ok(false)` when
-    /// it was stored for the worker instead or was a duplicate.
+    /// running worker a webhook handed the message to): runs the message's turn at once
+    /// and commits it with the dedupe record in one write, instead of storing the
+    /// message, reading it back and committing the turn. The store declines when the
+    /// user has items waiting (they go first): the message is then stored as usual, for
+    /// the worker to run in order. `Ok` means the message is durable (or a duplicate):
+    /// `Ok(true)` when its turn committed, `Ok(false)` when it was stored for the worker
+    /// instead or was a duplicate.
     pub(super) async fn direct(
         &self,
         number: &Number,

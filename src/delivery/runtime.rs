@@ -208,7 +208,7 @@ pub(super) struct Signal {
 impl Signal {
     /// The message a webhook handed over, if one waits (the caller now owes it an
     /// answer).
-    pub(super) fn take_handed(&self) -> Option<Handed> {
+    fn take_handed(&self) -> Option<Handed> {
         self.handed.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -500,7 +500,7 @@ impl Runtime {
 
     /// Runs a handed message's turn on the direct path (which stores the message in
     /// the inbox instead when it cannot take it) and answers the webhook waiting for it.
-    pub(super) async fn run_handed(
+    async fn run_handed(
         &self,
         number: &Number,
         key: &SessionKey,
