@@ -195,8 +195,15 @@ Anonymous:             8 kB
             freed > 0,
             "nothing given back (resident code {resident_before} kB)"
         );
-        // Measuring runs code again, mapped anew: only what it runs.
-        assert!(resident_code_kb() < resident_before);
+        // Measuring runs code again, mapped anew: only what it runs. Other tests run
+        // beside this one in the same process and map code back meanwhile, so a try
+        // may see no drop; one of a few tries does.
+        let dropped = (0..10).any(|_| {
+            let before = resident_code_kb();
+            give_back();
+            resident_code_kb() < before
+        });
+        assert!(dropped, "the resident code never shrank");
     }
 
     #[cfg(target_os = "linux")]
