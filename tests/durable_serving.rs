@@ -109,18 +109,6 @@ async fn wait_accepted(graph: &FakeGraph, n: usize, within: Duration) -> usize {
     }
 }
 
-/// The server's `/metrics` text.
-async fn metrics(client: &reqwest::Client, port: u16) -> String {
-    client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn user(i: usize) -> String {
     format!("49170{i:08}")
 }
@@ -370,7 +358,7 @@ async fn a_message_that_comes_while_the_replies_go_out_is_run_by_the_users_worke
         accepted_per_user(&graph)[&user(1)],
         ["a 1", "a 2", "a 3", "b 1", "b 2", "b 3"]
     );
-    let metrics = metrics(&client, server.port).await;
+    let metrics = support::metrics(&client, server.port).await;
     assert!(metrics.contains("parlance_turns_total 2"), "{metrics}");
     assert!(
         metrics.contains("parlance_turns_handed_total 1"),
@@ -406,7 +394,7 @@ async fn an_expired_token_pauses_sending_and_a_new_token_resumes_it() {
         problems.contains("paused") && problems.contains("190"),
         "{body}"
     );
-    let metrics = metrics(&client, server.port).await;
+    let metrics = support::metrics(&client, server.port).await;
     assert!(
         metrics.contains("parlance_sending_paused{phone_number_id=\"1001\"} 1"),
         "{metrics}"
@@ -484,7 +472,7 @@ async fn a_graph_that_answers_after_the_timeout_gets_each_reply_at_most_twice() 
     for (u, texts) in accepted_per_user(&graph) {
         assert_eq!(texts, ["just one", "just one"], "user {u}");
     }
-    let metrics = metrics(&client, server.port).await;
+    let metrics = support::metrics(&client, server.port).await;
     assert!(
         metrics.contains("parlance_messages_ambiguous_total 4"),
         "{metrics}"

@@ -344,14 +344,7 @@ async fn a_kill_9_during_a_call_makes_it_again_and_replies_once() {
     let before = texts_to(&graph, user).len();
     let later = wait_texts(&graph, user, before + 1, Duration::from_secs(2)).await;
     assert_eq!(later.len(), before, "{later:?}");
-    let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&client, port).await;
     assert!(
         metrics.contains("parlance_effects_recovered_total 1"),
         "{metrics}"

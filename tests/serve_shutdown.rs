@@ -196,14 +196,7 @@ async fn sigterm_finishes_every_acknowledged_turn_refuses_new_webhooks_and_exits
     assert_eq!(ready["ready"], false);
     assert_eq!(ready["problems"], json!(["shutting down (SIGTERM)"]));
     // The refusal is counted, for the operator who wonders why Meta redelivered.
-    let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&client, port).await;
     assert!(
         metrics.contains("parlance_webhooks_rejected_total{reason=\"shutting_down\"} 1"),
         "{metrics}"

@@ -222,3 +222,15 @@ pub async fn deliver_text(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The server's `/metrics` text.
+pub async fn metrics(client: &reqwest::Client, port: u16) -> String {
+    client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
