@@ -214,10 +214,14 @@ impl Drop for Browser {
 }
 
 /// The page drew the element anew after it was looked up.
+/// Whether a field or button was caught mid-redraw: gone from the page (stale), or
+/// still in it but not yet laid out where Chromium can reach it (not interactable; seen
+/// when the agent pane was drawn again between finding its field and typing into it).
 fn stale(e: &WebDriverError) -> bool {
     matches!(
         e.as_inner(),
         thirtyfour::error::WebDriverErrorInner::StaleElementReference(_)
+            | thirtyfour::error::WebDriverErrorInner::ElementNotInteractable(_)
     )
 }
 
