@@ -647,7 +647,17 @@ impl Runtime {
         let waiting = state.effect.is_some();
         // Taken before looking: an item stored after the look raises it again.
         let stored = !waiting && signal.stored.swap(false, Ordering::SeqCst);
-        if !waiting && (stored || !state.inbox_empty) {
+        // On a store shared by instances, the last write may have seen the inbox empty:
+        // an item another instance stored since is found at a later step, at the
+        // latest by the look after the lease is released (`WorkerState::look_again`).
+        let seen_empty = matches!(
+            peeked,
+            Peek::Next {
+                inbox_empty: true,
+                ..
+            }
+        );
+        if !waiting && (stored || !(state.inbox_empty || seen_empty)) {
             // Unknown until the read answers (a failed read leaves it unknown).
             state.inbox_empty = false;
             match number.store.next_item(key).await? {
@@ -667,7 +677,7 @@ impl Runtime {
             return Ok(idle(state));
         }
         let next = match peeked {
-            Peek::Next(next) => next,
+            Peek::Next { next, .. } => next,
             Peek::NotLooked => number.store.next_outgoing(key).await?,
         };
         let Some(out) = next else {

@@ -191,11 +191,20 @@ fn sent_record(wamid: &str, key: &SessionKey, at: Millis) -> SentRecord {
 async fn assert_peek(store: &dyn Durable, key: &SessionKey, peek: Peek, what: &str) {
     match peek {
         Peek::NotLooked => {}
-        Peek::Next(next) => assert_eq!(
-            next,
-            store.next_outgoing(key).await.expect("next_outgoing"),
-            "{what}'s peek at the outbox"
-        ),
+        Peek::Next { next, inbox_empty } => {
+            assert_eq!(
+                next,
+                store.next_outgoing(key).await.expect("next_outgoing"),
+                "{what}'s peek at the outbox"
+            );
+            if inbox_empty {
+                assert_eq!(
+                    store.next_item(key).await.expect("next_item"),
+                    None,
+                    "{what}'s peek at the inbox"
+                );
+            }
+        }
     }
 }
 

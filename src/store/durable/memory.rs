@@ -115,6 +115,14 @@ impl Inner {
         self.outbox.values().find(|o| &o.key == key).cloned()
     }
 
+    /// What a write under the user's lease tells of their outbox and inbox.
+    fn peek(&self, key: &SessionKey) -> Peek {
+        Peek::Next {
+            next: self.first_outgoing(key),
+            inbox_empty: !self.items.values().any(|i| &i.key == key),
+        }
+    }
+
     /// The queued message a write under `lease` is about, if the lease is held.
     fn held_outgoing(
         &mut self,
@@ -286,7 +294,7 @@ impl Durable for MemoryDurable {
             let at = OutKey { turn: id.0, index };
             inner.queue(key, at, o.body, o.not_before.max(now));
         }
-        Ok(Direct::Committed(id, Peek::Next(inner.first_outgoing(key))))
+        Ok(Direct::Committed(id, inner.peek(key)))
     }
 
     fn takes_direct_turns(&self) -> bool {
@@ -329,7 +337,7 @@ impl Durable for MemoryDurable {
             ..sent
         };
         inner.sent.insert(sent.message_id.clone(), sent);
-        Ok(Peek::Next(inner.first_outgoing(&lease.key)))
+        Ok(inner.peek(&lease.key))
     }
 
     async fn mark_attempt(

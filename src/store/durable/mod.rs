@@ -264,9 +264,18 @@ pub enum Peek {
     /// Not looked at: read [`Durable::next_outgoing`].
     #[default]
     NotLooked,
-    /// The user's first unsent message after the write ([`Durable::next_outgoing`]'s
-    /// answer at that moment), or `None` when the outbox is empty.
-    Next(Option<Outgoing>),
+    Next {
+        /// The user's first unsent message after the write
+        /// ([`Durable::next_outgoing`]'s answer at that moment), or `None` when the
+        /// outbox is empty.
+        next: Option<Outgoing>,
+        /// The user's inbox was empty after the write ([`Durable::next_item`] would
+        /// have answered `None`). `false`: it held items, or the store did not look
+        /// (SQLite: its worker knows without looking, see `Durable::single_process`).
+        /// On a store shared by several instances this saves the worker a read of the
+        /// inbox at its next step.
+        inbox_empty: bool,
+    },
 }
 
 /// What [`Durable::accept_turn`] did.

@@ -64,6 +64,17 @@
 //! and the manager reconnects by itself once Redis is back. Scripts are sent as
 //! EVALSHA and loaded again when a restarted Redis no longer knows them.
 //!
+//! ## Round trips
+//! Each round trip costs CPU on both sides (the server was CPU-bound in benchmarks),
+//! so the hot writes send what they need in one pipeline ([`Batch`]): the direct
+//! path's dedupe claim, hint and id reservation in one, its script and the hint after
+//! it in the next; a worker's commit with its hints before and after; a sent record
+//! with its owner. Scripts that write the outbox answer with what the worker reads
+//! next (the first unsent message and whether the inbox holds items, `Peek`), so a
+//! worker sending a turn's replies reads neither between them. Redis runs a
+//! pipeline's commands in order, but not as one step: a pipeline holds exactly the
+//! commands that were separate calls before, in the same order.
+//!
 //! ## Code
 //! This file holds the connection, the hints and the [`Durable`] impl, which hands
 //! each method to its area: `inbox` (accept, next item, finding work, timers),
@@ -94,7 +105,7 @@ use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, encode};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands, RedisError, Script};
+use ::redis::{AsyncCommands, RedisError, Script, ServerErrorKind};
 use keys::{GlobalKeys, UserKeys};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,12 +194,52 @@ pub struct RedisDurable {
     versions: AtomicU64,
 }
 
+/// A script's call as a command (`EVALSHA`) of a pipeline.
+fn script_cmd(call: &::redis::ScriptInvocation<'_>) -> ::redis::Cmd {
+    let mut pipe = ::redis::pipe();
+    pipe.invoke_script(call);
+    pipe.cmd_iter().next().cloned().unwrap_or_default()
+}
+
 fn err(e: RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
 
 fn corrupt(what: &str) -> StoreError {
     StoreError(format!("redis: unreadable {what}"))
+}
+
+/// Commands for one round trip ([`RedisDurable::pipelined`]), each marked whether it
+/// may run twice.
+struct Batch {
+    pipe: ::redis::Pipeline,
+    repeatable: Vec<bool>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        let mut pipe = ::redis::pipe();
+        // Every answer comes back, errors included (see `pipelined`).
+        pipe.ignore_errors();
+        Batch {
+            pipe,
+            repeatable: Vec::new(),
+        }
+    }
+
+    /// A command that must not run twice (a write under a lease, a dedupe claim).
+    fn once(&mut self, cmd: ::redis::Cmd) -> &mut Self {
+        self.pipe.add_command(cmd);
+        self.repeatable.push(false);
+        self
+    }
+
+    /// A command safe to repeat (a hint, an owner record, an id reservation).
+    fn again(&mut self, cmd: ::redis::Cmd) -> &mut Self {
+        self.pipe.add_command(cmd);
+        self.repeatable.push(true);
+        self
+    }
 }
 
 /// Which global index a hint goes to.
@@ -256,18 +307,72 @@ impl RedisDurable {
 
     /// Adds (or refreshes) a hint that the user has work due at `score`.
     async fn hint(&self, index: Index, tag: &str, score: Millis) -> Result<(), StoreError> {
-        let (zset, ver) = self.index_keys(index);
-        self.scripts
-            .hint_add
-            .key(zset)
-            .key(ver)
-            .arg(tag)
-            .arg(score)
-            .arg(self.version())
+        self.hint_call(index, tag, score)
             .invoke_async::<i64>(&mut self.con())
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    /// The call that adds a hint ([`RedisDurable::hint`]), to go in a pipeline.
+    fn hint_call(&self, index: Index, tag: &str, score: Millis) -> ::redis::ScriptInvocation<'_> {
+        let (zset, ver) = self.index_keys(index);
+        let mut call = self.scripts.hint_add.prepare_invoke();
+        call.key(zset)
+            .key(ver)
+            .arg(tag)
+            .arg(score)
+            .arg(self.version());
+        call
+    }
+
+    /// [`RedisDurable::hint_call`] as a command of a [`Batch`].
+    fn hint_cmd(&self, index: Index, tag: &str, score: Millis) -> ::redis::Cmd {
+        script_cmd(&self.hint_call(index, tag, score))
+    }
+
+    /// Runs `batch` (whose scripts are among `scripts`) in one round trip instead of
+    /// one per command, Redis running its commands in order; one answer per command.
+    ///
+    /// A pipeline does not load its scripts as a single call does. When Redis lost them
+    /// (it restarted, or `SCRIPT FLUSH`), they are loaded, and from the first command
+    /// that failed for it on, each that failed runs again, and so does each that is
+    /// safe to repeat ([`Batch::again`]: a hint added after a write stays after it).
+    async fn pipelined(
+        &self,
+        batch: &Batch,
+        scripts: &[&Script],
+    ) -> Result<Vec<::redis::Value>, RedisError> {
+        let lost = |v: &::redis::Value| matches!(v, ::redis::Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript));
+        let mut con = self.con();
+        let mut answers: Vec<::redis::Value> = batch.pipe.query_async(&mut con).await?;
+        if let Some(from) = answers.iter().position(lost) {
+            let mut load = ::redis::pipe();
+            for script in scripts {
+                load.load_script(script).ignore();
+            }
+            load.query_async::<()>(&mut con).await?;
+            let rerun: Vec<usize> = (from..answers.len())
+                .filter(|&i| lost(&answers[i]) || batch.repeatable.get(i) == Some(&true))
+                .collect();
+            let mut rest = ::redis::pipe();
+            rest.ignore_errors();
+            let cmds: Vec<&::redis::Cmd> = batch.pipe.cmd_iter().collect();
+            for &i in &rerun {
+                if let Some(cmd) = cmds.get(i) {
+                    rest.add_command((*cmd).clone());
+                }
+            }
+            let again: Vec<::redis::Value> = rest.query_async(&mut con).await?;
+            for (i, answer) in rerun.into_iter().zip(again) {
+                answers[i] = answer;
+            }
+        }
+        // Any other error of a command is the call's.
+        answers
+            .into_iter()
+            .map(::redis::Value::extract_error)
+            .collect()
     }
 
     /// The version of a user's hint, read before checking the user's keys.

@@ -683,8 +683,16 @@ fn peek(conn: &Connection, key: &SessionKey) -> rusqlite::Result<Peek> {
         })
         .optional()?;
     Ok(match found {
-        None => Peek::Next(None),
-        Some(Ok(next)) => Peek::Next(Some(next)),
+        // The inbox is not looked at: this store is one process's, whose worker knows
+        // (`Durable::single_process`).
+        None => Peek::Next {
+            next: None,
+            inbox_empty: false,
+        },
+        Some(Ok(next)) => Peek::Next {
+            next: Some(next),
+            inbox_empty: false,
+        },
         Some(Err(_)) => Peek::NotLooked,
     })
 }

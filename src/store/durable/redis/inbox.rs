@@ -9,22 +9,39 @@ impl RedisDurable {
     /// whose own dedupe record decides (a claim left by a crash between claim and
     /// store, or a concurrent accept of the same item, is settled there, atomically).
     async fn claim(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> Result<bool, StoreError> {
-        let claim = keys::dedupe_claim(&self.prefix, dedupe);
+        let set: Option<String> = self
+            .claim_cmd(keys, dedupe, at)
+            .query_async(&mut self.con())
+            .await
+            .map_err(err)?;
+        self.claimed(keys, dedupe, set).await
+    }
+
+    /// The `SET NX` of [`RedisDurable::claim`], to go in a pipeline.
+    fn claim_cmd(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> ::redis::Cmd {
         let mine = keys::fingerprint(&keys.tag);
-        let mut con = self.con();
-        let set: Option<String> = ::redis::cmd("SET")
-            .arg(&claim)
+        let mut set = ::redis::cmd("SET");
+        set.arg(keys::dedupe_claim(&self.prefix, dedupe))
             .arg(format!("{mine} c {at}"))
             .arg("NX")
             .arg("PX")
-            .arg(DEDUPE_TTL.as_millis() as u64)
-            .query_async(&mut con)
-            .await
-            .map_err(err)?;
+            .arg(DEDUPE_TTL.as_millis() as u64);
+        set
+    }
+
+    /// [`RedisDurable::claim`]'s answer, given what its `SET NX` answered.
+    async fn claimed(
+        &self,
+        keys: &UserKeys,
+        dedupe: &str,
+        set: Option<String>,
+    ) -> Result<bool, StoreError> {
         if set.is_some() {
             return Ok(true);
         }
-        let held: Option<String> = con.get(&claim).await.map_err(err)?;
+        let claim = keys::dedupe_claim(&self.prefix, dedupe);
+        let mine = keys::fingerprint(&keys.tag);
+        let held: Option<String> = self.con().get(&claim).await.map_err(err)?;
         let Some(held) = held else {
             // Purged or expired in between: claim again next time; the user's record
             // still decides now.
@@ -274,17 +291,42 @@ pub(super) async fn accept_turn(
         session,
         outgoing,
     } = turn;
-    if let Some(d) = &item.dedupe
-        && !store.claim(&keys, d, item.at).await?
-    {
-        return Ok(Direct::Duplicate);
-    }
     let data = encode(&session)?;
+    // One round trip before the user's script: the dedupe claim, the hint (see the
+    // module docs) and the item's id. A duplicate wastes the hint (one check later)
+    // and the id (ids need only increase).
+    let mut first = Batch::new();
+    if let Some(d) = &item.dedupe {
+        first.once(store.claim_cmd(&keys, d, item.at));
+    }
     if !outgoing.is_empty() {
-        store.hint(Index::Work, &keys.tag, now).await?;
+        first.again(store.hint_cmd(Index::Work, &keys.tag, now));
+    }
+    first.again(redis::Cmd::incr(&store.global.ids, 1));
+    let mut answers = store
+        .pipelined(&first, &[&store.scripts.hint_add])
+        .await
+        .map_err(err)?;
+    let reserved = answers.pop();
+    let mut reserved: u64 = reserved
+        .and_then(|id| redis::from_redis_value(id).ok())
+        .ok_or_else(|| corrupt("item id reply"))?;
+    if let Some(d) = &item.dedupe {
+        let set: Option<String> = answers
+            .into_iter()
+            .next()
+            .and_then(|set| redis::from_redis_value(set).ok())
+            .ok_or_else(|| corrupt("dedupe claim reply"))?;
+        if !store.claimed(&keys, d, set).await? {
+            return Ok(Direct::Duplicate);
+        }
     }
     for _ in 0..ID_RACE_RETRIES {
-        let id = store.reserve_ids(1).await?;
+        let id = std::mem::take(&mut reserved);
+        let id = match id {
+            0 => store.reserve_ids(1).await?,
+            id => id,
+        };
         let mut call = store.scripts.accept_turn.prepare_invoke();
         call.key(keys.lease())
             .key(keys.last_id())
@@ -312,16 +354,28 @@ pub(super) async fn accept_turn(
                 .arg(&o.body)
                 .arg(o.not_before.max(now));
         }
-        let reply: redis::Value = call.invoke_async(&mut store.con()).await.map_err(err)?;
+        // The hint again after the write (see the module docs), in the same round
+        // trip; when nothing was written it is a stale hint, checked once later.
+        let mut batch = Batch::new();
+        batch.once(script_cmd(&call));
+        if !outgoing.is_empty() {
+            batch.again(store.hint_cmd(Index::Work, &keys.tag, now));
+        }
+        let reply = store
+            .pipelined(
+                &batch,
+                &[&store.scripts.accept_turn, &store.scripts.hint_add],
+            )
+            .await
+            .map_err(err)?
+            .into_iter()
+            .next()
+            .unwrap_or(redis::Value::Nil);
         let Some((done, peek)) = super::outbox::code_and_peek(&lease.key, &reply) else {
             return Err(CommitError::Store(corrupt("accept_turn reply")));
         };
         match done {
             1 => {
-                // Again after the write (see `accept_user`).
-                if !outgoing.is_empty() {
-                    store.hint(Index::Work, &keys.tag, now).await?;
-                }
                 if let Some(d) = &item.dedupe {
                     store.claimed_and_stored(&keys, d, item.at).await?;
                 }

@@ -75,12 +75,20 @@ fn outgoing_of(key: &SessionKey, fields: &[Vec<u8>]) -> Option<Outgoing> {
     })
 }
 
-/// The user's next message as a script answered it after its write: nothing (the
-/// outbox is empty), or the entry's fields as [`scripts::NEXT_OUTGOING`] gives them.
-/// An entry this build cannot read is left to [`next_outgoing`], which moves it aside.
-pub(super) fn peek_of(key: &SessionKey, next: &[redis::Value]) -> Peek {
+/// The user's inbox and next message as a script answered them after its write (see
+/// `scripts::NEXT`): how many items wait, then nothing (the outbox is empty) or the
+/// entry's fields as [`scripts::NEXT_OUTGOING`] gives them. An entry this build cannot
+/// read is left to [`next_outgoing`], which moves it aside.
+pub(super) fn peek_of(key: &SessionKey, answer: &[redis::Value]) -> Peek {
+    let Some((redis::Value::Int(waiting), next)) = answer.split_first() else {
+        return Peek::NotLooked;
+    };
+    let inbox_empty = *waiting == 0;
     if next.is_empty() {
-        return Peek::Next(None);
+        return Peek::Next {
+            next: None,
+            inbox_empty,
+        };
     }
     let fields: Option<Vec<Vec<u8>>> = next
         .iter()
@@ -90,7 +98,10 @@ pub(super) fn peek_of(key: &SessionKey, next: &[redis::Value]) -> Peek {
         })
         .collect();
     match fields.and_then(|f| outgoing_of(key, &f)) {
-        Some(o) => Peek::Next(Some(o)),
+        Some(o) => Peek::Next {
+            next: Some(o),
+            inbox_empty,
+        },
         None => Peek::NotLooked,
     }
 }
@@ -115,18 +126,12 @@ pub(super) async fn mark_sent(
     sent: SentRecord,
 ) -> Result<Peek, CommitError> {
     let keys = store.user(&lease.key);
-    // The owner first: `sent()` finds the record through it (a hint, like the
-    // indexes: the record in the user's slot is the truth).
-    let _: i64 = store
-        .con()
-        .hset(&store.global.sent_owner, &sent.message_id, &keys.tag)
-        .await
-        .map_err(err)?;
     let mut call = store.scripts.mark_sent.prepare_invoke();
     call.key(keys.lease())
         .key(keys.outbox())
         .key(keys.outgoing())
         .key(keys.sent())
+        .key(keys.inbox())
         .arg(&lease.holder)
         .arg(lease.token)
         .arg(now)
@@ -137,10 +142,22 @@ pub(super) async fn mark_sent(
             key: lease.key.clone(),
             ..sent.clone()
         }));
-    let reply: redis::Value = call
-        .invoke_async(&mut store.con())
+    // The owner first, in the same round trip: `sent()` finds the record through it
+    // (a hint, like the indexes: the record in the user's slot is the truth).
+    let mut batch = Batch::new();
+    batch
+        .again(redis::Cmd::hset(
+            &store.global.sent_owner,
+            &sent.message_id,
+            &keys.tag,
+        ))
+        .once(script_cmd(&call));
+    let reply = store
+        .pipelined(&batch, &[&store.scripts.mark_sent])
         .await
-        .map_err(|e| CommitError::Store(err(e)))?;
+        .map_err(|e| CommitError::Store(err(e)))?
+        .pop()
+        .unwrap_or(redis::Value::Nil);
     let written = match code_and_peek(&lease.key, &reply) {
         Some((1, peek)) => Ok(peek),
         Some((0, _)) => Err(CommitError::Fenced),

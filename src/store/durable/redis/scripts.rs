@@ -170,9 +170,9 @@ return 1
 /// dedupe ('1'/'0'), dedupe TTL (ms), at, session version, session data, session at,
 /// outgoing count, (member, body, not_before)*. Returns 0 when fenced, -3 when the user
 /// has items waiting (declined), -1 when the id is not above the user's last (reserve
-/// another), 2 for a duplicate, all with nothing written; else `{1}` or `{1, member,
-/// body, attempts, ambiguous, not_before}`: the user's first unsent message after the
-/// write (as [`NEXT_OUTGOING`] would answer), saving the sender a round trip.
+/// another), 2 for a duplicate, all with nothing written; else what [`NEXT`] returns:
+/// the user's inbox and first unsent message after the write, saving the worker two
+/// round trips.
 pub(crate) fn accept_turn() -> String {
     format!(
         "{HELD}
@@ -193,7 +193,7 @@ for _ = 1, tonumber(ARGV[11]) do
   redis.call('HSET', KEYS[7], m .. ':b', ARGV[i + 1], m .. ':n', '0', m .. ':a', '0', m .. ':t', ARGV[i + 2])
   i = i + 3
 end
-local out, outmsg = KEYS[5], KEYS[7]
+local inbox, out, outmsg = KEYS[3], KEYS[5], KEYS[7]
 {NEXT}"
     )
 }
@@ -218,15 +218,17 @@ redis.call('HDEL', KEYS[2], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 return 1
 ";
 
-/// The end of a script that wrote the user's outbox (`out` and `outmsg` its keys):
-/// returns `{1}` when the outbox is empty, else `{1, member, body, attempts, ambiguous,
-/// not_before}` of its first message, read as [`NEXT_OUTGOING`] reads it.
+/// The end of a script that wrote the user's outbox (`inbox`, `out` and `outmsg` its
+/// keys): returns `{1, waiting}` when the outbox is empty, else `{1, waiting, member,
+/// body, attempts, ambiguous, not_before}` of its first message, read as
+/// [`NEXT_OUTGOING`] reads it; `waiting` is how many items the user's inbox holds.
 const NEXT: &str = r"
+local w = redis.call('ZCARD', inbox)
 local n = redis.call('ZRANGE', out, 0, 0)
-if #n == 0 then return {1} end
+if #n == 0 then return {1, w} end
 n = n[1]
 local f = redis.call('HMGET', outmsg, n .. ':b', n .. ':n', n .. ':a', n .. ':t')
-return {1, n, f[1] or '', f[2] or '0', f[3] or '0', f[4] or '0'}
+return {1, w, n, f[1] or '', f[2] or '0', f[3] or '0', f[4] or '0'}
 ";
 
 /// The checks every outbox write under a lease starts with: KEYS[1] lease, KEYS[2]
@@ -238,17 +240,16 @@ local m = ARGV[4]
 if not redis.call('ZSCORE', KEYS[2], m) then return 0 end
 ";
 
-/// KEYS: lease, out, outmsg, sent. ARGV: holder, token, now, member, wamid, record.
-/// Returns 0 when fenced; else `{1}` when the outbox is now empty, or `{1, member,
-/// body, attempts, ambiguous, not_before}` of the user's next message (as
-/// [`NEXT_OUTGOING`] would answer), so the sender needs no second round trip.
+/// KEYS: lease, out, outmsg, sent, inbox. ARGV: holder, token, now, member, wamid,
+/// record. Returns 0 when fenced; else what [`NEXT`] returns: the user's inbox and next
+/// message, so the worker's next step needs no read of either.
 pub(crate) fn mark_sent() -> String {
     format!(
         "{HELD}{OUTBOX_CHECK}
 redis.call('ZREM', KEYS[2], m)
 redis.call('HDEL', KEYS[3], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
-local out, outmsg = KEYS[2], KEYS[3]
+local inbox, out, outmsg = KEYS[5], KEYS[2], KEYS[3]
 {NEXT}"
     )
 }

@@ -4,7 +4,7 @@
 
 use super::keys::{self, UserKeys};
 use super::*;
-use crate::store::durable::{NewOutgoing, conformance};
+use crate::store::durable::{DirectOutgoing, NewOutgoing, conformance};
 use std::sync::{Arc, Mutex};
 
 fn redis_url() -> String {
@@ -759,4 +759,118 @@ async fn erasure_keeps_dedupe_records_and_leaves_no_owner_or_hint_behind() {
     let dead_id: Option<f64> = con.zscore(&store.global.dead_ids, 777).await.unwrap();
     assert_eq!((owner, dead_owner, dead_id), (None, None, None));
     assert_eq!(store.statuses("wamid.to.ned").await.unwrap(), vec![]);
+}
+
+/// Forgets every script on `store`'s Redis (as a restart does), then loads `keep`.
+async fn scripts_lost(store: &RedisDurable, keep: &[&Script]) {
+    let mut con = store.con();
+    let _: () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for script in keep {
+        script.prepare_invoke().load_async(&mut con).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_writes_run_once_when_redis_lost_its_scripts() {
+    // Its own Redis: `SCRIPT FLUSH` would reach the other tests' stores.
+    let port = free_port();
+    let dir = tempfile::TempDir::new().unwrap();
+    let _server = OwnRedis::start(port, dir.path()).expect("redis-server must be installed");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let store = until_ok("connect", || RedisDurable::connect(&url, "p:")).await;
+    until_ok("ping", || store.ping()).await;
+    let grace = SessionKey::new("1001", "grace");
+    let lease = store
+        .acquire(&grace, "i1", 100, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = |body: &str| DirectOutgoing {
+        not_before: 0,
+        body: body.into(),
+    };
+
+    // The direct path with no script loaded: the claim, hint and id go first, then
+    // the turn's script and the hint after it.
+    scripts_lost(&store, &[]).await;
+    let turn = DirectTurn {
+        item: item(&grace, Some("wamid.G1"), "", 100),
+        session: Session::new("grace", 100),
+        outgoing: vec![out("one"), out("two")],
+    };
+    let done = store.accept_turn(&lease, 100, turn.clone()).await.unwrap();
+    assert!(matches!(done, Direct::Committed(..)), "{done:?}");
+    // With the turn's script still there but not the hint's: the hint after the
+    // write runs again, the write does not.
+    scripts_lost(&store, &[&store.scripts.accept_turn]).await;
+    let again = DirectTurn {
+        item: item(&grace, Some("wamid.G2"), "", 101),
+        ..turn.clone()
+    };
+    let done = store.accept_turn(&lease, 101, again).await.unwrap();
+    assert!(matches!(done, Direct::Committed(..)), "{done:?}");
+    assert_eq!(
+        store.accept_turn(&lease, 102, turn).await.unwrap(),
+        Direct::Duplicate
+    );
+
+    // A worker's commit whose hint before the write fails while the commit's script
+    // is there: the commit runs once (run twice, it would find its item gone).
+    let stored = store
+        .accept(vec![item(&grace, None, "x", 103)])
+        .await
+        .unwrap();
+    let Accepted::Stored(id) = stored[0] else {
+        panic!("{stored:?}");
+    };
+    scripts_lost(&store, &[&store.scripts.commit_turn]).await;
+    let commit = TurnCommit {
+        item: Some(id),
+        session: Session::new("grace", 103),
+        outgoing: vec![NewOutgoing {
+            at: OutKey {
+                turn: id.0,
+                index: 0,
+            },
+            not_before: 0,
+            body: "three".into(),
+        }],
+        timers: vec![],
+        cancel_timers: vec![],
+    };
+    store.commit_turn(&lease, 103, commit).await.unwrap();
+    assert_eq!(store.next_item(&grace).await.unwrap(), None);
+    // Found through the work index once the lease (until 60,100) is free.
+    assert_eq!(
+        store.users_with_work(61_000, 10, None).await.unwrap(),
+        vec![grace.clone()]
+    );
+
+    // The sender: each message recorded once, in order, with its owner.
+    let mut bodies = Vec::new();
+    for n in 0..5 {
+        scripts_lost(&store, &[]).await;
+        let Some(next) = store.next_outgoing(&grace).await.unwrap() else {
+            break;
+        };
+        bodies.push(next.body.clone());
+        let sent = SentRecord {
+            message_id: format!("wamid.OUT{n}"),
+            key: grace.clone(),
+            flow: "main".into(),
+            node: "n".into(),
+            at: 200,
+        };
+        scripts_lost(&store, &[]).await;
+        store
+            .mark_sent(&lease, 200, next.at, sent.clone())
+            .await
+            .unwrap();
+        assert_eq!(store.sent(&sent.message_id).await.unwrap(), Some(sent));
+    }
+    assert_eq!(bodies, ["one", "two", "one", "two", "three"]);
 }

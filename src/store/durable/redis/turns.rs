@@ -42,14 +42,6 @@ pub(super) async fn commit_turn(
     let keys = store.user(&lease.key);
     let data = encode(&commit.session)?;
     let soonest_timer = commit.timers.iter().map(|t| t.due).min();
-    // Hints first (see the module docs); a fenced commit leaves them stale, which
-    // costs one check later.
-    if let Some(due) = soonest_timer {
-        store.hint(Index::Timers, &keys.tag, due).await?;
-    }
-    if !commit.outgoing.is_empty() {
-        store.hint(Index::Work, &keys.tag, now).await?;
-    }
     let mut outgoing = commit.outgoing;
     outgoing.sort_by_key(|o| o.at);
     if let Some(twice) = outgoing.windows(2).find(|w| w[0].at == w[1].at) {
@@ -89,7 +81,36 @@ pub(super) async fn commit_turn(
     for name in &commit.cancel_timers {
         call.arg(name);
     }
-    let done: i64 = call.invoke_async(&mut store.con()).await.map_err(err)?;
+    // One round trip: the hints before the write and again after it, each addition
+    // with a version of its own (see the module docs); a fenced commit leaves them
+    // stale, which costs one check later.
+    let hints = || {
+        let timers = soonest_timer.map(|due| store.hint_cmd(Index::Timers, &keys.tag, due));
+        let work = (!outgoing.is_empty()).then(|| store.hint_cmd(Index::Work, &keys.tag, now));
+        timers.into_iter().chain(work).collect::<Vec<_>>()
+    };
+    let (before, after) = (hints(), hints());
+    let mut batch = Batch::new();
+    let ahead = before.len();
+    for hint in before {
+        batch.again(hint);
+    }
+    batch.once(script_cmd(&call));
+    for hint in after {
+        batch.again(hint);
+    }
+    let answers = store
+        .pipelined(
+            &batch,
+            &[&store.scripts.hint_add, &store.scripts.commit_turn],
+        )
+        .await
+        .map_err(err)?;
+    let done: i64 = answers
+        .into_iter()
+        .nth(ahead)
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .ok_or_else(|| corrupt("commit reply"))?;
     match done {
         1 => {}
         0 => return Err(CommitError::Fenced),
@@ -101,12 +122,6 @@ pub(super) async fn commit_turn(
                 .ok_or_else(|| corrupt("commit reply"))?;
             return Err(CommitError::Store(crate::store::durable::taken(at)));
         }
-    }
-    if let Some(due) = soonest_timer {
-        store.hint(Index::Timers, &keys.tag, due).await?;
-    }
-    if !outgoing.is_empty() {
-        store.hint(Index::Work, &keys.tag, now).await?;
     }
     Ok(())
 }
