@@ -68,8 +68,9 @@
 //! Each round trip costs CPU on both sides (the server was CPU-bound in benchmarks),
 //! so the hot writes send what they need in one pipeline ([`Batch`]): the direct
 //! path's dedupe claim, hint and id reservation in one, its script and the hint after
-//! it in the next; a worker's commit with its hints before and after; a sent record
-//! with its owner. Scripts that write the outbox answer with what the worker reads
+//! it in the next; an accept's claims (all its items') and hint in one, its script and
+//! the hint after it in the next, the claims marked stored in a third; a worker's
+//! commit with its hints before and after; a sent record with its owner. Scripts that write the outbox answer with what the worker reads
 //! next (the first unsent message and whether the inbox holds items, `Peek`), so a
 //! worker sending a turn's replies reads neither between them. Redis runs a
 //! pipeline's commands in order, but not as one step: a pipeline holds exactly the
@@ -239,6 +240,10 @@ impl Batch {
         self.pipe.add_command(cmd);
         self.repeatable.push(true);
         self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.repeatable.is_empty()
     }
 }
 

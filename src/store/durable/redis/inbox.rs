@@ -4,20 +4,8 @@
 use super::*;
 
 impl RedisDurable {
-    /// Claims a dedupe key for the user across the store. `false`: it is a duplicate
-    /// (another user's, or this user's and stored); `true`: go on to the user's script,
-    /// whose own dedupe record decides (a claim left by a crash between claim and
-    /// store, or a concurrent accept of the same item, is settled there, atomically).
-    async fn claim(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> Result<bool, StoreError> {
-        let set: Option<String> = self
-            .claim_cmd(keys, dedupe, at)
-            .query_async(&mut self.con())
-            .await
-            .map_err(err)?;
-        self.claimed(keys, dedupe, set).await
-    }
-
-    /// The `SET NX` of [`RedisDurable::claim`], to go in a pipeline.
+    /// Claims a dedupe key for the user across the store: a `SET NX`, sent in a
+    /// pipeline before the user's script; [`RedisDurable::claimed`] reads its answer.
     fn claim_cmd(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> ::redis::Cmd {
         let mine = keys::fingerprint(&keys.tag);
         let mut set = ::redis::cmd("SET");
@@ -29,7 +17,11 @@ impl RedisDurable {
         set
     }
 
-    /// [`RedisDurable::claim`]'s answer, given what its `SET NX` answered.
+    /// Whether a claim ([`RedisDurable::claim_cmd`]) lets the item through, given what
+    /// its `SET NX` answered. `false`: it is a duplicate (another user's, or this
+    /// user's and stored); `true`: go on to the user's script, whose own dedupe record
+    /// decides (a claim left by a crash between claim and store, or a concurrent
+    /// accept of the same item, is settled there, atomically).
     async fn claimed(
         &self,
         keys: &UserKeys,
@@ -58,17 +50,23 @@ impl RedisDurable {
         dedupe: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
-        let claim = keys::dedupe_claim(&self.prefix, dedupe);
-        let mine = keys::fingerprint(&keys.tag);
-        let _: Option<String> = ::redis::cmd("SET")
-            .arg(&claim)
-            .arg(format!("{mine} s {at}"))
-            .arg("XX")
-            .arg("KEEPTTL")
+        let _: Option<String> = self
+            .stored_cmd(keys, dedupe, at)
             .query_async(&mut self.con())
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    /// The `SET XX` of [`RedisDurable::claimed_and_stored`], to go in a pipeline.
+    fn stored_cmd(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> ::redis::Cmd {
+        let mine = keys::fingerprint(&keys.tag);
+        let mut set = ::redis::cmd("SET");
+        set.arg(keys::dedupe_claim(&self.prefix, dedupe))
+            .arg(format!("{mine} s {at}"))
+            .arg("XX")
+            .arg("KEEPTTL");
+        set
     }
 
     /// Stores one user's part of an accept; `None` when the ids raced. One answer per
@@ -79,10 +77,36 @@ impl RedisDurable {
         items: &[(ItemId, &NewItem)],
     ) -> Result<Option<Vec<u64>>, StoreError> {
         let mut answers = vec![0; items.len()];
+        // One round trip for every item's dedupe claim and the hint (see the module
+        // docs); a batch of duplicates leaves a stale hint, checked once later.
+        let oldest = items
+            .iter()
+            .map(|(_, i)| i.at)
+            .min()
+            .unwrap_or(ITEM_HINT)
+            .min(ITEM_HINT);
+        let mut claiming = Batch::new();
+        for (_, item) in items {
+            if let Some(d) = &item.dedupe {
+                claiming.once(self.claim_cmd(keys, d, item.at));
+            }
+        }
+        claiming.again(self.hint_cmd(Index::Work, &keys.tag, oldest));
+        let mut claims = self
+            .pipelined(&claiming, &[&self.scripts.hint_add])
+            .await
+            .map_err(err)?
+            .into_iter();
         let mut part = Vec::new();
         for (n, (id, item)) in items.iter().enumerate() {
             let fresh = match &item.dedupe {
-                Some(d) => self.claim(keys, d, item.at).await?,
+                Some(d) => {
+                    let set: Option<String> = claims
+                        .next()
+                        .and_then(|set| ::redis::from_redis_value(set).ok())
+                        .ok_or_else(|| corrupt("dedupe claim reply"))?;
+                    self.claimed(keys, d, set).await?
+                }
                 None => true,
             };
             if fresh {
@@ -92,13 +116,6 @@ impl RedisDurable {
         let (Some(first), Some(last)) = (part.first(), part.last()) else {
             return Ok(Some(answers));
         };
-        let oldest = part
-            .iter()
-            .map(|(_, _, i)| i.at)
-            .min()
-            .unwrap_or(first.2.at)
-            .min(ITEM_HINT);
-        self.hint(Index::Work, &keys.tag, oldest).await?;
         let mut call = self.scripts.accept.prepare_invoke();
         call.key(keys.last_id()).key(keys.inbox()).key(keys.items());
         for (_, _, item) in &part {
@@ -117,20 +134,35 @@ impl RedisDurable {
                 .arg(&item.body)
                 .arg(item.at);
         }
-        let reply: ::redis::Value = call.invoke_async(&mut self.con()).await.map_err(err)?;
+        // The hint again after the write, in the same round trip: a removal that raced
+        // the write sees a new version.
+        let mut batch = Batch::new();
+        batch
+            .once(script_cmd(&call))
+            .again(self.hint_cmd(Index::Work, &keys.tag, oldest));
+        let reply = self
+            .pipelined(&batch, &[&self.scripts.accept, &self.scripts.hint_add])
+            .await
+            .map_err(err)?
+            .into_iter()
+            .next()
+            .unwrap_or(::redis::Value::Nil);
         if let ::redis::Value::Int(-1) = reply {
             return Ok(None);
         }
         let ids: Vec<String> = ::redis::from_redis_value(reply)
             .map_err(|e| StoreError(format!("redis: unreadable accept reply: {e}")))?;
-        // Again after the write: a removal that raced the write sees a new version.
-        self.hint(Index::Work, &keys.tag, oldest).await?;
+        // The stored items' claims marked so, in one round trip.
+        let mut stored = Batch::new();
         for ((n, _, item), id) in part.iter().zip(ids) {
             let id = parse_u64(&id, "accept reply")?;
             answers[*n] = id;
             if let (Some(d), true) = (&item.dedupe, id != 0) {
-                self.claimed_and_stored(keys, d, item.at).await?;
+                stored.again(self.stored_cmd(keys, d, item.at));
             }
+        }
+        if !stored.is_empty() {
+            self.pipelined(&stored, &[]).await.map_err(err)?;
         }
         Ok(Some(answers))
     }

@@ -818,15 +818,27 @@ async fn pipelined_writes_run_once_when_redis_lost_its_scripts() {
         Direct::Duplicate
     );
 
-    // A worker's commit whose hint before the write fails while the commit's script
-    // is there: the commit runs once (run twice, it would find its item gone).
+    // An accept with no script loaded: its claim and hint, then its script and the
+    // hint after it, then the claim marked stored. Stored once; a copy is a duplicate.
+    scripts_lost(&store, &[]).await;
     let stored = store
-        .accept(vec![item(&grace, None, "x", 103)])
+        .accept(vec![item(&grace, Some("wamid.G3"), "x", 103)])
         .await
         .unwrap();
     let Accepted::Stored(id) = stored[0] else {
         panic!("{stored:?}");
     };
+    scripts_lost(&store, &[]).await;
+    assert_eq!(
+        store
+            .accept(vec![item(&grace, Some("wamid.G3"), "x", 103)])
+            .await
+            .unwrap(),
+        vec![Accepted::Duplicate]
+    );
+
+    // A worker's commit whose hint before the write fails while the commit's script
+    // is there: the commit runs once (run twice, it would find its item gone).
     scripts_lost(&store, &[&store.scripts.commit_turn]).await;
     let commit = TurnCommit {
         item: Some(id),
