@@ -70,11 +70,12 @@
 //! path's dedupe claim, hint and id reservation in one, its script and the hint after
 //! it in the next; an accept's claims (all its items') and hint in one, its script and
 //! the hint after it in the next, the claims marked stored in a third; a worker's
-//! commit with its hints before and after; a sent record with its owner. Scripts that write the outbox answer with what the worker reads
-//! next (the first unsent message and whether the inbox holds items, `Peek`), so a
-//! worker sending a turn's replies reads neither between them. Redis runs a
-//! pipeline's commands in order, but not as one step: a pipeline holds exactly the
-//! commands that were separate calls before, in the same order.
+//! commit with its hints before and after; a sent record with its owner. Scripts that
+//! write the outbox answer with what the worker reads next (the first unsent message
+//! and whether the inbox holds items, `Peek`), so a worker sending a turn's replies
+//! reads neither between them. Redis runs a pipeline's commands in order, but not as
+//! one step: a pipeline holds exactly the commands that were separate calls before, in
+//! the same order.
 //!
 //! ## Code
 //! This file holds the connection, the hints and the [`Durable`] impl, which hands

@@ -18,16 +18,19 @@ impl RedisDurable {
     }
 
     /// Whether a claim ([`RedisDurable::claim_cmd`]) lets the item through, given what
-    /// its `SET NX` answered. `false`: it is a duplicate (another user's, or this
-    /// user's and stored); `true`: go on to the user's script, whose own dedupe record
-    /// decides (a claim left by a crash between claim and store, or a concurrent
-    /// accept of the same item, is settled there, atomically).
+    /// its `SET NX` answered in the pipeline. `false`: it is a duplicate (another
+    /// user's, or this user's and stored); `true`: go on to the user's script, whose
+    /// own dedupe record decides (a claim left by a crash between claim and store, or
+    /// a concurrent accept of the same item, is settled there, atomically).
     async fn claimed(
         &self,
         keys: &UserKeys,
         dedupe: &str,
-        set: Option<String>,
+        answer: Option<::redis::Value>,
     ) -> Result<bool, StoreError> {
+        let set: Option<String> = answer
+            .and_then(|set| ::redis::from_redis_value(set).ok())
+            .ok_or_else(|| corrupt("dedupe claim reply"))?;
         if set.is_some() {
             return Ok(true);
         }
@@ -100,13 +103,7 @@ impl RedisDurable {
         let mut part = Vec::new();
         for (n, (id, item)) in items.iter().enumerate() {
             let fresh = match &item.dedupe {
-                Some(d) => {
-                    let set: Option<String> = claims
-                        .next()
-                        .and_then(|set| ::redis::from_redis_value(set).ok())
-                        .ok_or_else(|| corrupt("dedupe claim reply"))?;
-                    self.claimed(keys, d, set).await?
-                }
+                Some(d) => self.claimed(keys, d, claims.next()).await?,
                 None => true,
             };
             if fresh {
@@ -343,15 +340,10 @@ pub(super) async fn accept_turn(
     let mut reserved: u64 = reserved
         .and_then(|id| redis::from_redis_value(id).ok())
         .ok_or_else(|| corrupt("item id reply"))?;
-    if let Some(d) = &item.dedupe {
-        let set: Option<String> = answers
-            .into_iter()
-            .next()
-            .and_then(|set| redis::from_redis_value(set).ok())
-            .ok_or_else(|| corrupt("dedupe claim reply"))?;
-        if !store.claimed(&keys, d, set).await? {
-            return Ok(Direct::Duplicate);
-        }
+    if let Some(d) = &item.dedupe
+        && !store.claimed(&keys, d, answers.into_iter().next()).await?
+    {
+        return Ok(Direct::Duplicate);
     }
     for _ in 0..ID_RACE_RETRIES {
         let id = std::mem::take(&mut reserved);
