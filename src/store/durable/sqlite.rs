@@ -37,14 +37,17 @@
 //!   the file's only user, so no lease has to outlive it, and leases cost no commits);
 //!   every leased write checks its lease in the writer's transaction. Tokens come from
 //!   one counter (`d_meta.last_token`, reserved in blocks), so a user's tokens keep
-//!   growing across releases, expiries, erasure and restarts. Item and dead-letter ids are `AUTOINCREMENT`: never reused, so a
-//!   commit for a handled item can never match a newer one.
+//!   growing across releases, expiries, erasure and restarts.
+//! - **Item ids** come from the writer's counter (`ids`), kept in `d_items`'s
+//!   `sqlite_sequence` row in the same commits as the ids it gave, and dead-letter ids
+//!   are `AUTOINCREMENT`: never reused, so a commit for a handled item can never match
+//!   a newer one. A turn on the direct path takes an id without storing its item.
 //! - **Bad rows** (an item kind from a newer version, a value of the wrong type) are
 //!   moved to `d_quarantine` with a log line when read, so a user is never stuck behind
 //!   them and nothing panics.
 //!
-//! Tables are prefixed `d_` so the same file can also hold today's `SqliteStore` tables;
-//! `d_sessions` has the shape of `sessions`, for a later migration.
+//! Tables are prefixed `d_` so the same file can also hold today's `SqliteStore` tables.
+//! A file an older build made is brought to today's layout at open (`schema::migrate`).
 
 use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
@@ -54,6 +57,7 @@ use super::{
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
 use crate::store::{SentRecord, SessionKey, StatusRecord, StoreError, decode, encode};
+use ids::ItemIds;
 use leases::{Leases, NeedTokens, TOKEN_BLOCK};
 use lock::lock;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -106,6 +110,8 @@ pub struct SqliteDurable {
     leases: Arc<Leases>,
     /// The sessions committed last (see `sessions`).
     sessions: Arc<SessionCache>,
+    /// The writer's item id counter (see `ids`).
+    ids: Arc<ItemIds>,
     /// Held (and so the OS lock) until the threads above have stopped.
     _lock: Option<File>,
 }
@@ -162,6 +168,8 @@ impl SqliteDurable {
         // Only for today's SqliteStore sharing the file: our own writes never wait.
         writer.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
+        schema::migrate(&writer).map_err(err)?;
+        let ids = Arc::new(ItemIds::open(&writer).map_err(err)?);
         // Leases live in memory (see `leases`); rows an earlier version kept belong to
         // a process that is gone (the file lock proves it).
         writer.execute("DELETE FROM d_leases", []).map_err(err)?;
@@ -198,10 +206,11 @@ impl SqliteDurable {
         let counted = Arc::clone(&commits);
         let sessions = Arc::new(SessionCache::new());
         let staged = Arc::clone(&sessions);
+        let counter = Arc::clone(&ids);
         threads.push(
             std::thread::Builder::new()
                 .name("parlance-sqlite-writer".into())
-                .spawn(move || write_loop(writer, write_rx, &counted, &staged))
+                .spawn(move || write_loop(writer, write_rx, &counted, &staged, &counter))
                 .map_err(|e| StoreError(format!("cannot start the SQLite writer: {e}")))?,
         );
         let readers = Arc::new(Readers {
@@ -218,6 +227,7 @@ impl SqliteDurable {
             commits,
             leases,
             sessions,
+            ids,
             _lock: Some(lock),
         })
     }
@@ -615,18 +625,21 @@ fn first_seen(conn: &Connection, item: &NewItem) -> rusqlite::Result<bool> {
     Ok(fresh > 0)
 }
 
-fn insert_item(conn: &Connection, item: &NewItem) -> rusqlite::Result<ItemId> {
+/// Stores an item under the next id (see `ids`).
+fn insert_item(conn: &Connection, ids: &ItemIds, item: &NewItem) -> rusqlite::Result<ItemId> {
+    let id = ids.take(conn)?;
     conn.prepare_cached(
-        "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO d_items (id, phone_number_id, user, kind, body, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
+        int(id.0),
         item.key.phone_number_id,
         item.key.user,
         item.kind.as_str(),
         item.body,
         item.at
     ])?;
-    Ok(ItemId(uint(conn.last_insert_rowid())))
+    Ok(id)
 }
 
 fn save_session(
@@ -707,6 +720,7 @@ impl Durable for SqliteDurable {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let ids = Arc::clone(&self.ids);
         self.write_plain(move |conn| {
             let mut answers = Vec::with_capacity(items.len());
             for item in &items {
@@ -714,7 +728,7 @@ impl Durable for SqliteDurable {
                     answers.push(Accepted::Duplicate);
                     continue;
                 }
-                answers.push(Accepted::Stored(insert_item(conn, item)?));
+                answers.push(Accepted::Stored(insert_item(conn, &ids, item)?));
             }
             Ok(answers)
         })
@@ -862,6 +876,7 @@ impl Durable for SqliteDurable {
         let data: Arc<str> = encode(&turn.session)?.into();
         let leases = Arc::clone(&self.leases);
         let sessions = Arc::clone(&self.sessions);
+        let ids = Arc::clone(&self.ids);
         self.write_leased(move |conn| {
             require_lease(&leases, &lease, now)?;
             let key = &lease.key;
@@ -879,12 +894,10 @@ impl Durable for SqliteDurable {
             if !first_seen(conn, item)? {
                 return Ok(Direct::Duplicate);
             }
-            // The item takes its id from the inbox's sequence, like every item, so
-            // its messages sort among the user's other turns; it is handled already,
-            // so its row goes at once (inside this transaction: it is never seen).
-            let id = insert_item(conn, item)?;
-            conn.prepare_cached("DELETE FROM d_items WHERE id = ?1")?
-                .execute(params![int(id.0)])?;
+            // The item takes its id from the inbox's counter, like every item, so its
+            // messages sort among the user's other turns; it is handled already, so
+            // it is never stored (see `ids`).
+            let id = ids.take(conn)?;
             save_session(conn, key, &data, session.updated_at)?;
             sessions.stage_put(key, &data);
             for (index, o) in (0u32..).zip(outgoing) {
@@ -1176,6 +1189,7 @@ impl Durable for SqliteDurable {
 
     async fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids = Arc::clone(&self.ids);
         self.write_plain(move |conn| {
             let due: Vec<(i64, Result<(SessionKey, NewTimer), BadRow>)> = {
                 let mut q = conn.prepare_cached(
@@ -1199,6 +1213,7 @@ impl Durable for SqliteDurable {
                 };
                 insert_item(
                     conn,
+                    &ids,
                     &NewItem {
                         key,
                         dedupe: None,
@@ -1440,6 +1455,7 @@ impl Durable for SqliteDurable {
 }
 
 mod handovers;
+mod ids;
 mod leases;
 mod lock;
 mod schema;

@@ -1,5 +1,7 @@
 //! The durable store's tables. All prefixed `d_`, so one file can also hold today's
-//! `SqliteStore` tables; `d_sessions` has the shape of `sessions`.
+//! `SqliteStore` tables.
+
+use rusqlite::{Connection, OptionalExtension};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS d_meta (
@@ -35,16 +37,20 @@ CREATE TABLE IF NOT EXISTS d_leases (
     PRIMARY KEY (phone_number_id, user)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS d_leases_user ON d_leases (user);
+-- Keyed by user first, so an erasure (by user, on every number) needs no index of
+-- its own; WITHOUT ROWID, so a turn's save writes one B-tree besides `updated_at`'s
+-- (older files had a rowid table, its key index and a user index: `migrate`).
 CREATE TABLE IF NOT EXISTS d_sessions (
     phone_number_id TEXT NOT NULL,
     user TEXT NOT NULL,
     version INTEGER NOT NULL,
     data TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (phone_number_id, user)
-);
-CREATE INDEX IF NOT EXISTS d_sessions_user ON d_sessions (user);
+    PRIMARY KEY (user, phone_number_id)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS d_sessions_updated ON d_sessions (updated_at);
+-- The table's key serves lookups by user (an older build, run on this file, adds it).
+DROP INDEX IF EXISTS d_sessions_user;
 CREATE TABLE IF NOT EXISTS d_outbox (
     phone_number_id TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -137,3 +143,37 @@ CREATE TABLE IF NOT EXISTS d_handover_messages (
 CREATE INDEX IF NOT EXISTS d_handover_messages_id ON d_handover_messages (handover_id, seq);
 CREATE INDEX IF NOT EXISTS d_handover_messages_user ON d_handover_messages (user);
 ";
+
+/// Brings a file made by an older build to [`SCHEMA`]'s shape (run after it, which
+/// creates what is missing but leaves an existing table as it is). One transaction
+/// (rolled back when dropped on an error): a crash half way leaves the file as it was.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let sessions: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'd_sessions'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if sessions.is_some_and(|sql| !sql.contains("WITHOUT ROWID")) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE d_sessions_new (
+                 phone_number_id TEXT NOT NULL,
+                 user TEXT NOT NULL,
+                 version INTEGER NOT NULL,
+                 data TEXT NOT NULL,
+                 updated_at INTEGER NOT NULL,
+                 PRIMARY KEY (user, phone_number_id)
+             ) WITHOUT ROWID;
+             INSERT INTO d_sessions_new (phone_number_id, user, version, data, updated_at)
+                 SELECT phone_number_id, user, version, data, updated_at FROM d_sessions;
+             DROP TABLE d_sessions;
+             ALTER TABLE d_sessions_new RENAME TO d_sessions;
+             CREATE INDEX d_sessions_updated ON d_sessions (updated_at);",
+        )?;
+        tx.commit()?;
+        tracing::info!("the SQLite store's sessions table was rebuilt in the new layout");
+    }
+    Ok(())
+}

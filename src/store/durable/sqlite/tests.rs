@@ -741,3 +741,155 @@ fn hot_reads_are_compiled_once() {
         assert!(plan.contains(index), "{sql}: {plan}");
     }
 }
+
+/// A turn on the direct path stores no item row, yet its id comes from the same counter
+/// as stored items: ids keep growing across turns, stored items, a failed batch and a
+/// reopen, and an older build (which lets `AUTOINCREMENT` choose) goes on after them.
+#[tokio::test]
+async fn item_ids_keep_growing_without_rows_for_direct_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let ada = SessionKey::new("1001", "ada");
+    let mut last = 0;
+    {
+        let store = open_in(&dir);
+        let lease = store
+            .acquire(&ada, "a", 1, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("a free lease");
+        for n in 0..3 {
+            let turn = DirectTurn {
+                item: item("ada", Some(&format!("wamid.{n}")), "hi"),
+                session: Session::new("ada", 1),
+                outgoing: vec![super::super::DirectOutgoing {
+                    not_before: 0,
+                    body: format!("reply {n}"),
+                }],
+            };
+            let Direct::Committed(id, _) = store.accept_turn(&lease, 2, turn).await.unwrap() else {
+                panic!("an empty inbox takes the direct path");
+            };
+            assert!(id.0 > last, "{id:?} after {last}");
+            last = id.0;
+        }
+        let rows: i64 = raw(&dir)
+            .query_row("SELECT COUNT(*) FROM d_items", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "a direct turn's item is never stored");
+        let stored = store
+            .accept(vec![item("bob", Some("wamid.b"), "hello")])
+            .await
+            .unwrap();
+        let Accepted::Stored(id) = stored[0] else {
+            panic!("{stored:?}")
+        };
+        assert!(id.0 > last, "{id:?} after {last}");
+        last = id.0;
+        // A batch that fails after taking an id: that id is never given again.
+        raw(&dir)
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON d_items WHEN NEW.body = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+            )
+            .unwrap();
+        store
+            .accept(vec![
+                item("bob", Some("wamid.c"), "fine"),
+                item("bob", Some("wamid.d"), "poison"),
+            ])
+            .await
+            .unwrap_err();
+        raw(&dir).execute_batch("DROP TRIGGER poison").unwrap();
+        let turn = DirectTurn {
+            item: item("ada", Some("wamid.last"), "hi"),
+            session: Session::new("ada", 1),
+            outgoing: Vec::new(),
+        };
+        let Direct::Committed(id, _) = store.accept_turn(&lease, 3, turn).await.unwrap() else {
+            panic!("an empty inbox takes the direct path");
+        };
+        assert!(
+            id.0 > last + 1,
+            "{id:?}: the failed batch's ids are skipped"
+        );
+        last = id.0;
+    }
+    // A new process goes on after every id the old one committed.
+    let store = open_in(&dir);
+    let stored = store
+        .accept(vec![item("bob", Some("wamid.e"), "again")])
+        .await
+        .unwrap();
+    let Accepted::Stored(id) = stored[0] else {
+        panic!("{stored:?}")
+    };
+    assert!(id.0 > last, "{id:?} after {last}");
+    last = id.0;
+    drop(store);
+    // So does an older build's insert, which lets AUTOINCREMENT choose the id.
+    let conn = raw(&dir);
+    conn.execute(
+        "INSERT INTO d_items (phone_number_id, user, kind, body, at) VALUES ('1001', 'cy', 'message', '{}', 1)",
+        [],
+    )
+    .unwrap();
+    assert!(uint(conn.last_insert_rowid()) > last);
+}
+
+/// A file whose sessions table an older build made (a rowid table with a key index and
+/// a user index) is rebuilt at open, its sessions kept.
+#[tokio::test]
+async fn an_older_files_sessions_are_kept_in_the_new_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/parlance.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data = encode(&Session::new("ada", 7)).unwrap();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE d_sessions (
+                 phone_number_id TEXT NOT NULL,
+                 user TEXT NOT NULL,
+                 version INTEGER NOT NULL,
+                 data TEXT NOT NULL,
+                 updated_at INTEGER NOT NULL,
+                 PRIMARY KEY (phone_number_id, user)
+             );
+             CREATE INDEX d_sessions_user ON d_sessions (user);
+             CREATE INDEX d_sessions_updated ON d_sessions (updated_at);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO d_sessions VALUES ('1001', 'ada', ?1, ?2, 7)",
+            params![SESSION_VERSION, data],
+        )
+        .unwrap();
+    }
+    let store = SqliteDurable::open(&path).unwrap();
+    let ada = SessionKey::new("1001", "ada");
+    assert_eq!(
+        store.load_session(&ada).await.unwrap(),
+        Some(Session::new("ada", 7))
+    );
+    assert_eq!(store.count_sessions(0).await.unwrap(), 1);
+    let conn = raw(&dir);
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'd_sessions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'd_sessions' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["d_sessions_updated"]);
+    // Erasure finds the user by the table's key.
+    assert_eq!(store.delete_user("ada").await.unwrap(), 1);
+    assert_eq!(store.load_session(&ada).await.unwrap(), None);
+}

@@ -1,6 +1,7 @@
 //! The store's writer thread, doing group commits. Callers hand it closures through a
 //! channel and await the answer on a oneshot.
 
+use super::ids::ItemIds;
 use super::sessions::SessionCache;
 use super::{MAX_BATCH, err};
 use crate::store::StoreError;
@@ -83,6 +84,7 @@ pub(super) fn write_loop(
     jobs: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: &AtomicU64,
     sessions: &SessionCache,
+    ids: &ItemIds,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -92,7 +94,7 @@ pub(super) fn write_loop(
                 Err(_) => break,
             }
         }
-        let committed = run_batch(&conn, &mut batch, sessions);
+        let committed = run_batch(&conn, &mut batch, sessions, ids);
         // Before anyone is answered: a caller that awaited its write and then reads
         // its session must find it.
         match &committed {
@@ -115,12 +117,13 @@ fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn WriteJob>],
     sessions: &SessionCache,
+    ids: &ItemIds,
 ) -> Result<(), String> {
-    match run_all(conn, batch, Undo::Batch, sessions) {
+    match run_all(conn, batch, Undo::Batch, sessions, ids) {
         // A write failed after changing rows: the batch runs again from the start,
         // this time each write in a savepoint, so that one is undone alone.
         Err(Failed::HalfDone) => {
-            run_all(conn, batch, Undo::EachWrite, sessions).map_err(Failed::into_message)
+            run_all(conn, batch, Undo::EachWrite, sessions, ids).map_err(Failed::into_message)
         }
         done => done.map_err(Failed::into_message),
     }
@@ -160,6 +163,7 @@ fn run_all(
     batch: &mut [Box<dyn WriteJob>],
     undo: Undo,
     sessions: &SessionCache,
+    ids: &ItemIds,
 ) -> Result<(), Failed> {
     // A batch that starts over stages its sessions again.
     sessions.discard();
@@ -204,6 +208,8 @@ fn run_all(
                 }
             }
         }
+        // The item ids the batch's writes took, counted in the same commit (`ids`).
+        ids.store(conn).map_err(sql)?;
         run("COMMIT").map(drop).map_err(sql)
     })();
     if result.is_err() && !conn.is_autocommit() {
