@@ -282,7 +282,7 @@ impl Runtime {
             State::Idle | State::Waiting { .. } | State::Handover { .. } => {
                 state.session = Some(KeptSession {
                     token: lease.token,
-                    session,
+                    session: Some(session),
                 });
                 return Step::Again;
             }
@@ -320,7 +320,7 @@ impl Runtime {
         }
         let kept = KeptSession {
             token: lease.token,
-            session: ran.session.clone(),
+            session: Some(ran.session.clone()),
         };
         let bodies = ran.trace.as_ref().map(|_| bodies_of(&ran.outgoing));
         let commit = TurnCommit {
@@ -370,7 +370,7 @@ impl Runtime {
     ) -> Step {
         let kept = KeptSession {
             token: lease.token,
-            session: session.clone(),
+            session: Some(session.clone()),
         };
         let commit = TurnCommit {
             item: None,

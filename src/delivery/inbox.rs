@@ -5,7 +5,7 @@
 //! 503 and Meta redelivers.
 
 use super::codec::{self, FailedItem, MessageItem};
-use super::runtime::{Number, Offer, Runtime, WorkerState, now_ms};
+use super::runtime::{Number, Offer, Reading, Runtime, WorkerState, now_ms};
 use super::turn::{KeptSession, Ran};
 use crate::engine::{Event, EventKind, Session, State};
 use crate::store::durable::{
@@ -220,7 +220,7 @@ impl Runtime {
     ) -> Result<bool, StoreError> {
         let started = std::time::Instant::now();
         let store = &number.store;
-        let Some(lease) = self.hold(number, key, state).await? else {
+        let Some(lease) = self.hold(number, key, state, Reading::Session).await? else {
             // Another instance runs the user's turns: the item waits for it.
             return store_one(store, message_item(key.clone(), event))
                 .await
@@ -256,7 +256,7 @@ impl Runtime {
         }
         let kept = KeptSession {
             token: lease.token,
-            session: session.clone(),
+            session: Some(session.clone()),
         };
         let bodies = draft.as_ref().map(|_| super::turn::bodies_of(&outgoing));
         let turn = DirectTurn {

@@ -624,7 +624,7 @@ impl Runtime {
             self.run_handed(number, key, handed, state).await;
             return Ok(Step::Again);
         }
-        let Some(lease) = self.hold(number, key, state).await? else {
+        let Some(lease) = self.hold(number, key, state, Reading::Nothing).await? else {
             return Ok(Step::Stop);
         };
         if let Some(id) = state.mark_read.take() {
@@ -710,11 +710,14 @@ impl Runtime {
 
     /// The user's lease, taken or renewed so that it outlasts a Graph request; `None`
     /// when another instance holds it (that instance does the work) or it was lost.
+    /// `Reading::Session` when a turn is about to run: a lease taken now comes with
+    /// the user's session, kept for `session_of` (one round trip on Redis).
     pub(super) async fn hold(
         &self,
         number: &Number,
         key: &SessionKey,
         state: &mut WorkerState,
+        reading: Reading,
     ) -> Result<Option<Lease>, crate::store::StoreError> {
         let now = now_ms();
         let ttl = self.settings.lease_ttl;
@@ -722,7 +725,22 @@ impl Runtime {
             Some(l) if l.until - now > millis(self.settings.renew_when_left()) => Some(l),
             Some(l) => number.store.renew(&l, now, ttl).await?,
             None => {
-                let got = number.store.acquire(key, &self.instance, now, ttl).await?;
+                let got = match reading {
+                    Reading::Nothing => number.store.acquire(key, &self.instance, now, ttl).await?,
+                    Reading::Session => {
+                        let got = number
+                            .store
+                            .acquire_reading(key, &self.instance, now, ttl)
+                            .await?;
+                        got.map(|(lease, session)| {
+                            state.session = Some(super::turn::KeptSession {
+                                token: lease.token,
+                                session,
+                            });
+                            lease
+                        })
+                    }
+                };
                 if got.is_none() {
                     tracing::debug!(number = %key.phone_number_id, "another instance holds the user's lease");
                 }
@@ -754,6 +772,15 @@ impl Runtime {
 /// `message_delay_ms` and `wait` (at most 25 s). Later work (a retry's backoff) is left
 /// to the scanner and the lease is given up meanwhile.
 const HOLD_FOR: Millis = 30_000;
+
+/// What [`Runtime::hold`] reads with a lease it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// Only the lease: the step may only send.
+    Nothing,
+    /// The user's session too: a turn runs next.
+    Session,
+}
 
 /// A worker's own state between steps.
 #[derive(Default)]

@@ -80,7 +80,7 @@ impl Runtime {
         if state.effect.is_none() && self.recover_effect(number, key, &session, state) {
             state.session = Some(KeptSession {
                 token: lease.token,
-                session,
+                session: Some(session),
             });
             return Step::Again;
         }
@@ -211,7 +211,7 @@ impl Runtime {
         }
         let next = KeptSession {
             token: lease.token,
-            session: session.clone(),
+            session: Some(session.clone()),
         };
         // Kept for the trace once committed (a failed commit runs the item again).
         let bodies = draft.as_ref().map(|_| bodies_of(&outgoing));
@@ -262,8 +262,8 @@ impl Runtime {
     }
 
     /// The user's session under `lease`: the one the worker's last commit under this
-    /// lease left (nobody else can have changed it since: a change needs the lease),
-    /// else read from the store.
+    /// lease left, or read with the lease (nobody else can have changed it since: a
+    /// change needs the lease), else read from the store.
     pub(super) async fn session_of(
         &self,
         number: &Number,
@@ -271,7 +271,7 @@ impl Runtime {
         state: &mut WorkerState,
     ) -> Result<Option<Session>, crate::store::StoreError> {
         match state.session.take() {
-            Some(k) if k.token == lease.token => Ok(Some(k.session)),
+            Some(k) if k.token == lease.token => Ok(k.session),
             Some(_) | None => number.store.load_session(&lease.key).await,
         }
     }
@@ -661,8 +661,10 @@ impl engine::Perform for Stop {
     }
 }
 
-/// The session a worker's last turn committed, under the lease with `token`.
+/// The user's session as the worker knows it under the lease with `token`: what its
+/// last turn committed, or what it read when it took the lease (`None`: the user has
+/// none yet).
 pub(super) struct KeptSession {
     pub(super) token: u64,
-    pub(super) session: Session,
+    pub(super) session: Option<Session>,
 }

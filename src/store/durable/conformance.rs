@@ -10,7 +10,8 @@
 //! - next_item: per user, oldest first; other users' items are independent;
 //! - leases: one holder at a time; expiry lets another take over with a larger token;
 //!   renew and release; tokens never go backwards (even after a release); a stale lease
-//!   cannot commit, mark or dead-letter (Fenced);
+//!   cannot commit, mark or dead-letter (Fenced); `acquire_reading` takes the lease
+//!   with the session `load_session` reads;
 //! - commit_turn: session + outbox + timers + item removal happen together; a commit for
 //!   an item already handled is Fenced (no double turn), and a fenced commit writes
 //!   nothing;
@@ -75,6 +76,7 @@ where
     one_lease_holder_at_a_time(fresh().await).await;
     expired_lease_is_taken_over_with_a_larger_token(fresh().await).await;
     renew_and_release(fresh().await).await;
+    acquire_reading_takes_the_lease_with_the_session(fresh().await).await;
     tokens_never_go_backwards(fresh().await).await;
     stale_lease_is_fenced_everywhere(fresh().await).await;
     commit_turn_writes_everything_together(fresh().await).await;
@@ -527,6 +529,47 @@ pub async fn renew_and_release(store: Arc<dyn Durable>) {
             .unwrap()
             .map(|l| l.until),
         Some(160_003)
+    );
+}
+
+/// `acquire_reading` takes the lease as `acquire` does and answers the session
+/// `load_session` would: none for a new user, the committed one after a turn, nothing
+/// (and no lease) while another holder's lease runs.
+pub async fn acquire_reading_takes_the_lease_with_the_session(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let (a, none) = store
+        .acquire_reading(&ada, "a", 0, MIN)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    assert_eq!(none, None, "a new user has no session");
+    assert_eq!(store.acquire(&ada, "b", 1, MIN).await.unwrap(), None);
+    assert_eq!(
+        store.acquire_reading(&ada, "b", 1, MIN).await.unwrap(),
+        None,
+        "a's lease runs"
+    );
+    let item = accept_one(&*store, msg(&ada, None, "x", 1)).await;
+    store
+        .commit_turn(&a, 2, turn(item, session("ada", 1, 2), vec![]))
+        .await
+        .unwrap();
+    store.release(&a).await.unwrap();
+    let (b, read) = store
+        .acquire_reading(&ada, "b", 3, MIN)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(b.token > a.token);
+    assert_eq!(read, Some(session("ada", 1, 2)));
+    assert_eq!(read, store.load_session(&ada).await.unwrap());
+    // The new lease fences the old one, as `acquire`'s does.
+    let again = accept_one(&*store, msg(&ada, None, "y", 4)).await;
+    assert_fenced(
+        store
+            .commit_turn(&a, 4, turn(again, session("ada", 2, 4), vec![]))
+            .await,
+        "a commit under the lease before",
     );
 }
 

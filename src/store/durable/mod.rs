@@ -406,6 +406,23 @@ pub trait Durable: Send + Sync {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
 
+    /// [`Durable::acquire`], and the user's session read under the new lease (as
+    /// [`Durable::load_session`]), for a turn about to run. Stores where each call is a
+    /// round trip (Redis) do both in one.
+    async fn acquire_reading(
+        &self,
+        key: &SessionKey,
+        holder: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, Option<Session>)>, StoreError> {
+        let Some(lease) = self.acquire(key, holder, now, ttl).await? else {
+            return Ok(None);
+        };
+        let session = self.load_session(key).await?;
+        Ok(Some((lease, session)))
+    }
+
     /// Extends a lease held at `now` (same holder and token, not expired) to
     /// `now + ttl`, keeping its token; `None` when it was lost or expired.
     async fn renew(

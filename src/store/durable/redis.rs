@@ -73,7 +73,9 @@
 //! commit with its hints before and after; a sent record with its owner. Scripts that
 //! write the outbox answer with what the worker reads next (the first unsent message
 //! and whether the inbox holds items, `Peek`), so a worker sending a turn's replies
-//! reads neither between them. Redis runs a pipeline's commands in order, but not as
+//! reads neither between them. A lease taken for a turn about to run brings the
+//! user's session with it (`acquire_reading`: the lease script reads it). Redis runs a
+//! pipeline's commands in order, but not as
 //! one step: a pipeline holds exactly the commands that were separate calls before, in
 //! the same order.
 //!
@@ -558,6 +560,16 @@ impl Durable for RedisDurable {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         leases::acquire(self, key, holder, now, ttl).await
+    }
+
+    async fn acquire_reading(
+        &self,
+        key: &SessionKey,
+        holder: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, Option<Session>)>, StoreError> {
+        leases::acquire_reading(self, key, holder, now, ttl).await
     }
 
     async fn renew(

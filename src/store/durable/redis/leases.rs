@@ -9,6 +9,36 @@ pub(super) async fn acquire(
     now: Millis,
     ttl: Duration,
 ) -> Result<Option<Lease>, StoreError> {
+    let taken = take(store, key, holder, now, ttl, Reading::Nothing).await?;
+    Ok(taken.map(|(lease, _)| lease))
+}
+
+/// `acquire` with the user's session read by the same script: one round trip fewer
+/// for a turn about to run.
+pub(super) async fn acquire_reading(
+    store: &RedisDurable,
+    key: &SessionKey,
+    holder: &str,
+    now: Millis,
+    ttl: Duration,
+) -> Result<Option<(Lease, Option<Session>)>, StoreError> {
+    take(store, key, holder, now, ttl, Reading::Session).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Nothing,
+    Session,
+}
+
+async fn take(
+    store: &RedisDurable,
+    key: &SessionKey,
+    holder: &str,
+    now: Millis,
+    ttl: Duration,
+    reading: Reading,
+) -> Result<Option<(Lease, Option<Session>)>, StoreError> {
     let keys = store.user(key);
     let until = now.saturating_add(ttl.as_millis() as Millis);
     for _ in 0..ID_RACE_RETRIES {
@@ -19,11 +49,12 @@ pub(super) async fn acquire(
             .incr(&store.global.fence, 1)
             .await
             .map_err(err)?;
-        let reply: Option<String> = store
-            .scripts
-            .acquire
-            .key(keys.lease())
-            .key(keys.fence())
+        let mut script = store.scripts.acquire.key(keys.lease());
+        script.key(keys.fence());
+        if reading == Reading::Session {
+            script.key(keys.session());
+        }
+        let reply: ::redis::Value = script
             .arg(holder)
             .arg(now)
             .arg(until)
@@ -31,22 +62,44 @@ pub(super) async fn acquire(
             .invoke_async(&mut store.con())
             .await
             .map_err(err)?;
-        match reply.as_deref() {
-            None => return Ok(None),
+        let (token, session) = match reply {
+            ::redis::Value::Nil => return Ok(None),
+            ::redis::Value::Array(fields) => {
+                let mut fields = fields.into_iter();
+                let token = fields.next().map(bytes_of).unwrap_or_default();
+                let version = fields.next().and_then(bytes_of);
+                let data = fields.next().and_then(bytes_of);
+                (token, turns::session_from(key, version, data))
+            }
+            other => (bytes_of(other), None),
+        };
+        let token = token.as_deref().and_then(|t| std::str::from_utf8(t).ok());
+        match token {
             Some("-1") => continue,
             Some(token) => {
-                return Ok(Some(Lease {
+                let lease = Lease {
                     key: key.clone(),
                     holder: holder.to_string(),
                     token: parse_u64(token, "lease token")?,
                     until,
-                }));
+                };
+                return Ok(Some((lease, session)));
             }
+            None => return Err(corrupt("lease token")),
         }
     }
     Err(StoreError(
         "redis: lease tokens kept racing; try again".into(),
     ))
+}
+
+/// A script answer's text, as bytes (`None`: nil or not text).
+fn bytes_of(v: ::redis::Value) -> Option<Vec<u8>> {
+    match v {
+        ::redis::Value::BulkString(b) => Some(b),
+        ::redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
 }
 
 pub(super) async fn renew(

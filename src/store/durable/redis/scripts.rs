@@ -84,16 +84,21 @@ return 1
     )
 }
 
-/// KEYS: lease, fence. ARGV: holder, now, until, token. Returns nil while another
-/// holder's lease runs; '-1' when the token (from the global counter) is not above the
-/// user's last one (another acquire raced: take a new token and call again; nothing
-/// written); else the token.
+/// KEYS: lease, fence, and the session when it is to be read. ARGV: holder, now,
+/// until, token. Returns nil while another holder's lease runs; '-1' when the token
+/// (from the global counter) is not above the user's last one (another acquire raced:
+/// take a new token and call again; nothing written); else the token, or with a
+/// session key `{token, v, data}` (the session's fields, nil when it has none).
 pub(crate) const ACQUIRE: &str = r"
 local l = redis.call('HMGET', KEYS[1], 'holder', 'until')
 if l[1] and l[1] ~= ARGV[1] and tonumber(l[2] or '0') > tonumber(ARGV[2]) then return false end
 if tonumber(ARGV[4]) <= tonumber(redis.call('GET', KEYS[2]) or '0') then return '-1' end
 redis.call('SET', KEYS[2], ARGV[4])
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', ARGV[4], 'until', ARGV[3])
+if KEYS[3] then
+  local s = redis.call('HMGET', KEYS[3], 'v', 'data')
+  return {ARGV[4], s[1], s[2]}
+end
 return ARGV[4]
 ";
 

@@ -639,6 +639,19 @@ async fn damaged_outbox_entries_sessions_and_dead_letters_never_block() {
     // (as an older format), and the count goes on.
     let _: i64 = con.hset(keys.session(), "v", "x").await.unwrap();
     assert_eq!(store.load_session(&lou).await.unwrap(), None);
+    // Read with a lease, the same: the lease is taken, the session is none.
+    let nia = SessionKey::new("1001", "nia");
+    let nia_keys = UserKeys::new(&store.prefix, &nia);
+    let _: () = con
+        .hset_multiple(nia_keys.session(), &[("v", "x"), ("data", "{}")])
+        .await
+        .unwrap();
+    let (_, read) = store
+        .acquire_reading(&nia, "i1", 1, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("a free lease");
+    assert_eq!(read, None);
     let _: i64 = con.hset(keys.session(), "at", "soon").await.unwrap();
     assert_eq!(store.count_sessions(0).await.unwrap(), 0);
     // A damaged dead letter does not hide the next one; a listed id without an owner

@@ -7,28 +7,36 @@ pub(super) async fn load_session(
     key: &SessionKey,
 ) -> Result<Option<Session>, StoreError> {
     let keys = store.user(key);
-    // Read as bytes: a damaged field (a `v` that is no number, data that is not
-    // UTF-8) is "no session" with a warning, as an older format is, never an error
-    // that would stop the user forever.
     let (version, data): (Option<Vec<u8>>, Option<Vec<u8>>) = store
         .con()
         .hmget(keys.session(), &["v", "data"])
         .await
         .map_err(err)?;
+    Ok(session_from(key, version, data))
+}
+
+/// The session in a session hash's `v` and `data` fields, read as bytes: a damaged
+/// field (a `v` that is no number, data that is not UTF-8) is "no session" with a
+/// warning, as an older format is, never an error that would stop the user forever.
+pub(super) fn session_from(
+    key: &SessionKey,
+    version: Option<Vec<u8>>,
+    data: Option<Vec<u8>>,
+) -> Option<Session> {
     let (Some(version), Some(data)) = (version, data) else {
-        return Ok(None);
+        return None;
     };
     let readable = text(&version)
         .and_then(|v| v.trim().parse::<i64>().ok())
         .zip(text(&data));
     match readable {
-        Some((version, data)) => Ok(decode(version, &data)),
+        Some((version, data)) => decode(version, &data),
         None => {
             tracing::warn!(
                 number = %key.phone_number_id,
                 "a stored session this build cannot read is treated as none"
             );
-            Ok(None)
+            None
         }
     }
 }
