@@ -49,8 +49,8 @@
 //! - [`delivery`]: the per-user event loop behind the server: webhook items into the
 //!   durable inbox before the ack (`delivery::inbox`), one leased worker per user
 //!   (`runtime`) running turns (`turn`) and draining the outbox exactly once, in order
-//!   (`sender`: pacing, message delay, retries until a deadline, auth pause, dead
-//!   letters) over a `delivery::transport` (the Graph API or the local sink); the
+//!   (`sender`: pacing, shared by instances through `pace`, message delay, retries
+//!   until a deadline, auth pause, dead letters) over a `delivery::transport` (the Graph API or the local sink); the
 //!   scanner for work nobody does (`scan`), and the shutdown drain. The session trace
 //!   (`trace`): each user's newest turns as this instance ran them, in memory.
 //! - [`reload`]: watches bot folders and swaps a `LiveBot`'s bot in when an edit is

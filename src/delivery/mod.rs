@@ -27,6 +27,7 @@ pub mod effects;
 pub mod graph;
 pub mod handover;
 pub mod inbox;
+mod pace;
 pub mod runtime;
 pub mod scan;
 pub mod sender;

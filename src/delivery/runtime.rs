@@ -91,8 +91,11 @@ pub struct Number {
     /// whose bots name the same `session.store`).
     pub store: Arc<dyn Durable>,
     pub transport: Transport,
-    /// Meta's throughput limit per number (80 messages per second by default).
+    /// Meta's throughput limit per number (80 messages per second by default), when
+    /// this process paces alone.
     pub(super) limiter: DefaultDirectRateLimiter,
+    /// Sends waiting for a slot of the pace the store shares between instances.
+    pub(super) pace: Arc<super::pace::PaceGate>,
     /// The environment variables templates may read (`expose_env`).
     pub(super) host: OfflineHost,
     /// Why sending is paused (an auth error), until the credentials change.
@@ -129,6 +132,7 @@ impl Number {
             store,
             transport,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
+            pace: Arc::default(),
             host: OfflineHost { env },
             paused: Mutex::new(None),
             effects: Arc::new(super::effects::Performer::default()),

@@ -12,6 +12,7 @@
 
 use super::codec::{self, Destination, OutgoingBody};
 use super::graph::{Accepted, GraphError, Verdict, backoff, classify};
+use super::pace::Admit;
 use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
@@ -263,26 +264,20 @@ impl Runtime {
     }
 
     /// Waits for a send slot of the number's pace: shared by every instance when the
-    /// store is (Redis), else this process's own.
+    /// store is (Redis, asked for every send waiting at once: `pace`), else this
+    /// process's own.
     async fn pace(&self, number: &Number) {
+        if number.store.single_process() {
+            return number.limiter.until_ready().await;
+        }
         let per_second = number.live.bot().settings.whatsapp.max_messages_per_second;
-        loop {
-            match number
-                .store
-                .take_send_slot(&number.phone_number_id, per_second)
-                .await
-            {
-                Ok(Some(0)) => return,
-                Ok(Some(wait)) => {
-                    let wait = u64::try_from(wait).unwrap_or(0).min(1000);
-                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-                }
-                Ok(None) => return number.limiter.until_ready().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the shared pace cannot be read; pacing in this process");
-                    return number.limiter.until_ready().await;
-                }
-            }
+        let admit = number
+            .pace
+            .slot(&number.store, &number.phone_number_id, per_second)
+            .await;
+        match admit {
+            Admit::Shared => {}
+            Admit::Local => number.limiter.until_ready().await,
         }
     }
 

@@ -44,6 +44,7 @@ pub mod sqlite;
 use super::{SentRecord, SessionKey, StatusRecord, StoreError};
 use crate::engine::Session;
 use handover::{Changed, Handover, HandoverChange, HandoverData, HandoverFilter, HandoverMessage};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// Unix time in milliseconds.
@@ -253,6 +254,15 @@ pub struct DirectTurn {
 pub struct DirectOutgoing {
     pub not_before: Millis,
     pub body: String,
+}
+
+/// What the shared send pace answered ([`Durable::take_send_slots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// This many sends may go now.
+    Go(NonZeroU32),
+    /// None may go yet: ask again after this many ms.
+    Wait(Millis),
 }
 
 /// What a write learned about the user's outbox in the same step, so the sender need
@@ -642,15 +652,17 @@ pub trait Durable: Send + Sync {
     /// older when `s * 1000 < before`). Returns how many went, all counted.
     async fn purge(&self, before: Millis) -> Result<usize, StoreError>;
 
-    /// Takes one send slot of a phone number's pace (`max_messages_per_second`) shared
-    /// by every instance on this store: `Some(0)` = send now, `Some(ms)` = ask again
-    /// after that long. `None` (the default): this store serves one process, which
-    /// paces in process.
-    async fn take_send_slot(
+    /// Takes up to `wanted` send slots of a phone number's pace
+    /// (`max_messages_per_second`) shared by every instance on this store: as many as
+    /// the pace lets go now, one after another (never more than `wanted` single takes
+    /// would), or how long to wait when none may. `None` (the default): this store
+    /// serves one process, which paces in process.
+    async fn take_send_slots(
         &self,
         _phone_number_id: &str,
         _per_second: u32,
-    ) -> Result<Option<Millis>, StoreError> {
+        _wanted: NonZeroU32,
+    ) -> Result<Option<Pace>, StoreError> {
         Ok(None)
     }
 

@@ -103,7 +103,7 @@ mod tests;
 use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
     Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
-    Millis, NewItem, NewTimer, OutKey, Outgoing, Peek, TurnCommit, UserData,
+    Millis, NewItem, NewTimer, OutKey, Outgoing, Pace, Peek, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -112,6 +112,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, RedisError, Script, ServerErrorKind};
 use keys::{GlobalKeys, UserKeys};
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -745,14 +746,21 @@ impl Durable for RedisDurable {
         records::purge(self, before).await
     }
 
-    async fn take_send_slot(
+    async fn take_send_slots(
         &self,
         phone_number_id: &str,
         per_second: u32,
-    ) -> Result<Option<Millis>, StoreError> {
-        pace::take_slot(self.con(), &self.prefix, phone_number_id, per_second)
-            .await
-            .map(Some)
+        wanted: NonZeroU32,
+    ) -> Result<Option<Pace>, StoreError> {
+        pace::take_slots(
+            self.con(),
+            &self.prefix,
+            phone_number_id,
+            per_second,
+            wanted,
+        )
+        .await
+        .map(Some)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

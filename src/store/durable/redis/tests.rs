@@ -899,3 +899,30 @@ async fn pipelined_writes_run_once_when_redis_lost_its_scripts() {
     }
     assert_eq!(bodies, ["one", "two", "one", "two", "three"]);
 }
+
+/// The shared pace grants the sends that may go at once, never more than asked, then
+/// says how long to wait; each number has its own.
+#[tokio::test]
+async fn the_pace_grants_what_may_go_at_once_and_no_more() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let n = |n: u32| NonZeroU32::new(n).expect("not zero");
+    // 4 a second: 4 may go at once, then one every 250 ms.
+    assert_eq!(
+        store.take_send_slots("1001", 4, n(2)).await.unwrap(),
+        Some(Pace::Go(n(2)))
+    );
+    assert_eq!(
+        store.take_send_slots("1001", 4, n(10)).await.unwrap(),
+        Some(Pace::Go(n(2))),
+        "the rest of the burst, not what was asked"
+    );
+    let Some(Pace::Wait(ms)) = store.take_send_slots("1001", 4, n(1)).await.unwrap() else {
+        panic!("the burst is spent");
+    };
+    assert!((1..=250).contains(&ms), "{ms} ms");
+    assert_eq!(
+        store.take_send_slots("1002", 4, n(4)).await.unwrap(),
+        Some(Pace::Go(n(4)))
+    );
+}
