@@ -66,6 +66,10 @@ impl PaceGate {
 
     /// Asks the store for slots until nobody waits.
     async fn ask(self: Arc<Self>, store: Arc<dyn Durable>, number: String, per_second: u32) {
+        let mut asker = Asker {
+            gate: Arc::clone(&self),
+            done: false,
+        };
         loop {
             let wanted = {
                 let mut gate = self.lock();
@@ -74,6 +78,7 @@ impl PaceGate {
                     NonZeroU32::new(u32::try_from(gate.waiting.len()).unwrap_or(u32::MAX))
                 else {
                     gate.asking = false;
+                    asker.done = true;
                     return;
                 };
                 wanted
@@ -102,6 +107,27 @@ impl PaceGate {
         for tx in gate.waiting.drain(..n) {
             // One that gave up meanwhile wastes its slot: the pace only runs slower.
             let _ = tx.send(how);
+        }
+    }
+}
+
+/// The asking task, should it end before nobody waits (a panic, the runtime shutting
+/// down): the waiting sends pace in process, and the next one to wait asks again.
+struct Asker {
+    gate: Arc<PaceGate>,
+    /// It ended because nobody waits (and said so in the gate).
+    done: bool,
+}
+
+impl Drop for Asker {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut gate = self.gate.lock();
+        gate.asking = false;
+        for tx in gate.waiting.drain(..) {
+            let _ = tx.send(Admit::Local);
         }
     }
 }
