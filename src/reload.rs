@@ -7,6 +7,7 @@
 use crate::compile::load_bot;
 use crate::live::LiveBot;
 pub use crate::live::ReloadReport;
+use crate::store::StoreUrl;
 use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,24 @@ pub fn watch(bots: Vec<Arc<LiveBot>>) -> Result<Watching, String> {
             .watcher()
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        // Every commit writes the SQLite files, and each write would wake the watcher
+        // (on Linux, an inotify event per write, which the watcher thread reads and
+        // the debouncer sorts): their folder is left out.
+        match store_folder(&live.bot().settings.store, &dir) {
+            StoreFolder::Apart(data) => match debouncer.watcher().unwatch(&data) {
+                Ok(()) => {
+                    tracing::debug!(folder = %data.display(), "the store's folder is not watched")
+                }
+                Err(e) => {
+                    tracing::debug!(folder = %data.display(), "the store's folder stays watched: {e}")
+                }
+            },
+            StoreFolder::Root => tracing::warn!(
+                bot = %dir.display(),
+                "the SQLite store is in the bot folder itself, so every commit wakes the file watcher; hint: keep it in a subfolder, e.g. sqlite://data/parlance.db"
+            ),
+            StoreFolder::Elsewhere => {}
+        }
         let seen = fingerprint(&dir);
         folders.push((dir, live, seen));
     }
@@ -119,10 +138,51 @@ pub fn watch(bots: Vec<Arc<LiveBot>>) -> Result<Watching, String> {
     })
 }
 
+/// Where a bot's SQLite store lies against its (canonical) folder `dir`.
+#[derive(Debug, PartialEq)]
+enum StoreFolder {
+    /// In a subfolder that holds no bot file: left out of the watch.
+    Apart(PathBuf),
+    /// In the bot folder itself, which must stay watched.
+    Root,
+    /// Outside the folder, in a subfolder with bot files, or not SQLite: nothing to do.
+    Elsewhere,
+}
+
+fn store_folder(url: &str, dir: &Path) -> StoreFolder {
+    let Ok(StoreUrl::Sqlite(file)) = crate::store::parse_url(url) else {
+        return StoreFolder::Elsewhere;
+    };
+    let file = if file.is_absolute() {
+        file
+    } else {
+        dir.join(file)
+    };
+    let Some(folder) = file.parent() else {
+        return StoreFolder::Elsewhere;
+    };
+    // The store is open (it was opened before the watch starts), so its folder exists.
+    let Ok(folder) = std::fs::canonicalize(folder) else {
+        return StoreFolder::Elsewhere;
+    };
+    if folder == dir {
+        return StoreFolder::Root;
+    }
+    if !folder.starts_with(dir) || !fingerprint_in(dir, &folder).is_empty() {
+        return StoreFolder::Elsewhere;
+    }
+    StoreFolder::Apart(folder)
+}
+
 /// Size and modification time of every bot file below `dir`, sorted: a change to any
 /// file changes it. Built from metadata only, which raises no file events.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+    fingerprint_in(dir, dir)
+}
+
+/// [`fingerprint`] of the bot files of `dir` below `under`.
+fn fingerprint_in(dir: &Path, under: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files: Vec<_> = walkdir::WalkDir::new(under)
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file() && is_bot_file(dir, e.path()))
@@ -157,8 +217,107 @@ fn is_bot_file(dir: &Path, path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_bot_file;
+    use super::{StoreFolder, is_bot_file, store_folder};
     use std::path::Path;
+
+    #[test]
+    fn the_store_folder_is_left_out_only_when_it_holds_no_bot_file() {
+        let bot = tempfile::tempdir().expect("tempdir");
+        let dir = bot.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(dir.join("data")).expect("data");
+        std::fs::create_dir_all(dir.join("flows")).expect("flows");
+        std::fs::write(dir.join("flows/main.yaml"), "flows: {}").expect("flow");
+        assert_eq!(
+            store_folder("sqlite://data/parlance.db", &dir),
+            StoreFolder::Apart(dir.join("data"))
+        );
+        let absolute = format!("sqlite://{}", dir.join("data/x.db").display());
+        assert_eq!(
+            store_folder(&absolute, &dir),
+            StoreFolder::Apart(dir.join("data"))
+        );
+        assert_eq!(
+            store_folder("sqlite://parlance.db", &dir),
+            StoreFolder::Root
+        );
+        // A folder with flows in it must stay watched.
+        assert_eq!(
+            store_folder("sqlite://flows/parlance.db", &dir),
+            StoreFolder::Elsewhere
+        );
+        let outside = tempfile::tempdir().expect("tempdir");
+        let elsewhere = format!("sqlite://{}/x.db", outside.path().display());
+        assert_eq!(store_folder(&elsewhere, &dir), StoreFolder::Elsewhere);
+        assert_eq!(
+            store_folder("redis://127.0.0.1:6379/0", &dir),
+            StoreFolder::Elsewhere
+        );
+        assert_eq!(store_folder("memory://", &dir), StoreFolder::Elsewhere);
+    }
+
+    /// The inodes every inotify instance of this process watches, from
+    /// `/proc/self/fdinfo` (one line per watch: `inotify wd:1 ino:1f2e …`, in hex).
+    #[cfg(target_os = "linux")]
+    fn watched_inodes() -> Vec<u64> {
+        let mut inodes = Vec::new();
+        for fd in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+            let inotify = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify");
+            if !inotify {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+                let ino = line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("ino:"))
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                inodes.extend(ino);
+            }
+        }
+        inodes
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_sqlite_files_folder_is_not_watched_and_the_flows_are() {
+        use std::os::unix::fs::MetadataExt;
+        let copy = tempfile::tempdir().expect("tempdir");
+        let dir = copy.path().join("pizza");
+        for entry in walkdir::WalkDir::new("examples/pizza")
+            .into_iter()
+            .flatten()
+        {
+            let to = dir.join(entry.path().strip_prefix("examples/pizza").expect("below"));
+            if entry.file_type().is_dir() {
+                std::fs::create_dir_all(&to).expect("mkdir");
+            } else {
+                std::fs::copy(entry.path(), &to).expect("copy");
+            }
+        }
+        // The store makes its folder when it opens, before the watch starts.
+        std::fs::create_dir_all(dir.join("data")).expect("data");
+        let loaded = crate::compile::load_bot(&dir);
+        let bot = loaded.bot.expect("the example loads");
+        assert!(bot.settings.store.starts_with("sqlite://data/"));
+        let live = std::sync::Arc::new(crate::live::LiveBot::new(dir.clone(), bot));
+        let _watching = super::watch(vec![live]).expect("watch");
+        let inode = |p: &Path| std::fs::metadata(p).expect("metadata").ino();
+        let watched = watched_inodes();
+        assert!(watched.contains(&inode(&dir)), "the bot folder is watched");
+        assert!(
+            watched.contains(&inode(&dir.join("flows"))),
+            "its flows are watched"
+        );
+        assert!(
+            !watched.contains(&inode(&dir.join("data"))),
+            "the store's folder is not watched"
+        );
+    }
 
     #[test]
     fn only_bot_files_trigger_a_reload() {
