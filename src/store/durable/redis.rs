@@ -17,7 +17,9 @@
 //! user's keys on a cluster, so they are **hints**: the user's own keys are the truth.
 //! - A hint is added before the user's script runs (so a crash after the script
 //!   leaves the user findable) and again after it (so it cannot be lost to a concurrent
-//!   removal). Adding is idempotent: repeating it is always safe.
+//!   removal). Adding is idempotent: repeating it is always safe. It is two plain
+//!   commands, a new version (`HSET`) then the entry (`ZADD LT`, Redis 6.2), not a
+//!   script: a script call costs Redis several times as much.
 //! - A hint is removed only by whoever checked the user's keys and found nothing there,
 //!   and only if no hint was added since it read the hint's version (`HINT_SETTLE`).
 //!   An addition always follows the data write, so either the check saw the new work
@@ -37,13 +39,16 @@
 //! Dedupe keys are global (a wamid is unique), but the record that makes an accept
 //! atomic must sit in the user's slot. So a key has two records, both with an 8-day TTL:
 //! a global *claim* (`{#key}:dedupe`, in its own slot, naming the user only by a hash
-//! of their tag, with a state: claimed or stored) and the user's own record, written by
-//! the accept script with `SET NX` in the same step as the inbox append. The claim
-//! answers "duplicate" for another user's key, or for this user's key once stored; a
-//! claim still in the "claimed" state (its accept died before or during the user's
-//! script, or runs right now) lets the item through to the script, whose own record
-//! decides atomically. So an item that was never stored is never a duplicate, and two
-//! copies racing store one.
+//! of their tag) and the user's own record, written by the accept script with `SET NX`
+//! in the same step as the inbox append. The claim answers "duplicate" for another
+//! user's key; for this user's key it lets the item through to the script, whose own
+//! record decides atomically (stored already; or its accept died before or during the
+//! script, or runs right now). So an item that was never stored is never a duplicate,
+//! and two copies racing store one. The user's record is written after the claim with
+//! the same TTL, so it outlives it, and erasing the user keeps it (see `delete_user`).
+//! (Claims once had a second state, "stored", set in one more round trip per item so
+//! that a copy was refused without the script; copies are rare and the script refuses
+//! them as well. Claims an older build marked so still read as duplicates.)
 //!
 //! A batch with several users' items runs one script per user: each user's part is
 //! atomic, the batch as a whole is not. When a later part fails, the earlier ones
@@ -69,7 +74,7 @@
 //! so the hot writes send what they need in one pipeline ([`Batch`]): the direct
 //! path's dedupe claim, hint and id reservation in one, its script and the hint after
 //! it in the next; an accept's claims (all its items') and hint in one, its script and
-//! the hint after it in the next, the claims marked stored in a third; a worker's
+//! the hint after it in the next; a worker's
 //! commit with its hints before and after; a sent record with its owner. Scripts that
 //! write the outbox answer with what the worker reads next (the first unsent message
 //! and whether the inbox holds items, `Peek`), so a worker sending a turn's replies
@@ -155,7 +160,6 @@ struct Scripts {
     work: Script,
     fire: Script,
     timers: Script,
-    hint_add: Script,
     hint_settle: Script,
     purge_dedupe: Script,
 }
@@ -181,7 +185,6 @@ impl Scripts {
             work: Script::new(scripts::WORK),
             fire: Script::new(scripts::FIRE),
             timers: Script::new(scripts::TIMERS),
-            hint_add: Script::new(scripts::HINT_ADD),
             hint_settle: Script::new(scripts::HINT_SETTLE),
             purge_dedupe: Script::new(scripts::PURGE_DEDUPE),
         }
@@ -246,9 +249,34 @@ impl Batch {
         self
     }
 
-    fn is_empty(&self) -> bool {
-        self.repeatable.is_empty()
+    /// A hint's commands ([`RedisDurable::hint_cmds`]), safe to repeat.
+    fn hint(&mut self, cmds: [::redis::Cmd; 2]) -> &mut Self {
+        for cmd in cmds {
+            self.again(cmd);
+        }
+        self
     }
+
+    /// How many commands it holds.
+    fn len(&self) -> usize {
+        self.repeatable.len()
+    }
+}
+
+/// The oldest Redis with every command Parlance sends (`ZADD … LT` came in 6.2).
+const MIN_VERSION: (u32, u32) = (6, 2);
+
+/// The version `INFO server` names, when it is older than [`MIN_VERSION`].
+fn too_old(info: &str) -> Option<&str> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        return None;
+    };
+    ((major, minor) < MIN_VERSION).then_some(version)
 }
 
 /// Which global index a hint goes to.
@@ -280,6 +308,19 @@ impl RedisDurable {
         let con = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(err)?;
+        // A Redis that does not say its version (INFO renamed away) is given the benefit
+        // of the doubt: a command it lacks fails with its own error later.
+        let info: Option<String> = ::redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con.clone())
+            .await
+            .ok();
+        if let Some(old) = info.as_deref().and_then(too_old) {
+            return Err(StoreError(format!(
+                "redis: this server is Redis {old}; Parlance needs Redis {}.{} or later (ZADD LT)",
+                MIN_VERSION.0, MIN_VERSION.1
+            )));
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -316,28 +357,26 @@ impl RedisDurable {
 
     /// Adds (or refreshes) a hint that the user has work due at `score`.
     async fn hint(&self, index: Index, tag: &str, score: Millis) -> Result<(), StoreError> {
-        self.hint_call(index, tag, score)
-            .invoke_async::<i64>(&mut self.con())
-            .await
-            .map_err(err)?;
+        let mut batch = Batch::new();
+        batch.hint(self.hint_cmds(index, tag, score));
+        self.pipelined(&batch, &[]).await.map_err(err)?;
         Ok(())
     }
 
-    /// The call that adds a hint ([`RedisDurable::hint`]), to go in a pipeline.
-    fn hint_call(&self, index: Index, tag: &str, score: Millis) -> ::redis::ScriptInvocation<'_> {
+    /// The two commands that add a hint ([`RedisDurable::hint`]), to go in a pipeline
+    /// ([`Batch::hint`]), in this order: the new version, then the entry, keeping its
+    /// earlier score when there is one (`ZADD LT`, Redis 6.2). Plain commands, not a
+    /// script: a script call costs Redis several times as much, and a hint is added
+    /// about three times a message. They need not run as one step: a removal
+    /// (`HINT_SETTLE`) that runs between them sees the new version and keeps the
+    /// entry; one that runs before both is followed by the entry added again.
+    fn hint_cmds(&self, index: Index, tag: &str, score: Millis) -> [::redis::Cmd; 2] {
         let (zset, ver) = self.index_keys(index);
-        let mut call = self.scripts.hint_add.prepare_invoke();
-        call.key(zset)
-            .key(ver)
-            .arg(tag)
-            .arg(score)
-            .arg(self.version());
-        call
-    }
-
-    /// [`RedisDurable::hint_call`] as a command of a [`Batch`].
-    fn hint_cmd(&self, index: Index, tag: &str, score: Millis) -> ::redis::Cmd {
-        script_cmd(&self.hint_call(index, tag, score))
+        let mut version = ::redis::cmd("HSET");
+        version.arg(ver).arg(tag).arg(self.version());
+        let mut entry = ::redis::cmd("ZADD");
+        entry.arg(zset).arg("LT").arg(score).arg(tag);
+        [version, entry]
     }
 
     /// Runs `batch` (whose scripts are among `scripts`) in one round trip instead of

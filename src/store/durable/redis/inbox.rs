@@ -19,9 +19,10 @@ impl RedisDurable {
 
     /// Whether a claim ([`RedisDurable::claim_cmd`]) lets the item through, given what
     /// its `SET NX` answered in the pipeline. `false`: it is a duplicate (another
-    /// user's, or this user's and stored); `true`: go on to the user's script, whose
-    /// own dedupe record decides (a claim left by a crash between claim and store, or
-    /// a concurrent accept of the same item, is settled there, atomically).
+    /// user's, or marked stored by an older build); `true`: it is this user's, so go on
+    /// to the user's script, whose own dedupe record decides atomically (a copy already
+    /// stored, a claim left by a crash between claim and store, a concurrent accept of
+    /// the same item).
     async fn claimed(
         &self,
         keys: &UserKeys,
@@ -46,32 +47,6 @@ impl RedisDurable {
         Ok(parts.next() == Some(mine.as_str()) && parts.next() == Some("c"))
     }
 
-    /// Marks a claim as stored: later copies are duplicates without asking the user.
-    async fn claimed_and_stored(
-        &self,
-        keys: &UserKeys,
-        dedupe: &str,
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        let _: Option<String> = self
-            .stored_cmd(keys, dedupe, at)
-            .query_async(&mut self.con())
-            .await
-            .map_err(err)?;
-        Ok(())
-    }
-
-    /// The `SET XX` of [`RedisDurable::claimed_and_stored`], to go in a pipeline.
-    fn stored_cmd(&self, keys: &UserKeys, dedupe: &str, at: Millis) -> ::redis::Cmd {
-        let mine = keys::fingerprint(&keys.tag);
-        let mut set = ::redis::cmd("SET");
-        set.arg(keys::dedupe_claim(&self.prefix, dedupe))
-            .arg(format!("{mine} s {at}"))
-            .arg("XX")
-            .arg("KEEPTTL");
-        set
-    }
-
     /// Stores one user's part of an accept; `None` when the ids raced. One answer per
     /// item: its id, or 0 for a duplicate.
     async fn accept_user(
@@ -94,9 +69,9 @@ impl RedisDurable {
                 claiming.once(self.claim_cmd(keys, d, item.at));
             }
         }
-        claiming.again(self.hint_cmd(Index::Work, &keys.tag, oldest));
+        claiming.hint(self.hint_cmds(Index::Work, &keys.tag, oldest));
         let mut claims = self
-            .pipelined(&claiming, &[&self.scripts.hint_add])
+            .pipelined(&claiming, &[])
             .await
             .map_err(err)?
             .into_iter();
@@ -136,9 +111,9 @@ impl RedisDurable {
         let mut batch = Batch::new();
         batch
             .once(script_cmd(&call))
-            .again(self.hint_cmd(Index::Work, &keys.tag, oldest));
+            .hint(self.hint_cmds(Index::Work, &keys.tag, oldest));
         let reply = self
-            .pipelined(&batch, &[&self.scripts.accept, &self.scripts.hint_add])
+            .pipelined(&batch, &[&self.scripts.accept])
             .await
             .map_err(err)?
             .into_iter()
@@ -149,17 +124,8 @@ impl RedisDurable {
         }
         let ids: Vec<String> = ::redis::from_redis_value(reply)
             .map_err(|e| StoreError(format!("redis: unreadable accept reply: {e}")))?;
-        // The stored items' claims marked so, in one round trip.
-        let mut stored = Batch::new();
-        for ((n, _, item), id) in part.iter().zip(ids) {
-            let id = parse_u64(&id, "accept reply")?;
-            answers[*n] = id;
-            if let (Some(d), true) = (&item.dedupe, id != 0) {
-                stored.again(self.stored_cmd(keys, d, item.at));
-            }
-        }
-        if !stored.is_empty() {
-            self.pipelined(&stored, &[]).await.map_err(err)?;
+        for ((n, _, _), id) in part.iter().zip(ids) {
+            answers[*n] = parse_u64(&id, "accept reply")?;
         }
         Ok(Some(answers))
     }
@@ -329,13 +295,10 @@ pub(super) async fn accept_turn(
         first.once(store.claim_cmd(&keys, d, item.at));
     }
     if !outgoing.is_empty() {
-        first.again(store.hint_cmd(Index::Work, &keys.tag, now));
+        first.hint(store.hint_cmds(Index::Work, &keys.tag, now));
     }
     first.again(redis::Cmd::incr(&store.global.ids, 1));
-    let mut answers = store
-        .pipelined(&first, &[&store.scripts.hint_add])
-        .await
-        .map_err(err)?;
+    let mut answers = store.pipelined(&first, &[]).await.map_err(err)?;
     let reserved = answers.pop();
     let mut reserved: u64 = reserved
         .and_then(|id| redis::from_redis_value(id).ok())
@@ -383,13 +346,10 @@ pub(super) async fn accept_turn(
         let mut batch = Batch::new();
         batch.once(script_cmd(&call));
         if !outgoing.is_empty() {
-            batch.again(store.hint_cmd(Index::Work, &keys.tag, now));
+            batch.hint(store.hint_cmds(Index::Work, &keys.tag, now));
         }
         let reply = store
-            .pipelined(
-                &batch,
-                &[&store.scripts.accept_turn, &store.scripts.hint_add],
-            )
+            .pipelined(&batch, &[&store.scripts.accept_turn])
             .await
             .map_err(err)?
             .into_iter()
@@ -399,12 +359,7 @@ pub(super) async fn accept_turn(
             return Err(CommitError::Store(corrupt("accept_turn reply")));
         };
         match done {
-            1 => {
-                if let Some(d) = &item.dedupe {
-                    store.claimed_and_stored(&keys, d, item.at).await?;
-                }
-                return Ok(Direct::Committed(ItemId(id), peek));
-            }
+            1 => return Ok(Direct::Committed(ItemId(id), peek)),
             2 => return Ok(Direct::Duplicate),
             0 => return Err(CommitError::Fenced),
             -3 => return Ok(Direct::Declined),

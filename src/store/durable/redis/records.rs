@@ -174,18 +174,11 @@ pub(super) async fn delete_user(store: &RedisDurable, user: &str) -> Result<usiz
 pub(super) async fn purge(store: &RedisDurable, before: Millis) -> Result<usize, StoreError> {
     let mut con = store.con();
     let mut gone = 0;
-    // The users' own dedupe records go silently: each stands for the same key as
-    // a global claim, which is what is counted.
-    for key in store.scan(&keys::dedupe_pattern(&store.prefix)).await? {
-        let _: i64 = store
-            .scripts
-            .purge_dedupe
-            .key(&key)
-            .arg(before)
-            .invoke_async(&mut con)
-            .await
-            .map_err(err)?;
-    }
+    // The claims first, then the users' own records: a purge cut short between the
+    // two leaves records whose key is claimed again by the next copy and refused by
+    // the record; the other way round it would leave claims that let a copy through
+    // to a user with no record. The users' records go silently: each stands for the
+    // same key as a claim, which is what is counted.
     for key in store.scan(&keys::claims_pattern(&store.prefix)).await? {
         let n: i64 = store
             .scripts
@@ -196,6 +189,16 @@ pub(super) async fn purge(store: &RedisDurable, before: Millis) -> Result<usize,
             .await
             .map_err(err)?;
         gone += n as usize;
+    }
+    for key in store.scan(&keys::dedupe_pattern(&store.prefix)).await? {
+        let _: i64 = store
+            .scripts
+            .purge_dedupe
+            .key(&key)
+            .arg(before)
+            .invoke_async(&mut con)
+            .await
+            .map_err(err)?;
     }
     // Statuses are dated in Unix seconds; an unreadable one goes too.
     let first = crate::store::durable::first_status_second(before);

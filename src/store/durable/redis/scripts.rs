@@ -378,17 +378,6 @@ end
 return out
 ";
 
-/// KEYS: index, versions. ARGV: member, score, version. Adds a hint (keeping the
-/// earlier score when there is one) and stamps it with a new version.
-pub(crate) const HINT_ADD: &str = r"
-local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if (not cur) or tonumber(ARGV[2]) < tonumber(cur) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 1
-";
-
 /// KEYS: index, versions. ARGV: member, the version read before the user's keys were
 /// checked, new score ('' = remove). Does nothing when a hint was added since.
 pub(crate) const HINT_SETTLE: &str = r"

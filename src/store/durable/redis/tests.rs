@@ -465,7 +465,8 @@ async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery()
         matches!(redelivered[0], Accepted::Stored(_)),
         "{redelivered:?}"
     );
-    // Now stored: the next copy is a duplicate, for hal and for anyone else.
+    // Now stored: the next copy is a duplicate, for hal (his record) and for anyone
+    // else (the claim names hal).
     for user in ["hal", "ivy"] {
         let again = store
             .accept(vec![item(
@@ -685,6 +686,36 @@ async fn damaged_outbox_entries_sessions_and_dead_letters_never_block() {
 }
 
 #[tokio::test]
+async fn a_claim_an_older_build_marked_stored_is_a_duplicate_for_everyone() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let kim = SessionKey::new("1001", "kim");
+    let tag = UserKeys::new(&store.prefix, &kim).tag;
+    // Written by a build that marked claims stored (and whose user record has since
+    // been purged): the mark alone still refuses the copy.
+    let _: () = store
+        .con()
+        .set(
+            keys::dedupe_claim(&store.prefix, "wamid.K1"),
+            format!("{} s 5", keys::fingerprint(&tag)),
+        )
+        .await
+        .unwrap();
+    for user in ["kim", "lou"] {
+        let again = store
+            .accept(vec![item(
+                &SessionKey::new("1001", user),
+                Some("wamid.K1"),
+                "hello",
+                5,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
+    }
+}
+
+#[tokio::test]
 async fn erasure_keeps_dedupe_records_and_leaves_no_owner_or_hint_behind() {
     let prefixes = Prefixes::new(&redis_url());
     let store = prefixes.store().await;
@@ -696,7 +727,7 @@ async fn erasure_keeps_dedupe_records_and_leaves_no_owner_or_hint_behind() {
         .await
         .unwrap();
     assert!(matches!(stored[0], Accepted::Stored(_)), "{stored:?}");
-    // The accept died before marking its claim stored: the user's own record decides.
+    // The claim as any accept leaves it: the user's own record decides.
     let _: () = con
         .set(
             keys::dedupe_claim(&store.prefix, "wamid.N1"),
@@ -832,7 +863,7 @@ async fn pipelined_writes_run_once_when_redis_lost_its_scripts() {
     );
 
     // An accept with no script loaded: its claim and hint, then its script and the
-    // hint after it, then the claim marked stored. Stored once; a copy is a duplicate.
+    // hint after it. Stored once; a copy is a duplicate.
     scripts_lost(&store, &[]).await;
     let stored = store
         .accept(vec![item(&grace, Some("wamid.G3"), "x", 103)])
@@ -925,4 +956,17 @@ async fn the_pace_grants_what_may_go_at_once_and_no_more() {
         store.take_send_slots("1002", 4, n(4)).await.unwrap(),
         Some(Pace::Go(n(4)))
     );
+}
+
+#[test]
+fn a_redis_older_than_6_2_is_named_and_newer_ones_pass() {
+    let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+    assert_eq!(too_old(&info("6.0.16")), Some("6.0.16"));
+    assert_eq!(too_old(&info("5.0.7")), Some("5.0.7"));
+    assert_eq!(too_old(&info("6.2.0")), None);
+    assert_eq!(too_old(&info("7.0.15")), None);
+    assert_eq!(too_old(&info("10.0.1")), None);
+    // A server that does not say (or says something else) is let through.
+    assert_eq!(too_old("# Server\r\n"), None);
+    assert_eq!(too_old(&info("unstable")), None);
 }

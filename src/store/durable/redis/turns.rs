@@ -93,25 +93,22 @@ pub(super) async fn commit_turn(
     // with a version of its own (see the module docs); a fenced commit leaves them
     // stale, which costs one check later.
     let hints = || {
-        let timers = soonest_timer.map(|due| store.hint_cmd(Index::Timers, &keys.tag, due));
-        let work = (!outgoing.is_empty()).then(|| store.hint_cmd(Index::Work, &keys.tag, now));
+        let timers = soonest_timer.map(|due| store.hint_cmds(Index::Timers, &keys.tag, due));
+        let work = (!outgoing.is_empty()).then(|| store.hint_cmds(Index::Work, &keys.tag, now));
         timers.into_iter().chain(work).collect::<Vec<_>>()
     };
     let (before, after) = (hints(), hints());
     let mut batch = Batch::new();
-    let ahead = before.len();
     for hint in before {
-        batch.again(hint);
+        batch.hint(hint);
     }
+    let ahead = batch.len();
     batch.once(script_cmd(&call));
     for hint in after {
-        batch.again(hint);
+        batch.hint(hint);
     }
     let answers = store
-        .pipelined(
-            &batch,
-            &[&store.scripts.hint_add, &store.scripts.commit_turn],
-        )
+        .pipelined(&batch, &[&store.scripts.commit_turn])
         .await
         .map_err(err)?;
     let done: i64 = answers
