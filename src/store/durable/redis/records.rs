@@ -171,35 +171,37 @@ pub(super) async fn delete_user(store: &RedisDurable, user: &str) -> Result<usiz
     Ok(sessions)
 }
 
-pub(super) async fn purge(store: &RedisDurable, before: Millis) -> Result<usize, StoreError> {
-    let mut con = store.con();
+/// Deletes the dedupe keys (claims or users' records) matching `pattern` dated before
+/// `before` (`PURGE_DEDUPE`): how many went.
+async fn purge_dated(
+    store: &RedisDurable,
+    pattern: &str,
+    before: Millis,
+) -> Result<usize, StoreError> {
     let mut gone = 0;
-    // The claims first, then the users' own records: a purge cut short between the
-    // two leaves records whose key is claimed again by the next copy and refused by
-    // the record; the other way round it would leave claims that let a copy through
-    // to a user with no record. The users' records go silently: each stands for the
-    // same key as a claim, which is what is counted.
-    for key in store.scan(&keys::claims_pattern(&store.prefix)).await? {
+    for key in store.scan(pattern).await? {
         let n: i64 = store
             .scripts
             .purge_dedupe
             .key(&key)
             .arg(before)
-            .invoke_async(&mut con)
+            .invoke_async(&mut store.con())
             .await
             .map_err(err)?;
         gone += n as usize;
     }
-    for key in store.scan(&keys::dedupe_pattern(&store.prefix)).await? {
-        let _: i64 = store
-            .scripts
-            .purge_dedupe
-            .key(&key)
-            .arg(before)
-            .invoke_async(&mut con)
-            .await
-            .map_err(err)?;
-    }
+    Ok(gone)
+}
+
+pub(super) async fn purge(store: &RedisDurable, before: Millis) -> Result<usize, StoreError> {
+    let mut con = store.con();
+    // The claims first, then the users' own records: a purge cut short between the
+    // two leaves records whose key is claimed again by the next copy and refused by
+    // the record; the other way round it would leave claims that let a copy through
+    // to a user with no record. The users' records go silently: each stands for the
+    // same key as a claim, which is what is counted.
+    let mut gone = purge_dated(store, &keys::claims_pattern(&store.prefix), before).await?;
+    purge_dated(store, &keys::dedupe_pattern(&store.prefix), before).await?;
     // Statuses are dated in Unix seconds; an unreadable one goes too.
     let first = crate::store::durable::first_status_second(before);
     for key in store.scan(&keys::statuses_pattern(&store.prefix)).await? {

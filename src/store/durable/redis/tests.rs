@@ -442,21 +442,43 @@ async fn an_item_of_an_unknown_kind_is_moved_aside_and_the_next_one_runs() {
     assert_eq!(aside.as_deref(), Some("new"), "kept aside, not erased");
 }
 
+/// Writes the global claim of `wamid` for `key` in `state` ("c" claimed; "s" stored,
+/// as older builds marked it), dated 5 as the tests' items are.
+async fn plant_claim(store: &RedisDurable, key: &SessionKey, wamid: &str, state: &str) {
+    let tag = UserKeys::new(&store.prefix, key).tag;
+    let _: () = store
+        .con()
+        .set(
+            keys::dedupe_claim(&store.prefix, wamid),
+            format!("{} {state} 5", keys::fingerprint(&tag)),
+        )
+        .await
+        .unwrap();
+}
+
+/// Asserts that a copy of `wamid` is a duplicate for each of `users`.
+async fn copies_are_duplicates(store: &RedisDurable, wamid: &str, users: &[&str]) {
+    for user in users {
+        let again = store
+            .accept(vec![item(
+                &SessionKey::new("1001", user),
+                Some(wamid),
+                "hello",
+                5,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
+    }
+}
+
 #[tokio::test]
 async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery() {
     let prefixes = Prefixes::new(&redis_url());
     let store = prefixes.store().await;
     let hal = SessionKey::new("1001", "hal");
-    let tag = UserKeys::new(&store.prefix, &hal).tag;
     // An instance claimed wamid.H1 for hal, then died before hal's script ran.
-    let _: () = store
-        .con()
-        .set(
-            keys::dedupe_claim(&store.prefix, "wamid.H1"),
-            format!("{} c 5", keys::fingerprint(&tag)),
-        )
-        .await
-        .unwrap();
+    plant_claim(&store, &hal, "wamid.H1", "c").await;
     let redelivered = store
         .accept(vec![item(&hal, Some("wamid.H1"), "hello", 5)])
         .await
@@ -467,18 +489,7 @@ async fn a_claim_left_by_a_crash_before_the_store_does_not_drop_the_redelivery()
     );
     // Now stored: the next copy is a duplicate, for hal (his record) and for anyone
     // else (the claim names hal).
-    for user in ["hal", "ivy"] {
-        let again = store
-            .accept(vec![item(
-                &SessionKey::new("1001", user),
-                Some("wamid.H1"),
-                "hello",
-                5,
-            )])
-            .await
-            .unwrap();
-        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
-    }
+    copies_are_duplicates(&store, "wamid.H1", &["hal", "ivy"]).await;
     assert_eq!(store.next_item(&hal).await.unwrap().unwrap().body, "hello");
 }
 
@@ -689,30 +700,10 @@ async fn damaged_outbox_entries_sessions_and_dead_letters_never_block() {
 async fn a_claim_an_older_build_marked_stored_is_a_duplicate_for_everyone() {
     let prefixes = Prefixes::new(&redis_url());
     let store = prefixes.store().await;
-    let kim = SessionKey::new("1001", "kim");
-    let tag = UserKeys::new(&store.prefix, &kim).tag;
     // Written by a build that marked claims stored (and whose user record has since
     // been purged): the mark alone still refuses the copy.
-    let _: () = store
-        .con()
-        .set(
-            keys::dedupe_claim(&store.prefix, "wamid.K1"),
-            format!("{} s 5", keys::fingerprint(&tag)),
-        )
-        .await
-        .unwrap();
-    for user in ["kim", "lou"] {
-        let again = store
-            .accept(vec![item(
-                &SessionKey::new("1001", user),
-                Some("wamid.K1"),
-                "hello",
-                5,
-            )])
-            .await
-            .unwrap();
-        assert_eq!(again, vec![Accepted::Duplicate], "{user}");
-    }
+    plant_claim(&store, &SessionKey::new("1001", "kim"), "wamid.K1", "s").await;
+    copies_are_duplicates(&store, "wamid.K1", &["kim", "lou"]).await;
 }
 
 #[tokio::test]
@@ -727,14 +718,6 @@ async fn erasure_keeps_dedupe_records_and_leaves_no_owner_or_hint_behind() {
         .await
         .unwrap();
     assert!(matches!(stored[0], Accepted::Stored(_)), "{stored:?}");
-    // The claim as any accept leaves it: the user's own record decides.
-    let _: () = con
-        .set(
-            keys::dedupe_claim(&store.prefix, "wamid.N1"),
-            format!("{} c 5", keys::fingerprint(&tag)),
-        )
-        .await
-        .unwrap();
     // A send recorded under a lease that was lost writes no owner.
     let lease = queued(&store, &SessionKey::new("2002", "ned"), &["one"]).await;
     let stale = Lease {
