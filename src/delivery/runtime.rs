@@ -547,7 +547,7 @@ impl Runtime {
         signal: Arc<Signal>,
         mut state: WorkerState,
     ) {
-        loop {
+        let items_at_release = loop {
             let step = match self.step(&number, &key, &signal, &mut state).await {
                 Ok(step) => step,
                 Err(e) => {
@@ -573,25 +573,40 @@ impl Runtime {
                 }
                 Step::Stop => {}
             }
-            if let Some(lease) = state.lease.take()
-                && let Err(e) = number.store.release(&lease).await
-            {
-                tracing::debug!(error = %e, "cannot release a lease; it expires by itself");
-            }
+            let items = Self::let_go(&number, &mut state).await;
             if self.retire(&key) {
-                break;
+                break items;
             }
-        }
+        };
         self.settled.notify_waiters();
-        // Another instance may have stored an item while this one held the lease (its
-        // worker found the lease taken and stopped): look once more, now it is free.
-        if self.closed().is_none()
-            && state.look_again
-            && !number.store.single_process()
-            && let Ok(Some(_)) = number.store.next_item(&key).await
-        {
+        if self.closed().is_some() || !state.look_again || number.store.single_process() {
+            return;
+        }
+        let items = match items_at_release {
+            Some(items) => items,
+            None => matches!(number.store.next_item(&key).await, Ok(Some(_))),
+        };
+        if items {
             self.kick(&key);
         }
+    }
+
+    /// Gives the worker's lease up, if it holds one. Another instance may have stored an
+    /// item while this one held the lease (its worker found the lease taken and
+    /// stopped): when the worker would look once more, the release answers whether the
+    /// user has items (Redis looks in the same round trip). `None` when not known: no
+    /// look wanted, no lease held, or the release failed.
+    async fn let_go(number: &Number, state: &mut WorkerState) -> Option<bool> {
+        let lease = state.lease.take()?;
+        let released = if state.look_again && !number.store.single_process() {
+            number.store.release_looking(&lease).await.map(Some)
+        } else {
+            number.store.release(&lease).await.map(|()| None)
+        };
+        released.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "cannot release a lease; it expires by itself");
+            None
+        })
     }
 
     /// Removes the worker unless it was kicked since it last looked (then it goes on).

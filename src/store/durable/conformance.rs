@@ -9,7 +9,8 @@
 //!   in acceptance order; a never-stored item is not a duplicate;
 //! - next_item: per user, oldest first; other users' items are independent;
 //! - leases: one holder at a time; expiry lets another take over with a larger token;
-//!   renew and release; tokens never go backwards (even after a release); a stale lease
+//!   renew and release; tokens never go backwards (even after a release or an erasure);
+//!   `release_looking` frees the lease and says whether items wait; a stale lease
 //!   cannot commit, mark or dead-letter (Fenced); `acquire_reading` takes the lease
 //!   with the session `load_session` reads;
 //! - commit_turn: session + outbox + timers + item removal happen together; a commit for
@@ -78,6 +79,8 @@ where
     renew_and_release(fresh().await).await;
     acquire_reading_takes_the_lease_with_the_session(fresh().await).await;
     tokens_never_go_backwards(fresh().await).await;
+    tokens_grow_across_an_erasure(fresh().await).await;
+    release_looking_says_whether_items_wait(fresh().await).await;
     stale_lease_is_fenced_everywhere(fresh().await).await;
     commit_turn_writes_everything_together(fresh().await).await;
     commit_for_a_handled_item_is_fenced(fresh().await).await;
@@ -590,6 +593,46 @@ pub async fn tokens_never_go_backwards(store: Arc<dyn Durable>) {
         }
         now += 1;
     }
+}
+
+/// An erasure forgets the user's last token, yet the next lease's is larger: a worker
+/// still holding the old one cannot commit over the new holder's work.
+pub async fn tokens_grow_across_an_erasure(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let a = lease(&*store, &ada, "a", 0).await;
+    store.release(&a).await.unwrap();
+    store.delete_user(&ada.user).await.unwrap();
+    let b = lease(&*store, &ada, "a", 1).await;
+    assert!(
+        b.token > a.token,
+        "token {} after {} and an erasure",
+        b.token,
+        a.token
+    );
+}
+
+/// `release_looking` gives the lease up like `release` (anyone may take it at once; a
+/// stale copy frees nothing) and answers whether the user has items in the inbox.
+pub async fn release_looking_says_whether_items_wait(store: Arc<dyn Durable>) {
+    let ada = key("ada");
+    let a = lease(&*store, &ada, "a", 0).await;
+    assert!(!store.release_looking(&a).await.unwrap(), "an empty inbox");
+    let b = lease(&*store, &ada, "b", 1).await;
+    accept_one(&*store, msg(&ada, None, "stored meanwhile", 2)).await;
+    // Another user's items are not this user's.
+    accept_one(&*store, msg(&key("bob"), None, "bob's", 3)).await;
+    // The stale copy frees nothing; it still says what waits.
+    assert!(store.release_looking(&a).await.unwrap());
+    assert_eq!(store.acquire(&ada, "c", 2, MIN).await.unwrap(), None);
+    assert!(store.release_looking(&b).await.unwrap(), "an item waits");
+    lease(&*store, &ada, "c", 3).await;
+    let bob = lease(&*store, &key("bob"), "a", 3).await;
+    store.release(&bob).await.unwrap();
+    let carol = lease(&*store, &key("carol"), "a", 3).await;
+    assert!(
+        !store.release_looking(&carol).await.unwrap(),
+        "bob's item is not carol's"
+    );
 }
 
 /// A lease that is no longer held cannot commit, mark or dead-letter; nothing changes.

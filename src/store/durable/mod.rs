@@ -149,8 +149,9 @@ pub struct Lease {
     /// Who holds it (an instance id).
     pub holder: String,
     /// Larger than the token of every earlier lease on this user (fencing), even after a
-    /// release or an expiry. (After [`Durable::delete_user`] only SQLite and memory
-    /// promise it: their tokens come from one store-wide counter.)
+    /// release or an expiry. (After [`Durable::delete_user`] too: SQLite and memory
+    /// take tokens from one store-wide counter; Redis's start at its clock in
+    /// microseconds, so there it holds unless Redis's clock went back.)
     pub token: u64,
     /// When it expires unless renewed.
     pub until: Millis,
@@ -445,6 +446,14 @@ pub trait Durable: Send + Sync {
     /// Gives the lease up (when the store's lease still has this holder and token; a
     /// stale copy releases nothing); the next `acquire` by anyone succeeds.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Gives the lease up, then answers whether the user has items in the inbox: one
+    /// another instance stored while this one held the lease (that instance found the
+    /// lease taken and left the item to it). Redis answers in the release's round trip.
+    async fn release_looking(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.release(lease).await?;
+        Ok(self.next_item(&lease.key).await?.is_some())
+    }
 
     // ---- turns
 

@@ -622,7 +622,11 @@ impl Durable for RedisDurable {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        leases::release(self, lease).await
+        leases::release(self, lease, false).await.map(drop)
+    }
+
+    async fn release_looking(&self, lease: &Lease) -> Result<bool, StoreError> {
+        leases::release(self, lease, true).await
     }
 
     async fn load_session(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {

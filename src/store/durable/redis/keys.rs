@@ -126,8 +126,6 @@ impl UserKeys {
 pub(crate) struct GlobalKeys {
     /// Item id counter.
     pub ids: String,
-    /// Lease token counter: tokens grow across users and erasures.
-    pub fence: String,
     /// Users that may have work: sorted set tag → when it is due (ms), plus a hash tag →
     /// version of the last hint, for removals that must not race an addition.
     pub work: String,
@@ -151,7 +149,6 @@ impl GlobalKeys {
     pub fn new(prefix: &str) -> GlobalKeys {
         GlobalKeys {
             ids: format!("{prefix}{{ids}}:next"),
-            fence: format!("{prefix}{{fence}}:next"),
             work: format!("{prefix}{{work}}:due"),
             work_ver: format!("{prefix}{{work}}:ver"),
             timers: format!("{prefix}{{timers}}:due"),

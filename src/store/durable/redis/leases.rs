@@ -1,4 +1,5 @@
-//! Leases: acquire (with a token from the global counter), renew, release.
+//! Leases: acquire (the token taken by the script, see `scripts::ACQUIRE`), renew,
+//! release.
 
 use super::*;
 
@@ -41,56 +42,40 @@ async fn take(
 ) -> Result<Option<(Lease, Option<Session>)>, StoreError> {
     let keys = store.user(key);
     let until = now.saturating_add(ttl.as_millis() as Millis);
-    for _ in 0..ID_RACE_RETRIES {
-        // Tokens come from one counter, so they keep growing after an erasure
-        // removed the user's own record of the last one.
-        let token: u64 = store
-            .con()
-            .incr(&store.global.fence, 1)
-            .await
-            .map_err(err)?;
-        let mut script = store.scripts.acquire.key(keys.lease());
-        script.key(keys.fence());
-        if reading == Reading::Session {
-            script.key(keys.session());
-        }
-        let reply: ::redis::Value = script
-            .arg(holder)
-            .arg(now)
-            .arg(until)
-            .arg(token)
-            .invoke_async(&mut store.con())
-            .await
-            .map_err(err)?;
-        let (token, session) = match reply {
-            ::redis::Value::Nil => return Ok(None),
-            ::redis::Value::Array(fields) => {
-                let mut fields = fields.into_iter();
-                let token = fields.next().map(bytes_of).unwrap_or_default();
-                let version = fields.next().and_then(bytes_of);
-                let data = fields.next().and_then(bytes_of);
-                (token, turns::session_from(key, version, data))
-            }
-            other => (bytes_of(other), None),
-        };
-        let token = token.as_deref().and_then(|t| std::str::from_utf8(t).ok());
-        match token {
-            Some("-1") => continue,
-            Some(token) => {
-                let lease = Lease {
-                    key: key.clone(),
-                    holder: holder.to_string(),
-                    token: parse_u64(token, "lease token")?,
-                    until,
-                };
-                return Ok(Some((lease, session)));
-            }
-            None => return Err(corrupt("lease token")),
-        }
+    let mut script = store.scripts.acquire.key(keys.lease());
+    script.key(keys.fence());
+    if reading == Reading::Session {
+        script.key(keys.session());
     }
-    Err(StoreError(
-        "redis: lease tokens kept racing; try again".into(),
-    ))
+    let reply: ::redis::Value = script
+        .arg(holder)
+        .arg(now)
+        .arg(until)
+        .invoke_async(&mut store.con())
+        .await
+        .map_err(err)?;
+    let (token, session) = match reply {
+        ::redis::Value::Nil => return Ok(None),
+        ::redis::Value::Array(fields) => {
+            let mut fields = fields.into_iter();
+            let token = fields.next().map(bytes_of).unwrap_or_default();
+            let version = fields.next().and_then(bytes_of);
+            let data = fields.next().and_then(bytes_of);
+            (token, turns::session_from(key, version, data))
+        }
+        other => (bytes_of(other), None),
+    };
+    let token = token
+        .as_deref()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or_else(|| corrupt("lease token"))?;
+    let lease = Lease {
+        key: key.clone(),
+        holder: holder.to_string(),
+        token: parse_u64(token, "lease token")?,
+        until,
+    };
+    Ok(Some((lease, session)))
 }
 
 /// A script answer's text, as bytes (`None`: nil or not text).
@@ -127,16 +112,23 @@ pub(super) async fn renew(
     }))
 }
 
-pub(super) async fn release(store: &RedisDurable, lease: &Lease) -> Result<(), StoreError> {
+/// Gives the lease up; with `look`, answers in the same script whether the user's inbox
+/// holds items (else `false`).
+pub(super) async fn release(
+    store: &RedisDurable,
+    lease: &Lease,
+    look: bool,
+) -> Result<bool, StoreError> {
     let keys = store.user(&lease.key);
-    let _: i64 = store
-        .scripts
-        .release
-        .key(keys.lease())
+    let mut script = store.scripts.release.key(keys.lease());
+    if look {
+        script.key(keys.inbox());
+    }
+    let items: i64 = script
         .arg(&lease.holder)
         .arg(lease.token)
         .invoke_async(&mut store.con())
         .await
         .map_err(err)?;
-    Ok(())
+    Ok(items > 0)
 }

@@ -85,21 +85,30 @@ return 1
 }
 
 /// KEYS: lease, fence, and the session when it is to be read. ARGV: holder, now,
-/// until, token. Returns nil while another holder's lease runs; '-1' when the token
-/// (from the global counter) is not above the user's last one (another acquire raced:
-/// take a new token and call again; nothing written); else the token, or with a
+/// until. Returns nil while another holder's lease runs; else the new token, or with a
 /// session key `{token, v, data}` (the session's fields, nil when it has none).
+///
+/// The token is Redis's clock in microseconds, or one more than the user's last token
+/// when that is larger: it grows with every acquisition, and after an erasure (which
+/// deletes the user's `fence`) it still starts above every token the user had, unless
+/// Redis's clock went back. Taken in the script, with no counter of its own to ask
+/// first: one round trip per acquisition. (`TIME` before a write needs scripts
+/// replicated by their effects, Redis's default since 5.0.)
 pub(crate) const ACQUIRE: &str = r"
 local l = redis.call('HMGET', KEYS[1], 'holder', 'until')
 if l[1] and l[1] ~= ARGV[1] and tonumber(l[2] or '0') > tonumber(ARGV[2]) then return false end
-if tonumber(ARGV[4]) <= tonumber(redis.call('GET', KEYS[2]) or '0') then return '-1' end
-redis.call('SET', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', ARGV[4], 'until', ARGV[3])
+local t = redis.call('TIME')
+local token = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if token <= last then token = last + 1 end
+token = string.format('%.0f', token)
+redis.call('SET', KEYS[2], token)
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', token, 'until', ARGV[3])
 if KEYS[3] then
   local s = redis.call('HMGET', KEYS[3], 'v', 'data')
-  return {ARGV[4], s[1], s[2]}
+  return {token, s[1], s[2]}
 end
-return ARGV[4]
+return token
 ";
 
 /// KEYS: lease. ARGV: holder, token, now, until. 1 when renewed, 0 when lost.
@@ -113,12 +122,15 @@ return 1
     )
 }
 
-/// KEYS: lease. ARGV: holder, token. Deletes the lease if it is still this one; the
-/// fence counter stays, so the next token is larger.
+/// KEYS: lease, and the inbox when it is to be looked at. ARGV: holder, token.
+/// Deletes the lease if it is still this one (the user's `fence` stays, so the next
+/// token is larger). Returns how many items the inbox holds (at the release: one
+/// stored later finds the lease free), or 0 without an inbox key.
 pub(crate) const RELEASE: &str = r"
 local l = redis.call('HMGET', KEYS[1], 'holder', 'token')
 if l[1] == ARGV[1] and l[2] == ARGV[2] then redis.call('DEL', KEYS[1]) end
-return 1
+if KEYS[2] then return redis.call('ZCARD', KEYS[2]) end
+return 0
 ";
 
 /// KEYS: lease, inbox, items, session, out, outseq, outmsg, timers, timerbody.

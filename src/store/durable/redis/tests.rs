@@ -169,8 +169,7 @@ async fn every_key_of_one_user_shares_one_cluster_slot() {
     for k in all.iter().filter(|k| !k.starts_with(&user_tag)) {
         let tag = keys::tag_in(&store.prefix, k).unwrap_or_default();
         assert!(
-            ["ids", "fence", "work", "timers", "dead", "sent"].contains(&tag.as_str())
-                || tag == "#wamid.A1",
+            ["ids", "work", "timers", "dead", "sent"].contains(&tag.as_str()) || tag == "#wamid.A1",
             "unexpected key {k}"
         );
     }
