@@ -579,7 +579,7 @@ impl Runtime {
             }
         };
         self.settled.notify_waiters();
-        if self.closed().is_some() || !state.look_again || number.store.single_process() {
+        if self.closed().is_some() || !Self::looks_again(&number, &state) {
             return;
         }
         let items = match items_at_release {
@@ -598,7 +598,7 @@ impl Runtime {
     /// look wanted, no lease held, or the release failed.
     async fn let_go(number: &Number, state: &mut WorkerState) -> Option<bool> {
         let lease = state.lease.take()?;
-        let released = if state.look_again && !number.store.single_process() {
+        let released = if Self::looks_again(number, state) {
             number.store.release_looking(&lease).await.map(Some)
         } else {
             number.store.release(&lease).await.map(|()| None)
@@ -607,6 +607,12 @@ impl Runtime {
             tracing::debug!(error = %e, "cannot release a lease; it expires by itself");
             None
         })
+    }
+
+    /// Whether a stopping worker looks at the inbox once more: it stopped with nothing
+    /// left, and another instance may store items for the user.
+    fn looks_again(number: &Number, state: &WorkerState) -> bool {
+        state.look_again && !number.store.single_process()
     }
 
     /// Removes the worker unless it was kicked since it last looked (then it goes on).
