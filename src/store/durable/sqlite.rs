@@ -6,9 +6,10 @@
 //!   retries. So every write goes to one connection on one dedicated thread, fed by a
 //!   channel: no lock contention, no `SQLITE_BUSY`, and no blocking-pool thread per call
 //!   (the old store's cost: hundreds of parked threads).
-//! - **Group commit.** The writer takes the first waiting write, yields its core once
-//!   (so threads about to queue writes get to), then every write that arrived
-//!   meanwhile (up to [`MAX_BATCH`]), and runs them in one transaction, without
+//! - **Group commit.** The writer takes the first waiting write and every write that
+//!   arrived meanwhile (up to [`MAX_BATCH`]; when several were waiting, it first yields
+//!   its core once, so threads about to queue writes get to), and runs them in one
+//!   transaction, without
 //!   savepoints (each would copy every page its write touches). A write that fails (or
 //!   is fenced) before changing anything just drops out; one that fails after changing
 //!   rows makes the batch start over with a savepoint per write, so it is rolled back
