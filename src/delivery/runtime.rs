@@ -17,7 +17,7 @@
 use super::transport::Transport;
 use crate::engine::{Event, OfflineHost};
 use crate::live::LiveBot;
-use crate::store::durable::{Durable, Lease, Millis, Peek};
+use crate::store::durable::{AfterSent, Durable, Lease, Millis, Peek};
 use crate::store::{SessionKey, StoreError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
@@ -724,13 +724,33 @@ impl Runtime {
             }
             return Ok(Step::Sleep(due));
         }
-        let step = self.send(number, &lease, out).await;
+        // On a shared store, the send that empties the outbox may give the lease up in
+        // its own write (one round trip fewer for every message on Redis), unless the
+        // worker goes on under it: a handed message or an effect waits for it.
+        let last = if number.store.single_process() || waiting || signal.has_handed() {
+            Last::Hold
+        } else {
+            Last::MayRelease
+        };
+        let step = self.send(number, &lease, out, last).await;
         if let Some(sent_at) = step.sent_at {
             let delay = number.live.bot().settings.whatsapp.message_delay;
             state.gate = sent_at + millis(delay);
         }
-        state.next_out = step.next;
-        Ok(step.then)
+        match step.next {
+            AfterSent::Holding(peek) => {
+                state.next_out = peek;
+                Ok(step.then)
+            }
+            AfterSent::Released => {
+                // The write looked at the inbox as it released: nothing to look at
+                // again (an item stored since finds the lease free).
+                state.lease = None;
+                state.look_again = false;
+                self.dev_pause(number, key, false);
+                Ok(Step::Stop)
+            }
+        }
     }
 
     /// The user's lease, taken or renewed so that it outlasts a Graph request; `None`
@@ -855,8 +875,18 @@ pub(super) struct Sent {
     /// When Graph accepted a message (Unix ms), for the message delay.
     pub sent_at: Option<Millis>,
     pub then: Step,
-    /// The user's next message, when the store looked in the same write.
-    pub next: Peek,
+    /// The user's next message, when the store looked in the same write; or the
+    /// lease given up in it.
+    pub next: AfterSent,
+}
+
+/// Whether a send may give the worker's lease up (see [`Durable::mark_sent_releasing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Last {
+    /// The worker goes on under the lease whatever the send leaves.
+    Hold,
+    /// The worker stops when the send leaves the user nothing to do.
+    MayRelease,
 }
 
 /// Makes a worker slot for the user (who has none): the caller is the worker now.

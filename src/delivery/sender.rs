@@ -13,10 +13,10 @@
 use super::codec::{self, Destination, OutgoingBody};
 use super::graph::{Accepted, GraphError, Verdict, backoff, classify};
 use super::pace::Admit;
-use super::runtime::{Number, Runtime, Sent, Step, mask, millis, now_ms};
+use super::runtime::{Last, Number, Runtime, Sent, Step, mask, millis, now_ms};
 use crate::render;
 use crate::store::SentRecord;
-use crate::store::durable::{CommitError, Lease, Millis, OutKey, Outgoing, Peek};
+use crate::store::durable::{AfterSent, CommitError, Lease, Millis, OutKey, Outgoing, Peek};
 use serde::{Deserialize, Serialize};
 
 /// What a dead letter's `reason` holds: the error and Meta's code (JSON, so
@@ -32,8 +32,16 @@ pub struct DeadReason {
 }
 
 impl Runtime {
-    /// Sends `out`, the first message of the lease's user, and records what happened.
-    pub(super) async fn send(&self, number: &Number, lease: &Lease, out: Outgoing) -> Sent {
+    /// Sends `out`, the first message of the lease's user, and records what happened;
+    /// with [`Last::MayRelease`], a message Graph accepts that leaves the user nothing to
+    /// do gives the lease up in the same write ([`AfterSent::Released`]).
+    pub(super) async fn send(
+        &self,
+        number: &Number,
+        lease: &Lease,
+        out: Outgoing,
+        last: Last,
+    ) -> Sent {
         let key = &lease.key;
         // The usual case, a checked message to the Graph API: its stored JSON is posted
         // as it is. Anything else, or a failure, takes the general path below, which
@@ -50,7 +58,9 @@ impl Runtime {
             {
                 Ok(accepted) => {
                     return self
-                        .sent(number, lease, &out, accepted, &fast.flow, &fast.node, false)
+                        .sent(
+                            number, lease, &out, accepted, &fast.flow, &fast.node, false, last,
+                        )
                         .await;
                 }
                 Err(e) => failed = Some((e, token)),
@@ -92,6 +102,7 @@ impl Runtime {
                             let sent = self
                                 .sent(
                                     number, lease, &out, accepted, &body.flow, &body.node, swapped,
+                                    last,
                                 )
                                 .await;
                             if sent.sent_at.is_some() {
@@ -155,6 +166,7 @@ impl Runtime {
         flow: &str,
         node: &str,
         swapped: bool,
+        last: Last,
     ) -> Sent {
         let key = &lease.key;
         let now = now_ms();
@@ -167,7 +179,20 @@ impl Runtime {
             at: now,
         };
         self.metrics.messages_sent.inc();
-        match number.store.mark_sent(lease, now, out.at, sent).await {
+        let recorded = match last {
+            Last::Hold => number
+                .store
+                .mark_sent(lease, now, out.at, sent)
+                .await
+                .map(AfterSent::Holding),
+            Last::MayRelease => {
+                number
+                    .store
+                    .mark_sent_releasing(lease, now, out.at, sent)
+                    .await
+            }
+        };
+        match recorded {
             Ok(next) => Sent {
                 sent_at: Some(now),
                 then: Step::Again,
@@ -217,7 +242,7 @@ impl Runtime {
                     Ok(next) => Sent {
                         sent_at: None,
                         then: Step::Again,
-                        next,
+                        next: AfterSent::Holding(next),
                     },
                     Err(e) => {
                         log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -254,7 +279,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
-                next: Peek::NotLooked,
+                next: AfterSent::Holding(Peek::NotLooked),
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -330,7 +355,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
-                next: Peek::NotLooked,
+                next: AfterSent::Holding(Peek::NotLooked),
             },
             Err(e) => {
                 log_write_error(&lease.key.phone_number_id, out.at, &e);
@@ -371,7 +396,7 @@ impl Runtime {
             Ok(()) => Sent {
                 sent_at: None,
                 then: Step::Again,
-                next: Peek::NotLooked,
+                next: AfterSent::Holding(Peek::NotLooked),
             },
             Err(e) => {
                 log_write_error(&number.phone_number_id, out.at, &e);
@@ -385,7 +410,7 @@ fn stop() -> Sent {
     Sent {
         sent_at: None,
         then: Step::Stop,
-        next: Peek::NotLooked,
+        next: AfterSent::Holding(Peek::NotLooked),
     }
 }
 

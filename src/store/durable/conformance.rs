@@ -10,7 +10,9 @@
 //! - next_item: per user, oldest first; other users' items are independent;
 //! - leases: one holder at a time; expiry lets another take over with a larger token;
 //!   renew and release; tokens never go backwards (even after a release or an erasure);
-//!   `release_looking` frees the lease and says whether items wait; a stale lease
+//!   `release_looking` frees the lease and says whether items wait;
+//!   `mark_sent_releasing` records like `mark_sent` and frees the lease only when the
+//!   user's outbox and inbox are empty (or keeps it, where the store never does); a stale lease
 //!   cannot commit, mark or dead-letter (Fenced); `acquire_reading` takes the lease
 //!   with the session `load_session` reads;
 //! - commit_turn: session + outbox + timers + item removal happen together; a commit for
@@ -51,9 +53,9 @@ use super::handover::{
     HandoverMessage, HandoverState,
 };
 use super::{
-    Accepted, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable, Item, ItemId,
-    ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, Peek, TurnCommit,
-    UserData,
+    Accepted, AfterSent, CommitError, DeadLetter, Direct, DirectOutgoing, DirectTurn, Durable,
+    Item, ItemId, ItemKind, Lease, Millis, NewItem, NewOutgoing, NewTimer, OutKey, Outgoing, Peek,
+    TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::store::{SentRecord, SessionKey, StatusRecord};
@@ -81,6 +83,7 @@ where
     tokens_never_go_backwards(fresh().await).await;
     tokens_grow_across_an_erasure(fresh().await).await;
     release_looking_says_whether_items_wait(fresh().await).await;
+    mark_sent_releasing_gives_the_lease_up_only_when_nothing_is_left(fresh().await).await;
     stale_lease_is_fenced_everywhere(fresh().await).await;
     commit_turn_writes_everything_together(fresh().await).await;
     commit_for_a_handled_item_is_fenced(fresh().await).await;
@@ -633,6 +636,90 @@ pub async fn release_looking_says_whether_items_wait(store: Arc<dyn Durable>) {
         !store.release_looking(&carol).await.unwrap(),
         "bob's item is not carol's"
     );
+}
+
+/// `mark_sent_releasing` records the send as `mark_sent` does. It keeps the lease while
+/// a message or an item is left; when nothing is, it either frees the lease (anyone may
+/// take it at once) or, in a store that never does, keeps it. A stale lease is fenced
+/// and frees nothing.
+pub async fn mark_sent_releasing_gives_the_lease_up_only_when_nothing_is_left(
+    store: Arc<dyn Durable>,
+) {
+    let ada = key("ada");
+    let first = accept_one(&*store, msg(&ada, None, "one", 1)).await;
+    let a = lease(&*store, &ada, "a", 1).await;
+    let replies = vec![out(first.0, 0, "r0"), out(first.0, 1, "r1")];
+    store
+        .commit_turn(&a, 2, turn(first, session("ada", 1, 2), replies))
+        .await
+        .unwrap();
+    let holding = |after: AfterSent, why: &str| match after {
+        AfterSent::Holding(peek) => peek,
+        AfterSent::Released => panic!("the lease was given up with {why}"),
+    };
+    let at = |index| OutKey {
+        turn: first.0,
+        index,
+    };
+    let after = store
+        .mark_sent_releasing(&a, 3, at(0), sent_record("wamid.r0", &ada, 3))
+        .await
+        .unwrap();
+    let peek = holding(after, "a message left");
+    assert_peek(&*store, &ada, peek, "mark_sent_releasing").await;
+    assert_eq!(store.acquire(&ada, "b", 3, MIN).await.unwrap(), None);
+    let second = accept_one(&*store, msg(&ada, None, "two", 4)).await;
+    let after = store
+        .mark_sent_releasing(&a, 5, at(1), sent_record("wamid.r1", &ada, 5))
+        .await
+        .unwrap();
+    let peek = holding(after, "an item waiting");
+    assert_peek(&*store, &ada, peek, "mark_sent_releasing").await;
+    assert_eq!(store.acquire(&ada, "b", 5, MIN).await.unwrap(), None);
+    store
+        .commit_turn(
+            &a,
+            6,
+            turn(second, session("ada", 2, 6), vec![out(second.0, 0, "r2")]),
+        )
+        .await
+        .unwrap();
+    let last = OutKey {
+        turn: second.0,
+        index: 0,
+    };
+    let after = store
+        .mark_sent_releasing(&a, 7, last, sent_record("wamid.r2", &ada, 7))
+        .await
+        .unwrap();
+    match after {
+        AfterSent::Released => {
+            let b = lease(&*store, &ada, "b", 8).await;
+            assert!(b.token > a.token);
+        }
+        AfterSent::Holding(peek) => {
+            assert_peek(&*store, &ada, peek, "mark_sent_releasing").await;
+            assert_eq!(store.acquire(&ada, "b", 8, MIN).await.unwrap(), None);
+            store.release(&a).await.unwrap();
+            lease(&*store, &ada, "b", 8).await;
+        }
+    }
+    for wamid in ["wamid.r0", "wamid.r1", "wamid.r2"] {
+        assert!(
+            store.sent(wamid).await.unwrap().is_some(),
+            "{wamid} recorded"
+        );
+    }
+    assert_eq!(store.next_outgoing(&ada).await.unwrap(), None);
+    // The stale lease is fenced: nothing recorded, b's lease kept.
+    assert_fenced(
+        store
+            .mark_sent_releasing(&a, 9, last, sent_record("wamid.again", &ada, 9))
+            .await,
+        "mark_sent_releasing",
+    );
+    assert!(store.sent("wamid.again").await.unwrap().is_none());
+    assert_eq!(store.acquire(&ada, "c", 9, MIN).await.unwrap(), None);
 }
 
 /// A lease that is no longer held cannot commit, mark or dead-letter; nothing changes.

@@ -289,6 +289,17 @@ pub enum Peek {
     },
 }
 
+/// What [`Durable::mark_sent_releasing`] did besides recording the send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterSent {
+    /// The lease is still held; what the write saw of the user's outbox and inbox.
+    Holding(Peek),
+    /// The user's outbox and inbox were empty after the write, and the lease was given
+    /// up in the same step (as [`Durable::release`]): an item stored after it finds the
+    /// lease free.
+    Released,
+}
+
 /// What [`Durable::accept_turn`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Direct {
@@ -531,6 +542,23 @@ pub trait Durable: Send + Sync {
         at: OutKey,
         sent: SentRecord,
     ) -> Result<Peek, CommitError>;
+
+    /// [`Durable::mark_sent`], and when that leaves the user nothing to do (outbox and
+    /// inbox empty) the lease given up in the same step ([`AfterSent::Released`]): the
+    /// last write of a worker about to stop. Stores shared by instances, where every
+    /// call is a round trip (Redis), do both in one; by default the lease is kept (the
+    /// caller releases it as usual).
+    async fn mark_sent_releasing(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        sent: SentRecord,
+    ) -> Result<AfterSent, CommitError> {
+        self.mark_sent(lease, now, at, sent)
+            .await
+            .map(AfterSent::Holding)
+    }
 
     /// An attempt failed and will be retried: counts it (and whether its outcome is
     /// unknown) and sets when to try again.

@@ -78,7 +78,9 @@
 //! commit with its hints before and after; a sent record with its owner. Scripts that
 //! write the outbox answer with what the worker reads next (the first unsent message
 //! and whether the inbox holds items, `Peek`), so a worker sending a turn's replies
-//! reads neither between them. A lease taken for a turn about to run brings the
+//! reads neither between them; the send that leaves the user nothing to do gives the
+//! lease up in its script (`mark_sent_releasing`), which saves the worker's release
+//! round trip for nearly every message. A lease taken for a turn about to run brings the
 //! user's session with it (`acquire_reading`: the lease script reads it). Redis runs a
 //! pipeline's commands in order, but not as
 //! one step: a pipeline holds exactly the commands that were separate calls before, in
@@ -107,8 +109,8 @@ mod tests;
 
 use super::handover::{Changed, Handover, HandoverChange, HandoverFilter, HandoverMessage};
 use super::{
-    Accepted, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId, ItemKind, Lease,
-    Millis, NewItem, NewTimer, OutKey, Outgoing, Pace, Peek, TurnCommit, UserData,
+    Accepted, AfterSent, CommitError, DeadLetter, Direct, DirectTurn, Durable, Item, ItemId,
+    ItemKind, Lease, Millis, NewItem, NewTimer, OutKey, Outgoing, Pace, Peek, TurnCommit, UserData,
 };
 use crate::engine::Session;
 use crate::engine::session::SESSION_VERSION;
@@ -676,7 +678,21 @@ impl Durable for RedisDurable {
         at: OutKey,
         sent: SentRecord,
     ) -> Result<Peek, CommitError> {
-        outbox::mark_sent(self, lease, now, at, sent).await
+        match outbox::mark_sent(self, lease, now, at, sent, outbox::WhenIdle::Hold).await? {
+            AfterSent::Holding(peek) => Ok(peek),
+            // Not asked to release: the script never answers so.
+            AfterSent::Released => Err(CommitError::Store(corrupt("mark_sent reply"))),
+        }
+    }
+
+    async fn mark_sent_releasing(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        at: OutKey,
+        sent: SentRecord,
+    ) -> Result<AfterSent, CommitError> {
+        outbox::mark_sent(self, lease, now, at, sent, outbox::WhenIdle::Release).await
     }
 
     async fn mark_attempt(

@@ -118,13 +118,21 @@ pub(super) fn code_and_peek(key: &SessionKey, reply: &redis::Value) -> Option<(i
     }
 }
 
+/// Whether `mark_sent` gives the lease up when the user is left with nothing to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum WhenIdle {
+    Hold,
+    Release,
+}
+
 pub(super) async fn mark_sent(
     store: &RedisDurable,
     lease: &Lease,
     now: Millis,
     at: OutKey,
     sent: SentRecord,
-) -> Result<Peek, CommitError> {
+    idle: WhenIdle,
+) -> Result<AfterSent, CommitError> {
     let keys = store.user(&lease.key);
     let mut call = store.scripts.mark_sent.prepare_invoke();
     call.key(keys.lease())
@@ -141,7 +149,8 @@ pub(super) async fn mark_sent(
         .arg(sent_json(&SentRecord {
             key: lease.key.clone(),
             ..sent.clone()
-        }));
+        }))
+        .arg(if idle == WhenIdle::Release { "1" } else { "0" });
     // The owner first, in the same round trip: `sent()` finds the record through it
     // (a hint, like the indexes: the record in the user's slot is the truth).
     let mut batch = Batch::new();
@@ -159,7 +168,8 @@ pub(super) async fn mark_sent(
         .pop()
         .unwrap_or(redis::Value::Nil);
     let written = match code_and_peek(&lease.key, &reply) {
-        Some((1, peek)) => Ok(peek),
+        Some((1, peek)) => Ok(AfterSent::Holding(peek)),
+        Some((2, _)) if idle == WhenIdle::Release => Ok(AfterSent::Released),
         Some((0, _)) => Err(CommitError::Fenced),
         _ => Err(CommitError::Store(corrupt("mark_sent reply"))),
     };

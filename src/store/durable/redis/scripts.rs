@@ -258,14 +258,21 @@ if not redis.call('ZSCORE', KEYS[2], m) then return 0 end
 ";
 
 /// KEYS: lease, out, outmsg, sent, inbox. ARGV: holder, token, now, member, wamid,
-/// record. Returns 0 when fenced; else what [`NEXT`] returns: the user's inbox and next
-/// message, so the worker's next step needs no read of either.
+/// record, release when idle ('1'/'0'). Returns 0 when fenced; 2 when asked to release
+/// and the outbox and inbox were empty after the write: the lease is deleted (as
+/// [`RELEASE`] does), the worker's release round trip saved; else what [`NEXT`]
+/// returns: the user's inbox and next message, so the worker's next step needs no read
+/// of either.
 pub(crate) fn mark_sent() -> String {
     format!(
         "{HELD}{OUTBOX_CHECK}
 redis.call('ZREM', KEYS[2], m)
 redis.call('HDEL', KEYS[3], m .. ':b', m .. ':n', m .. ':a', m .. ':t')
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+if ARGV[7] == '1' and redis.call('ZCARD', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[5]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 2
+end
 local inbox, out, outmsg = KEYS[5], KEYS[2], KEYS[3]
 {NEXT}"
     )

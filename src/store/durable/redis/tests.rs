@@ -87,6 +87,40 @@ async fn conformance_suite_passes_on_redis() {
     conformance::run_all(|| async { Arc::new(prefixes.store().await) as Arc<dyn Durable> }).await;
 }
 
+/// On Redis the send that leaves a user nothing to do gives the lease up in its own
+/// script (the worker's release round trip saved); with a message or an item left, or
+/// through plain `mark_sent`, the lease stays.
+#[tokio::test]
+async fn the_send_that_empties_the_outbox_gives_the_lease_up() {
+    let prefixes = Prefixes::new(&redis_url());
+    let store = prefixes.store().await;
+    let ada = SessionKey::new("1001", "ada");
+    let lease = queued(&store, &ada, &["r0", "r1"]).await;
+    let first = store.next_outgoing(&ada).await.unwrap().unwrap();
+    let sent = |wamid: &str| SentRecord {
+        message_id: wamid.into(),
+        key: ada.clone(),
+        flow: "main".into(),
+        node: "n".into(),
+        at: 10,
+    };
+    let after = store
+        .mark_sent_releasing(&lease, 10, first.at, sent("wamid.r0"))
+        .await
+        .unwrap();
+    assert!(matches!(after, AfterSent::Holding(_)), "{after:?}");
+    let second = store.next_outgoing(&ada).await.unwrap().unwrap();
+    let after = store
+        .mark_sent_releasing(&lease, 11, second.at, sent("wamid.r1"))
+        .await
+        .unwrap();
+    assert_eq!(after, AfterSent::Released);
+    let taken = store
+        .acquire(&ada, "other", 12, Duration::from_secs(60))
+        .await;
+    assert!(matches!(taken, Ok(Some(_))), "{taken:?}");
+}
+
 #[tokio::test]
 async fn every_key_of_one_user_shares_one_cluster_slot() {
     let prefixes = Prefixes::new(&redis_url());
