@@ -58,9 +58,7 @@ impl Runtime {
             {
                 Ok(accepted) => {
                     return self
-                        .sent(
-                            number, lease, &out, accepted, &fast.flow, &fast.node, false, last,
-                        )
+                        .sent(number, lease, &out, accepted, fast.posted(), last)
                         .await;
                 }
                 Err(e) => failed = Some((e, token)),
@@ -100,10 +98,7 @@ impl Runtime {
                         Ok(accepted) => {
                             let wamid = accepted.message_id.clone();
                             let sent = self
-                                .sent(
-                                    number, lease, &out, accepted, &body.flow, &body.node, swapped,
-                                    last,
-                                )
+                                .sent(number, lease, &out, accepted, body.posted(swapped), last)
                                 .await;
                             if sent.sent_at.is_some() {
                                 self.dev_sent(number, key, &wamid, payload, &body, out.at.turn);
@@ -156,26 +151,24 @@ impl Runtime {
 
     /// Graph accepted `out`: records it as sent with its wamid (which takes it out of
     /// the outbox) and says what comes next.
-    #[allow(clippy::too_many_arguments)]
     async fn sent(
         &self,
         number: &Number,
         lease: &Lease,
         out: &Outgoing,
         accepted: Accepted,
-        flow: &str,
-        node: &str,
-        swapped: bool,
+        posted: Posted<'_>,
         last: Last,
     ) -> Sent {
         let key = &lease.key;
         let now = now_ms();
-        self.trace.sent(key, out.at, &accepted.message_id, swapped);
+        self.trace
+            .sent(key, out.at, &accepted.message_id, posted.swapped);
         let sent = SentRecord {
             message_id: accepted.message_id,
             key: key.clone(),
-            flow: flow.to_string(),
-            node: node.to_string(),
+            flow: posted.flow.to_string(),
+            node: posted.node.to_string(),
             at: now,
         };
         self.metrics.messages_sent.inc();
@@ -402,6 +395,34 @@ impl Runtime {
                 log_write_error(&number.phone_number_id, out.at, &e);
                 stop()
             }
+        }
+    }
+}
+
+/// What Graph accepted: the flow and node that wrote the message, and whether the
+/// node's template went instead (the 24-hour window had closed).
+struct Posted<'a> {
+    flow: &'a str,
+    node: &'a str,
+    swapped: bool,
+}
+
+impl codec::OutgoingSend<'_> {
+    fn posted(&self) -> Posted<'_> {
+        Posted {
+            flow: &self.flow,
+            node: &self.node,
+            swapped: false,
+        }
+    }
+}
+
+impl OutgoingBody {
+    fn posted(&self, swapped: bool) -> Posted<'_> {
+        Posted {
+            flow: &self.flow,
+            node: &self.node,
+            swapped,
         }
     }
 }
